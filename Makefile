@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make reproduce` and `make test` (see README.md).
+# The environment is a local virtualenv (.venv) created on first use. torch is pinned to the CPU
+# build by constraints.txt so CI and laptops never pull a multi-GB CUDA wheel; GPU users install
+# their CUDA torch first (see README) or use environment.yml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROFILE ?= demo
+ONLY ?=
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: env reproduce test test-fast clean-cache help
+
+help:
+	@echo "make reproduce   # create .venv if missing, run every notebook on the embedded demo (PROFILE=$(PROFILE))"
+	@echo "make test        # create .venv if missing, run the test suite offline"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+reproduce: $(STAMP)
+	$(VENV)/bin/rlalm reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not notebooks"
+
+clean-cache:
+	rm -rf cache runs

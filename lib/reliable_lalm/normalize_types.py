@@ -1,0 +1,28 @@
+"""The result type every answer normalizer returns (rule-based and LLM-based alike)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+Kind = Literal["choice", "idk", "invalid"]
+IDK_LABEL = "IDK"
+
+
+@dataclass(frozen=True)
+class Normalized:
+    kind: Kind  # 'choice': one of the options; 'idk': a refusal; 'invalid': nothing could be mapped
+    choice: str | None = None  # the option text when kind == 'choice'
+    method: str = ""  # which rule (or 'llm', 'llm-cache') decided, for auditing
+
+    @property
+    def label(self) -> str:
+        """What the official MMAU scorer should see in ``model_output``."""
+        if self.kind == "choice":
+            return self.choice or ""
+        return IDK_LABEL if self.kind == "idk" else ""
+
+
+class Normalizer(Protocol):
+    name: str
+
+    def normalize_many(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Normalized]: ...
