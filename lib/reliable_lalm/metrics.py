@@ -193,6 +193,9 @@ def gain_from_counts(nc: int, ncc: int, nw: int, nww: int, convention: str = "cl
     d_con = (nc - ncc) / d_con_den if d_con_den else None
     d_hum = (nw - nww) / d_hum_den if d_hum_den else None
     rgi, rgi_reason = rgi_from_deltas(d_con, d_hum)
+    if d_con is None or d_hum is None:  # name the missing delta, not just "undefined"
+        rgi_reason = "; ".join(f"{label} undefined ({why})" for label, value, why in
+                               (("ΔCon", d_con, con_zero), ("ΔHum", d_hum, hum_zero)) if value is None)
     return Gain(convention, d_con, d_hum, rgi,
                 None if d_con is not None else con_zero,
                 None if d_hum is not None else hum_zero,
