@@ -181,14 +181,17 @@ def test_score_store(tmp_path):
                   {"item_id": "q1", "model_output": "IDK"},
                   {"item_id": "q2", "model_output": "Rain"},
                   {"item_id": "q9", "model_output": "Rain"},  # not in the benchmark
+                  {"item_id": "q4", "model_output": None, "error": "audio file unreadable"},
                   {"item_id": "q0", "sample_index": 1, "model_output": "Rain"}])
     recs = records_from_store(store, bench)
-    assert [r["id"] for r in recs] == ["q0", "q1", "q2", "q9"]
+    assert [r["id"] for r in recs] == ["q0", "q1", "q2", "q9", "q4"]
     assert recs[0]["question"] == "What is it?" and recs[0]["model_output"] == "Dog barking"
     r = score_store(tmp_path / "store", bench)
     assert (r["n"], r["n_correct"], r["n_rejected"], r["n_wrong"]) == (3, 1, 1, 1)
-    assert r["missing"] == {"n": 2, "ids": ["q3", "q4"]}
-    assert [e["id"] for e in r["errors"]] == ["q9"]
+    assert r["missing"] == {"n": 1, "ids": ["q3"]}
+    reasons = {e["id"]: e["reason"] for e in r["errors"]}
+    assert "not among the choices" in reasons["q9"] or "choices must be a list" in reasons["q9"]
+    assert reasons["q4"] == "no model_output (inference error: audio file unreadable)"
     assert score_store(store, bench, sample_index=1)["n_wrong"] == 1
     # A store whose records carry the item fields needs no benchmark.
     own = ResultStore.open(tmp_path / "own", {})

@@ -24,6 +24,10 @@ Two conventions for the deltas:
 
 ``RGI = log10(ΔHum / ΔCon)``: base 10, because log10(67/36) = 0.27 is what Table 2 prints
 (the natural log would give 0.62). In the subset convention RGI = log10((Nw - Nww) / (Nc - Ncc)).
+On every training-free cell of Table 2 and every cell of Table 11, RGI from the integer counts and
+RGI from the printed (rounded) percentages round to the same printed value; the cross-validated
+LoRA row of Table 2 is the mean of the printed per-fold values, rounded half up
+(``reliable_lalm.reference.round_half_up``).
 
 Undefined values never raise: a zero denominator, ``log(0)`` (ΔHum = 0) or ``log(x/0)``
 (ΔCon = 0) give ``None`` (``NaN`` inside bootstrap arrays) together with a reason string

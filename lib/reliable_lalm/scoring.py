@@ -124,7 +124,9 @@ def check_record(record: Any, index: int, source: str = "pred",
         return RecordError(item_id, reason, source, index)
 
     if output_field not in record or record[output_field] is None:
-        return bad(f"no {output_field}")
+        # Inference writes error records (model_output None, error = the cause): pass the cause on.
+        cause = record.get("error")
+        return bad(f"no {output_field}" + (f" (inference error: {cause})" if cause else ""))
     output = record[output_field]
     if not isinstance(output, str):
         return bad(f"{output_field} is a {type(output).__name__}, not a string")
@@ -324,7 +326,8 @@ def records_from_store(store: Any, benchmark: LoadedBenchmark | Sequence[Benchma
             base = item.to_record() if item is not None else {"id": str(item_id)}
         else:
             base = {k: v for k, v in rec.items() if k not in fields}
-        out.append({**base, "id": str(item_id), OUTPUT_FIELD: raw})
+        extra = {"error": rec["error"]} if raw is None and rec.get("error") else {}
+        out.append({**base, **extra, "id": str(item_id), OUTPUT_FIELD: raw})
     return out
 
 
