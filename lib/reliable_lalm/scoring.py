@@ -497,3 +497,47 @@ def run(args: argparse.Namespace) -> int:
     text = format_table(result) if args.format == "table" else json.dumps(result, indent=2, ensure_ascii=False)
     _write_text(text, args.output)
     return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference rows of Table 1 (no normalizer involved)
+# ------------------------------------------------------------------------------------------------
+
+def score_mmau_string_match(pred_records: Iterable[Any]) -> dict[str, Any]:
+    """Table 1's "MMAU (Unnormalized)" row: MMAU's official string match on the raw outputs.
+
+    The official scorer knows no refusals: an output is correct when it string-matches the answer,
+    wrong otherwise (an IDK counts as wrong, so Acc = Tru = Rel).
+    """
+    from .normalize import mmau_string_match
+
+    pred, errors, _ = check_records(pred_records, "pred")
+    items = list(pred.values())
+    outcomes = ["correct" if mmau_string_match(r.answer, r.output or "", list(r.choices)) else "wrong" for r in items]
+    summary = summarize(outcomes, [r.task for r in items], task_order=TASKS)
+    return {**summary["total"], "by_task": summary["by_task"], "n_errors": len(errors),
+            "errors": [e.to_dict() for e in errors], "normalizer": {"name": "mmau-string-match"}}
+
+
+def score_reference_baselines(items: Sequence[BenchmarkItem], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Table 1's reference rows computed on the evaluated items.
+
+    - ``Random Guess``: one uniformly random choice per item (seeded).
+    - ``Most Frequent Choice``: per modality, the choice whose text is most often the correct answer
+      in that modality (ties: the first choice), as in MMAU's reference row.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tasks = [it.task for it in items]
+    random_outcomes = ["correct" if it.choices[rng.integers(len(it.choices))] == it.answer else "wrong" for it in items]
+    frequency = {task: Counter(it.answer for it in items if it.task == task) for task in TASKS}
+    frequent_outcomes = []
+    for it in items:
+        pick = max(it.choices, key=lambda c: (frequency[it.task][c], -it.choices.index(c)))
+        frequent_outcomes.append("correct" if pick == it.answer else "wrong")
+    out = {}
+    for name, outcomes in (("Random Guess", random_outcomes), ("Most Frequent Choice", frequent_outcomes)):
+        summary = summarize(outcomes, tasks, task_order=TASKS)
+        out[name] = {**summary["total"], "by_task": summary["by_task"]}
+    return out

@@ -1,0 +1,233 @@
+"""Training recipe of the embedded demo model (``rlalm demo train``).
+
+The demo model learns, from the synthetic benchmark's *training* generator (never the test split),
+every behaviour the notebooks exercise, in the very prompt formats used at evaluation:
+
+- multiple-choice answers with the baseline prompt (paper Table 4);
+- the IDK prompt (Table 5): the answer, or ``IDK`` on a small share of unanswerable clips (the
+  question's audio replaced by noise), so that training-free IDK prompting has something to act on;
+- the audio type (task agent step 1), a content description (step 2), the answer given the
+  content (step 3);
+- a step-by-step answer for the MCoT prompt (Table 6).
+
+Partial knowledge comes from the benchmark's difficulty (noise, subtlety), not from undertraining:
+the training runs long enough for easy items to saturate.
+
+The run is resumable: a checkpoint (model, optimizer, scheduler, RNG states, step) is written every
+``checkpoint_every`` steps and picked up by the same command after a crash.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import prompts
+from .data import TASKS
+from .sft_data import SFTExample, collate_sft
+
+IDK_TARGET = "IDK"
+FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answer")
+
+
+@dataclass
+class DemoTrainConfig:
+    seed: int = 0
+    steps: int = 2400
+    batch_size: int = 32
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 150
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    pool_per_task: int = 3000  # training items generated once per modality, reused across formats
+    pool_seed: int = 777  # generator seed of the training pool (the test split uses its own seed)
+    # Share of each prompt format in a batch.
+    mix: dict[str, float] = field(default_factory=lambda: {
+        "baseline": 0.40, "idk": 0.15, "mcot": 0.10,
+        "agent_type": 0.10, "agent_content": 0.15, "agent_answer": 0.10,
+    })
+    unanswerable_share: float = 0.25  # of IDK-instructed examples whose audio is replaced by noise
+    mcot_few_shot: int = 1  # few-shot examples shown in MCoT prompts (kept short: 4 s clips, tiny model)
+    checkpoint_every: int = 250
+    threads: int = 2
+    log_every: int = 50
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mcot_target(record: dict[str, Any], answer: str) -> str:
+    """The step-by-step answer the demo learns for the MCoT prompt."""
+    return f"This is {record['audio_type'].lower()}: {record['content']}. {record['reasoning']} So the answer is {answer}"
+
+
+def few_shot_examples(pool: list[tuple[np.ndarray, dict]], n: int) -> list[prompts.FewShotExample]:
+    """Fixed few-shot examples for MCoT, taken from the training pool (never the test split)."""
+    out = []
+    for _, record in pool[:n]:
+        out.append(prompts.FewShotExample(question=record["question"], choices=tuple(record["choices"]),
+                                          reasoning=mcot_target(record, record["answer"]),
+                                          answer=record["answer"]))
+    return out
+
+
+def _noise_like(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
+    """An unanswerable clip: coloured noise of the same length, no events, notes or voices."""
+    from scipy.signal import lfilter
+
+    white = rng.standard_normal(len(audio)).astype(np.float32)
+    alpha = rng.uniform(0.0, 0.95)  # one-pole low-pass: from white to strongly coloured noise
+    out = lfilter([1 - alpha], [1, -alpha], white).astype(np.float32)
+    return out * (0.5 / (np.abs(out).max() + 1e-8))
+
+
+def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.random.Generator,
+                 cfg: DemoTrainConfig, few_shot: list[prompts.FewShotExample]) -> SFTExample:
+    question, choices, answer = record["question"], list(record["choices"]), record["answer"]
+    item_id = record["id"]
+    if fmt == "baseline":
+        return SFTExample(audio, prompts.build_prompt("baseline", question, choices), answer, item_id)
+    if fmt == "idk":
+        if rng.random() < cfg.unanswerable_share:
+            return SFTExample(_noise_like(rng, audio), prompts.build_prompt("idk", question, choices), IDK_TARGET, item_id)
+        return SFTExample(audio, prompts.build_prompt("idk", question, choices), answer, item_id)
+    if fmt == "mcot":
+        prompt = prompts.build_prompt("mcot", question, choices, few_shot=few_shot)
+        if rng.random() < cfg.unanswerable_share:
+            return SFTExample(_noise_like(rng, audio), prompt, f"The audio is unclear. {IDK_TARGET}", item_id)
+        return SFTExample(audio, prompt, mcot_target(record, answer), item_id)
+    if fmt == "agent_type":
+        return SFTExample(audio, prompts.agent_type_prompt(), record["audio_type"], item_id)
+    if fmt == "agent_content":
+        return SFTExample(audio, prompts.agent_content_prompt(record["audio_type"]), record["content"], item_id)
+    if fmt == "agent_answer":
+        prompt = prompts.agent_answer_prompt(record["audio_type"], record["content"], question, choices)
+        return SFTExample(audio, prompt, answer, item_id)
+    raise ValueError(f"unknown training format {fmt!r}")
+
+
+def build_pool(cfg: DemoTrainConfig, *, progress: bool = True) -> list[tuple[np.ndarray, dict]]:
+    """Training items from the synthetic generator, interleaved across modalities."""
+    from tqdm.auto import tqdm
+
+    from . import synthetic
+
+    rng = np.random.default_rng(cfg.pool_seed)
+    pool: list[tuple[np.ndarray, dict]] = []
+    for i in tqdm(range(cfg.pool_per_task), desc="demo training pool", disable=not progress):
+        for task in TASKS:
+            audio, record = synthetic.generate_item(rng, task)
+            record = dict(record, id=f"demo-train-{task}-{i:05d}", split="demo-train")
+            pool.append((audio, record))
+    return pool
+
+
+def tokenizer_corpus(pool: list[tuple[np.ndarray, dict]], few_shot: list[prompts.FewShotExample]) -> list[str]:
+    """Every text the model will read or write, for training the BPE tokenizer."""
+    texts = ["You are a helpful assistant.", "system", "user", "assistant", "Audio 1: ", IDK_TARGET,
+             prompts.agent_type_prompt()]
+    for _, record in pool:
+        q, c, a = record["question"], list(record["choices"]), record["answer"]
+        texts += [prompts.build_prompt("idk", q, c), prompts.build_prompt("mcot", q, c, few_shot=few_shot),
+                  prompts.agent_content_prompt(record["audio_type"]),
+                  prompts.agent_answer_prompt(record["audio_type"], record["content"], q, c),
+                  mcot_target(record, a)]
+    return texts
+
+
+def _lr_at(step: int, cfg: DemoTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_dir: str | Path | None = None,
+               progress: bool = True) -> Path:
+    """Build the tokenizer and model, train them, and save the checkpoint to ``out_dir``.
+
+    ``work_dir`` keeps resumable checkpoints (default: ``out_dir/../<name>-work``).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from . import demo_model
+
+    cfg = cfg or DemoTrainConfig()
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir else out_dir.parent / f"{out_dir.name}-work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    pool = build_pool(cfg, progress=progress)
+    few_shot = few_shot_examples(pool, cfg.mcot_few_shot)
+    init_dir = work_dir / "init"
+    if not (init_dir / "config.json").exists():
+        demo_model.create_untrained(init_dir, tokenizer_corpus(pool, few_shot), seed=cfg.seed)
+    processor = AutoProcessor.from_pretrained(init_dir)
+    ckpt_path = work_dir / "checkpoint.pt"
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(init_dir, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_step = 0
+    log: list[dict[str, Any]] = []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["config"] != cfg.to_json():
+            raise RuntimeError(f"{ckpt_path} was written with another training config; delete {work_dir} to restart")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, log = state["step"], state["log"]
+    model.train()
+    formats = list(cfg.mix)
+    weights = np.array([cfg.mix[f] for f in formats], dtype=float)
+    weights /= weights.sum()
+    started = time.time()
+    bar = tqdm(range(start_step, cfg.steps), desc="demo training", disable=not progress,
+               initial=start_step, total=cfg.steps)
+    running = None
+    for step in bar:
+        # Per-step RNG from (seed, step): a resumed run draws exactly the batches it would have drawn.
+        rng = np.random.default_rng([cfg.seed, step])
+        picks = rng.integers(0, len(pool), size=cfg.batch_size)
+        fmts = rng.choice(len(formats), size=cfg.batch_size, p=weights)
+        examples = [make_example(formats[f], *pool[i], rng, cfg, few_shot) for i, f in zip(picks, fmts)]
+        batch = collate_sft(processor, examples)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.set_postfix(loss=f"{running:.3f}")
+        if (step + 1) % cfg.log_every == 0:
+            log.append({"step": step + 1, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                        "torch_rng": torch.get_rng_state(), "config": cfg.to_json(), "log": log}, tmp)
+            os.replace(tmp, ckpt_path)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "demo_config.json").write_text((init_dir / "demo_config.json").read_text())
+    (out_dir / "training.json").write_text(json.dumps({
+        "config": cfg.to_json(), "log": log,
+        "few_shot": [asdict(ex) for ex in few_shot],
+    }, indent=2) + "\n")
+    return out_dir
