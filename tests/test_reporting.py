@@ -1,0 +1,270 @@
+"""Table builders, table writers (CSV/MD/TeX, side by side with the paper) and figures."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and deterministic
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from reliable_lalm import paths, reporting  # noqa: E402
+from reliable_lalm.reporting import (alpha_frame, compare_with_reference, format_number, gain_table,  # noqa: E402
+                                     metrics_table, paper_table, plot_alpha_ablation, plot_idk_threshold,
+                                     plot_rgi_heatmap, read_table, rejection_table, rgi_matrix, save_figure,
+                                     save_table)
+
+
+def group(nc: int, nr: int, nw: int, *, ncc: int | None = None, nww: int | None = None,
+          base_c: int | None = None, base_w: int | None = None) -> dict:
+    """A score group as ``rlalm score`` returns it (fractions), with gains when a baseline is given."""
+    n = nc + nr + nw
+    acc, rej, tru = nc / n, nr / n, 1 - nw / n
+    out = {"n": n, "n_correct": nc, "n_rejected": nr, "n_wrong": nw, "n_invalid": 0,
+           "acc": acc, "tru": tru, "rej": rej, "rel": rej * acc + (1 - rej) * tru}
+    if base_c is not None:
+        d_con, d_hum = (base_c - ncc) / base_c, (base_w - nww) / base_w
+        out.update(d_con=d_con, d_hum=d_hum, rgi=math.log10(d_hum / d_con) if d_con else None)
+        sub = base_c + base_w
+        out.update(d_con_subset=(base_c - ncc) / sub, d_hum_subset=(base_w - nww) / sub,
+                   rgi_subset=math.log10((base_w - nww) / (base_c - ncc)) if base_c != ncc else None)
+    return out
+
+
+def score(by_task: dict, total: dict) -> dict:
+    return {**total, "by_task": by_task}
+
+
+# IDK prompting on sound in the paper: baseline 203 correct / 130 wrong of 333; 36 correct answers
+# and 67 wrong answers lost -> ΔCon 10.81 %, ΔHum 20.12 %, RGI 0.27 (subset convention).
+IDK_SOUND = group(194, 60, 79, ncc=167, nww=63, base_c=203, base_w=130)
+
+
+def test_metrics_table_layout_and_percent():
+    rows = {"Baseline": score({"sound": group(203, 0, 130), "music": group(184, 0, 150)}, group(387, 0, 280)),
+            "IDK Prompting": score({"sound": IDK_SOUND}, group(194, 60, 79))}
+    df = metrics_table(rows, modalities=("sound", "music", "total"))
+    assert list(df.index) == ["Baseline", "IDK Prompting"] and df.index.name == "Method"
+    assert list(df.columns) == [(m, k) for m in ("Sound", "Music", "Total") for k in ("Acc%", "Tru%", "Rel%")]
+    assert df.loc["Baseline", ("Sound", "Acc%")] == pytest.approx(60.96, abs=5e-3)
+    assert df.loc["IDK Prompting", ("Sound", "Tru%")] == pytest.approx(76.28, abs=5e-3)
+    assert df.loc["IDK Prompting", ("Sound", "Rel%")] == pytest.approx(73.03, abs=5e-3)
+    assert math.isnan(df.loc["IDK Prompting", ("Music", "Acc%")])  # no music scores: n/a
+    assert df.loc["IDK Prompting", ("Total", "Acc%")] == pytest.approx(100 * 194 / 333)
+
+
+def test_gain_table_conventions_and_undefined_rgi():
+    undefined = {**IDK_SOUND, "rgi": None, "rgi_subset": float("nan")}
+    rows = {"IDK Prompting": score({"sound": IDK_SOUND}, IDK_SOUND), "Broken": score({"sound": undefined}, undefined)}
+    sub = gain_table(rows, modalities=("sound",))
+    assert list(sub.columns) == [("Sound", "ΔCon%"), ("Sound", "ΔHum%"), ("Sound", "RGI")]
+    assert [round(v, 2) for v in sub.loc["IDK Prompting"]] == [10.81, 20.12, 0.27]
+    cls = gain_table(rows, "class", modalities=("sound",))
+    assert [round(v, 2) for v in cls.loc["IDK Prompting"]] == [17.73, 51.54, 0.46]
+    assert math.isnan(sub.loc["Broken", ("Sound", "RGI")]) and math.isnan(cls.loc["Broken", ("Sound", "RGI")])
+    with pytest.raises(ValueError, match="convention"):
+        gain_table(rows, "log")
+
+
+def test_metrics_of_summarize_output_are_read_from_total():
+    # reliable_lalm.metrics.summarize nests the total under "total".
+    summary = {"total": group(1, 1, 2), "by_task": {"sound": group(1, 1, 2)}}
+    df = metrics_table({"x": summary}, modalities=("sound", "total"))
+    assert df.loc["x", ("Total", "Acc%")] == 25.0 and df.loc["x", ("Sound", "Tru%")] == 50.0
+
+
+def test_cross_modal_tables_skip_the_diagonal():
+    fold = lambda: score({m: group(5, 2, 3) for m in ("sound", "music", "speech")}, group(15, 6, 9))  # noqa: E731
+    rows = {"sound": fold(), "music": fold()}
+    df = metrics_table(rows, modalities=reporting.MODALITIES, skip="diagonal", index_name="Training Modality")
+    assert list(df.index) == ["Sound", "Music"]  # modality rows get the paper's labels
+    assert math.isnan(df.loc["Sound", ("Sound", "Acc%")]) and df.loc["Sound", ("Music", "Acc%")] == 50.0
+    md = reporting.to_markdown(df)
+    assert "| Sound | - | - | - | 50.00 |" in md  # "-" where the layout leaves a cell empty
+
+    rej = rejection_table(rows, {"sound": 0.6306, "music": 0.6198})
+    assert list(rej.columns) == [("Rejection Rate (%)", c) for c in ("IDK Dataset", "Sound", "Music", "Speech")]
+    assert rej.loc["Music", ("Rejection Rate (%)", "IDK Dataset")] == pytest.approx(61.98)
+    assert rej.loc["Sound", ("Rejection Rate (%)", "Speech")] == pytest.approx(20.0)
+
+    mat = rgi_matrix({"sound": score({"music": {"rgi_subset": 0.19}, "sound": {"rgi_subset": 9.0}}, {}),
+                      "music": score({"sound": {"rgi_subset": 0.36}}, {})})
+    assert mat.loc["Sound", "Music"] == 0.19 and math.isnan(mat.loc["Sound", "Sound"])  # diagonal blanked
+    assert mat.loc["Music", "Sound"] == 0.36 and math.isnan(mat.loc["Music", "Speech"])
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.355, "0.36"), (2.675, "2.68"), (10.8108, "10.81"), (-0.001, "0.00"), (-0.27, "-0.27"),
+    (None, "n/a"), (float("nan"), "n/a"), (np.float64(55.6), "55.60"), (333, "333"), ("x", "x"),
+])
+def test_format_number_rounds_half_up_like_the_paper(value, text):
+    assert format_number(value) == text
+
+
+def test_save_table_writes_csv_md_tex(tmp_path):
+    undefined = {**IDK_SOUND, "rgi_subset": None}
+    rows = {"IDK Prompting": score({"sound": IDK_SOUND, "music": undefined}, IDK_SOUND)}
+    df = gain_table(rows, modalities=("sound", "music"))
+    out = save_table(df, "table2", "demo", caption="Relative gains & RGI_subset", out_dir=tmp_path)
+    assert set(out) == {"csv", "md", "tex"} and all(p.parent == tmp_path for p in out.values())
+
+    back = read_table(out["csv"])
+    assert list(back.index) == ["IDK Prompting"] and back.shape == (1, 6)
+    assert back.loc["IDK Prompting", ("Sound", "ΔCon%")] == pytest.approx(10.8108, abs=1e-4)
+    assert math.isnan(back.loc["IDK Prompting", ("Music", "RGI")])
+
+    md = out["md"].read_text()
+    assert md.startswith("Table: Relative gains & RGI_subset\n")
+    assert "| Method | Sound ΔCon% | Sound ΔHum% | Sound RGI | Music ΔCon% | Music ΔHum% | Music RGI |" in md
+    assert "| IDK Prompting | 10.81 | 20.12 | 0.27 | 10.81 | 20.12 | n/a |" in md
+
+    tex = out["tex"].read_text()
+    assert r"\multicolumn{3}{c}{Sound} & \multicolumn{3}{c}{Music}" in tex
+    assert r"\cmidrule(lr){2-4} \cmidrule(lr){5-7}" in tex
+    assert r"Method & $\Delta$Con\% & $\Delta$Hum\% & RGI" in tex
+    assert r"IDK Prompting & 10.81 & 20.12 & 0.27 & 10.81 & 20.12 & n/a \\" in tex
+    assert r"\caption{Relative gains \& RGI\_subset}" in tex and r"\label{tab:table2}" in tex
+    assert tex.count(r"\\") == 3  # two header lines and one row
+
+
+def test_save_table_default_location_is_tables_profile(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "TABLES_DIR", tmp_path)
+    df = metrics_table({"A": score({}, group(1, 0, 1))}, modalities=("total",))
+    out = save_table(df, "t", "ci", caption="c")
+    assert out["csv"] == tmp_path / "ci" / "t.csv" and out["tex"].is_file()
+
+
+def test_side_by_side_with_reference(tmp_path):
+    ours = metrics_table({"Baseline": score({"sound": group(203, 0, 130)}, group(203, 0, 130)),
+                          "Extra": score({"sound": group(1, 0, 1)}, group(1, 0, 1))},
+                         modalities=("sound", "total"))
+    cols = ours.columns
+    reference = pd.DataFrame([[60.96, 60.96, 60.96, 55.60, 55.60, 55.60],
+                              [26.72, 26.72, 26.72, 26.00, 26.00, 26.00]],
+                             index=pd.Index(["baseline ", "Random Guess"], name="Method"), columns=cols)
+    out = save_table(ours, "table1", "demo", caption="Table 1.", reference=reference, out_dir=tmp_path)
+    assert {"vs_paper_csv", "vs_paper_md"} <= set(out)
+
+    side = compare_with_reference(ours, reference)
+    assert list(side.columns) == ["ours", "paper", "diff"]
+    assert side.index.names == ["Method", "Modality", "Metric"]
+    row = side.loc[("Baseline", "Total", "Acc%")]  # matched despite case and the trailing space
+    assert row["ours"] == pytest.approx(60.96, abs=5e-3) and row["paper"] == 55.60
+    assert row["diff"] == pytest.approx(100 * 203 / 333 - 55.60)
+    assert math.isnan(side.loc[("Extra", "Sound", "Acc%"), "paper"])  # a row the paper lacks
+    assert side.attrs["paper_only_rows"] == ["Random Guess"]
+
+    md = out["vs_paper_md"].read_text()
+    assert "| Method | Modality | Metric | ours | paper | diff |" in md
+    assert "| Baseline | Total | Acc% | 60.96 | 55.60 | 5.36 |" in md
+    assert "| Extra | Sound | Acc% | 50.00 | n/a | n/a |" in md
+    assert "paper rows without ours: Random Guess" in md
+    back = read_table(out["vs_paper_csv"], index_levels=3)
+    assert back.shape == (12, 3)  # 2 rows x 2 modalities x 3 metrics
+
+    bad = reference.drop(columns=[("Total", "Rel%")])
+    with pytest.raises(ValueError, match="reference lacks columns"):
+        compare_with_reference(ours, bad)
+    with pytest.raises(ValueError, match="no row of ours"):
+        compare_with_reference(ours, reference.rename(index={"baseline ": "X", "Random Guess": "Y"}))
+
+
+@pytest.mark.skipif(not (paths.REFERENCE_TABLES_DIR / "table2.csv").is_file(), reason="reference tables absent")
+def test_paper_tables_in_builder_layout_compare_cleanly():
+    t2 = paper_table("table2")
+    ours = gain_table({"IDK Prompting": score({"sound": IDK_SOUND}, IDK_SOUND)}, modalities=("sound",))
+    side = compare_with_reference(ours, t2[[("Sound", c) for c in ("ΔCon%", "ΔHum%", "RGI")]])
+    # The printed numbers are reproduced from integer counts to the paper's two decimals.
+    assert side["diff"].abs().max() < 0.005
+    t10 = paper_table("table10")
+    assert list(t10.index) == ["Sound", "Music", "Speech"] and t10.shape == (3, 9)
+    assert reporting.to_markdown(t10).count(" - ") == 9  # the diagonal the paper prints as "-"
+    t12 = paper_table("table12")
+    assert t12.loc["Speech", ("Rejection Rate (%)", "IDK Dataset")] == pytest.approx(65.47)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+def _heatmap_df() -> pd.DataFrame:
+    return pd.DataFrame([[np.nan, 0.19, 0.23], [0.36, np.nan, 0.15], [0.35, 0.27, np.nan]],
+                        index=pd.Index(["Sound", "Music", "Speech"], name="Training modality"),
+                        columns=pd.Index(["Sound", "Music", "Speech"], name="Test modality"))
+
+
+def test_figures_are_byte_identical_on_rerun(tmp_path):
+    import matplotlib.pyplot as plt
+
+    first = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "a")
+    plt.close("all")
+    second = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "b")
+    plt.close("all")
+    assert set(first) == {"png", "pdf"} and first["png"].name == "figure3.png"
+    for kind in ("png", "pdf"):
+        assert first[kind].read_bytes() == second[kind].read_bytes(), kind
+    pdf = first["pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF") and b"CreationDate" not in pdf
+    assert first["png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_save_figure_default_location(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path)
+    fig, _ = plt.subplots()
+    out = save_figure(fig, "f", "ci")
+    plt.close(fig)
+    assert out == {"png": tmp_path / "ci" / "f.png", "pdf": tmp_path / "ci" / "f.pdf"}
+
+
+def test_rgi_heatmap_marks_missing_cells():
+    import matplotlib.pyplot as plt
+
+    fig = plot_rgi_heatmap(_heatmap_df())
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["-", "0.19", "0.23", "0.36", "-", "0.15", "0.35", "0.27", "-"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Sound", "Music", "Speech"]
+    assert ax.get_ylabel() == "Training modality"
+    plt.close(fig)
+
+
+def test_alpha_ablation_three_panels_with_error_bars():
+    import matplotlib.pyplot as plt
+
+    def fold(rej: float, rgi: float) -> dict:
+        g = {"rej": rej, "rel": 0.6, "rgi_subset": rgi, "ci": {"rej": {"low": rej - 0.02, "high": rej + 0.03}}}
+        return score({"sound": g, "music": g}, g)
+
+    frame = alpha_frame({1: fold(0.05, 0.5), 16: fold(0.2, 0.1), 64: fold(0.4, -0.1)})
+    assert list(frame.columns) == ["alpha", "modality", "rej", "rej_low", "rej_high", "rel", "rgi"]
+    assert frame["rej"].tolist() == pytest.approx([5, 5, 20, 20, 40, 40])
+    assert frame["rgi"].tolist() == [0.5, 0.5, 0.1, 0.1, -0.1, -0.1]
+    fig = plot_alpha_ablation(frame)
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["(a) Rejection Rate (%)", "(b) Reliability (%)", "(c) RGI"]
+    assert fig.axes[0].get_xscale() == "log"  # alphas 1..64 span a factor of 64
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Sound", "Music"]
+    # Error bars (LineCollection) where CI columns exist, none for RGI.
+    assert len(fig.axes[0].collections) == 2 and len(fig.axes[2].collections) == 0
+    plt.close(fig)
+    with pytest.raises(ValueError, match="missing"):
+        plot_alpha_ablation(frame.drop(columns=["rgi"]))
+
+
+def test_idk_threshold_bars_and_paper_points():
+    import matplotlib.pyplot as plt
+
+    fig = plot_idk_threshold(pd.DataFrame({"k": [5, 1, 2, 3, 4], "idk_fraction": [0.64, 0.5, 0.55, 0.58, 0.6]}))
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [50.0, 55.0, 58.0, 60.0, 64.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1@5", "2@5", "3@5", "4@5", "5@5"]
+    (paper,) = [line for line in ax.lines if line.get_label() == "paper"]
+    assert list(paper.get_xdata()) == [0, 4] and list(paper.get_ydata()) == [50.2, 63.5]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="idk_percent"):
+        plot_idk_threshold(pd.DataFrame({"k": [1], "share": [0.5]}))
