@@ -1,0 +1,254 @@
+"""Writes notebooks/*.ipynb (thin: parameters, then library calls). Run: python tools/make_notebooks.py
+
+The notebooks are the product; this script only keeps their shared cells identical. Edit a notebook
+here, regenerate, and commit both (tests check the committed notebooks have no outputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COMMON_PARAMETERS = '''\
+profile: str = "demo"  # parameter profile (params/<profile>.yaml); names the output folders
+model: str = "demo"  # "demo" (shipped checkpoint), a local checkpoint folder, or a hub id in the HF cache
+benchmark: str = "synthetic"  # "synthetic" (demo test split) or an MMAU-schema JSON file
+audio_dir: str | None = None  # folder the benchmark's audio_id paths are relative to (default: beside the JSON)
+limit_per_task: int | None = None  # evaluate only the first N items of each modality (ci profile)
+batch_size: int | None = None  # inference batch size (None: chosen by the engine)
+device: str = "auto"  # "auto", "cpu" or "cuda"
+normalizer: str = "rule"  # "rule", "auto" or "openai"; the key comes from OPENAI_API_KEY, never a parameter
+bootstrap: int = 1000  # bootstrap resamples for the 95% confidence intervals (0: none)
+seed: int = 0  # seed of sampling and of the bootstrap'''
+
+SETUP = '''\
+from IPython.display import Markdown, display
+
+from reliable_lalm import experiments, reporting
+from reliable_lalm.experiments import Experiment
+
+exp = Experiment(profile=profile, model=model, benchmark=benchmark, audio_dir=audio_dir,
+                 limit_per_task=limit_per_task, batch_size=batch_size, device=device,
+                 normalizer=normalizer, bootstrap=bootstrap, seed=seed)
+compare = experiments.paper_comparable(benchmark)  # on MMAU, tables are shown beside the paper's numbers
+display(exp.loaded_benchmark.summary())'''
+
+
+def notebook(title: str, intro: str, extra_parameters: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    parameters = COMMON_PARAMETERS + ("\n" + extra_parameters if extra_parameters else "")
+    nb_cells = [new_markdown_cell(f"# {title}\n\n{intro}"),
+                new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                new_code_cell(SETUP)]
+    for kind, source in cells:
+        nb_cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
+    nb = new_notebook(cells=nb_cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def table_cell(var: str, name: str, caption: str, paper: str | None) -> str:
+    """Save a table under tables/<profile>/ (beside the paper's numbers on MMAU) and show it."""
+    reference = f'reporting.paper_table("{paper}") if compare else None' if paper else "None"
+    name_source = f'f"{name}"' if "{" in name else f'"{name}"'  # names may carry parameters
+    return (f'reporting.save_table({var}, {name_source}, profile, caption="{caption}",\n'
+            f'                     reference={reference})\n{var}')
+
+
+NOTEBOOKS = {}
+
+NOTEBOOKS["01_baselines"] = notebook(
+    "01 · Baselines",
+    "Baseline prompt (paper Table 4) on every modality, scored two ways: MMAU's official string match on the raw "
+    "outputs (Table 1, *MMAU (Unnormalized)*) and our normalizer (*Ours (Normalized)*), with the reference rows "
+    "(random guess, most frequent choice) computed on the same items. Also Table 3's baseline rows for every "
+    "configured model.",
+    'table3_models: list = []  # further checkpoints of the Qwen2-Audio class evaluated for Table 3',
+    [
+        ("code", 'normalized = exp.score("baseline", baseline=None)\n'
+                 'unnormalized = exp.score_unnormalized("baseline")\n'
+                 'rows = {"MMAU (Unnormalized)": unnormalized, "Ours (Normalized)": normalized, **exp.reference_rows()}\n'
+                 'table1_baselines = reporting.metrics_table(rows)\n'
+                 + table_cell("table1_baselines", "01_baselines__table1_rows",
+                              "Table 1, baseline and reference rows: Acc/Tru/Rel (%).", "table1")),
+        ("code", 'display(Markdown("95% bootstrap intervals"))\n'
+                 'experiments.ci_table({"Ours (Normalized)": normalized})'),
+        ("code", 'display(Markdown("How the normalizer decided (rule names and counts)"))\n'
+                 'normalized["normalizer"]'),
+        ("code", 'table3_baselines = reporting.metrics_table(experiments.table3_scores(exp, table3_models, idk=False),\n'
+                 '                                          index_name=("Models", "IDK Prompting"))\n'
+                 + table_cell("table3_baselines", "01_baselines__table3_rows",
+                              "Table 3, baseline rows: Acc/Tru/Rel (%).", None)),
+    ])
+
+NOTEBOOKS["02_idk_prompting"] = notebook(
+    "02 · IDK prompting",
+    "The IDK prompt (paper Table 5) against the baseline on the same items: Acc/Tru/Rel (Table 1 rows), ΔCon, "
+    "ΔHum and RGI in both conventions (Table 2 rows; *subset* is what the paper prints, *class* is its equations "
+    "8–9), and Table 3 (baseline and IDK rows of every configured model).",
+    'table3_models: list = []  # further checkpoints of the Qwen2-Audio class evaluated for Table 3',
+    [
+        ("code", 'idk = exp.score("idk")\n'
+                 'table1_idk = reporting.metrics_table({"IDK Prompting": idk})\n'
+                 + table_cell("table1_idk", "02_idk_prompting__table1_rows", "Table 1, IDK prompting: Acc/Tru/Rel (%).", None)),
+        ("code", 'table2_idk = reporting.gain_table({"IDK Prompting": idk}, "subset")\n'
+                 + table_cell("table2_idk", "02_idk_prompting__table2_rows",
+                              "Table 2, IDK prompting: ΔCon%, ΔHum% (divided by the subset size N) and RGI.", None)),
+        ("code", 'table2_idk_class = reporting.gain_table({"IDK Prompting": idk}, "class")\n'
+                 + table_cell("table2_idk_class", "02_idk_prompting__table2_rows_class",
+                              "Table 2, IDK prompting, class convention (equations 8-9: divided by Nc and Nw).", None)),
+        ("code", 'display(Markdown("Transitions baseline → IDK prompt, and 95% bootstrap intervals (paired for the gains)"))\n'
+                 'display({k: idk[k] for k in ("ncc", "ncr", "ncw", "nwc", "nwr", "nww", "nrc", "nrr", "nrw")})\n'
+                 'experiments.ci_table({"IDK Prompting": idk}, metrics=("acc", "rej", "rel", "d_con_subset", "d_hum_subset", "rgi_subset"))'),
+        ("code", 'table3 = reporting.metrics_table(experiments.table3_scores(exp, table3_models, idk=True),\n'
+                 '                                 index_name=("Models", "IDK Prompting"))\n'
+                 + table_cell("table3", "table3", "Table 3: baseline and IDK prompting, Acc/Tru/Rel (%).", "table3")),
+    ])
+
+NOTEBOOKS["03_mcot_and_agent"] = notebook(
+    "03 · MCoT prompting and the task agent",
+    "Multimodal chain-of-thought (paper Table 6, with few-shot examples) and the three-step task agent (Table 7: "
+    "audio type, content, answer; each step batched over all items), against the baseline: their rows of "
+    "Tables 1 and 2.",
+    "",
+    [
+        ("code", 'mcot = exp.score("mcot")\nagent = exp.score("agent")\nrows = {"MCoT Prompting": mcot, "Task Agent": agent}\n'
+                 'table1_mcot_agent = reporting.metrics_table(rows)\n'
+                 + table_cell("table1_mcot_agent", "03_mcot_and_agent__table1_rows",
+                              "Table 1, MCoT prompting and task agent: Acc/Tru/Rel (%).", None)),
+        ("code", 'table2_mcot_agent = reporting.gain_table(rows, "subset")\n'
+                 + table_cell("table2_mcot_agent", "03_mcot_and_agent__table2_rows",
+                              "Table 2, MCoT prompting and task agent: ΔCon%, ΔHum% (subset convention) and RGI.", None)),
+        ("code", 'table2_mcot_agent_class = reporting.gain_table(rows, "class")\n'
+                 + table_cell("table2_mcot_agent_class", "03_mcot_and_agent__table2_rows_class",
+                              "Table 2, MCoT prompting and task agent, class convention (equations 8-9).", None)),
+        ("code", 'display(Markdown("A few outputs of each step (first items of each modality)"))\n'
+                 'exp.examples(["mcot", "agent"], per_task=1)'),
+    ])
+
+KNN_PARAMETERS = '''\
+knn_samples: int = 5  # N of K@N: sampled answers per item (the paper: 5)
+knn_temperature: float = 1.0  # sampling temperature of the K@N pass (the paper does not state it)
+knn_top_p: float = 1.0  # nucleus sampling of the K@N pass (1.0: off)'''
+
+NOTEBOOKS["06_idk_threshold"] = notebook(
+    "06 · IDK threshold K@N",
+    "One K@N sampling pass per modality (N answers per item, from one shared prefill per item) gives the "
+    "IDK share of the training set for every threshold K = 1..N (paper Figure 5: 1@5 = 50.2 %, 5@5 = 63.5 % "
+    "on MMAU with Qwen2-Audio). The samples are cached and reused by 04_sft.",
+    KNN_PARAMETERS,
+    [
+        ("code", 'figure5 = exp.idk_fractions(n_samples=knn_samples, temperature=knn_temperature, top_p=knn_top_p)\n'
+                 'display(Markdown(f"Items left out of the K@N labels: {figure5.attrs[\'skipped\']}"))\n'
+                 + table_cell("figure5", "figure5", "Figure 5 data: IDK share (%) of the K@N training set.", None)),
+        ("code", 'fig = reporting.plot_idk_threshold(figure5.reset_index().rename(columns={"all": "idk_percent"}),\n'
+                 '                                   reference=reporting.PAPER_FIGURE5 if compare else None)\n'
+                 'reporting.save_figure(fig, "figure5", profile)'),
+    ])
+
+SFT_PARAMETERS = KNN_PARAMETERS + '''
+knn_k: int = 5  # K of K@N: an item keeps its answer when at least K of the N samples are correct (paper: 5@5)
+sft_learning_rate: float = 3e-3  # LoRA SFT learning rate; the paper's 3e-5 (Table 9) is for the 7B model
+sft_epochs: int = 4  # passes over the IDK set (paper: 1)
+sft_batch_size: int = 8  # micro-batch of the LoRA SFT
+lora_rank: int = 8  # LoRA rank (Table 9)
+lora_alpha: float | None = None  # None: Table 9 (32 for sound and music, 16 for speech)'''
+
+SFT_SETUP = ('sft = dict(learning_rate=sft_learning_rate, epochs=sft_epochs, batch_size=sft_batch_size, rank=lora_rank,\n'
+             '           alpha=lora_alpha)\n'
+             'cm = exp.crossmodal(knn_samples=knn_samples, knn_k=knn_k, knn_temperature=knn_temperature,\n'
+             '                    knn_top_p=knn_top_p, sft=sft)')
+
+NOTEBOOKS["04_sft"] = notebook(
+    "04 · IDK dataset and LoRA SFT on one modality",
+    "Builds the K@N IDK dataset of the training modality from one sampling pass (paper section 3.2), trains a "
+    "LoRA adapter on it (peft; language model q/k/v only, audio encoder frozen; Table 9 hyper-parameters), "
+    "and evaluates the fine-tuned model with the baseline prompt on the other modalities against the base "
+    "model: its rows of Tables 10, 11 and 12. Run once per modality "
+    "(`papermill notebooks/04_sft.ipynb out.ipynb -p modality music`).",
+    'modality: str = "sound"  # training modality: its IDK set trains the adapter, the other two test it\n' + SFT_PARAMETERS,
+    [
+        ("code", SFT_SETUP + '\nadapter = cm.adapter(modality)\n'
+                 'display(Markdown(f"Adapter: `{adapter}`"))\n'
+                 'experiments.adapter_summary(adapter)'),
+        ("code", 'rows = cm.run_cell(modality, ["sound", "music", "speech"])\n'
+                 'cells = experiments.frame(rows)\n'
+                 'cells[["train", "test", "in_domain", "n", "acc", "tru", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
+        ("code", 'from reliable_lalm import crossmodal\n'
+                 'table10_row = crossmodal.table10(cells)\n'
+                 + table_cell("table10_row", "04_sft__modality-{modality}__table10_row",
+                              "Table 10 row: Acc/Tru/Rel (%) of the adapter trained on this modality.", None)),
+        ("code", 'table11_row = crossmodal.table11(cells)\n'
+                 + table_cell("table11_row", "04_sft__modality-{modality}__table11_row",
+                              "Table 11 row: ΔCon%, ΔHum% (subset convention) and RGI.", None)),
+        ("code", 'table12_row = crossmodal.table12(cells)\n'
+                 + table_cell("table12_row", "04_sft__modality-{modality}__table12_row",
+                              "Table 12 row: IDK share of the training set and rejection rate (%), in-domain cell included.", None)),
+    ])
+
+NOTEBOOKS["05_cross_modal"] = notebook(
+    "05 · Cross-modal transfer",
+    "Adapters trained on each modality and tested on the others (cached from 04_sft, trained here if missing): "
+    "Figure 3 (RGI heatmap), Tables 10–12, and the assembled Tables 1 and 2 whose *LoRA Fine-tuning* row is "
+    "cross-validated as in the paper (for each test modality, the mean over the two adapters trained on the "
+    "other modalities; the total is the mean of the three modalities).",
+    SFT_PARAMETERS,
+    [
+        ("code", SFT_SETUP + '\ncells = cm.results()\n'
+                 'cells[["train", "test", "in_domain", "acc", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
+        ("code", 'from reliable_lalm import crossmodal\n'
+                 'heatmap = crossmodal.rgi_heatmap(cells, include_diagonal=False)\n'
+                 'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI: trained on (rows), tested on (columns)")\n'
+                 'reporting.save_figure(fig, "figure3", profile)\n'
+                 'heatmap'),
+        ("code", 'table10 = crossmodal.table10(cells)\n'
+                 + table_cell("table10", "table10", "Table 10: Acc/Tru/Rel (%) of LoRA fine-tuning, trained on one modality (rows), tested on another.", None)),
+        ("code", 'table11 = crossmodal.table11(cells)\n'
+                 + table_cell("table11", "table11", "Table 11: ΔCon%, ΔHum% (subset convention) and RGI of LoRA fine-tuning.", None)),
+        ("code", 'table12 = crossmodal.table12(cells)\n'
+                 + table_cell("table12", "table12", "Table 12: IDK share of each training set and rejection rate (%) per test modality.", None)),
+        ("code", 'lora = experiments.cross_validated(experiments.lora_scores(cm))\n'
+                 'rows = {"IDK Prompting": exp.score("idk"), "MCoT Prompting": exp.score("mcot"),\n'
+                 '        "Task Agent": exp.score("agent"), "LoRA Fine-tuning": lora}\n'
+                 'table1 = reporting.metrics_table({"Ours (Normalized)": exp.score("baseline", baseline=None), **rows})\n'
+                 + table_cell("table1", "table1", "Table 1: Acc/Tru/Rel (%) of the baseline and every reliable method.", "table1")),
+        ("code", 'table2 = reporting.gain_table(rows, "subset")\n'
+                 + table_cell("table2", "table2", "Table 2: ΔCon%, ΔHum% (divided by the subset size N, as the paper prints) and RGI.", "table2")),
+        ("code", 'table2_class = reporting.gain_table(rows, "class")\n'
+                 + table_cell("table2_class", "table2_class", "Table 2 in the class convention (equations 8-9: ΔCon over Nc, ΔHum over Nw).", None)),
+    ])
+
+NOTEBOOKS["07_lora_alpha_ablation"] = notebook(
+    "07 · LoRA alpha ablation",
+    "Adapters trained on one modality (the paper: speech) with several LoRA alphas, tested on the other two: "
+    "rejection rate, reliability and RGI against alpha (paper Figure 4 a–c), with 95% bootstrap intervals.",
+    SFT_PARAMETERS + '''
+train_modality: str = "speech"  # the modality the adapters are trained on (paper: speech)
+alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values are not in its text)''',
+    [
+        ("code", SFT_SETUP + '\ntests = [t for t in ("sound", "music", "speech") if t != train_modality]\n'
+                 'sweep = cm.alpha_sweep(alphas, train_task=train_modality, test_tasks=tests)\n'
+                 'sweep[["alpha", "test", "n", "rej", "rel", "rgi", "rgi_low", "rgi_high", "rgi_reason"]]'),
+        ("code", 'figure4 = experiments.alpha_figure_frame(sweep)\n'
+                 + table_cell("figure4", "figure4", "Figure 4 data: rejection rate (%), reliability (%) and RGI against LoRA alpha.", None)),
+        ("code", 'fig = reporting.plot_alpha_ablation(figure4.reset_index())\n'
+                 'reporting.save_figure(fig, "figure4", profile)'),
+    ])
+
+
+def main() -> None:
+    out_dir = ROOT / "notebooks"
+    out_dir.mkdir(exist_ok=True)
+    for stem, nb in NOTEBOOKS.items():
+        for i, cell in enumerate(nb.cells):
+            cell["id"] = f"{stem[:2]}-{i:02d}"  # stable ids: regenerating gives no diff
+        nbformat.validate(nb)
+        nbformat.write(nb, out_dir / f"{stem}.ipynb")
+        print(out_dir / f"{stem}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
