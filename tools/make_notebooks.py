@@ -131,7 +131,7 @@ NOTEBOOKS["03_mcot_and_agent"] = notebook(
 
 KNN_PARAMETERS = '''\
 knn_samples: int = 5  # N of K@N: sampled answers per item (the paper: 5)
-knn_temperature: float = 1.0  # sampling temperature of the K@N pass (the paper does not state it)
+knn_temperature: float = 0.5  # sampling temperature of the K@N pass (not stated in the paper; paper profile: 1.0)
 knn_top_p: float = 1.0  # nucleus sampling of the K@N pass (1.0: off)'''
 
 NOTEBOOKS["06_idk_threshold"] = notebook(
@@ -201,7 +201,7 @@ NOTEBOOKS["05_cross_modal"] = notebook(
                  'cells[["train", "test", "in_domain", "acc", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
         ("code", 'from reliable_lalm import crossmodal\n'
                  'heatmap = crossmodal.rgi_heatmap(cells, include_diagonal=False)\n'
-                 'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI: trained on (rows), tested on (columns)")\n'
+                 'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI, train (rows) to test")\n'
                  'reporting.save_figure(fig, "figure3", profile)\n'
                  'heatmap'),
         ("code", 'table10 = crossmodal.table10(cells)\n'

@@ -39,10 +39,10 @@ FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answ
 @dataclass
 class DemoTrainConfig:
     seed: int = 0
-    steps: int = 2600
+    steps: int = 2800
     batch_size: int = 32
-    lr: float = 8e-4
-    min_lr_ratio: float = 0.05
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
     warmup_steps: int = 150
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -151,6 +151,25 @@ def tokenizer_corpus(pool: list[tuple[np.ndarray, dict]], few_shot: list[prompts
     return texts
 
 
+def per_example_loss(logits, labels):
+    """Cross-entropy averaged over each example's target tokens, then over the batch.
+
+    The usual token-level mean lets long targets (content descriptions, chain-of-thought) drown the
+    one- or two-token multiple-choice answers; weighting examples equally keeps the answers, which
+    every notebook scores, in the gradient.
+    """
+    import torch
+
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != -100
+    token_loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.clamp_min(0).reshape(-1), reduction="none",
+    ).view_as(shift_labels) * mask
+    per_example = token_loss.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    return per_example.mean()
+
+
 def _lr_at(step: int, cfg: DemoTrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -215,7 +234,8 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         batch = collate_sft(processor, examples)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        loss = model(**batch).loss
+        labels = batch.pop("labels")
+        loss = per_example_loss(model(**batch).logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -124,6 +124,9 @@ class ResultStore:
 
     directory: Path
 
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+
     @property
     def records_path(self) -> Path:
         return self.directory / RECORDS_FILE
