@@ -255,8 +255,10 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "demo_config.json").write_text((init_dir / "demo_config.json").read_text())
+    from . import synthetic
+
     (out_dir / "training.json").write_text(json.dumps({
-        "config": cfg.to_json(), "log": log,
+        "config": cfg.to_json(), "log": log, "generator_version": synthetic.GENERATOR_VERSION,
         "few_shot": [asdict(ex) for ex in few_shot],
     }, indent=2) + "\n")
     return out_dir

@@ -111,11 +111,21 @@ class Experiment:
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         return [it for it in self.items if it.task in tasks]
 
+    @cached_property
+    def benchmark_tag(self) -> str:
+        """Benchmark name and content hash: a regenerated or revised benchmark never reuses results."""
+        source = Path(self.loaded_benchmark.source)
+        digest = hashlib.sha256(source.read_bytes())
+        meta = source.with_suffix(".meta.json")  # the synthetic benchmark's audio fingerprints
+        if meta.exists():
+            digest.update(meta.read_bytes())
+        name = "synthetic" if self.benchmark == SYNTHETIC_BENCHMARK else source.stem
+        return f"{name}-{digest.hexdigest()[:10]}"
+
     @property
     def results_dir(self) -> Path:
         root = Path(self.results_root) if self.results_root else paths.results_dir(self.profile)
-        bench = "synthetic" if self.benchmark == SYNTHETIC_BENCHMARK else Path(self.benchmark).stem
-        return root / self.model_tag / bench
+        return root / self.model_tag / self.benchmark_tag
 
     def backend(self, adapter: str | Path | None = None):
         """The inference backend (loaded once per adapter; nothing is loaded while results are cached)."""
