@@ -43,4 +43,5 @@ def test_demo_reproduces_its_card_and_is_not_degenerate():
     # Not degenerate: no single output dominates, and the IDK prompt makes it refuse some items.
     assert measured["most_common_output_share"] < 0.25
     assert measured["idk_prompt_rej"] > 0
-    assert 0.0 < measured["acc"] < 1.0
+    assert measured["acc"] > measured["chance_acc"] + 0.05  # hears something: above a random choice
+    assert measured["acc"] < 0.9  # partial knowledge, as Qwen2-Audio on MMAU
