@@ -169,3 +169,22 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     again = C.CrossModal(config, bench.items).results(train_tasks=("speech",))
     assert again.drop(columns=[c for c in again.columns if c.endswith(("_low", "_high"))]).equals(
         frame.drop(columns=[c for c in frame.columns if c.endswith(("_low", "_high"))]))
+
+
+def test_knn_store_must_come_from_the_model_being_tuned(tmp_path):
+    import os
+    import time
+
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"x")
+    os.utime(weights, (time.time() - 100, time.time() - 100))
+    ours = ResultStore.open(tmp_path / "ours", {"model": {"model": str(model)}})
+    C.check_knn_store_matches(ours, str(model))
+    other = ResultStore.open(tmp_path / "other", {"model": {"model": str(tmp_path / "elsewhere")}})
+    with pytest.raises(C.ForeignKnnStore, match="sampled from"):
+        C.check_knn_store_matches(other, str(model))
+    weights.write_bytes(b"retrained")  # same path, new weights after the samples were drawn
+    with pytest.raises(C.ForeignKnnStore, match="changed after"):
+        C.check_knn_store_matches(ours, str(model))

@@ -62,6 +62,7 @@ class CrossModalConfig:
     seed: int = 0  # bootstrap seed
     convention: str = "subset"  # ΔCon/ΔHum convention of the headline RGI (subset = the paper's printed values)
     progress: bool = True
+    allow_foreign_knn: bool = False  # accept a K@N store sampled from another model (or older weights)
 
 
 def _file_identity(path: Path) -> list:
@@ -91,6 +92,32 @@ def store_identity(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no result store at {directory}")
     digest = hashlib.sha256(store.records_path.read_bytes() if store.records_path.exists() else b"").hexdigest()
     return {"params_fingerprint": store.manifest().get("params_fingerprint"), "records_sha256": digest[:16]}
+
+
+class ForeignKnnStore(ValueError):
+    """The K@N samples were not drawn from the model being fine-tuned (the IDK set would be someone else's)."""
+
+
+def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
+    """The IDK dataset is model-specific: its samples must come from ``base_model``, as it is now.
+
+    Raises :class:`ForeignKnnStore` when the store records another model, or when the model's files
+    were rewritten after the store was created (retrained weights at the same path).
+    """
+    manifest = store.manifest()
+    recorded = ((manifest.get("params") or {}).get("model") or {}).get("model")
+    path = Path(base_model).expanduser()
+    if recorded is not None:
+        same = (Path(recorded).expanduser().resolve() == path.resolve()) if path.exists() else recorded == base_model
+        if not same:
+            raise ForeignKnnStore(f"K@N store {store.directory} was sampled from {recorded!r}, not {base_model!r}")
+    created = manifest.get("created_unix")
+    if created is not None and path.exists():
+        files = [path] if path.is_file() else [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
+        newer = [p.name for p in files if p.stat().st_mtime > float(created)]
+        if newer:
+            raise ForeignKnnStore(f"{base_model}: {newer} changed after the K@N store {store.directory} was "
+                                  "sampled; sample again (or set allow_foreign_knn)")
 
 
 def items_digest(items: Sequence[BenchmarkItem]) -> str:
@@ -168,6 +195,8 @@ class CrossModal:
             except AdapterCheckError:
                 pass  # a damaged cache entry is retrained, never used
         store = ResultStore(Path(self.config.knn_store))
+        if not self.config.allow_foreign_knn:
+            check_knn_store_matches(store, self.config.base_model)
         dataset = build_idk_dataset(self._train_items_of(train_task), store, self.config.k, self.config.n,
                                     prompt_method=self.config.train_prompt)
         if not dataset.examples:
