@@ -361,3 +361,20 @@ def test_zero3_adapter_is_gathered_and_an_empty_one_is_caught(demo, tmp_path):
     # Without gathering, rank 0 saves the partitioned (empty) tensors; the check must fail the run.
     assert runs["naive"].returncode != 0 and "AdapterCheckError" in runs["naive"].stderr
     assert "empty" in runs["naive"].stderr
+
+
+def test_benchmark_sft_step_with_the_7b_layout_scaled_down():
+    from reliable_lalm import modeling
+
+    # The 7B's 30 s window (3000 mel frames) and token ids, tiny widths: 10 s of audio -> 250 audio tokens.
+    config = modeling._config_from(modeling.scaled_down_7b_spec())
+    result = T.benchmark_sft_step(T.LoraSFTConfig(), model_config=config, batch=2, seq_len=330, steps=1, warmup=1,
+                                  device="cpu")
+    assert result["audio_window_frames"] == 3000 and result["audio_tokens"] == 250
+    assert np.isfinite(result["final_loss"]) and result["ms_per_step_median"] > 0
+    # The FLOP model of the real 7B (batch 8, 330 tokens): ~8.8e13 per step, ~1.2e14 with recomputation.
+    full = modeling.random_weights_7b_config()
+    flops = T.sft_step_flops(full, batch=8, seq_len=330, audio_frames=3000, gradient_checkpointing=False, answer_tokens=4)
+    assert 8.0e13 < flops < 9.5e13
+    assert T.sft_step_flops(full, batch=8, seq_len=330, audio_frames=3000, gradient_checkpointing=True,
+                            answer_tokens=4) > 1.3 * flops

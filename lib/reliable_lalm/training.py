@@ -913,6 +913,13 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
         mconf = model_config
     else:
         mconf = AutoConfig.from_pretrained(str(model_config))
+    if mconf.audio_token_index >= mconf.text_config.vocab_size:
+        # A config meant for another tokenizer (e.g. a scaled-down 7B layout with the 7B's token ids):
+        # any in-vocabulary id serves as the audio placeholder for timing.
+        import copy
+
+        mconf = copy.deepcopy(mconf)
+        mconf.audio_token_index = mconf.text_config.vocab_size - 1
     torch.manual_seed(seed)
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
