@@ -133,7 +133,6 @@ def test_cache_keys_follow_the_parameters(handmade, tmp_path):
     assert cm.adapter_dir("speech").name.startswith("speech-a16-")
 
 
-@pytest.mark.slow
 def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     from reliable_lalm import inference, training
     from reliable_lalm.data import load_benchmark
