@@ -48,12 +48,14 @@ def _check_batched_equals_single(model, processor, items, n_reference=3):
     reqs = _requests(items)
     batched = inf.HFBackend(model, processor, batch_size=4)
     single = inf.HFBackend(model, processor, batch_size=1)
+    uncompacted = inf.HFBackend(model, processor, batch_size=4, compact=False)
     try:
         out_b = batched.generate(reqs)
         out_1 = single.generate(reqs)
+        out_u = uncompacted.generate(reqs)
         assert [g.item_id for g in out_b] == [r.item_id for r in reqs]  # request order kept despite sorting
-        assert [g.texts for g in out_b] == [g.texts for g in out_1]
-        assert [g.new_tokens for g in out_b] == [g.new_tokens for g in out_1]
+        assert [g.texts for g in out_b] == [g.texts for g in out_1] == [g.texts for g in out_u]
+        assert [g.new_tokens for g in out_b] == [g.new_tokens for g in out_1] == [g.new_tokens for g in out_u]
         # Prompts of different lengths really were padded together.
         assert len({g.prompt_tokens for g in out_b}) > 1
         for r, g in list(zip(reqs, out_1))[:n_reference]:
@@ -61,12 +63,13 @@ def _check_batched_equals_single(model, processor, items, n_reference=3):
     finally:
         batched.close()
         single.close()
-    return out_b
+        uncompacted.close()
+    return out_b, batched.stats
 
 
 def test_batched_greedy_equals_batch_size_one(tiny_model, items):
     model, processor = tiny_model
-    out = _check_batched_equals_single(model, processor, items)
+    out, _ = _check_batched_equals_single(model, processor, items)
     assert any(g.text for g in out)  # something was generated
 
 
@@ -75,7 +78,8 @@ def test_batched_greedy_equals_batch_size_one_shipped_demo(items):
     from reliable_lalm.modeling import load_model_and_processor
 
     model, processor = load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu")
-    _check_batched_equals_single(model, processor, items, n_reference=2)
+    _, stats = _check_batched_equals_single(model, processor, items, n_reference=2)
+    assert stats["compactions"] > 0  # the trained model stops early: finished rows were dropped mid-batch
 
 
 def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):
@@ -390,9 +394,37 @@ def test_agent_on_the_model(tiny_model, items, tmp_path):
     summary = inf.run_method(backend, items[:4], "agent", tmp_path / "a",
                              settings=inf.GenerationSettings(max_new_tokens=6), progress=False)
     backend.close()
+    assert backend.stats["prefill_rows"] > backend.stats["batches"]  # several prompts per model call
     records = ResultStore(tmp_path / "a").by_item()
     assert summary.processed == 4 and set(records) == {it.id for it in items[:4]}
     assert all("agent_type_raw" in r and isinstance(r["model_output"], str) for r in records.values())
+
+
+@pytest.mark.skipif(not (paths.DEMO_MODEL_DIR / "config.json").exists(), reason="shipped demo model not built")
+def test_agent_on_the_shipped_demo_runs_all_three_steps(tmp_path):
+    """The trained demo names audio types, so steps 2 and 3 run on the model too."""
+    import soundfile as sf
+
+    from reliable_lalm import synthetic
+    from reliable_lalm.modeling import load_model_and_processor
+
+    rng = np.random.default_rng(5)
+    items = []
+    for i, task in enumerate(["sound", "music", "speech"] * 2):
+        audio, record = synthetic.generate_item(rng, task, item_id=f"a{i}")
+        sf.write(str(tmp_path / f"a{i}.wav"), audio, 16000)
+        items.append(BenchmarkItem(id=f"a{i}", audio_path=str(tmp_path / f"a{i}.wav"), question=record["question"],
+                                   choices=tuple(record["choices"]), answer=record["answer"], task=task))
+    backend = inf.HFBackend(*load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu"), batch_size=6)
+    inf.run_method(backend, items, "agent", tmp_path / "agent", settings=inf.GenerationSettings(max_new_tokens=24),
+                   progress=False)
+    backend.close()
+    records = ResultStore(tmp_path / "agent").by_item()
+    typed = [r for r in records.values() if r["agent_type"] in prompts.AGENT_AUDIO_TYPES]
+    assert len(typed) >= 4
+    for r in typed:
+        assert r["agent_content"] and r["prompt"].startswith(f"The {r['agent_type'].lower()} content is:")
+        assert isinstance(r["model_output"], str) and r["error"] is None
 
 
 def test_infer_cli(tiny_demo_dir, items_dir, tmp_path, capsys):

@@ -5,7 +5,9 @@ The loop is what public MMAU evaluation scripts do: for every question, ``proces
 length-sorted batches, one prefill per question, N samples decoded from the shared prefix.
 Both paths get the same questions, the same audio arrays (already in memory: file reading is
 not timed), the same prompts and the same ``max_new_tokens``; each is warmed up once before
-timing. The last line printed is ``speedup_greedy=<x> speedup_knn=<y>`` (loop time / engine time).
+timing. Questions are timed in rounds with loop and engine interleaved (alternating order), so on
+a shared machine both see the same background load. The last line printed is
+``speedup_greedy=<x> speedup_knn=<y>`` (loop wall time / engine wall time).
 
 On CUDA it also prints ms/question and two lower bounds per question:
 ``compute floor = FLOPs / peak``, with ``FLOPs = 2 * P_lm * (prompt tokens + generated tokens)
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import tempfile
 import time

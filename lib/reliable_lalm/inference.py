@@ -44,8 +44,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -160,6 +159,24 @@ def audio_token_count(n_samples: int, hop_length: int = 160) -> int:
     return max(0, (((frames - 1) // 2 + 1) - 2) // 2 + 1)
 
 
+def estimate_batch_size(free_bytes: int, config, dtype_bytes: int, prompt_len: int, max_new_tokens: int,
+                        num_samples: int = 1, *, cap: int = 128) -> int:
+    """Prompts per batch that fit in ``free_bytes`` of GPU memory (a rough bound; OOM still splits).
+
+    Per prompt: the KV cache of every sample row over prompt + new tokens, plus prefill activations
+    (a few hidden-size and two intermediate-size tensors per token, and the audio encoder's
+    positions), doubled for allocator slack; 80 % of the free memory is used.
+    """
+    text_cfg, audio_cfg = config.text_config, config.audio_config
+    head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
+    kv_per_token = 2 * text_cfg.num_hidden_layers * text_cfg.num_key_value_heads * head_dim * dtype_bytes
+    per_prompt = (kv_per_token * (prompt_len + max_new_tokens) * num_samples
+                  + prompt_len * (6 * text_cfg.hidden_size + 2 * text_cfg.intermediate_size) * dtype_bytes
+                  + 2 * audio_cfg.max_source_positions * (6 * audio_cfg.d_model + 2 * audio_cfg.encoder_ffn_dim)
+                  * dtype_bytes)
+    return int(max(1, min(cap, 0.8 * free_bytes // (2 * per_prompt))))
+
+
 class HFBackend(Backend):
     """Qwen2AudioForConditionalGeneration (demo or 7B) with a transformers processor.
 
@@ -205,7 +222,7 @@ class HFBackend(Backend):
         self._chat_cache: dict[str, str] = {}
         self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
         self._torch = torch
-        self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0}
+        self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, batch_size: int | None = None, device="auto", dtype="auto",
@@ -283,20 +300,8 @@ class HFBackend(Backend):
             return self.CPU_BATCH_SIZE
         torch = self._torch
         free, _ = torch.cuda.mem_get_info(self.device)
-        text_cfg = self._inner.config.text_config
-        audio_cfg = self._inner.config.audio_config
-        elem = torch.finfo(self._inner.dtype).bits // 8
-        head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-        kv_per_token = 2 * text_cfg.num_hidden_layers * text_cfg.num_key_value_heads * head_dim * elem
-        tokens = prompt_len + settings.max_new_tokens
-        # KV cache of every sample row, plus prefill activations (a few hidden-size and one
-        # intermediate-size tensor per token, and the audio encoder's 1500 positions), doubled for
-        # allocator slack. A rough bound: OOM is still caught and the batch split.
-        per_prompt = (kv_per_token * tokens * settings.num_samples
-                      + prompt_len * (6 * text_cfg.hidden_size + 2 * text_cfg.intermediate_size) * elem
-                      + 2 * audio_cfg.max_source_positions * (6 * audio_cfg.d_model + 2 * audio_cfg.encoder_ffn_dim) * elem)
-        budget = 0.8 * free
-        return int(max(1, min(self.MAX_AUTO_BATCH, budget // (2 * per_prompt))))
+        return estimate_batch_size(free, self._inner.config, torch.finfo(self._inner.dtype).bits // 8, prompt_len,
+                                   settings.max_new_tokens, settings.num_samples, cap=self.MAX_AUTO_BATCH)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         out: list[Generation | None] = [None] * len(requests)
@@ -417,6 +422,7 @@ class HFBackend(Backend):
                     # Drop finished rows from the cache once a quarter of the batch is done.
                     keep = (~stopped).nonzero().squeeze(1)
                     cache.batch_select_indices(keep)
+                    self.stats["compactions"] += 1
                     live, tokens, stopped = live[keep], tokens[keep], stopped[keep]
                     attention, last_pos = attention[keep], last_pos[keep]
                 attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
