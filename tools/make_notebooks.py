@@ -150,9 +150,9 @@ NOTEBOOKS["06_idk_threshold"] = notebook(
     ])
 
 SFT_PARAMETERS = KNN_PARAMETERS + '''
-knn_k: int = 5  # K of K@N: an item keeps its answer when at least K of the N samples are correct (paper: 5@5)
+knn_k: int = 4  # K of K@N: an item keeps its answer when at least K of the N samples are correct (paper: 5@5)
 sft_learning_rate: float = 3e-3  # LoRA SFT learning rate; the paper's 3e-5 (Table 9) is for the 7B model
-sft_epochs: int = 4  # passes over the IDK set (paper: 1)
+sft_epochs: int = 10  # passes over the IDK set (paper: 1; the tiny demo needs more)
 sft_batch_size: int = 8  # micro-batch of the LoRA SFT
 lora_rank: int = 8  # LoRA rank (Table 9)
 lora_alpha: float | None = None  # None: Table 9 (32 for sound and music, 16 for speech)'''

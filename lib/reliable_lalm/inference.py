@@ -549,10 +549,7 @@ def store_params(backend: Backend, method: str, settings: GenerationSettings, fe
     from .prompts import PROMPT_VERSION
 
     params = {"method": method, "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION,
-              "model": backend.describe(), "few_shot": [asdict(e) for e in few_shot],
-              # results.py redacts every key containing "token" (max_new_tokens too) before
-              # fingerprinting; the settings as one string keep them in the fingerprint.
-              "settings_json": json.dumps(settings.to_dict(), sort_keys=True)}
+              "model": backend.describe(), "few_shot": [asdict(e) for e in few_shot]}
     params.update(extra)
     return params
 

@@ -23,16 +23,23 @@ from . import paths
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
-SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
+# A key is secret-like when one of its "_"/"-"-separated parts is one of these (parts, not substrings:
+# max_new_tokens stays visible, api_key and hf_token do not).
+SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential"})
 
 Key = tuple[str, int]
+
+
+def is_secret_key(name: Any) -> bool:
+    import re
+
+    return any(part in SECRET_PARTS for part in re.split(r"[_\-.]", str(name).lower()))
 
 
 def _redact(value: Any) -> Any:
     """Drop anything that looks like a secret from parameters before they are written."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else _redact(v))
-                for k, v in value.items()}
+        return {k: ("<redacted>" if is_secret_key(k) and v else _redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact(v) for v in value]
     return value
