@@ -31,12 +31,8 @@ def _audio(seed: int, seconds: float = 1.0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On 2 shared, oversubscribed cores, OpenMP spin-waiting makes tiny-model ops 30x slower with 2 threads.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -769,21 +769,27 @@ def load_adapter_model(base_path: str | Path, adapter_dir: str | Path, *, device
     return model, processor
 
 
-def greedy_token_ids(model, processor, examples: Sequence[SFTExample], *, max_new_tokens: int = 16) -> list[list[int]]:
-    """Greedy continuation token ids of each example's prompt (one at a time: no padding effects)."""
-    import torch
-
+def _single_inputs(model, processor, example: SFTExample) -> dict:
+    """One example's prompt and audio as model inputs on the model's device and dtype."""
     from .chat import chat_text
 
     device = next(model.parameters()).device
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    inputs = processor(text=[chat_text(processor, example.prompt)], audio=[example.audio], sampling_rate=16000,
+                       return_tensors="pt", padding=True)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs["input_features"] = inputs["input_features"].to(dtype)
+    return inputs
+
+
+def greedy_token_ids(model, processor, examples: Sequence[SFTExample], *, max_new_tokens: int = 16) -> list[list[int]]:
+    """Greedy continuation token ids of each example's prompt (one at a time: no padding effects)."""
+    import torch
+
     stop = {processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), processor.tokenizer.pad_token_id}
     outputs = []
     for ex in examples:
-        inputs = processor(text=[chat_text(processor, ex.prompt)], audio=[ex.audio], sampling_rate=16000,
-                           return_tensors="pt", padding=True)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        inputs["input_features"] = inputs["input_features"].to(dtype)
+        inputs = _single_inputs(model, processor, ex)
         with torch.no_grad():
             generated = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
         new = generated[0, inputs["input_ids"].shape[1]:].tolist()
@@ -796,16 +802,9 @@ def logits_of(model, processor, examples: Sequence[SFTExample]):
     """Next-token logits at the end of each prompt (float32, CPU), for comparing models."""
     import torch
 
-    from .chat import chat_text
-
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     rows = []
     for ex in examples:
-        inputs = processor(text=[chat_text(processor, ex.prompt)], audio=[ex.audio], sampling_rate=16000,
-                           return_tensors="pt", padding=True)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        inputs["input_features"] = inputs["input_features"].to(dtype)
+        inputs = _single_inputs(model, processor, ex)
         with torch.no_grad():
             rows.append(model(**inputs).logits[0, -1].float().cpu())
     return torch.stack(rows)
