@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlalm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rlalm", description="reliable-lalm: score, infer, train and reproduce "
+                                     "the experiments of 'Towards Reliable Large Audio Language Model'.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if only is not None and name != only:
