@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -296,9 +295,6 @@ class Experiment:
 
         return score_reference_baselines(self.items)
 
-
-def most_frequent_answers(items: Sequence[BenchmarkItem]) -> dict[str, Counter]:
-    return {task: Counter(it.answer for it in items if it.task == task) for task in TASKS}
 
 
 # -------------------------------------------------------------------- helpers used by the notebooks

@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import yaml
 
 from . import paths
+from .results import is_secret_key
 
 PROFILE_KEY = "profile"
 TOP_LEVEL_KEYS = ("description", "extends", "defaults", "notebooks")
@@ -58,8 +59,6 @@ RUNS_KEY = "runs"
 NOTEBOOK_PATTERN = re.compile(r"^\d+_[\w.-]+$")  # executed notebooks are NN_name.ipynb
 # A parameter name is secret-like when one of its "_"-separated parts is one of these; parts, not
 # substrings, so that max_new_tokens or tokenizer_dir stay allowed while api_key, hf_token are not.
-SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential",
-                          "credentials"})
 _OPENAI_KEY_VALUE = re.compile(r"^sk-[A-Za-z0-9_-]{16,}$")
 
 
@@ -355,8 +354,7 @@ def notebook_parameters(path: str | Path) -> dict[str, Parameter]:
 
 
 def is_secret_name(name: str) -> bool:
-    parts = re.split(r"[_\W]+", name.lower())
-    return any(p in SECRET_PARTS for p in parts) or "apikey" in name.lower().replace("_", "")
+    return is_secret_key(name)
 
 
 def validate_parameters(notebook: str, declared: Mapping[str, Parameter], params: Mapping[str, Any],

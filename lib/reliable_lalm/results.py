@@ -25,15 +25,18 @@ RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
 # A key is secret-like when one of its "_"/"-"-separated parts is one of these (parts, not substrings:
 # max_new_tokens stays visible, api_key and hf_token do not).
-SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential"})
+SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential",
+                          "credentials"})
 
 Key = tuple[str, int]
 
 
 def is_secret_key(name: Any) -> bool:
+    """Whether a parameter name looks like a secret (one rule for manifests and notebook parameters)."""
     import re
 
-    return any(part in SECRET_PARTS for part in re.split(r"[_\-.]", str(name).lower()))
+    lowered = str(name).lower()
+    return any(part in SECRET_PARTS for part in re.split(r"[_\W]+", lowered)) or "apikey" in lowered.replace("_", "")
 
 
 def _redact(value: Any) -> Any:
