@@ -4,8 +4,10 @@ The demo model learns, from the synthetic benchmark's *training* generator (neve
 every behaviour the notebooks exercise, in the very prompt formats used at evaluation:
 
 - multiple-choice answers with the baseline prompt (paper Table 4);
-- the IDK prompt (Table 5): the answer, or ``IDK`` on a small share of unanswerable clips (the
-  question's audio replaced by noise), so that training-free IDK prompting has something to act on;
+- the IDK prompt (Table 5): the answer, or ``IDK`` on a share of unanswerable clips (the
+  question's audio replaced by noise) and of *hard* items (the benchmark's noisiest, subtlest
+  level), so that training-free IDK prompting has something to act on and its refusals follow
+  difficulty, as an instruction-tuned LALM's do;
 - the audio type (task agent step 1), a content description (step 2), the answer given the
   content (step 3);
 - a step-by-step answer for the MCoT prompt (Table 6).
@@ -54,6 +56,9 @@ class DemoTrainConfig:
         "agent_type": 0.07, "agent_content": 0.15, "agent_answer": 0.10,
     })
     unanswerable_share: float = 0.25  # of IDK-instructed examples whose audio is replaced by noise
+    # Of IDK-instructed examples on hard items, the share whose target is IDK (the rest: the answer).
+    # Below one half, so the model refuses a hard item only when no option is likely enough.
+    hard_idk_share: float = 0.35
     mcot_few_shot: int = 1  # few-shot examples shown in MCoT prompts (kept short: 4 s clips, tiny model)
     checkpoint_every: int = 250
     threads: int = 2
@@ -103,15 +108,17 @@ def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.ra
     item_id = record["id"]
     if fmt == "baseline":
         return SFTExample(audio, prompts.build_prompt("baseline", question, choices), answer, item_id)
-    if fmt == "idk":
+    if fmt in ("idk", "mcot"):
+        prompt = (prompts.build_prompt("idk", question, choices) if fmt == "idk"
+                  else prompts.build_prompt("mcot", question, choices, few_shot=few_shot))
+        refusal = IDK_TARGET if fmt == "idk" else f"The audio is unclear. {IDK_TARGET}"
         if rng.random() < cfg.unanswerable_share:
-            return SFTExample(_noise_like(rng, audio), prompts.build_prompt("idk", question, choices), IDK_TARGET, item_id)
-        return SFTExample(audio, prompts.build_prompt("idk", question, choices), answer, item_id)
-    if fmt == "mcot":
-        prompt = prompts.build_prompt("mcot", question, choices, few_shot=few_shot)
-        if rng.random() < cfg.unanswerable_share:
-            return SFTExample(_noise_like(rng, audio), prompt, f"The audio is unclear. {IDK_TARGET}", item_id)
-        return SFTExample(audio, prompt, mcot_target(record, answer), item_id)
+            return SFTExample(_noise_like(rng, audio), prompt, refusal, item_id)
+        # Draw for every item (not only hard ones) so the RNG stream does not depend on difficulty.
+        refuse_hard = rng.random() < cfg.hard_idk_share
+        if refuse_hard and record.get("difficulty") == "hard":
+            return SFTExample(audio, prompt, refusal, item_id)
+        return SFTExample(audio, prompt, answer if fmt == "idk" else mcot_target(record, answer), item_id)
     if fmt == "agent_type":
         return SFTExample(audio, prompts.agent_type_prompt(), record["audio_type"], item_id)
     if fmt == "agent_content":
