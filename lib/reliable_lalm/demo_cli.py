@@ -1,8 +1,10 @@
 """``rlalm demo``: the embedded default (synthetic benchmark + demo model).
 
 - ``rlalm demo benchmark [--split test|train]``: generate (or reuse) the synthetic benchmark.
-- ``rlalm demo train [--out DIR] [--steps N]``: train the demo model (resumable), evaluate it greedily
-  on the synthetic test split and write its model card.
+- ``rlalm demo train [--out DIR] [--steps N] [--expect CARD_METRICS]``: train the demo model
+  (resumable), evaluate it greedily on the synthetic test split and write its model card; with
+  ``--expect``, compare the accuracies with a card's (e.g. the shipped one) and fail beyond
+  :data:`RETRAIN_TOLERANCE_POINTS`.
 - ``rlalm demo evaluate [--model DIR]``: greedy baseline accuracy per modality on the test split.
 """
 from __future__ import annotations
@@ -48,8 +50,8 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
             records = ResultStore(store_path).by_item(0)
             preds[method] = [{**item.to_record(), "id": item.id, "choices": list(item.choices),
                               "model_output": records[item.id].get("model_output") or ""} for item in bench.items]
-    scores = scoring.score_records(preds["baseline"])
-    idk_scores = scoring.score_records(preds["idk"])
+    scores = scoring.score_records(preds["baseline"], keep_items=True)
+    idk_scores = scoring.score_records(preds["idk"], keep_items=True)
     answers = Counter(p["model_output"] for p in preds["baseline"])
     most_common, count = answers.most_common(1)[0]
     def chance(items) -> float:  # expected accuracy of a uniform random choice
@@ -66,11 +68,53 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
                     for task, s in scores["by_task"].items()},
         "most_common_output": most_common,
         "most_common_output_share": count / len(preds["baseline"]),
+        "by_difficulty": _by_difficulty(bench.items, scores["items"], idk_scores["items"]),
     }
 
 
+def _by_difficulty(items, baseline_items, idk_items) -> dict[str, dict[str, Any]]:
+    """Baseline accuracy and IDK-prompt rejection rate per difficulty level: do refusals follow
+    difficulty?"""
+    difficulty = {it.id: it.difficulty or "unknown" for it in items}
+    out: dict[str, dict[str, Any]] = {}
+    for level in sorted(set(difficulty.values()), key=lambda d: (["easy", "medium", "hard"] + [d]).index(d)):
+        base = [x for x in baseline_items if difficulty[x["id"]] == level]
+        idk = [x for x in idk_items if difficulty[x["id"]] == level]
+        out[level] = {"n": len(base), "acc": sum(x["outcome"] == "correct" for x in base) / max(1, len(base)),
+                      "idk_prompt_rej": sum(x["outcome"] == "rejected" for x in idk) / max(1, len(idk))}
+    return out
+
+
+def compare_to_card(measured: dict[str, Any], expected: dict[str, Any],
+                    tolerance_points: float = RETRAIN_TOLERANCE_POINTS) -> tuple[list[str], list[str]]:
+    """Lines comparing a retrained checkpoint's accuracies with a card's, and the problems: each
+    accuracy (total and per modality, baseline and IDK prompt) and the IDK-prompt rejection rate
+    must lie within ``tolerance_points`` percentage points."""
+    lines, problems = [], []
+    rows = [("total", measured, expected)] + [(task, measured["by_task"][task], expected["by_task"][task])
+                                             for task in expected["by_task"]]
+    for name, got, want in rows:
+        for key in ("acc", "idk_prompt_acc", "idk_prompt_rej"):
+            diff = 100 * (got[key] - want[key])
+            line = f"{name:<7} {key:<15} expected {100 * want[key]:6.2f}  measured {100 * got[key]:6.2f}  diff {diff:+6.2f}"
+            lines.append(line)
+            if abs(diff) > tolerance_points:
+                problems.append(line)
+    return lines, problems
+
+
 def write_card(model_dir: Path, metrics: dict[str, Any], training: dict[str, Any]) -> None:
+    """Write the model card (README.md) and its metrics (card_metrics.json).
+
+    ``training`` is the checkpoint's training.json; its optional ``note`` and ``retrain_check`` (a
+    measured retrain: ``{"summary": str}``) are quoted in the card.
+    """
     by_task = metrics["by_task"]
+    levels = metrics.get("by_difficulty", {})
+    difficulty_rows = "\n".join(f"| {level} | {s['n']} | {100 * s['acc']:.2f} | {100 * s['idk_prompt_rej']:.2f} |"
+                                 for level, s in levels.items())
+    check = training.get("retrain_check")
+    retrain = (f"Verified: {check['summary']}" if check else "This tolerance is not yet verified.")
     rows = "\n".join(f"| {task} | {s['n']} | {100 * s['chance_acc']:.2f} | {100 * s['acc']:.2f} | {s['n_invalid']} | "
                      f"{100 * s['idk_prompt_acc']:.2f} | {100 * s['idk_prompt_rej']:.2f} |"
                      for task, s in by_task.items())
@@ -89,8 +133,10 @@ code that runs the 7B model.
   (the real model: 30 s); the chat template of Qwen2-Audio-7B-Instruct.
 - Training: {cfg['steps']} steps, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (cosine), seed {cfg['seed']};
   prompt formats and shares: {json.dumps(cfg['mix'])}; loss averaged per example; {100 * cfg['unanswerable_share']:.0f}% of
-  IDK-instructed examples have their audio replaced by noise (half of them with the signal buried
-  20-35 dB below it) and the target `IDK`.
+  IDK-instructed (and MCoT) examples have their audio replaced by noise (half of them with the signal
+  buried 20-35 dB below it) and the target `IDK`; of the others, {100 * cfg.get('hard_idk_share', 0):.0f}% of those on
+  *hard* items (the noisiest, subtlest level) also have the target `IDK`, so that refusals under
+  the IDK prompt follow difficulty.
 
 ## Measured greedy results on the synthetic test split
 
@@ -104,10 +150,18 @@ IDK prompt (Table 5): accuracy and rejection rate.
 
 Chance: the expected accuracy of a uniformly random choice. Most frequent output:
 `{metrics['most_common_output']}` ({100 * metrics['most_common_output_share']:.1f}% of answers).
+
+By difficulty (all modalities):
+
+| difficulty | items | accuracy % | IDK prompt: rejection % |
+| --- | --- | --- | --- |
+{difficulty_rows}
+
 {training.get('note', '')}
 `tests/test_demo_model.py` reloads this checkpoint offline and reproduces these numbers exactly.
-A retrain with `rlalm demo train` should land within {RETRAIN_TOLERANCE_POINTS} points per modality
-(floating-point paths differ across CPUs and library builds); this tolerance is not yet verified.
+A retrain with `rlalm demo train --expect <this folder>/card_metrics.json` checks that it lands
+within {RETRAIN_TOLERANCE_POINTS:g} points of every accuracy and rejection rate above (floating-point paths differ
+across CPUs and library builds). {retrain}
 """
     (model_dir / CARD_FILE).write_text(card)
     (model_dir / CARD_METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -122,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--work-dir", type=Path, default=None, help="resumable checkpoints (default: beside --out)")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--expect", type=Path, default=None,
+                   help=f"card_metrics.json to compare with; exit 1 beyond {RETRAIN_TOLERANCE_POINTS:g} points")
     e = sub.add_parser("evaluate", help="greedy accuracy per modality on the synthetic test split")
     e.add_argument("--model", type=Path, default=paths.DEMO_MODEL_DIR)
     e.add_argument("--split", default="test", choices=["test", "train"])
@@ -141,10 +197,19 @@ def run(args: argparse.Namespace) -> int:
             cfg.steps = args.steps
         if args.seed is not None:
             cfg.seed = args.seed
+        expected = json.loads(args.expect.read_text()) if args.expect else None  # read before --out is written
         out = train_demo(args.out, cfg, work_dir=args.work_dir)
         metrics = evaluate_demo(out)
         write_card(out, metrics, json.loads((out / "training.json").read_text()))
         print(json.dumps(metrics, indent=2))
+        if expected is not None:
+            lines, problems = compare_to_card(metrics, expected)
+            print(f"retrain vs {args.expect} (tolerance {RETRAIN_TOLERANCE_POINTS:g} points):")
+            print("\n".join(lines))
+            if problems:
+                print(f"{len(problems)} value(s) outside the tolerance")
+                return 1
+            print("all within the tolerance")
         return 0
     metrics = evaluate_demo(args.model, split=args.split)
     print(json.dumps(metrics, indent=2))

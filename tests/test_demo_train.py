@@ -1,0 +1,123 @@
+"""The demo model's training recipe (``rlalm demo train``): which examples teach IDK, determinism,
+and the retrain check against a model card."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from reliable_lalm import synthetic
+from reliable_lalm.demo_cli import RETRAIN_TOLERANCE_POINTS, _by_difficulty, compare_to_card
+from reliable_lalm.demo_train import IDK_TARGET, DemoTrainConfig, make_example, train_demo
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(5)
+    return [synthetic.generate_item(rng, task) for _ in range(40) for task in ("sound", "music", "speech")]
+
+
+@pytest.mark.parametrize("fmt", ["idk", "mcot"])
+def test_idk_targets_come_from_noise_or_hard_items_only(pool, fmt):
+    cfg = DemoTrainConfig()
+    rng = np.random.default_rng(0)
+    seen = Counter()
+    for _ in range(3):
+        for audio, record in pool:
+            example = make_example(fmt, audio, record, rng, cfg, [])
+            refused = IDK_TARGET in example.target
+            kept_audio = example.audio is audio
+            seen[(record["difficulty"], refused, kept_audio)] += 1
+            if refused and kept_audio:
+                assert record["difficulty"] == "hard", record["id"]
+            if not refused:
+                assert kept_audio and record["answer"] in example.target
+    # Both kinds of refusal occur, and hard items with their own audio are refused about
+    # hard_idk_share of the time (not always, not never).
+    assert sum(v for (d, r, k), v in seen.items() if r and not k) > 0
+    hard_kept = seen[("hard", True, True)] + seen[("hard", False, True)]
+    assert 0.2 < seen[("hard", True, True)] / hard_kept < 0.5
+
+
+def test_baseline_and_agent_formats_never_refuse(pool):
+    cfg = DemoTrainConfig()
+    rng = np.random.default_rng(1)
+    for audio, record in pool:
+        for fmt in ("baseline", "agent_type", "agent_content", "agent_answer"):
+            example = make_example(fmt, audio, record, rng, cfg, [])
+            assert IDK_TARGET not in example.target and example.audio is audio
+
+
+def test_training_is_deterministic(tmp_path, one_torch_thread):
+    import torch
+
+    cfg = DemoTrainConfig(steps=2, batch_size=4, pool_per_task=2, warmup_steps=1, checkpoint_every=1, log_every=1,
+                          threads=1)
+    a = train_demo(tmp_path / "a", cfg, progress=False)
+    b = train_demo(tmp_path / "b", cfg, progress=False)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    init = load_file(tmp_path / "a-work" / "init" / "model.safetensors")
+    assert any(not torch.equal(init[k], wa[k]) for k in wa)  # it trained
+    training = json.loads((a / "training.json").read_text())
+    assert training["config"] == cfg.to_json() and len(training["log"]) == 2
+
+
+def _card(acc, rej=0.1):
+    row = {"acc": acc, "idk_prompt_acc": acc, "idk_prompt_rej": rej}
+    return {**row, "by_task": {t: dict(row) for t in ("sound", "music", "speech")}}
+
+
+def test_compare_to_card_flags_what_is_outside_the_tolerance():
+    lines, problems = compare_to_card(_card(0.50), _card(0.50))
+    assert len(lines) == 12 and problems == []
+    step = RETRAIN_TOLERANCE_POINTS / 100
+    lines, problems = compare_to_card(_card(0.50 + 0.9 * step), _card(0.50))
+    assert problems == []
+    measured = _card(0.50)
+    measured["by_task"]["music"]["acc"] = 0.50 - 1.1 * step
+    lines, problems = compare_to_card(measured, _card(0.50))
+    assert len(problems) == 1 and problems[0].startswith("music") and " acc " in problems[0]
+
+
+def test_by_difficulty_counts_accuracy_and_rejections():
+    class Item:
+        def __init__(self, i, d):
+            self.id, self.difficulty = i, d
+
+    items = [Item("a", "easy"), Item("b", "hard"), Item("c", "hard")]
+    base = [{"id": "a", "outcome": "correct"}, {"id": "b", "outcome": "wrong"}, {"id": "c", "outcome": "correct"}]
+    idk = [{"id": "a", "outcome": "correct"}, {"id": "b", "outcome": "rejected"}, {"id": "c", "outcome": "wrong"}]
+    out = _by_difficulty(items, base, idk)
+    assert list(out) == ["easy", "hard"]
+    assert out["easy"] == {"n": 1, "acc": 1.0, "idk_prompt_rej": 0.0}
+    assert out["hard"] == {"n": 2, "acc": 0.5, "idk_prompt_rej": 0.5}
+
+
+def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thread):
+    import torch
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from reliable_lalm import paths
+    from reliable_lalm.demo_train import accumulate_gradients
+
+    if not (paths.DEMO_MODEL_DIR / "config.json").exists():
+        pytest.skip("no shipped demo checkpoint")
+    processor = AutoProcessor.from_pretrained(paths.DEMO_MODEL_DIR)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(paths.DEMO_MODEL_DIR, dtype=torch.float32)
+    cfg, rng = DemoTrainConfig(), np.random.default_rng(3)
+    fmts = ["baseline", "mcot", "agent_content", "idk", "baseline", "agent_type", "mcot"]
+    examples = [make_example(f, *pool[i], rng, cfg, []) for i, f in enumerate(fmts)]
+    grads, losses = [], []
+    for n in (1, 2, 3):
+        model.zero_grad(set_to_none=True)
+        losses.append(accumulate_gradients(model, processor, examples, n))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(grads[0], grads[2], rtol=1e-4, atol=1e-6)
