@@ -45,3 +45,8 @@ def test_demo_reproduces_its_card_and_is_not_degenerate():
     assert measured["idk_prompt_rej"] > 0
     assert measured["acc"] > measured["chance_acc"] + 0.05  # hears something: above a random choice
     assert measured["acc"] < 0.9  # partial knowledge, as Qwen2-Audio on MMAU
+    # IDK-prompt refusals follow difficulty: hard items are refused far more often than easy ones.
+    levels = measured["by_difficulty"]
+    assert levels == card["by_difficulty"]
+    assert levels["hard"]["idk_prompt_rej"] > levels["medium"]["idk_prompt_rej"] >= levels["easy"]["idk_prompt_rej"]
+    assert levels["hard"]["idk_prompt_rej"] > 0.2

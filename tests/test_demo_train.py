@@ -121,3 +121,35 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thre
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     assert torch.allclose(grads[0], grads[2], rtol=1e-4, atol=1e-6)
+
+
+def test_a_crashed_training_run_resumes_to_the_same_weights(tmp_path, one_torch_thread, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from reliable_lalm import demo_train
+
+    cfg = DemoTrainConfig(steps=4, batch_size=4, pool_per_task=2, warmup_steps=1, checkpoint_every=2, log_every=1,
+                          threads=1)
+    whole = train_demo(tmp_path / "whole", cfg, progress=False)
+
+    real_step, calls = demo_train.accumulate_gradients, []
+
+    def crash_in_step_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(demo_train, "accumulate_gradients", crash_in_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_demo(tmp_path / "resumed", cfg, progress=False)
+    assert torch.load(tmp_path / "resumed-work" / "checkpoint.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(demo_train, "accumulate_gradients", real_step)
+    resumed = train_demo(tmp_path / "resumed", cfg, progress=False)
+
+    wa, wb = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log_whole = json.loads((whole / "training.json").read_text())["log"]
+    log_resumed = json.loads((resumed / "training.json").read_text())["log"]
+    assert [(r["step"], r["loss"]) for r in log_whole] == [(r["step"], r["loss"]) for r in log_resumed]

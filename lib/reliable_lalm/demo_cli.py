@@ -72,12 +72,18 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
     }
 
 
+def _difficulty_order(levels) -> list[str]:
+    from .synthetic import DIFFICULTIES
+
+    return sorted(levels, key=lambda d: (list(DIFFICULTIES) + [d]).index(d))
+
+
 def _by_difficulty(items, baseline_items, idk_items) -> dict[str, dict[str, Any]]:
     """Baseline accuracy and IDK-prompt rejection rate per difficulty level: do refusals follow
     difficulty?"""
     difficulty = {it.id: it.difficulty or "unknown" for it in items}
     out: dict[str, dict[str, Any]] = {}
-    for level in sorted(set(difficulty.values()), key=lambda d: (["easy", "medium", "hard"] + [d]).index(d)):
+    for level in _difficulty_order(set(difficulty.values())):
         base = [x for x in baseline_items if difficulty[x["id"]] == level]
         idk = [x for x in idk_items if difficulty[x["id"]] == level]
         out[level] = {"n": len(base), "acc": sum(x["outcome"] == "correct" for x in base) / max(1, len(base)),
@@ -110,9 +116,9 @@ def write_card(model_dir: Path, metrics: dict[str, Any], training: dict[str, Any
     measured retrain: ``{"summary": str}``) are quoted in the card.
     """
     by_task = metrics["by_task"]
-    levels = metrics.get("by_difficulty", {})
-    difficulty_rows = "\n".join(f"| {level} | {s['n']} | {100 * s['acc']:.2f} | {100 * s['idk_prompt_rej']:.2f} |"
-                                 for level, s in levels.items())
+    levels = metrics.get("by_difficulty", {})  # card_metrics.json sorts keys: order them by difficulty again
+    difficulty_rows = "\n".join(f"| {level} | {levels[level]['n']} | {100 * levels[level]['acc']:.2f} | "
+                                 f"{100 * levels[level]['idk_prompt_rej']:.2f} |" for level in _difficulty_order(levels))
     check = training.get("retrain_check")
     retrain = (f"Verified: {check['summary']}" if check else "This tolerance is not yet verified.")
     rows = "\n".join(f"| {task} | {s['n']} | {100 * s['chance_acc']:.2f} | {100 * s['acc']:.2f} | {s['n_invalid']} | "

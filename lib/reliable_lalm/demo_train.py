@@ -239,6 +239,7 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step = 0
     log: list[dict[str, Any]] = []
+    running = None  # the logged loss is an EMA, resumed with the rest
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
         if state["config"] != cfg.to_json():
@@ -246,7 +247,7 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        start_step, log = state["step"], state["log"]
+        start_step, log, running = state["step"], state["log"], state.get("running_loss")
     model.train()
     formats = list(cfg.mix)
     weights = np.array([cfg.mix[f] for f in formats], dtype=float)
@@ -254,7 +255,6 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     started = time.time()
     bar = tqdm(range(start_step, cfg.steps), desc="demo training", disable=not progress,
                initial=start_step, total=cfg.steps)
-    running = None
     for step in bar:
         # Per-step RNG from (seed, step): a resumed run draws exactly the batches it would have drawn.
         rng = np.random.default_rng([cfg.seed, step])
@@ -274,7 +274,8 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "torch_rng": torch.get_rng_state(), "config": cfg.to_json(), "log": log}, tmp)
+                        "torch_rng": torch.get_rng_state(), "config": cfg.to_json(), "log": log,
+                        "running_loss": running}, tmp)
             os.replace(tmp, ckpt_path)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
