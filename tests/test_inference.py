@@ -44,26 +44,29 @@ def _hf_generate(model, backend, request, max_new_tokens):
     return backend.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def _check_batched_equals_single(model, processor, items, n_reference=3):
-    reqs = _requests(items)
+def _check_batched_equals_single(model, processor, items, n_reference=3, reqs=None):
+    reqs = reqs or _requests(items)
     batched = inf.HFBackend(model, processor, batch_size=4)
     single = inf.HFBackend(model, processor, batch_size=1)
     uncompacted = inf.HFBackend(model, processor, batch_size=4, compact=False)
+    unprefetched = inf.HFBackend(model, processor, batch_size=4, prefetch=False)
     try:
         out_b = batched.generate(reqs)
         out_1 = single.generate(reqs)
         out_u = uncompacted.generate(reqs)
+        out_p = unprefetched.generate(reqs)
         assert [g.item_id for g in out_b] == [r.item_id for r in reqs]  # request order kept despite sorting
-        assert [g.texts for g in out_b] == [g.texts for g in out_1] == [g.texts for g in out_u]
+        assert [g.texts for g in out_b] == [g.texts for g in out_1] == [g.texts for g in out_u] == [g.texts for g in out_p]
         assert [g.new_tokens for g in out_b] == [g.new_tokens for g in out_1] == [g.new_tokens for g in out_u]
         # Prompts of different lengths really were padded together.
         assert len({g.prompt_tokens for g in out_b}) > 1
         for r, g in list(zip(reqs, out_1))[:n_reference]:
-            assert g.text == _hf_generate(model, single, r, GREEDY.max_new_tokens)
+            assert g.text == _hf_generate(model, single, r, r.settings.max_new_tokens)
     finally:
         batched.close()
         single.close()
         uncompacted.close()
+        unprefetched.close()
     return out_b, batched.stats
 
 
@@ -78,8 +81,34 @@ def test_batched_greedy_equals_batch_size_one_shipped_demo(items):
     from reliable_lalm.modeling import load_model_and_processor
 
     model, processor = load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu")
-    _, stats = _check_batched_equals_single(model, processor, items, n_reference=2)
+    # Multiple-choice answers (a word or two) mixed with content descriptions (a phrase of varying
+    # length): rows of one batch finish at different steps.
+    settings = inf.GenerationSettings(max_new_tokens=40)
+    reqs = [r for pair in zip(_requests(items[:5], settings),
+                              _requests(items[5:], settings, prompt=prompts.agent_content_prompt("Sound")))
+            for r in pair]
+    out, stats = _check_batched_equals_single(model, processor, items, n_reference=4, reqs=reqs)
+    assert len({g.new_tokens[0] for g in out}) > 2
     assert stats["compactions"] > 0  # the trained model stops early: finished rows were dropped mid-batch
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch):
+    import threading
+
+    model, processor = tiny_model
+    backend = inf.HFBackend(model, processor, batch_size=3, prefetch=prefetch)
+    encoded_in, original = [], backend.encode
+
+    def encode(*args, **kwargs):
+        encoded_in.append(threading.current_thread() is threading.main_thread())
+        return original(*args, **kwargs)
+
+    backend.encode = encode
+    out = backend.generate(_requests(items))
+    backend.close()
+    assert len(out) == len(items) and len(encoded_in) == 4  # 10 prompts in batches of 3
+    assert encoded_in == [not prefetch] * 4
 
 
 def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):

@@ -9,6 +9,8 @@ Engine (:class:`HFBackend`)
       would run the audio encoder and the prompt N times);
     * finished rows are dropped from the batch (the cache is compacted), so one long answer does
       not keep a whole batch busy;
+    * the processor's work for the next batch (tokenizing, log-mel features) runs in a background
+      thread while the model works on the current batch;
     * sampling draws its randomness from a ``torch.Generator`` seeded by (run seed, item id, sample
       index): a sample does not depend on which batch it landed in, so a resumed or re-batched run
       reproduces it;
@@ -41,6 +43,7 @@ import hashlib
 import inspect
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -188,7 +191,7 @@ class HFBackend(Backend):
     MAX_AUTO_BATCH = 128
 
     def __init__(self, model, processor, *, batch_size: int | None = None, check_audio: bool = True,
-                 compact: bool = True, feature_device: str | None = None):
+                 compact: bool = True, feature_device: str | None = None, prefetch: bool = True):
         import torch
 
         from .modeling import audio_tower, base_model, feature_window_seconds
@@ -199,6 +202,10 @@ class HFBackend(Backend):
         self.tokenizer.padding_side = "left"  # batched generation must equal batch-size-1 generation
         self.batch_size = batch_size
         self.compact = compact
+        self.prefetch = prefetch
+        # The fast tokenizer is not safe to use from two threads at once (padding settings are
+        # mutated per call): the prefetching encoder and the decoder share this lock.
+        self._tokenizer_lock = threading.Lock()
         self._inner = base_model(model)
         self.device = self._inner.get_input_embeddings().weight.device
         fe = processor.feature_extractor
@@ -318,27 +325,45 @@ class HFBackend(Backend):
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):  # a batch shares its decoding settings and sample count
             groups.setdefault((r.settings, len(r.samples)), []).append(i)
+        plan: list[list[int]] = []
         for (settings, n_samples), indices in groups.items():
             # Longest first: the biggest batch meets the memory limit (if any) at once.
             indices = sorted(indices, key=lambda i: -lengths[i])
             start = 0
             while start < len(indices):
                 size = self._auto_batch_size(lengths[indices[start]], replace(settings, num_samples=n_samples))
-                chunk = indices[start:start + size]
-                start += len(chunk)
-                yield from self._generate_with_oom_split([requests[i] for i in chunk], chunk,
-                                                         [texts[i] for i in chunk])
+                plan.append(indices[start:start + size])
+                start += size
 
-    def _generate_with_oom_split(self, batch, indices, texts):
+        def encode(chunk):
+            return self.encode([requests[i] for i in chunk], [texts[i] for i in chunk])
+
+        def run(chunk, enc):
+            return self._generate_with_oom_split([requests[i] for i in chunk], chunk, [texts[i] for i in chunk], enc)
+
+        if not self.prefetch:
+            for chunk in plan:
+                yield from run(chunk, encode(chunk))
+            return
+        # The processor prepares batch k+1 in a background thread while the model runs batch k.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlalm-encode") as pool:
+            pending = pool.submit(encode, plan[0])
+            for k, chunk in enumerate(plan):
+                enc = pending.result()
+                if k + 1 < len(plan):
+                    pending = pool.submit(encode, plan[k + 1])
+                yield from run(chunk, enc)
+
+    def _generate_with_oom_split(self, batch, indices, texts, enc=None):
         torch = self._torch
         try:
-            result = self._generate_batch(batch, texts)
+            result = self._generate_batch(batch, texts, enc)
         except torch.cuda.OutOfMemoryError:
             if len(batch) == 1:
                 raise
             torch.cuda.empty_cache()
             self.stats["oom_splits"] += 1
-            half = len(batch) // 2
+            half = len(batch) // 2  # the halves are encoded again, each on its own
             yield from self._generate_with_oom_split(batch[:half], indices[:half], texts[:half])
             yield from self._generate_with_oom_split(batch[half:], indices[half:], texts[half:])
             return
@@ -351,8 +376,9 @@ class HFBackend(Backend):
         texts = list(texts) if texts is not None else [self._chat_text(r.prompt) for r in requests]
         audios = [self.fit_audio(r.audio) for r in requests]
         extra = {} if self.feature_device == "cpu" else {"device": self.feature_device}
-        return self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True,
-                              return_tensors="pt", **extra)
+        with self._tokenizer_lock:
+            return self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True,
+                                  return_tensors="pt", **extra)
 
     def _forward(self, **kwargs):
         cache = kwargs.pop("cache")
@@ -363,14 +389,16 @@ class HFBackend(Backend):
         logits = self._inner.lm_head(out.last_hidden_state[:, -1, :]).float().to(self.device)  # lm_head may sit on another GPU
         return logits, cache
 
-    def _generate_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str] | None = None) -> list[Generation]:
+    def _generate_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str] | None = None,
+                        enc=None) -> list[Generation]:
         torch = self._torch
         from transformers import DynamicCache
 
         settings = batch[0].settings
         samples = [r.samples for r in batch]
         n = len(samples[0])
-        enc = self.encode(batch, texts)
+        if enc is None:
+            enc = self.encode(batch, texts)
         if "input_features" not in enc:
             raise AudioNotReachedError("the processor returned no input_features for this batch")
         dev = self.device
@@ -433,7 +461,9 @@ class HFBackend(Backend):
         self.stats["batches"] += 1
         self.stats["prefill_rows"] += len(batch)
         generated, n_new, finished = generated.cpu(), n_new.cpu().tolist(), finished.cpu().tolist()
-        texts = self.tokenizer.batch_decode([generated[i, :n_new[i]] for i in range(rows)], skip_special_tokens=True)
+        with self._tokenizer_lock:
+            texts = self.tokenizer.batch_decode([generated[i, :n_new[i]] for i in range(rows)],
+                                                skip_special_tokens=True)
         out = []
         for b, r in enumerate(batch):
             sl = slice(b * n, (b + 1) * n)
