@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reliable_lalm import prompts
-from reliable_lalm.data import BenchmarkItem
+from reliable_lalm.core import prompts
+from reliable_lalm.core.items import BenchmarkItem
 
 QUESTIONS = [
     ("What is the main sound source?", ["Dog barking", "Car horn", "Piano", "Rain"]),
@@ -33,7 +33,7 @@ def corpus() -> list[str]:
 
 
 def build_tiny_demo(out_dir: Path) -> Path:
-    from reliable_lalm.demo_model import create_untrained
+    from reliable_lalm.demo.model import create_untrained
 
     return create_untrained(out_dir, corpus(), seed=0)
 
@@ -74,7 +74,7 @@ def tiny_demo_dir(tmp_path_factory) -> Path:
 def tiny_model(tiny_demo_dir):
     import torch
 
-    from reliable_lalm.modeling import load_model_and_processor
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
     torch.manual_seed(0)
     return load_model_and_processor(tiny_demo_dir, device="cpu")

@@ -15,7 +15,7 @@ def test_7b_config_has_the_published_size():
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from reliable_lalm.modeling import count_parameters, random_weights_7b_config
+    from reliable_lalm.models.hf_loading import count_parameters, random_weights_7b_config
 
     config = random_weights_7b_config()
     assert config.audio_config.d_model == 1280 and config.audio_config.encoder_layers == 32
@@ -43,7 +43,7 @@ def test_bench_random_weights_path_prints_the_final_line(capsys):
 
 
 def test_bench_on_a_demo_checkpoint(tiny_demo_dir, tmp_path):
-    from reliable_lalm.bench import bench_inference
+    from reliable_lalm.cli.bench import bench_inference
 
     import torch
 
@@ -63,7 +63,7 @@ def test_bench_on_a_demo_checkpoint(tiny_demo_dir, tmp_path):
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()")
 def test_bench_cuda_7b_small():  # pragma: no cover - needs a GPU
-    from reliable_lalm.bench import bench_inference
+    from reliable_lalm.cli.bench import bench_inference
 
     printed: list[str] = []
     bench_inference(device="cuda", random_weights="7b", n_questions=8, max_new_tokens=4, samples=2,
@@ -73,9 +73,9 @@ def test_bench_cuda_7b_small():  # pragma: no cover - needs a GPU
 
 def test_gpu_estimates_for_the_7b():
     """The CUDA-only arithmetic (batch size from free memory, FLOP floors) on the 7B numbers."""
-    from reliable_lalm.bench import flop_floor
-    from reliable_lalm.inference import estimate_batch_size
-    from reliable_lalm.modeling import random_weights_7b_config
+    from reliable_lalm.cli.bench import flop_floor
+    from reliable_lalm.models.qwen2_audio import estimate_batch_size
+    from reliable_lalm.models.hf_loading import random_weights_7b_config
 
     config = random_weights_7b_config()
     free = 63 * 2**30  # an 80 GB card after 17 GB of bf16 weights

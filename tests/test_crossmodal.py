@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from reliable_lalm import crossmodal as C
-from reliable_lalm.data import BenchmarkItem
-from reliable_lalm.results import ResultStore
+from reliable_lalm.experiments import crossmodal as C
+from reliable_lalm.core.items import BenchmarkItem
+from reliable_lalm.core.results import ResultStore
 
 CHOICES = ("dog bark", "siren", "rain")
 TASKS = ("sound", "music", "speech")
@@ -130,12 +130,15 @@ def test_cache_keys_follow_the_parameters(handmade, tmp_path):
 
 
 def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
-    from reliable_lalm import inference, training
-    from reliable_lalm.data import load_benchmark
-    from reliable_lalm.demo_model import create_untrained
-    from reliable_lalm.inference import GenerationSettings, HFBackend, sample_knn
-    from reliable_lalm.prompts import build_prompt
-    from reliable_lalm.synthetic import build_benchmark
+    from reliable_lalm.methods import runners as inference
+    from reliable_lalm.training import lora_sft as training
+    from reliable_lalm.core.items import load_benchmark
+    from reliable_lalm.demo.model import create_untrained
+    from reliable_lalm.models.base import GenerationSettings
+    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.methods.runners import sample_knn
+    from reliable_lalm.core.prompts import build_prompt
+    from reliable_lalm.demo.synthetic import build_benchmark
 
     bench = load_benchmark(build_benchmark(tmp_path / "bench", seed=3, n_per_task=2, progress=False))
     corpus = [build_prompt("baseline", it.question, it.choices) + " IDK" for it in bench.items] * 10

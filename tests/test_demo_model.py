@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reliable_lalm import paths
-from reliable_lalm.demo_cli import CARD_METRICS_FILE
+from reliable_lalm.demo.cli import CARD_METRICS_FILE
 
 pytestmark = pytest.mark.skipif(not (paths.DEMO_MODEL_DIR / "config.json").exists(),
                                 reason="no shipped demo checkpoint")
@@ -31,7 +31,7 @@ def test_demo_loads_offline_as_the_real_class(monkeypatch):
 
 
 def test_demo_reproduces_its_card_and_is_not_degenerate():
-    from reliable_lalm.demo_cli import evaluate_demo
+    from reliable_lalm.demo.cli import evaluate_demo
 
     card = json.loads((paths.DEMO_MODEL_DIR / CARD_METRICS_FILE).read_text())
     measured = evaluate_demo(progress=False)

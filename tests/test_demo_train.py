@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reliable_lalm import synthetic
-from reliable_lalm.demo_cli import RETRAIN_TOLERANCE_POINTS, _by_difficulty, compare_to_card
-from reliable_lalm.demo_train import IDK_TARGET, DemoTrainConfig, make_example, train_demo
+from reliable_lalm.demo import synthetic
+from reliable_lalm.demo.cli import RETRAIN_TOLERANCE_POINTS, _by_difficulty, compare_to_card
+from reliable_lalm.demo.train import IDK_TARGET, DemoTrainConfig, make_example, train_demo
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thre
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     from reliable_lalm import paths
-    from reliable_lalm.demo_train import accumulate_gradients
+    from reliable_lalm.demo.train import accumulate_gradients
 
     if not (paths.DEMO_MODEL_DIR / "config.json").exists():
         pytest.skip("no shipped demo checkpoint")
@@ -127,7 +127,7 @@ def test_a_crashed_training_run_resumes_to_the_same_weights(tmp_path, one_torch_
     import torch
     from safetensors.torch import load_file
 
-    from reliable_lalm import demo_train
+    from reliable_lalm.demo import train as demo_train
 
     cfg = DemoTrainConfig(steps=4, batch_size=4, pool_per_task=2, warmup_steps=1, checkpoint_every=2, log_every=1,
                           threads=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from reliable_lalm import experiments
-from reliable_lalm.data import BenchmarkItem
-from reliable_lalm.reference import load_reference, round_half_up
+from reliable_lalm.core.items import BenchmarkItem
+from reliable_lalm.reporting.reference import load_reference, round_half_up
 
 
 def _paper_table10_scores():
@@ -47,7 +47,7 @@ def _item(i, task, choices, answer):
 
 
 def test_reference_rows():
-    from reliable_lalm.scoring import score_reference_baselines
+    from reliable_lalm.core.scoring import score_reference_baselines
 
     items = [_item(i, "sound", ["dog", "cat"], "dog") for i in range(8)] + \
             [_item(10 + i, "music", ["a", "b", "c"], "c") for i in range(4)]

@@ -7,11 +7,11 @@ import pytest
 
 from reliable_lalm import paths
 from reliable_lalm.cli import main
-from reliable_lalm.data import load_benchmark
-from reliable_lalm.export import export_records, export_store
-from reliable_lalm.normalize import mmau_string_match
-from reliable_lalm.results import ResultStore
-from reliable_lalm.scoring import score_records
+from reliable_lalm.core.items import load_benchmark
+from reliable_lalm.core.export import export_records, export_store
+from reliable_lalm.core.normalize import mmau_string_match
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.core.scoring import score_records
 
 C = ["Dog barking", "Dog growling", "Cat meowing", "Car horn"]  # shared word "dog"
 LONG = ("The recording starts with traffic noise. Then a car horn honks twice, quite loudly, while people talk "

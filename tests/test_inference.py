@@ -15,16 +15,18 @@ import pytest
 
 from inference_fixtures import (items_dir, make_items, tiny_demo_dir, tiny_model, write_benchmark_json,  # noqa: F401
                                 write_wav)
-from reliable_lalm import inference as inf
-from reliable_lalm import paths, prompts
-from reliable_lalm.data import BenchmarkItem, load_audio
-from reliable_lalm.results import ResultStore
+from reliable_lalm.methods import runners as inf
+from reliable_lalm.models import base as models_base, qwen2_audio
+from reliable_lalm import paths
+from reliable_lalm.core import prompts
+from reliable_lalm.core.items import BenchmarkItem, load_audio
+from reliable_lalm.core.results import ResultStore
 
-GREEDY = inf.GenerationSettings(max_new_tokens=10)
+GREEDY = models_base.GenerationSettings(max_new_tokens=10)
 
 
 def _requests(items, settings=GREEDY, prompt=None):
-    return [inf.GenerationRequest(it.id, load_audio(it.audio_path),
+    return [models_base.GenerationRequest(it.id, load_audio(it.audio_path),
                                   prompt or prompts.build_prompt("baseline", it.question, it.choices), settings)
             for it in items]
 
@@ -46,10 +48,10 @@ def _hf_generate(model, backend, request, max_new_tokens):
 
 def _check_batched_equals_single(model, processor, items, n_reference=3, reqs=None):
     reqs = reqs or _requests(items)
-    batched = inf.HFBackend(model, processor, batch_size=4)
-    single = inf.HFBackend(model, processor, batch_size=1)
-    uncompacted = inf.HFBackend(model, processor, batch_size=4, compact=False)
-    unprefetched = inf.HFBackend(model, processor, batch_size=4, prefetch=False)
+    batched = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    single = qwen2_audio.HFBackend(model, processor, batch_size=1)
+    uncompacted = qwen2_audio.HFBackend(model, processor, batch_size=4, compact=False)
+    unprefetched = qwen2_audio.HFBackend(model, processor, batch_size=4, prefetch=False)
     try:
         out_b = batched.generate(reqs)
         out_1 = single.generate(reqs)
@@ -78,12 +80,12 @@ def test_batched_greedy_equals_batch_size_one(tiny_model, items):
 
 @pytest.mark.skipif(not (paths.DEMO_MODEL_DIR / "config.json").exists(), reason="shipped demo model not built")
 def test_batched_greedy_equals_batch_size_one_shipped_demo(items):
-    from reliable_lalm.modeling import load_model_and_processor
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
     model, processor = load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu")
     # Multiple-choice answers (a word or two) mixed with content descriptions (a phrase of varying
     # length): rows of one batch finish at different steps.
-    settings = inf.GenerationSettings(max_new_tokens=40)
+    settings = models_base.GenerationSettings(max_new_tokens=40)
     reqs = [r for pair in zip(_requests(items[:5], settings),
                               _requests(items[5:], settings, prompt=prompts.agent_content_prompt("Sound")))
             for r in pair]
@@ -97,7 +99,7 @@ def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch
     import threading
 
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=3, prefetch=prefetch)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=3, prefetch=prefetch)
     encoded_in, original = [], backend.encode
 
     def encode(*args, **kwargs):
@@ -113,7 +115,7 @@ def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch
 
 def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=3)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=3)
     greedy = inf.run_method(backend, items[:5], "baseline", tmp_path / "greedy", settings=GREEDY, progress=False)
     knn = inf.sample_knn(backend, items[:5], tmp_path / "knn", n_samples=1, settings=GREEDY, progress=False)
     backend.close()
@@ -124,14 +126,14 @@ def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path)
 
 
 def _knn_outputs(backend, items, store_dir, seed):
-    settings = inf.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=seed)
+    settings = models_base.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=seed)
     inf.sample_knn(backend, items, store_dir, n_samples=5, settings=settings, progress=False)
     return {(r["item_id"], r["sample_index"]): r["model_output"] for r in ResultStore(store_dir).records()}
 
 
 def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    b3, b1 = inf.HFBackend(model, processor, batch_size=3), inf.HFBackend(model, processor, batch_size=1)
+    b3, b1 = qwen2_audio.HFBackend(model, processor, batch_size=3), qwen2_audio.HFBackend(model, processor, batch_size=1)
     first = _knn_outputs(b3, items[:4], tmp_path / "s0a", seed=0)
     again = _knn_outputs(b1, items[:4], tmp_path / "s0b", seed=0)  # other batching, same samples
     other = _knn_outputs(b3, items[:4], tmp_path / "s1", seed=1)
@@ -147,7 +149,7 @@ def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
 def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
     """A K@N store missing some samples of an item gets exactly those, equal to an uninterrupted run's."""
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
     reference = _knn_outputs(backend, items[:3], tmp_path / "full", seed=3)
     partial = tmp_path / "partial"
     partial.mkdir()
@@ -157,7 +159,7 @@ def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
     kept = [x for x in lines if (json.loads(x)["item_id"], json.loads(x)["sample_index"]) not in dropped]
     (partial / "records.jsonl").write_text("\n".join(kept) + "\n")
     seen = []
-    settings = inf.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=3)
+    settings = models_base.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=3)
     inf.sample_knn(backend, items[:3], partial, n_samples=5, settings=settings, progress=False,
                    on_batch=lambda n, records: seen.extend((r["item_id"], r["sample_index"]) for r in records))
     backend.close()
@@ -169,9 +171,9 @@ def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
 def test_sampling_respects_top_k_1(tiny_model, items):
     """top_k=1 leaves one token: sampling must then reproduce greedy decoding exactly."""
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
     greedy = backend.generate(_requests(items[:4]))
-    sampled = backend.generate(_requests(items[:4], inf.GenerationSettings(
+    sampled = backend.generate(_requests(items[:4], models_base.GenerationSettings(
         max_new_tokens=10, do_sample=True, top_k=1, num_samples=3, seed=7)))
     backend.close()
     for g, s in zip(greedy, sampled):
@@ -183,12 +185,13 @@ RESUME_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from inference_fixtures import make_items
     from pathlib import Path
-    from reliable_lalm import inference as inf
-    from reliable_lalm.modeling import load_model_and_processor
+    from reliable_lalm.methods import runners as inf
+    from reliable_lalm.models import base as models_base, qwen2_audio
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
     model, processor = load_model_and_processor({model!r}, device="cpu")
     items = make_items(Path({items!r}), 10)
-    backend = inf.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
     kill_after = int(sys.argv[1])
 
     def on_batch(n, records):
@@ -197,7 +200,7 @@ RESUME_SCRIPT = textwrap.dedent("""
         if n == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # a crash right after a batch was written
 
-    inf.run_method(backend, items, "baseline", {store!r}, settings=inf.GenerationSettings(max_new_tokens=6),
+    inf.run_method(backend, items, "baseline", {store!r}, settings=models_base.GenerationSettings(max_new_tokens=6),
                    progress=False, on_batch=on_batch, chunk=4)
 """)
 
@@ -228,9 +231,9 @@ def test_resume_after_kill_minus_9(tiny_demo_dir, tiny_model, items_dir, tmp_pat
     keys = Counter((json.loads(x)["item_id"], json.loads(x)["sample_index"]) for x in lines)
     assert set(keys) == {(f"q{i}", 0) for i in range(10)} and set(keys.values()) == {1}  # each once
     # A third run (same model folder, so the same store parameters) has nothing left to do.
-    backend = inf.HFBackend(*tiny_model, batch_size=2)
+    backend = qwen2_audio.HFBackend(*tiny_model, batch_size=2)
     again = inf.run_method(backend, make_items(items_dir / "resume", 10), "baseline", store,
-                           settings=inf.GenerationSettings(max_new_tokens=6), progress=False)
+                           settings=models_base.GenerationSettings(max_new_tokens=6), progress=False)
     backend.close()
     assert again.processed == 0 and again.already_done == 10
     assert (store / "records.jsonl").read_text().splitlines() == lines
@@ -239,7 +242,7 @@ def test_resume_after_kill_minus_9(tiny_demo_dir, tiny_model, items_dir, tmp_pat
 def test_crash_in_a_batch_resumes_in_process(tiny_model, items, tmp_path):
     """An exception after k batches (in-process crash) then a re-run: same result as an uninterrupted run."""
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=3)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=3)
 
     class Crash(Exception):
         pass
@@ -286,7 +289,7 @@ def test_bad_inputs_become_error_records_and_the_run_goes_on(tiny_model, items_d
         BenchmarkItem(id="long", audio_path=str(long), choices=("Dog", "Cat"), **base),
     ]
     all_items = good[:2] + bad + good[2:]
-    backend = inf.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
     summary = inf.run_method(backend, all_items, "baseline", tmp_path / "s", settings=GREEDY, progress=False)
     records = ResultStore(tmp_path / "s").by_item()
     assert set(records) == {it.id for it in all_items}
@@ -316,9 +319,9 @@ def test_truncated_audio_is_what_the_model_hears(tiny_model, items_dir):
     """6 s of audio and its first 4 s (the demo window) give the same greedy answer."""
     model, processor = tiny_model
     audio = load_audio(write_wav(items_dir / "trunc.wav", 6.0, seed=11))
-    backend = inf.HFBackend(model, processor, batch_size=2)
-    out = backend.generate([inf.GenerationRequest("a", audio, "What is heard?", GREEDY),
-                            inf.GenerationRequest("b", audio[: 4 * 16000], "What is heard?", GREEDY)])
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    out = backend.generate([models_base.GenerationRequest("a", audio, "What is heard?", GREEDY),
+                            models_base.GenerationRequest("b", audio[: 4 * 16000], "What is heard?", GREEDY)])
     backend.close()
     assert out[0].texts == out[1].texts
 
@@ -339,16 +342,16 @@ class _DropAudio:
 
 def test_audio_check_fires_when_the_processor_drops_audio(tiny_model, items):
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
     backend.processor = _DropAudio(processor)
-    with pytest.raises(inf.AudioNotReachedError):
+    with pytest.raises(models_base.AudioNotReachedError):
         backend.generate(_requests(items[:2]))
     backend.close()
 
 
 def test_audio_check_fires_when_features_do_not_reach_the_model(tiny_model, items, monkeypatch):
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
     original = backend._forward
 
     def forward_without_features(**kwargs):  # the model then only embeds the <|AUDIO|> placeholders
@@ -357,14 +360,14 @@ def test_audio_check_fires_when_features_do_not_reach_the_model(tiny_model, item
         return original(**kwargs)
 
     monkeypatch.setattr(backend, "_forward", forward_without_features)
-    with pytest.raises(inf.AudioNotReachedError, match="never called"):
+    with pytest.raises(models_base.AudioNotReachedError, match="never called"):
         backend.generate(_requests(items[:2]))
     monkeypatch.undo()
     assert len(backend.generate(_requests(items[:2]))) == 2  # and passes when the audio is there
     backend.close()
 
 
-class ScriptedBackend(inf.Backend):
+class ScriptedBackend(models_base.Backend):
     """Answers by prompt kind, and records each call, to check the agent's orchestration."""
 
     window_seconds = 4.0
@@ -384,7 +387,7 @@ class ScriptedBackend(inf.Backend):
             kind = self._kind(r.prompt)
             text = {"type": "Not sure." if r.item_id in self.untyped else "It is music.",
                     "content": f"a piano plays for {r.item_id}", "answer": "Violin"}[kind]
-            out.append(inf.Generation(r.item_id, r.samples, [text] * len(r.samples), [3] * len(r.samples),
+            out.append(models_base.Generation(r.item_id, r.samples, [text] * len(r.samples), [3] * len(r.samples),
                                       [True] * len(r.samples)))
         return out
 
@@ -396,7 +399,7 @@ class ScriptedBackend(inf.Backend):
 
 
 def test_agent_runs_each_step_batched_and_resumes(items, tmp_path):
-    settings = inf.GenerationSettings(max_new_tokens=32)
+    settings = models_base.GenerationSettings(max_new_tokens=32)
     crashing = ScriptedBackend(untyped={"q2"}, fail_on="answer")
     with pytest.raises(RuntimeError, match="answer"):
         inf.run_method(crashing, items, "agent", tmp_path / "agent", settings=settings, progress=False)
@@ -419,9 +422,9 @@ def test_agent_runs_each_step_batched_and_resumes(items, tmp_path):
 def test_agent_on_the_model(tiny_model, items, tmp_path):
     """The real backend through the three steps (an untrained model rarely names a type)."""
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
     summary = inf.run_method(backend, items[:4], "agent", tmp_path / "a",
-                             settings=inf.GenerationSettings(max_new_tokens=6), progress=False)
+                             settings=models_base.GenerationSettings(max_new_tokens=6), progress=False)
     backend.close()
     assert backend.stats["prefill_rows"] > backend.stats["batches"]  # several prompts per model call
     records = ResultStore(tmp_path / "a").by_item()
@@ -434,8 +437,8 @@ def test_agent_on_the_shipped_demo_runs_all_three_steps(tmp_path):
     """The trained demo names audio types, so steps 2 and 3 run on the model too."""
     import soundfile as sf
 
-    from reliable_lalm import synthetic
-    from reliable_lalm.modeling import load_model_and_processor
+    from reliable_lalm.demo import synthetic
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
     rng = np.random.default_rng(5)
     items = []
@@ -444,8 +447,8 @@ def test_agent_on_the_shipped_demo_runs_all_three_steps(tmp_path):
         sf.write(str(tmp_path / f"a{i}.wav"), audio, 16000)
         items.append(BenchmarkItem(id=f"a{i}", audio_path=str(tmp_path / f"a{i}.wav"), question=record["question"],
                                    choices=tuple(record["choices"]), answer=record["answer"], task=task))
-    backend = inf.HFBackend(*load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu"), batch_size=6)
-    inf.run_method(backend, items, "agent", tmp_path / "agent", settings=inf.GenerationSettings(max_new_tokens=24),
+    backend = qwen2_audio.HFBackend(*load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu"), batch_size=6)
+    inf.run_method(backend, items, "agent", tmp_path / "agent", settings=models_base.GenerationSettings(max_new_tokens=24),
                    progress=False)
     backend.close()
     records = ResultStore(tmp_path / "agent").by_item()
@@ -474,12 +477,12 @@ def test_infer_cli(tiny_demo_dir, items_dir, tmp_path, capsys):
 
 
 def test_store_refuses_other_settings(tiny_model, items, tmp_path):
-    from reliable_lalm.results import ParamsMismatch
+    from reliable_lalm.core.results import ParamsMismatch
 
     model, processor = tiny_model
-    backend = inf.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
     inf.run_method(backend, items[:2], "baseline", tmp_path / "s", settings=GREEDY, progress=False)
     with pytest.raises(ParamsMismatch):
         inf.run_method(backend, items[:2], "baseline", tmp_path / "s",
-                       settings=inf.GenerationSettings(max_new_tokens=11), progress=False)
+                       settings=models_base.GenerationSettings(max_new_tokens=11), progress=False)
     backend.close()

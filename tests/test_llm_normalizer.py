@@ -16,16 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 
 from chat_server import ChatServer, Hang, Raw, Reply, Status, user_prompt  # noqa: E402
 
-from reliable_lalm import llm_normalizer, paths  # noqa: E402
-from reliable_lalm.llm_normalizer import (  # noqa: E402
+from reliable_lalm.core import llm_normalizer
+from reliable_lalm import paths  # noqa: E402
+from reliable_lalm.core.llm_normalizer import (  # noqa: E402
     LLMConfigError,
     OpenAINormalizer,
     build_normalizer,
     cache_key,
     parse_reply,
 )
-from reliable_lalm.normalize import RuleBasedNormalizer  # noqa: E402
-from reliable_lalm.prompts import build_normalization_prompt  # noqa: E402
+from reliable_lalm.core.normalize import RuleBasedNormalizer  # noqa: E402
+from reliable_lalm.core.prompts import build_normalization_prompt  # noqa: E402
 
 CHOICES = ["Dog barking", "Cat meowing", "Car horn", "Rain"]
 MARKER = "sk-test-MARKER-7f3c9e1d2b4a"
@@ -282,7 +283,7 @@ def test_build_normalizer_kinds(serve, tmp_path, monkeypatch):
 
 def test_auto_without_credentials_uses_rules_and_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(llm_normalizer, "_AUTO_FALLBACK_WARNED", False)
-    caplog.set_level(logging.WARNING, logger="reliable_lalm.llm_normalizer")
+    caplog.set_level(logging.WARNING, logger="reliable_lalm.core.llm_normalizer")
     first, second = build_normalizer("auto"), build_normalizer()
     assert isinstance(first, RuleBasedNormalizer) and isinstance(second, RuleBasedNormalizer)
     warned = [r for r in caplog.records if "OPENAI_API_KEY" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""Unit tests of reliable_lalm.metrics: equations 1-10, edge cases and the bootstrap."""
+"""Unit tests of reliable_lalm.core.metrics: equations 1-10, edge cases and the bootstrap."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from reliable_lalm.metrics import (Counts, Transitions, bootstrap_gain, bootstrap_rates, counts_table,
+from reliable_lalm.core.metrics import (Counts, Transitions, bootstrap_gain, bootstrap_rates, counts_table,
                                    gain_from_counts, outcome_codes, outcome_of, rgi_from_deltas, summarize)
-from reliable_lalm.normalize_types import Normalized
+from reliable_lalm.core.normalize_types import Normalized
 
 
 def test_outcome_of():

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from reliable_lalm import paths
-from reliable_lalm.data import ItemError, load_benchmark, load_records, validate_record
+from reliable_lalm.core.items import ItemError, load_benchmark, load_records, validate_record
 
 MMAU_DIR = paths.SHARED_DIR / "mmau"
 FILES = ("mmau-test-mini.2025-03-25.json", "mmau-test-mini.v05.15.25.json")

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from reliable_lalm.normalize import (
+from reliable_lalm.core.normalize import (
     RuleBasedNormalizer,
     is_refusal,
     mmau_string_match,
     normalize_answer,
 )
-from reliable_lalm.normalize_types import Normalized
+from reliable_lalm.core.normalize_types import Normalized
 
 SOUNDS = ("Dog barking", "Cat meowing", "Car horn", "Rain")
 SPEAKERS = ("Man", "Woman", "Child", "Robot")

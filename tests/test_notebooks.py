@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from reliable_lalm import paths
-from reliable_lalm.reporting import read_table
+from reliable_lalm.reporting.tables import read_table
 
 pytestmark = pytest.mark.notebooks
 PROFILE = "ci"
@@ -16,7 +16,7 @@ PROFILE = "ci"
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
-    from reliable_lalm.reproduce import reproduce
+    from reliable_lalm.runner.reproduce import reproduce
 
     runs = tmp_path_factory.mktemp("runs")
     summary = reproduce(PROFILE, runs_root=runs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reliable_lalm.profiles import (Parameter, ProfileError, check_value, discover_notebooks, is_secret_name,
+from reliable_lalm.runner.profiles import (Parameter, ProfileError, check_value, discover_notebooks, is_secret_name,
                                     load_profile, notebook_parameters, parse_parameters_source)
 
 FIXTURES = Path(__file__).parent / "nb_fixtures"

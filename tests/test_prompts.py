@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from reliable_lalm.normalize import normalize_answer
-from reliable_lalm.prompts import (
+from reliable_lalm.core.normalize import normalize_answer
+from reliable_lalm.core.prompts import (
     AGENT_AUDIO_TYPES,
-    METHODS,
     PROMPT_VERSION,
     FewShotExample,
     agent_answer_prompt,
@@ -58,7 +57,10 @@ EXAMPLES_BLOCK = (
 
 
 def test_public_constants():
-    assert METHODS == ("baseline", "idk", "mcot", "agent")
+    from reliable_lalm.methods.registry import METHODS, single_call_methods
+
+    assert tuple(METHODS) == ("baseline", "idk", "mcot", "agent", "knn")
+    assert single_call_methods() == ("baseline", "idk", "mcot")
     assert AGENT_AUDIO_TYPES == ("Sound", "Music", "Speech")
     assert isinstance(PROMPT_VERSION, str) and PROMPT_VERSION
 

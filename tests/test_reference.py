@@ -38,8 +38,8 @@ import statistics
 import pytest
 
 from reliable_lalm import paths
-from reliable_lalm.metrics import Counts, Transitions, gain_from_counts, rgi_from_deltas, summarize
-from reliable_lalm.reference import (MODALITIES, as_percent, load_reference, reference_path, round_half_up,
+from reliable_lalm.core.metrics import Counts, Transitions, gain_from_counts, rgi_from_deltas, summarize
+from reliable_lalm.reporting.reference import (MODALITIES, as_percent, load_reference, reference_path, round_half_up,
                                      subset_sizes)
 
 PAPER = paths.SHARED_DIR / "paper" / "towards-reliable-lalm.txt"

@@ -11,8 +11,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from reliable_lalm import paths, reporting  # noqa: E402
-from reliable_lalm.reporting import (alpha_frame, compare_with_reference, format_number, gain_table,  # noqa: E402
+from reliable_lalm import paths
+from reliable_lalm import reporting  # noqa: E402
+from reliable_lalm.reporting.tables import (alpha_frame, compare_with_reference, format_number, gain_table,  # noqa: E402
                                      metrics_table, paper_table, plot_alpha_ablation, plot_idk_threshold,
                                      plot_rgi_heatmap, read_table, rejection_table, rgi_matrix, save_figure,
                                      save_table)
@@ -70,7 +71,7 @@ def test_gain_table_conventions_and_undefined_rgi():
 
 
 def test_metrics_of_summarize_output_are_read_from_total():
-    # reliable_lalm.metrics.summarize nests the total under "total".
+    # reliable_lalm.core.metrics.summarize nests the total under "total".
     summary = {"total": group(1, 1, 2), "by_task": {"sound": group(1, 1, 2)}}
     df = metrics_table({"x": summary}, modalities=("sound", "total"))
     assert df.loc["x", ("Total", "Acc%")] == 25.0 and df.loc["x", ("Sound", "Tru%")] == 50.0
@@ -79,7 +80,7 @@ def test_metrics_of_summarize_output_are_read_from_total():
 def test_cross_modal_tables_skip_the_diagonal():
     fold = lambda: score({m: group(5, 2, 3) for m in ("sound", "music", "speech")}, group(15, 6, 9))  # noqa: E731
     rows = {"sound": fold(), "music": fold()}
-    df = metrics_table(rows, modalities=reporting.MODALITIES, skip="diagonal", index_name="Training Modality")
+    df = metrics_table(rows, modalities=reporting.tables.MODALITIES, skip="diagonal", index_name="Training Modality")
     assert list(df.index) == ["Sound", "Music"]  # modality rows get the paper's labels
     assert math.isnan(df.loc["Sound", ("Sound", "Acc%")]) and df.loc["Sound", ("Music", "Acc%")] == 50.0
     md = reporting.to_markdown(df)

@@ -10,8 +10,8 @@ import pytest
 
 from reliable_lalm import paths
 from reliable_lalm.cli import main
-from reliable_lalm.profiles import ProfileError, load_profile
-from reliable_lalm.reproduce import NotebookFailed, build_plan, execute_notebook, output_name, select_notebooks
+from reliable_lalm.runner.profiles import ProfileError, load_profile
+from reliable_lalm.runner.reproduce import NotebookFailed, build_plan, execute_notebook, output_name, select_notebooks
 
 FIXTURES = Path(__file__).parent / "nb_fixtures"
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from reliable_lalm.results import ParamsMismatch, ResultStore, params_fingerprint
+from reliable_lalm.core.results import ParamsMismatch, ResultStore, params_fingerprint
 
 
 def test_resume_skips_done_keys_and_keeps_first_record(tmp_path):

@@ -13,9 +13,9 @@ from chat_server import ChatServer, Reply, user_prompt  # noqa: E402
 
 from reliable_lalm import paths  # noqa: E402
 from reliable_lalm.cli import main  # noqa: E402
-from reliable_lalm.metrics import Transitions  # noqa: E402
-from reliable_lalm.results import ResultStore  # noqa: E402
-from reliable_lalm.scoring import (IdMismatchError, format_table, read_records, records_from_store,  # noqa: E402
+from reliable_lalm.core.metrics import Transitions  # noqa: E402
+from reliable_lalm.core.results import ResultStore  # noqa: E402
+from reliable_lalm.core.scoring import (IdMismatchError, format_table, read_records, records_from_store,  # noqa: E402
                                    score_files, score_records, score_store)
 
 ANIMALS = ["Dog barking", "Cat meowing", "Car horn", "Rain"]

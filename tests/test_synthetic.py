@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, find_peaks, sosfilt
 
-from reliable_lalm import synthetic as S
-from reliable_lalm.data import load_audio, load_benchmark
+from reliable_lalm.demo import synthetic as S
+from reliable_lalm.core.items import load_audio, load_benchmark
 
 SR = 16_000
 

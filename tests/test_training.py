@@ -14,11 +14,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from reliable_lalm.demo_model import create_untrained
-from reliable_lalm.prompts import build_prompt
-from reliable_lalm.results import ResultStore
-from reliable_lalm.sft_data import SFTExample, collate_sft
-from reliable_lalm import training as T
+from reliable_lalm.demo.model import create_untrained
+from reliable_lalm.core.prompts import build_prompt
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.training.sft_data import SFTExample, collate_sft
+from reliable_lalm.training import lora_sft as T
 
 REPO = Path(__file__).resolve().parents[1]
 DS_CONFIG = REPO / "params" / "deepspeed_zero2.json"
@@ -278,11 +278,11 @@ def _check_adapter_changes_outputs(demo, adapter_dir: Path, examples) -> None:
 
 
 def test_deepspeed_zero2_single_process_matches_the_plain_loop(demo, cli_data, examples, tmp_path):
-    from reliable_lalm.data import load_benchmark
-    from reliable_lalm.idk_dataset import build_idk_examples
+    from reliable_lalm.core.items import load_benchmark
+    from reliable_lalm.training.idk_dataset import build_idk_examples
 
     out = tmp_path / "ds1"
-    cmd = [sys.executable, "-m", "reliable_lalm.train_cli", *_sft_args(demo, cli_data, out, "--deepspeed", str(DS_CONFIG))]
+    cmd = [sys.executable, "-m", "reliable_lalm.cli.train", *_sft_args(demo, cli_data, out, "--deepspeed", str(DS_CONFIG))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = T.read_summary(out)
@@ -301,7 +301,7 @@ def test_deepspeed_zero2_single_process_matches_the_plain_loop(demo, cli_data, e
 def test_deepspeed_zero2_two_processes_torchrun(demo, cli_data, examples, tmp_path):
     out = tmp_path / "ds2"
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "reliable_lalm.train_cli",
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "reliable_lalm.cli.train",
            *_sft_args(demo, cli_data, out, "--deepspeed", str(DS_CONFIG))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -327,9 +327,9 @@ def test_benchmark_sft_step_on_cpu(demo):
 ZERO3_SCRIPT = """
 import sys, numpy as np, torch
 torch.set_num_threads(1)
-from reliable_lalm import training as T
-from reliable_lalm.sft_data import SFTExample
-from reliable_lalm.prompts import build_prompt
+from reliable_lalm.training import lora_sft as T
+from reliable_lalm.training.sft_data import SFTExample
+from reliable_lalm.core.prompts import build_prompt
 demo, out, gather = sys.argv[1], sys.argv[2], sys.argv[3] == "gather"
 rng = np.random.default_rng(0)
 ex = [SFTExample((0.1 * rng.standard_normal(16000)).astype(np.float32),
@@ -360,7 +360,7 @@ def test_zero3_adapter_is_gathered_and_an_empty_one_is_caught(demo, tmp_path):
 
 
 def test_benchmark_sft_step_with_the_7b_layout_scaled_down():
-    from reliable_lalm import modeling
+    from reliable_lalm.models import hf_loading as modeling
 
     # The 7B's 30 s window (3000 mel frames) and token ids, tiny widths: 10 s of audio -> 250 audio tokens.
     config = modeling._config_from(modeling.scaled_down_7b_spec())

@@ -177,7 +177,7 @@ NOTEBOOKS["04_sft"] = notebook(
         ("code", 'rows = cm.run_cell(modality, ["sound", "music", "speech"])\n'
                  'cells = experiments.frame(rows)\n'
                  'cells[["train", "test", "in_domain", "n", "acc", "tru", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
-        ("code", 'from reliable_lalm import crossmodal\n'
+        ("code", 'from reliable_lalm.experiments import crossmodal\n'
                  'table10_row = crossmodal.table10(cells)\n'
                  + table_cell("table10_row", "04_sft__modality-{modality}__table10_row",
                               "Table 10 row: Acc/Tru/Rel (%) of the adapter trained on this modality.", None)),
@@ -199,7 +199,7 @@ NOTEBOOKS["05_cross_modal"] = notebook(
     [
         ("code", SFT_SETUP + '\ncells = cm.results()\n'
                  'cells[["train", "test", "in_domain", "acc", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
-        ("code", 'from reliable_lalm import crossmodal\n'
+        ("code", 'from reliable_lalm.experiments import crossmodal\n'
                  'heatmap = crossmodal.rgi_heatmap(cells, include_diagonal=False)\n'
                  'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI, train (rows) to test")\n'
                  'reporting.save_figure(fig, "figure3", profile)\n'

@@ -1,0 +1,90 @@
+"""The benchmark registry: ``name`` or ``name:path`` to a loader, its modalities and its conventions.
+
+Spelling of a benchmark parameter (notebooks, profiles, ``rlalm infer --benchmark``):
+
+* ``synthetic``: a registered benchmark with a built-in default file;
+* ``mmau-test-mini:data/mmau/mmau-test-mini.json``: a registered kind and a file;
+* ``path/to/file.json``: a file of the generic MMAU schema (``mmau``): scored the same way,
+  but never set beside the paper's numbers (only ``mmau-test-mini`` is).
+
+Adding a benchmark: one loader module under :mod:`reliable_lalm.benchmarks` plus one
+:class:`BenchmarkEntry` in :data:`BUILTIN_BENCHMARKS` (or an entry point in the group
+``reliable_lalm.benchmarks`` for another package).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from reliable_lalm.core.items import TASKS, LoadedBenchmark
+from reliable_lalm.core.plugins import entry_point_objects, load_reference
+
+ENTRY_POINT_GROUP = "reliable_lalm.benchmarks"
+DEFAULT_KIND = "mmau"  # what a bare file path is read as
+
+
+class UnknownBenchmarkError(ValueError):
+    """A benchmark name that is not registered, or a registered kind without a file."""
+
+
+@dataclass(frozen=True)
+class BenchmarkEntry:
+    name: str
+    loader: str  # "module:function"; function(path, audio_dir=None, *, check_audio=..., modalities=...) -> LoadedBenchmark
+    modalities: tuple[str, ...] = TASKS  # the modality groups, in table order
+    output_field: str = "model_output"  # where the official scorer reads the model's answer
+    paper_reference: bool = False  # the paper's tables (tables/reference/) apply to this benchmark
+    default_path: str | Callable[[], str] | None = None  # used when no path is given
+    has_answers: bool = True  # False: a hidden test split (inference and export only)
+    description: str = ""
+
+    def resolve_path(self, path: str | None) -> str:
+        if path:
+            return path
+        if self.default_path is None:
+            raise UnknownBenchmarkError(f"benchmark {self.name!r} needs a file: write '{self.name}:PATH'")
+        return str(self.default_path() if callable(self.default_path) else self.default_path)
+
+    def load(self, path: str | None = None, audio_dir: str | None = None, **kwargs: Any) -> LoadedBenchmark:
+        loader = load_reference(self.loader)
+        loaded = loader(self.resolve_path(path), audio_dir, modalities=self.modalities, **kwargs)
+        loaded.kind = self.name
+        return loaded
+
+
+BUILTIN_BENCHMARKS: dict[str, BenchmarkEntry] = {e.name: e for e in (
+    BenchmarkEntry("mmau-test-mini", "reliable_lalm.benchmarks.mmau:load", paper_reference=True,
+                   description="MMAU test-mini (1000 items; the 2025-03-25 release matches the paper)"),
+    BenchmarkEntry(DEFAULT_KIND, "reliable_lalm.benchmarks.mmau:load",
+                   description="any file of the MMAU schema (sound/music/speech); no paper values"),
+)}
+
+
+def registered_benchmarks() -> dict[str, BenchmarkEntry]:
+    entries = dict(BUILTIN_BENCHMARKS)
+    for name, obj in entry_point_objects(ENTRY_POINT_GROUP).items():
+        if not isinstance(obj, BenchmarkEntry):
+            raise TypeError(f"entry point {name!r} of {ENTRY_POINT_GROUP} is not a BenchmarkEntry")
+        entries[obj.name] = obj
+    return entries
+
+
+def parse_benchmark(spec: str) -> tuple[BenchmarkEntry, str | None]:
+    """``(entry, path or None)`` for ``name``, ``name:path`` or a bare path (see the module doc)."""
+    entries = registered_benchmarks()
+    spec = str(spec)
+    if spec in entries:
+        return entries[spec], None
+    name, sep, path = spec.partition(":")
+    if sep and name in entries:
+        return entries[name], path
+    if sep and not Path(spec).exists() and len(name) > 1:  # "mmar:x" with an unknown kind (not "C:\...")
+        raise UnknownBenchmarkError(f"unknown benchmark kind {name!r} in {spec!r} "
+                                    f"(registered: {', '.join(sorted(entries))})")
+    return entries[DEFAULT_KIND], spec
+
+
+def load(spec: str, audio_dir: str | None = None, **kwargs: Any) -> LoadedBenchmark:
+    entry, path = parse_benchmark(spec)
+    return entry.load(path, audio_dir, **kwargs)

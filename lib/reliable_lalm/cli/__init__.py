@@ -1,0 +1,59 @@
+"""The ``rlalm`` command line. Each sub-command lives in its own module, imported lazily so that
+``rlalm score`` does not import torch.
+
+A module registered here defines ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("reliable_lalm.core.scoring", "score predictions (MMAU-style JSON/JSONL with model_output)"),
+    "export": ("reliable_lalm.core.export", "export a result store to MMAU's official JSON format"),
+    "demo": ("reliable_lalm.demo.cli", "embedded demo: build the synthetic benchmark, train the demo model"),
+    "bench": ("reliable_lalm.cli.bench", "benchmarks (inference engine against the per-question loop)"),
+    "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
+    "train": ("reliable_lalm.cli.train", "K@N IDK dataset and LoRA SFT (single process or DeepSpeed)"),
+    "reproduce": ("reliable_lalm.runner.reproduce", "execute the notebooks of a profile with papermill"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlalm", description="reliable-lalm: score, infer, train and reproduce "
+                                     "the experiments of 'Towards Reliable Large Audio Language Model'.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            p.set_defaults(_unavailable=f"'rlalm {name}' is not available in this version ({module_name} missing)")
+            continue
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if getattr(args, "_unavailable", None):
+        parser.error(args._unavailable)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

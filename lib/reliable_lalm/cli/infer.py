@@ -1,0 +1,87 @@
+"""``rlalm infer``: run a prompting method (or K@N sampling) over a benchmark into a result store.
+
+    rlalm infer --model PATH --benchmark JSON [--audio-dir D] --method M --out STORE_DIR
+                [--batch-size B] [--samples N] [--temperature T] [--seed S] [--limit L] [--device D]
+
+Re-running the same command after an interruption finishes the run (finished keys are skipped).
+``--samples N`` with N > 1 samples N answers per item (K@N, sampling at ``--temperature``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder or cached hub id "
+                                                       "(e.g. Qwen/Qwen2-Audio-7B-Instruct)")
+    parser.add_argument("--adapter", default=None, help="PEFT (LoRA) adapter folder")
+    parser.add_argument("--benchmark", required=True, help="MMAU-schema JSON/JSONL")
+    parser.add_argument("--audio-dir", default=None, help="folder the records' audio_id is relative to "
+                                                         "(default: the JSON's folder)")
+    parser.add_argument("--method", required=True, choices=["baseline", "idk", "mcot", "agent"])
+    parser.add_argument("--out", required=True, help="result store folder")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: from free GPU memory / 32 on CPU")
+    parser.add_argument("--samples", type=int, default=1, help="N > 1: K@N sampling (N answers per item)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: 1.0 with --samples > 1; greedy otherwise)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: 64 (baseline, idk), 256 (mcot), 128 (agent)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="first L items only")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    parser.add_argument("--device-map", default=None, help="'auto' to spread the model over several GPUs")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
+    parser.add_argument("--few-shot", default=None,
+                        help="JSON list of MCoT few-shot examples {question, choices, reasoning, answer}")
+    parser.add_argument("--retry-errors", action="store_true", help="retry items whose record is an error")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reliable_lalm.methods import runners as inference
+    from reliable_lalm.models import base as models_base, qwen2_audio
+    from reliable_lalm.core import prompts
+    from reliable_lalm.core.items import load_benchmark
+
+    # Missing audio files are not rejected here: they become per-item error records in the store.
+    bench = load_benchmark(args.benchmark, args.audio_dir, check_audio=False)
+    for rejected in bench.rejected:
+        print(f"skipped record {rejected.item_id!r}: {rejected.cause}", file=sys.stderr)
+    items = bench.items[: args.limit] if args.limit else bench.items
+    if not items:
+        print("no usable items", file=sys.stderr)
+        return 1
+    few_shot = ()
+    if args.few_shot:
+        with open(args.few_shot, encoding="utf-8") as fh:
+            few_shot = tuple(prompts.FewShotExample(**e) for e in json.load(fh))
+    if args.samples > 1 and args.method == "agent":
+        print("--samples > 1 needs a single-call method (baseline, idk, mcot)", file=sys.stderr)
+        return 2
+    backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
+                                                  dtype=args.dtype, device_map=args.device_map, adapter=args.adapter)
+    max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
+    sampling = args.samples > 1 or (args.temperature is not None and args.temperature > 0)
+    settings = models_base.GenerationSettings(
+        max_new_tokens=max_new, do_sample=sampling,
+        temperature=args.temperature if args.temperature is not None else 1.0,
+        top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    if args.samples > 1:
+        summary = inference.sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings,
+                                       method=args.method, progress=not args.no_progress,
+                                       retry_errors=args.retry_errors)
+    else:
+        summary = inference.run_method(backend, items, args.method, args.out, settings=settings, few_shot=few_shot,
+                                       progress=not args.no_progress, retry_errors=args.retry_errors)
+    info = summary.to_dict()
+    errors = info.pop("error_items")
+    print(json.dumps(info, indent=2))
+    for item_id, cause in list(errors.items())[:20]:
+        print(f"error {item_id}: {cause}", file=sys.stderr)
+    if bench.rejected:
+        print(f"{len(bench.rejected)} benchmark records rejected at load time (not in the store)", file=sys.stderr)
+    return 0

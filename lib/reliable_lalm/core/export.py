@@ -1,0 +1,144 @@
+"""Export predictions to MMAU's official format: ``rlalm export STORE --benchmark JSON --out FILE``.
+
+Each exported record is the original benchmark record (all its fields, original choices included)
+plus
+
+* ``model_output``: the *normalized* answer: the option text, ``"IDK"`` for a refusal, ``""``
+  when nothing could be mapped (what MMAU's ``evaluation.py`` should read);
+* ``model_output_raw``: the raw model output;
+* ``normalization``: ``{"kind", "method", "normalizer"}`` for auditing.
+
+Writing the option text makes MMAU's token rule (``string_match``) agree with our scoring on
+every item *except* where two options of one question have token sets that MMAU's rule cannot
+tell apart (e.g. "first: neutral, second: frustration" vs "first: frustration, second: neutral":
+the same words). The export summary lists those items under ``mmau_rule_disagreements`` so the
+difference between the official scorer and ours is explicit, never silent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from reliable_lalm.core.metrics import outcome_of
+from reliable_lalm.core.normalize_types import Normalizer
+from reliable_lalm.core.scoring import (OUTPUT_FIELD, add_normalizer_arguments, check_records, normalizer_from_args,
+                      normalizer_summary, read_records, records_from_store, resolve_normalizer)
+
+RAW_FIELD = "model_output_raw"
+
+
+def export_records(records: Iterable[Any], normalizer: Normalizer | str | None = None
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """MMAU-format records for prediction records carrying the raw output in ``model_output``.
+
+    Returns ``(exported, summary)``; bad records are left out and listed in ``summary["errors"]``.
+    """
+    from reliable_lalm.core.normalize import mmau_string_match
+
+    good, errors, _ = check_records(records, "pred")
+    items = list(good.values())
+    norm = resolve_normalizer(normalizer)
+    normalized = norm.normalize_many([r.output for r in items], [list(r.choices) for r in items]) if items else []
+    exported: list[dict[str, Any]] = []
+    disagreements: list[dict[str, Any]] = []
+    for r, x in zip(items, normalized):
+        rec = {k: v for k, v in r.record.items() if k not in (OUTPUT_FIELD, RAW_FIELD)}
+        rec[OUTPUT_FIELD] = x.label
+        rec[RAW_FIELD] = r.output
+        rec["normalization"] = {"kind": x.kind, "method": x.method, "normalizer": getattr(norm, "name", "")}
+        exported.append(rec)
+        ours = outcome_of(x, r.answer) == "correct"
+        # MMAU's scorer sees the record's own (possibly duplicated) choices, as it would in MMAU.
+        official = mmau_string_match(str(r.record.get("answer", r.answer)), x.label,
+                                     [str(c) for c in r.record.get("choices", r.choices)])
+        if official != ours:
+            disagreements.append({"id": r.id, "model_output": x.label, "answer": r.answer,
+                                  "ours": ours, "mmau_rule": official})
+    summary = {"n_exported": len(exported), "n_errors": len(errors), "errors": [e.to_dict() for e in errors],
+               "mmau_rule_disagreements": disagreements, "normalizer": normalizer_summary(norm, normalized)}
+    return exported, summary
+
+
+def write_json(records: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """Write a JSON list atomically (temporary file + rename), like MMAU's own JSON files."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(list(records), fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    return out
+
+
+def export_store(store: Any, benchmark: Any, out: str | Path, normalizer: Normalizer | str | None = None, *,
+                 sample_index: int = 0, output_field: str | None = None) -> dict[str, Any]:
+    """Export a result store joined with its benchmark to ``out``; returns the summary.
+
+    ``missing`` lists benchmark items without a record in the store (not exported).
+    """
+    from reliable_lalm.core.scoring import _benchmark_items
+
+    items = _benchmark_items(benchmark)
+    records = records_from_store(store, list(items.values()) if items is not None else None,
+                                 sample_index=sample_index, output_field=output_field)
+    exported, summary = export_records(records, normalizer)
+    write_json(exported, out)
+    summary["out"] = str(out)
+    if items is not None:
+        have = {r["id"] for r in records}
+        missing = [i for i in items if i not in have]
+        summary["missing"] = {"n": len(missing), "ids": missing[:100]}
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", metavar="STORE",
+                        help="result store folder (or an MMAU-style JSON/JSONL with model_output)")
+    parser.add_argument("--benchmark", metavar="JSON", default=None,
+                        help="the benchmark JSON the store was run on (its records are what is exported)")
+    parser.add_argument("--out", metavar="FILE", required=True, help="the MMAU-format JSON to write")
+    add_normalizer_arguments(parser)
+    parser.add_argument("--sample-index", type=int, default=0, help="which sample of the store to export")
+    parser.add_argument("--output-field", default=None,
+                        help="store field holding the raw output (default: model_output, output, ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reliable_lalm.core.llm_normalizer import LLMConfigError
+
+    try:
+        path = Path(args.store)
+        if path.is_dir():
+            if args.benchmark is None:
+                print("rlalm export: note: no --benchmark; the store records must carry choices, answer and task",
+                      file=sys.stderr)
+            summary = export_store(path, args.benchmark, args.out, normalizer_from_args(args),
+                                   sample_index=args.sample_index, output_field=args.output_field)
+        else:
+            records, read_errors = read_records(path, "pred")
+            exported, summary = export_records(records, normalizer_from_args(args))
+            summary["errors"] = [e.to_dict() for e in read_errors] + summary["errors"]
+            summary["n_errors"] = len(summary["errors"])
+            write_json(exported, args.out)
+            summary["out"] = str(args.out)
+    except (FileNotFoundError, ValueError, LLMConfigError) as err:
+        print(f"rlalm export: error: {err}", file=sys.stderr)
+        return 2
+    dis = summary["mmau_rule_disagreements"]
+    print(f"exported {summary['n_exported']} record(s) to {summary['out']}; {summary['n_errors']} error(s)"
+          + (f"; {summary['missing']['n']} benchmark item(s) missing from the store" if summary.get("missing", {}).get("n") else ""),
+          file=sys.stderr)
+    for e in summary["errors"][:20]:
+        print(f"  error [{e['source']}] {e['id']}: {e['reason']}", file=sys.stderr)
+    if dis:
+        print(f"  {len(dis)} item(s) where MMAU's token rule judges the exported answer differently "
+              f"(options it cannot tell apart): {', '.join(d['id'] for d in dis[:10])}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, indent=2, ensure_ascii=False))
+    return 0

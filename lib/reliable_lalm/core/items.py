@@ -1,0 +1,252 @@
+"""Benchmark items, the MMAU loader, validation and audio reading.
+
+Every benchmark (MMAU test-mini, the synthetic demo benchmark) is a JSON list of MMAU-schema
+records plus a folder of audio files. Loading never stops on one bad record: each record is either
+accepted as a :class:`BenchmarkItem` or rejected with a :class:`RejectedRecord` naming the item and
+the cause.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+TASKS: tuple[str, ...] = ("sound", "music", "speech")
+SAMPLING_RATE = 16_000
+MIN_CHOICES, MAX_CHOICES = 2, 8
+
+
+class ItemError(ValueError):
+    """A benchmark record or its audio cannot be used. ``item_id`` names the record."""
+
+    def __init__(self, item_id: str, cause: str):
+        super().__init__(f"item {item_id!r}: {cause}")
+        self.item_id = item_id
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """One multiple-choice audio question (MMAU schema, normalized)."""
+
+    id: str
+    audio_path: str  # absolute path of the audio file
+    question: str
+    choices: tuple[str, ...]
+    answer: str  # option text, one of ``choices``
+    task: str  # sound | music | speech
+    category: str = ""
+    sub_category: str = ""
+    difficulty: str = ""
+    dataset: str = ""
+    notes: tuple[str, ...] = ()  # what the loader changed (e.g. duplicated choices removed)
+    record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # original record
+
+    @property
+    def answer_index(self) -> int:
+        return self.choices.index(self.answer)
+
+    def to_record(self) -> dict[str, Any]:
+        """The original MMAU-schema record (what exports and the official scorer see)."""
+        if self.record:
+            return dict(self.record)
+        out = asdict(self)
+        out.pop("record")
+        out["choices"] = list(self.choices)
+        return out
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    index: int  # position in the JSON list
+    item_id: str
+    cause: str
+
+
+@dataclass
+class LoadedBenchmark:
+    items: list[BenchmarkItem]
+    rejected: list[RejectedRecord]
+    source: str = ""
+    modalities: tuple[str, ...] = TASKS  # the benchmark's modality groups, in table order
+    kind: str = ""  # the registry name it was loaded as (set by the benchmark registry)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def by_task(self, task: str) -> list[BenchmarkItem]:
+        return [item for item in self.items if item.task == task]
+
+    def summary(self) -> dict[str, Any]:
+        counts = {task: len(self.by_task(task)) for task in self.modalities}
+        return {"source": self.source, "accepted": len(self.items), "rejected": len(self.rejected), **counts}
+
+
+def _as_text(value: Any) -> str:
+    """MMAU stores ``category`` as a list for a few records; join lists with '; '."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value)
+    return str(value)
+
+
+def validate_record(
+    record: dict[str, Any],
+    audio_dir: str | Path | None,
+    *,
+    check_audio: bool = True,
+    dedupe_choices: bool = True,
+    index: int | None = None,
+    modalities: Sequence[str] = TASKS,
+) -> BenchmarkItem:
+    """Turn one MMAU-schema record into a :class:`BenchmarkItem` or raise :class:`ItemError`.
+
+    ``audio_dir`` is the folder the record's ``audio_id`` (e.g. ``./test-mini-audios/x.wav``) is
+    relative to; an absolute ``audio_id`` is used as is. With ``check_audio`` the file must exist
+    (readability is checked when the audio is read, per item, by :func:`load_audio`).
+    """
+    if not isinstance(record, dict):
+        raise ItemError(f"#{index}", f"record is a {type(record).__name__}, not an object")
+    item_id = str(record.get("id") or "").strip() or f"#{index}"
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ItemError(item_id, "empty question")
+    choices_raw = record.get("choices")
+    if not isinstance(choices_raw, (list, tuple)):
+        raise ItemError(item_id, f"choices must be a list, got {type(choices_raw).__name__}")
+    choices = [str(c).strip() for c in choices_raw]
+    if any(not c for c in choices):
+        raise ItemError(item_id, "a choice is empty")
+    notes: list[str] = []
+    if len(set(choices)) != len(choices):
+        if not dedupe_choices:
+            raise ItemError(item_id, f"duplicated choices {choices}")
+        deduped = list(dict.fromkeys(choices))
+        notes.append(f"duplicated choices removed: {choices} -> {deduped}")
+        choices = deduped
+    if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
+        raise ItemError(item_id, f"{len(choices)} distinct choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
+    answer = record.get("answer")
+    if not isinstance(answer, str) or answer.strip() not in choices:
+        raise ItemError(item_id, f"answer {answer!r} is not among the choices {choices}")
+    task = str(record.get("task") or "").strip().lower()
+    if task not in modalities:
+        raise ItemError(item_id, f"task {record.get('task')!r} is not one of {tuple(modalities)}")
+    audio_id = record.get("audio_id") or record.get("audio_path")
+    if not isinstance(audio_id, str) or not audio_id.strip():
+        raise ItemError(item_id, "no audio_id")
+    audio_path = Path(audio_id)
+    if not audio_path.is_absolute():
+        if audio_dir is None:
+            raise ItemError(item_id, f"relative audio_id {audio_id!r} but no audio folder was given")
+        audio_path = Path(audio_dir) / audio_path
+    audio_path = audio_path.resolve()
+    if check_audio and not audio_path.is_file():
+        raise ItemError(item_id, f"audio file missing: {audio_path}")
+    return BenchmarkItem(
+        id=item_id,
+        audio_path=str(audio_path),
+        question=question.strip(),
+        choices=tuple(choices),
+        answer=answer.strip(),
+        task=task,
+        category=_as_text(record.get("category")),
+        sub_category=_as_text(record.get("sub-category", record.get("sub_category"))),
+        difficulty=_as_text(record.get("difficulty")),
+        dataset=_as_text(record.get("dataset")),
+        notes=tuple(notes),
+        record=dict(record),
+    )
+
+
+def load_records(records: Iterable[dict[str, Any]], audio_dir: str | Path | None, *, source: str = "",
+                 check_audio: bool = True, dedupe_choices: bool = True,
+                 modalities: Sequence[str] = TASKS) -> LoadedBenchmark:
+    items: list[BenchmarkItem] = []
+    rejected: list[RejectedRecord] = []
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        try:
+            item = validate_record(record, audio_dir, check_audio=check_audio,
+                                   dedupe_choices=dedupe_choices, index=index, modalities=modalities)
+            if item.id in seen:
+                raise ItemError(item.id, "duplicated id")
+        except ItemError as err:
+            rejected.append(RejectedRecord(index=index, item_id=err.item_id, cause=err.cause))
+            continue
+        seen.add(item.id)
+        items.append(item)
+    return LoadedBenchmark(items=items, rejected=rejected, source=source, modalities=tuple(modalities))
+
+
+def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *,
+                   check_audio: bool = True, dedupe_choices: bool = True,
+                   modalities: Sequence[str] = TASKS) -> LoadedBenchmark:
+    """Load an MMAU-schema JSON (a list) or JSONL file.
+
+    ``audio_dir`` defaults to the JSON file's folder (MMAU's ``audio_id`` values start with
+    ``./test-mini-audios/``, relative to where the JSON sits in the official release).
+    """
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {json_path}")
+    text = json_path.read_text(encoding="utf-8")
+    if json_path.suffix == ".jsonl":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        records = json.loads(text)
+        if isinstance(records, dict) and "items" in records:
+            records = records["items"]
+    if not isinstance(records, list):
+        raise ValueError(f"{json_path}: expected a JSON list of records")
+    root = Path(audio_dir) if audio_dir is not None else json_path.parent
+    return load_records(records, root, source=str(json_path), check_audio=check_audio,
+                        dedupe_choices=dedupe_choices, modalities=modalities)
+
+
+load_mmau = load_benchmark  # MMAU test-mini is the reference schema
+
+
+def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id: str | None = None) -> np.ndarray:
+    """Read an audio file as mono float32 at ``sampling_rate`` (downmix stereo, resample if needed).
+
+    Raises :class:`ItemError` naming the item for a missing, unreadable, empty or non-finite file.
+    """
+    import soundfile as sf
+
+    name = item_id or str(path)
+    path = Path(path)
+    if not path.is_file():
+        raise ItemError(name, f"audio file missing: {path}")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types for corrupt files
+        try:  # formats libsndfile cannot read (e.g. some mp3/m4a): let librosa/audioread try
+            import librosa
+
+            audio, sr = librosa.load(str(path), sr=None, mono=False)
+            audio = np.atleast_2d(audio).T.astype(np.float32)
+        except Exception:
+            raise ItemError(name, f"audio file unreadable: {path} ({err})") from err
+    if audio.size == 0:
+        raise ItemError(name, f"audio file is empty: {path}")
+    audio = audio.mean(axis=1)  # downmix
+    if sr != sampling_rate:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=sr, target_sr=sampling_rate)
+    if not np.all(np.isfinite(audio)):
+        raise ItemError(name, f"audio contains NaN or inf: {path}")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def audio_duration_seconds(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
+    return float(len(audio)) / sampling_rate if len(audio) else 0.0
+
+
+def split_by_task(items: Sequence[BenchmarkItem]) -> dict[str, list[BenchmarkItem]]:
+    return {task: [item for item in items if item.task == task] for task in TASKS}

@@ -1,0 +1,459 @@
+"""LLM answer normalization through any OpenAI-compatible chat-completions API (paper Appendix C.2).
+
+The paper maps each free-form model output onto one of the choices (or ``IDK``) by sending the
+Table 8 prompt to gpt-4o-mini. :class:`OpenAINormalizer` does that with the official ``openai``
+client against the OpenAI API or any compatible server (vLLM, llama.cpp, ...), and is built to be
+re-run cheaply and safely:
+
+* ``mode="fallback"`` (default) asks the LLM only about outputs the rule-based normalizer cannot
+  map; ``mode="all"`` asks about every output (the paper's setting).
+* Replies are cached on disk, one JSON file per sha256(model, prompt), written atomically, so a
+  rerun makes no request. Only successful replies are cached; failures are retried next run.
+* At most ``max_concurrency`` requests are in flight. 429, 5xx, timeouts, connection errors and
+  malformed bodies are retried with exponential backoff and jitter; after ``max_retries`` the
+  item keeps its rule-based result with method ``"llm-failed"`` and the run goes on.
+* Replies are parsed strictly: exactly one choice text or ``IDK``, else ``invalid`` with method
+  ``"llm-unparsed"``.
+* The API key is read only from ``OPENAI_API_KEY``; it is never an argument, and it is scrubbed
+  from every error text this module logs or keeps. Cache files and summaries never contain it.
+
+Environment: ``OPENAI_API_KEY`` (the key), ``OPENAI_BASE_URL`` (an OpenAI-compatible endpoint,
+e.g. ``http://localhost:8000/v1``; overridden by the ``base_url`` argument).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import threading
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from reliable_lalm import paths
+from reliable_lalm.core.normalize import RuleBasedNormalizer
+from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
+from reliable_lalm.core.prompts import build_normalization_prompt
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_BASE_HOST = "api.openai.com"  # what the openai client uses when no base URL is set
+API_KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+# A key-less local server (vLLM without --api-key) still needs some string in the client; this is
+# the conventional placeholder, not a secret.
+LOCAL_DUMMY_KEY = "EMPTY"
+# USD per 1M tokens (input, output) for gpt-4o-mini at the time of writing; configurable.
+DEFAULT_PRICE_INPUT_PER_1M = 0.15
+DEFAULT_PRICE_OUTPUT_PER_1M = 0.60
+CACHE_SUBDIR = "llm_normalizer"
+MODES = ("fallback", "all")
+
+_AUTO_FALLBACK_WARNED = False  # the 'auto' without-credentials message is given once per process
+_AUTO_LOCK = threading.Lock()
+
+
+class LLMConfigError(RuntimeError):
+    """The LLM normalizer cannot be built as asked (e.g. neither a key nor a base URL)."""
+
+
+class _Malformed(Exception):
+    """A 200 response that is not a usable chat completion (broken JSON, no choices, no text)."""
+
+
+class _Fatal(Exception):
+    """An error that will repeat for every item (bad key, unknown model): stop asking."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict reply parsing
+# ----------------------------------------------------------------------------------------------
+
+def _ws(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _loose(text: str) -> str:
+    # Drop punctuation and quotes (Unicode category P*) so "'Dog barking.'" matches "Dog barking".
+    kept = "".join(ch for ch in unicodedata.normalize("NFKC", text) if not unicodedata.category(ch).startswith("P"))
+    return _ws(kept)
+
+
+def _unique(matches: list[str]) -> str | None:
+    distinct = {_ws(m) for m in matches}
+    return matches[0] if len(distinct) == 1 else None
+
+
+def parse_reply(reply: str, choices: Sequence[str], *, method: str = "llm") -> Normalized:
+    """Map an LLM reply to a choice, ``IDK`` or invalid (method ``"llm-unparsed"``).
+
+    Accepted: the reply equals exactly one choice ignoring case and whitespace; or, failing
+    that, it equals exactly one choice after punctuation and quotes are stripped from both; or it
+    is ``IDK`` (same leniency). Anything else, including a reply matching several choices, is
+    invalid: the LLM's answer is not guessed at.
+    """
+    text = reply or ""
+    exact = _unique([c for c in choices if _ws(c) == _ws(text)])
+    if exact is not None:
+        return Normalized("choice", exact, method)
+    if _ws(text) == _ws(IDK_LABEL):
+        return Normalized("idk", None, method)
+    loose_reply = _loose(text)
+    if loose_reply:
+        loose = _unique([c for c in choices if _loose(c) == loose_reply])
+        if loose is not None:
+            return Normalized("choice", loose, method)
+        if loose_reply == _ws(IDK_LABEL):
+            return Normalized("idk", None, method)
+    return Normalized("invalid", None, "llm-unparsed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Disk cache
+# ----------------------------------------------------------------------------------------------
+
+def cache_key(model: str, prompt: str) -> str:
+    """sha256 of (model, prompt); independent of the base URL so a mirror shares the cache."""
+    blob = json.dumps({"model": model, "prompt": prompt}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ReplyCache:
+    """One JSON file per key under ``root/<key[:2]>/<key>.json``; atomic writes, safe across threads
+    and processes (a reader sees a whole file or none)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str, model: str, prompt: str) -> dict[str, Any] | None:
+        try:
+            entry = json.loads(self.path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # missing or unreadable: treat as a miss, it is rewritten on success
+        if entry.get("model") != model or entry.get("prompt") != prompt or not isinstance(entry.get("reply"), str):
+            return None
+        return entry
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh, ensure_ascii=False, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+# ----------------------------------------------------------------------------------------------
+# The normalizer
+# ----------------------------------------------------------------------------------------------
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _host(base_url: str | None) -> str:
+    if not base_url:
+        return DEFAULT_BASE_HOST
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url  # .hostname drops any user:password@ part
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+@dataclass
+class _Outcome:
+    reply: str | None = None
+    cached: bool = False
+    error: str | None = None
+
+
+class OpenAINormalizer:
+    """Normalize outputs with the Table 8 prompt through an OpenAI-compatible chat API.
+
+    The API key comes from ``OPENAI_API_KEY`` only; with a ``base_url`` (argument or
+    ``OPENAI_BASE_URL``) and no key, the placeholder ``"EMPTY"`` is sent (key-less local servers).
+    """
+
+    name = "openai"
+
+    def __init__(self, *, model: str = DEFAULT_MODEL, base_url: str | None = None,
+                 cache_dir: str | Path | None = None, use_cache: bool = True, mode: str = "fallback",
+                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, max_tokens: int = 128,
+                 price_input_per_1m: float = DEFAULT_PRICE_INPUT_PER_1M,
+                 price_output_per_1m: float = DEFAULT_PRICE_OUTPUT_PER_1M,
+                 progress: bool = True, rule_normalizer: Normalizer | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if max_concurrency < 1 or max_retries < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
+        from openai import OpenAI  # imported here so the rule-only path never needs it
+
+        self.model = model
+        self.base_url = base_url or _env(BASE_URL_ENV)
+        key = _env(API_KEY_ENV)
+        if key is None:
+            if self.base_url is None:
+                raise LLMConfigError(f"no API key: set {API_KEY_ENV}, or point {BASE_URL_ENV} / base_url "
+                                     "at an OpenAI-compatible server")
+            key = LOCAL_DUMMY_KEY
+        # Kept only to scrub it from error texts; never logged, cached or summarized.
+        self._secret = key if key != LOCAL_DUMMY_KEY else None
+        # max_retries=0: the client must not retry on its own, our loop counts and bounds retries.
+        self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        self.mode = mode
+        self.max_concurrency = int(max_concurrency)
+        self.max_retries = int(max_retries)
+        self.timeout = float(timeout)
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self.max_tokens = int(max_tokens)
+        self.price_input_per_1m = float(price_input_per_1m)
+        self.price_output_per_1m = float(price_output_per_1m)
+        self.progress = progress
+        self.rule = rule_normalizer or RuleBasedNormalizer()
+        root = Path(cache_dir) if cache_dir is not None else paths.CACHE_DIR / CACHE_SUBDIR
+        self.cache = ReplyCache(root) if use_cache else None
+        self._lock = threading.Lock()
+        self._fatal: str | None = None
+        self._stats = {"calls": 0, "cache_hits": 0, "failures": 0, "retries": 0, "unparsed": 0,
+                       "llm_items": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._errors: list[str] = []
+        # Per item of the latest normalize_many call: None (rules decided) or
+        # {"reply", "cached", "error"} for audit trails.
+        self.last_details: list[dict[str, Any] | None] = []
+
+    def __repr__(self) -> str:
+        return f"OpenAINormalizer(model={self.model!r}, host={_host(self.base_url)!r}, mode={self.mode!r})"
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        """Settings that change results, for a result store's parameters (no key, host only)."""
+        return {"normalizer": self.name, "model": self.model, "base_url_host": _host(self.base_url),
+                "mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "prompt": "paper-table-8"}
+
+    def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
+        return self.normalize_many([output], [choices])[0]
+
+    def normalize_many(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Normalized]:
+        if len(outputs) != len(choices):
+            raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
+        # Rule results always: they decide in fallback mode and are what a failed item keeps.
+        rule = self.rule.normalize_many(outputs, choices)
+        ask = [i for i, r in enumerate(rule) if self.mode == "all" or r.kind == "invalid"]
+        prompts = {i: build_normalization_prompt(outputs[i] or "", list(choices[i])) for i in ask}
+        groups: dict[str, list[int]] = {}  # identical prompts are asked once
+        for i in ask:
+            groups.setdefault(cache_key(self.model, prompts[i]), []).append(i)
+
+        outcomes: dict[str, _Outcome] = {}
+        misses: list[str] = []
+        for key, idx in groups.items():
+            entry = self.cache.get(key, self.model, prompts[idx[0]]) if self.cache else None
+            if entry is not None:
+                outcomes[key] = _Outcome(reply=entry["reply"], cached=True)
+            else:
+                misses.append(key)
+        with self._lock:
+            self._stats["cache_hits"] += len(groups) - len(misses)
+            self._stats["llm_items"] += len(ask)
+        if misses:
+            outcomes.update(self._ask_all({k: prompts[groups[k][0]] for k in misses}))
+
+        results: list[Normalized] = list(rule)
+        details: list[dict[str, Any] | None] = [None] * len(outputs)
+        unparsed = 0
+        for key, idx in groups.items():
+            out = outcomes[key]
+            for i in idx:
+                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error}
+                if out.reply is None:
+                    results[i] = Normalized(rule[i].kind, rule[i].choice, "llm-failed")
+                else:
+                    results[i] = parse_reply(out.reply, choices[i], method="llm-cache" if out.cached else "llm")
+                    unparsed += results[i].method == "llm-unparsed"
+        with self._lock:
+            self._stats["unparsed"] += unparsed
+        self.last_details = details
+        return results
+
+    def summary(self) -> dict[str, Any]:
+        """Counters since construction. ``calls`` counts HTTP requests sent (retries included);
+        ``retries`` how many of them were retries; ``cache_hits`` distinct prompts answered from
+        disk; the cost is estimated from the reported token usage of successful calls."""
+        with self._lock:
+            stats = dict(self._stats)
+            errors = list(self._errors[:10])
+        cost = (stats["prompt_tokens"] * self.price_input_per_1m
+                + stats["completion_tokens"] * self.price_output_per_1m) / 1e6
+        return {**stats, "estimated_cost_usd": round(cost, 10), "model": self.model,
+                "base_url_host": _host(self.base_url), "mode": self.mode,
+                "price_input_per_1m": self.price_input_per_1m, "price_output_per_1m": self.price_output_per_1m,
+                "fatal_error": self._fatal, "errors": errors}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _ask_all(self, prompts: dict[str, str]) -> dict[str, _Outcome]:
+        from tqdm import tqdm
+
+        outcomes: dict[str, _Outcome] = {}
+        workers = min(self.max_concurrency, len(prompts))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-norm") as pool, \
+                tqdm(total=len(prompts), desc=f"LLM normalize ({self.model})", unit="call",
+                     disable=not self.progress, leave=False) as bar:
+            futures = {pool.submit(self._ask_one, key, prompt): key for key, prompt in prompts.items()}
+            for future in as_completed(futures):
+                outcomes[futures[future]] = future.result()  # _ask_one never raises
+                bar.update(1)
+        return outcomes
+
+    def _ask_one(self, key: str, prompt: str) -> _Outcome:
+        try:
+            reply, usage = self._request_with_retries(prompt)
+        except Exception as err:  # any failure leaves this item to the rules, never kills the run
+            reason = self._scrub(f"{type(err).__name__}: {err}" if not isinstance(err, _Fatal) else str(err))
+            with self._lock:
+                self._stats["failures"] += 1
+                if len(self._errors) < 100:
+                    self._errors.append(reason)
+            logger.warning("LLM normalization failed for one item (kept the rule-based result): %s", reason)
+            return _Outcome(error=reason)
+        if self.cache is not None:
+            entry = {"model": self.model, "prompt": prompt, "reply": reply, "usage": usage,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            try:
+                self.cache.put(key, entry)
+            except OSError as err:  # a full disk loses the cache entry, not the answer
+                logger.warning("could not write LLM cache entry: %s", err)
+        return _Outcome(reply=reply)
+
+    def _request_with_retries(self, prompt: str) -> tuple[str, dict[str, int]]:
+        import openai
+
+        attempt = 0
+        while True:
+            if self._fatal is not None:
+                raise _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
+            with self._lock:
+                self._stats["calls"] += 1
+                self._stats["retries"] += attempt > 0
+            retry_after: float | None = None
+            try:
+                return self._request(prompt)
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
+                # Repeats for every item (bad key, unknown model or path): stop the remaining ones.
+                self._fatal = self._scrub(f"{type(err).__name__}: {err}")
+                raise _Fatal(self._fatal) from None
+            except openai.RateLimitError as err:
+                if getattr(err, "code", None) == "insufficient_quota" or err.type == "insufficient_quota":
+                    # No credit left: waiting will not help, and every item would wait for nothing.
+                    self._fatal = self._scrub(f"{type(err).__name__}: {err}")
+                    raise _Fatal(self._fatal) from None
+                if attempt >= self.max_retries:
+                    raise
+                retry_after = _retry_after(err)
+            except openai.APIStatusError as err:
+                if not (err.status_code == 429 or err.status_code >= 500) or attempt >= self.max_retries:
+                    raise
+                retry_after = _retry_after(err)
+            except (openai.APIConnectionError, _Malformed):  # timeouts are APIConnectionError too
+                if attempt >= self.max_retries:
+                    raise
+            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.backoff_max))
+            time.sleep(delay)
+            attempt += 1
+
+    def _request(self, prompt: str) -> tuple[str, dict[str, int]]:
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0,
+                max_tokens=self.max_tokens)
+        except ValueError as err:  # the client lets a broken JSON body through as JSONDecodeError
+            raise _Malformed(f"unparseable response body ({err})") from None
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise _Malformed(f"response without choices: {str(response)[:200]!r}")
+        content = choices[0].message.content
+        if not isinstance(content, str):
+            raise _Malformed("response message without text content")
+        usage = getattr(response, "usage", None)
+        tokens = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                  "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+        with self._lock:
+            self._stats["prompt_tokens"] += tokens["prompt_tokens"]
+            self._stats["completion_tokens"] += tokens["completion_tokens"]
+        return content, tokens
+
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "<redacted>")
+        return text
+
+
+def _retry_after(err: Any) -> float | None:
+    try:
+        value = err.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None  # an HTTP-date or nothing: the backoff alone decides
+
+
+# ----------------------------------------------------------------------------------------------
+# Factory
+# ----------------------------------------------------------------------------------------------
+
+def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: str | None = None,
+                     cache_dir: str | Path | None = None, mode: str = "fallback", **kw: Any) -> Normalizer:
+    """``"rule"``: the rule-based normalizer. ``"openai"``: :class:`OpenAINormalizer` (needs
+    ``OPENAI_API_KEY`` or a base URL). ``"auto"``: OpenAI when a key or base URL is set, else the
+    rules, saying so once per process. ``kw`` goes to :class:`OpenAINormalizer`."""
+    for name in kw:
+        if re.search(r"key|token|secret", name, re.IGNORECASE):
+            raise TypeError(f"{name!r} is not accepted: the API key is read only from ${API_KEY_ENV}")
+    if kind == "rule":
+        return RuleBasedNormalizer()
+    if kind not in ("openai", "auto"):
+        raise ValueError(f"unknown normalizer kind {kind!r} (rule, openai, auto)")
+    base = base_url or _env(BASE_URL_ENV)
+    if _env(API_KEY_ENV) is None and base is None:
+        if kind == "openai":
+            raise LLMConfigError(f"the OpenAI normalizer needs {API_KEY_ENV} or a base URL "
+                                 f"(argument or {BASE_URL_ENV})")
+        _warn_auto_fallback()
+        return RuleBasedNormalizer()
+    return OpenAINormalizer(model=model or DEFAULT_MODEL, base_url=base, cache_dir=cache_dir, mode=mode, **kw)
+
+
+def _warn_auto_fallback() -> None:
+    global _AUTO_FALLBACK_WARNED
+    with _AUTO_LOCK:
+        if _AUTO_FALLBACK_WARNED:
+            return
+        _AUTO_FALLBACK_WARNED = True
+    logger.warning("LLM answer normalization is off: neither %s nor %s is set; using the rule-based "
+                   "normalizer only (no LLM normalization)", API_KEY_ENV, BASE_URL_ENV)

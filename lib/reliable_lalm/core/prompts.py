@@ -1,0 +1,217 @@
+"""The paper's prompt templates (Appendix C, Tables 4-8) as data, for 2-8 choices.
+
+Whitespace, decided once for every template (the paper prints each template on one line, so the
+layout below is ours; the words are the paper's, with ASCII quotes instead of typographic ones):
+
+* Parts are joined with a single ``"\\n"``; a prompt never starts or ends with whitespace.
+* The question and every choice are stripped and any run of whitespace inside them (newlines
+  included) becomes one space, so each choice occupies exactly one line.
+* Choices are plain option text, one per line, in the given order, without letters (as in the paper).
+* A fixed instruction sentence sits on its own line, right after the last choice.
+* MCoT few-shot examples come first, each separated from the next and from the query by one
+  blank line (``"\\n\\n"``). An example is rendered as ``Example {i}:``, its question, the selection
+  line and its choices, then ``Reasoning: {reasoning}`` and ``Answer: {answer}`` (the paper does not
+  show an example's layout; ``Answer:`` on the last line is the cue the rule-based normalizer reads).
+
+Baseline (Table 4)::
+
+    {question}
+    Select one option from the provided choices:
+    {choice 1}
+    ...
+    {choice n}
+
+IDK prompting (Table 5) adds the line ``Output 'IDK' if you don't know the answer.``; MCoT
+(Table 6) puts the few-shot examples in front and adds the step-by-step line (which ends with the
+same IDK sentence). The task agent (Table 7) is three calls: :func:`agent_type_prompt`,
+:func:`agent_content_prompt`, :func:`agent_answer_prompt`. The answer-normalization prompt for an
+LLM judge (Table 8) is :func:`build_normalization_prompt`.
+
+Bump :data:`PROMPT_VERSION` whenever any rendered text changes: stored results are keyed on it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from reliable_lalm.core.items import MAX_CHOICES, MIN_CHOICES
+from reliable_lalm.core.normalize_types import IDK_LABEL
+
+PROMPT_VERSION = "paper-appC-v1"
+
+SELECT_INSTRUCTION = "Select one option from the provided choices:"
+IDK_INSTRUCTION = f"Output '{IDK_LABEL}' if you don't know the answer."
+MCOT_INSTRUCTION = (
+    "Let's think step by step. You can first analyze the sound, music, or speech and then answer the "
+    f"question. {IDK_INSTRUCTION}"
+)
+
+AGENT_AUDIO_TYPES: tuple[str, ...] = ("Sound", "Music", "Speech")
+AGENT_TYPE_INSTRUCTION = "Identify the type of audio."
+
+NORMALIZATION_INSTRUCTION = "According to the answer, select one option from the provided choices."
+NORMALIZATION_CLOSING = "Don't output any other information."
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    """One worked MCoT example; ``answer`` is one of ``choices`` or ``"IDK"``."""
+
+    question: str
+    choices: tuple[str, ...]
+    reasoning: str
+    answer: str
+
+    def __post_init__(self) -> None:
+        # Accept lists from JSON but keep the dataclass hashable and immutable.
+        object.__setattr__(self, "choices", tuple(self.choices))
+
+
+def _one_line(text: str, what: str) -> str:
+    """Strip and collapse whitespace so a value cannot break the one-item-per-line layout."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string, got {type(text).__name__}")
+    flat = re.sub(r"\s+", " ", text).strip()
+    if not flat:
+        raise ValueError(f"{what} is empty")
+    return flat
+
+
+def _clean_choices(choices: Sequence[str]) -> list[str]:
+    if isinstance(choices, str):  # a lone string would be split into characters
+        raise TypeError("choices must be a sequence of strings, not a string")
+    cleaned = [_one_line(choice, "a choice") for choice in choices]
+    if not MIN_CHOICES <= len(cleaned) <= MAX_CHOICES:
+        raise ValueError(f"{len(cleaned)} choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
+    return cleaned
+
+
+def render_choices(choices: Sequence[str]) -> str:
+    """The choices, one per line, without letters."""
+    return "\n".join(_clean_choices(choices))
+
+
+def _question_block(question: str, choices: Sequence[str]) -> str:
+    """``{question}`` / selection instruction / choices: the body shared by Tables 4-7."""
+    return "\n".join([_one_line(question, "question"), SELECT_INSTRUCTION, render_choices(choices)])
+
+
+def baseline_prompt(question: str, choices: Sequence[str]) -> str:
+    """Table 4."""
+    return _question_block(question, choices)
+
+
+def idk_prompt(question: str, choices: Sequence[str]) -> str:
+    """Table 5 (also the last step of the task agent)."""
+    return f"{_question_block(question, choices)}\n{IDK_INSTRUCTION}"
+
+
+def render_few_shot(examples: Sequence[FewShotExample]) -> str:
+    """The ``{Few-shot Examples}`` block of Table 6; empty string for no examples."""
+    blocks = []
+    for number, example in enumerate(examples, start=1):
+        choices = _clean_choices(example.choices)
+        answer = _one_line(example.answer, f"few-shot example {number} answer")
+        if answer not in choices and answer != IDK_LABEL:
+            raise ValueError(f"few-shot example {number}: answer {answer!r} is neither a choice nor {IDK_LABEL!r}")
+        reasoning = _one_line(example.reasoning, f"few-shot example {number} reasoning")
+        blocks.append("\n".join([
+            f"Example {number}:",
+            _question_block(example.question, choices),
+            f"Reasoning: {reasoning}",
+            f"Answer: {answer}",
+        ]))
+    return "\n\n".join(blocks)
+
+
+def mcot_prompt(question: str, choices: Sequence[str], few_shot: Sequence[FewShotExample] = ()) -> str:
+    """Table 6: few-shot examples (passed by the caller, e.g. from a training split), then the query."""
+    query = f"{_question_block(question, choices)}\n{MCOT_INSTRUCTION}"
+    examples = render_few_shot(few_shot)
+    return f"{examples}\n\n{query}" if examples else query
+
+
+def build_prompt(method: str, question: str, choices: Sequence[str], *,
+                 few_shot: Sequence[FewShotExample] = ()) -> str:
+    """The single-call prompt for ``baseline``, ``idk`` or ``mcot``.
+
+    ``agent`` needs the model's own earlier outputs, so it is built step by step with
+    :func:`agent_type_prompt`, :func:`agent_content_prompt` and :func:`agent_answer_prompt`.
+    ``few_shot`` is only meaningful for ``mcot``; passing it elsewhere is an error, not ignored.
+    """
+    from reliable_lalm.methods.registry import SINGLE, get_method  # the registry holds these templates
+
+    entry = get_method(method)
+    if entry.kind != SINGLE:
+        raise ValueError(f"the {method!r} method takes several calls: use agent_type_prompt, agent_content_prompt "
+                         "and agent_answer_prompt")
+    return entry.build_prompt(question, choices, few_shot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task agent (Table 7)
+
+
+def agent_type_prompt() -> str:
+    """Step 1: ask for the audio type."""
+    return "\n".join([f"{AGENT_TYPE_INSTRUCTION} {SELECT_INSTRUCTION}", *AGENT_AUDIO_TYPES])
+
+
+# Whole words only, so "sounds like" (a verb) and "musician" are not read as a type.
+_AUDIO_TYPE_WORD = re.compile(r"\b(sound|music|speech)\b", re.IGNORECASE)
+_NEGATED_TYPE = re.compile(r"\b(?:not|no|isn't|isnt|never)\s+(?:a\s+|an\s+|the\s+)?(sound|music|speech)\b", re.IGNORECASE)
+
+
+def parse_audio_type(output: str) -> str | None:
+    """Map the model's step-1 reply to ``"Sound"``, ``"Music"`` or ``"Speech"``.
+
+    Case and punctuation are ignored and a sentence is fine ("It is music."). A type preceded by a
+    negation ("not speech") does not count. ``None`` when no type or more than one type is named.
+    """
+    if not isinstance(output, str):
+        return None
+    negated = {match.group(1).lower() for match in _NEGATED_TYPE.finditer(output)}
+    named = {match.group(1).lower() for match in _AUDIO_TYPE_WORD.finditer(output)}
+    affirmed = named - negated
+    if len(affirmed) != 1:
+        return None
+    return affirmed.pop().capitalize()
+
+
+def _audio_type_word(audio_type: str) -> str:
+    if not isinstance(audio_type, str) or audio_type.strip().capitalize() not in AGENT_AUDIO_TYPES:
+        raise ValueError(f"audio type {audio_type!r} is not one of {AGENT_AUDIO_TYPES}")
+    return audio_type.strip().lower()
+
+
+def agent_content_prompt(audio_type: str) -> str:
+    """Step 2: ask for the content of the identified type (type lowercased, as in the paper)."""
+    return f"What is the {_audio_type_word(audio_type)} content?"
+
+
+def agent_answer_prompt(audio_type: str, content: str, question: str, choices: Sequence[str]) -> str:
+    """Step 3: the step-2 description, then the IDK prompt (Table 5 body)."""
+    return f"The {_audio_type_word(audio_type)} content is: {_one_line(content, 'content')}\n{idk_prompt(question, choices)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer normalization by an LLM (Table 8)
+
+
+def build_normalization_prompt(answer: str, choices: Sequence[str]) -> str:
+    """Ask an LLM to map a free-form ``answer`` to one of ``choices`` or ``IDK``.
+
+    An empty answer is allowed (the judge should then say IDK); the line is then ``The answer is:``.
+    """
+    if not isinstance(answer, str):
+        raise TypeError(f"answer must be a string, got {type(answer).__name__}")
+    flat_answer = re.sub(r"\s+", " ", answer).strip()
+    return "\n".join([
+        NORMALIZATION_INSTRUCTION,
+        f"The answer is: {flat_answer}".rstrip(),
+        "The choices are:",
+        render_choices(choices),
+        IDK_LABEL,
+        NORMALIZATION_CLOSING,
+    ])

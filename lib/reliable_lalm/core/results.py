@@ -1,0 +1,245 @@
+"""Append-only, crash-safe result stores with provenance.
+
+A store is a folder with ``records.jsonl`` (one JSON object a line, one line per
+``(item_id, sample_index)``) and ``manifest.json`` (parameters and provenance). Each record is
+written with a single ``write`` of a whole line, flushed and fsync'ed, so a crash (even ``kill -9``)
+loses at most the line being written. On open, a torn last line (no newline) is cut off; on read,
+a later duplicate of a key is ignored, so an earlier record is never lost or doubled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from reliable_lalm import paths
+
+RECORDS_FILE = "records.jsonl"
+MANIFEST_FILE = "manifest.json"
+# A key is secret-like when one of its "_"/"-"-separated parts is one of these (parts, not substrings:
+# max_new_tokens stays visible, api_key and hf_token do not).
+SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential",
+                          "credentials"})
+
+Key = tuple[str, int]
+
+
+def is_secret_key(name: Any) -> bool:
+    """Whether a parameter name looks like a secret (one rule for manifests and notebook parameters)."""
+    import re
+
+    lowered = str(name).lower()
+    return any(part in SECRET_PARTS for part in re.split(r"[_\W]+", lowered)) or "apikey" in lowered.replace("_", "")
+
+
+def _redact(value: Any) -> Any:
+    """Drop anything that looks like a secret from parameters before they are written."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if is_secret_key(k) and v else _redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    return value
+
+
+def params_fingerprint(params: dict[str, Any]) -> str:
+    blob = json.dumps(_redact(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def git_revision(root: Path | None = None) -> dict[str, Any]:
+    root = root or paths.REPO_ROOT
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+    return {"git_sha": sha or None, "git_dirty": dirty if sha else None}
+
+
+def package_versions(names: Iterable[str] = ("reliable-lalm", "torch", "transformers", "peft", "deepspeed",
+                                               "accelerate", "numpy", "librosa", "openai", "tokenizers")) -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_description(device: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    if "torch" in sys.modules or device is not None:
+        try:
+            import torch
+
+            info["torch_threads"] = torch.get_num_threads()
+            info["cuda_available"] = torch.cuda.is_available()
+            if torch.cuda.is_available():
+                info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        except ImportError:
+            pass
+    if device is not None:
+        info["device"] = str(device)
+    return info
+
+
+def provenance(params: dict[str, Any], *, seed: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Everything needed to tell where a result came from. Secrets in ``params`` are redacted."""
+    return {
+        **git_revision(),
+        "versions": package_versions(),
+        "device": device_description(device),
+        "seed": seed,
+        "params": _redact(params),
+        "params_fingerprint": params_fingerprint(params),
+        "created_unix": time.time(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ParamsMismatch(RuntimeError):
+    pass
+
+
+@dataclass
+class ResultStore:
+    """A resumable store of per-(item, sample) records.
+
+    ``ResultStore.open(dir, params)`` creates the store or reopens it; reopening with different
+    parameters raises :class:`ParamsMismatch` (results of different settings never mix).
+    """
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+
+    @property
+    def records_path(self) -> Path:
+        return self.directory / RECORDS_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_FILE
+
+    @classmethod
+    def open(cls, directory: str | Path, params: dict[str, Any] | None = None, *, seed: int | None = None,
+             device: str | None = None) -> "ResultStore":
+        store = cls(Path(directory))
+        store.directory.mkdir(parents=True, exist_ok=True)
+        params = params or {}
+        fingerprint = params_fingerprint(params)
+        if store.manifest_path.exists():
+            manifest = store.manifest()
+            if manifest.get("params_fingerprint") != fingerprint:
+                raise ParamsMismatch(
+                    f"{store.directory} holds results for other parameters "
+                    f"(fingerprint {manifest.get('params_fingerprint')} != {fingerprint}); "
+                    "use another directory or delete it")
+        else:
+            _atomic_write_json(store.manifest_path, provenance(params, seed=seed, device=device))
+        store._repair_tail()
+        return store
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def update_manifest(self, **fields: Any) -> None:
+        manifest = self.manifest()
+        manifest.update(_redact(fields))
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _atomic_write_json(self.manifest_path, manifest)
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line left by a crash mid-write."""
+        path = self.records_path
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with open(path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return
+            data = path.read_bytes()
+            cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records())
+
+    def records(self) -> list[dict[str, Any]]:
+        """All complete records, the first of each key only, in write order."""
+        out: list[dict[str, Any]] = []
+        seen: set[Key] = set()
+        if not self.records_path.exists():
+            return out
+        with open(self.records_path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn tail of a crashed writer
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                key = (str(record["item_id"]), int(record.get("sample_index", 0)))
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(record)
+        return out
+
+    def done_keys(self) -> set[Key]:
+        return {(str(r["item_id"]), int(r.get("sample_index", 0))) for r in self.records()}
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.extend([record])
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = []
+        for record in records:
+            if "item_id" not in record:
+                raise ValueError(f"record without item_id: {record}")
+            record.setdefault("sample_index", 0)
+            lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+        if not lines:
+            return
+        # One write per batch of whole lines; O_APPEND keeps concurrent appenders line-atomic.
+        fd = os.open(self.records_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, "".join(lines).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def by_item(self, sample_index: int | None = 0) -> dict[str, dict[str, Any]]:
+        """Records keyed by item id (``sample_index=None`` keeps every sample as a list)."""
+        if sample_index is None:
+            grouped: dict[str, Any] = {}
+            for record in self.records():
+                grouped.setdefault(record["item_id"], []).append(record)
+            return grouped
+        return {r["item_id"]: r for r in self.records() if int(r.get("sample_index", 0)) == sample_index}

@@ -1,0 +1,29 @@
+"""Registry entries of the embedded default, declared as entry points in ``pyproject.toml``.
+
+This is how the demo model and the synthetic benchmark reach the product code: by name, through
+the model and benchmark registries, never by an import of this package.
+"""
+from __future__ import annotations
+
+from reliable_lalm import paths
+from reliable_lalm.benchmarks.registry import BenchmarkEntry
+from reliable_lalm.models.registry import ModelEntry
+
+
+def _demo_checkpoint() -> str:
+    return str(paths.DEMO_MODEL_DIR)
+
+
+def _synthetic_test_split() -> str:
+    from reliable_lalm.demo.synthetic import default_benchmark  # generates it on first use (seconds)
+
+    return str(default_benchmark("test"))
+
+
+DEMO_MODEL = ModelEntry(
+    "demo", "reliable_lalm.models.qwen2_audio:HFBackend", _demo_checkpoint, family="qwen2_audio",
+    description="the embedded demo: a tiny Qwen2AudioForConditionalGeneration trained on the synthetic benchmark")
+
+SYNTHETIC_BENCHMARK = BenchmarkEntry(
+    "synthetic", "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
+    description="the demo's synthetic three-modality benchmark (test split, generated offline)")

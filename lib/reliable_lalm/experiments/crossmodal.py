@@ -1,0 +1,382 @@
+"""Cross-modal transfer of IDK awareness (paper section 5.3, Figure 3, Appendix F Tables 10-12)
+and the LoRA-alpha study (section 5.4, Figure 4).
+
+Protocol (as the paper describes it):
+
+* the base model's K@N IDK dataset is built per modality from one sampling pass
+  (:mod:`reliable_lalm.training.idk_dataset`; main results use 5@5: Table 12's IDK shares 63.06 / 61.98 /
+  65.47 % average to Figure 5's 5@5 = 63.5 %);
+* a LoRA adapter is trained on one modality's IDK set (Table 9 hyper-parameters per modality,
+  :meth:`reliable_lalm.training.lora_sft.LoraSFTConfig.for_modality`);
+* the fine-tuned model is evaluated with the *baseline* prompt (Appendix C: "Baseline and LoRA
+  Fine-tuning" share Table 4) on the other modalities, and compared item by item with the base
+  model's baseline-prompt run on the same items: ΔCon, ΔHum, RGI (eqs. 8-10), with paired
+  bootstrap intervals (:func:`reliable_lalm.core.metrics.bootstrap_gain`).
+
+The paper builds the IDK set and evaluates on the same benchmark (MMAU test-mini, cross-validated
+across modalities), so a train = test cell is in-domain (the model was fine-tuned on those very
+items); it is reported with ``in_domain=True`` (Table 12 shows those rejection rates too). With
+separate ``train_items`` (e.g. the synthetic benchmark's train split) no cell is in-domain.
+
+Everything is cached under ``cache_dir`` keyed by its parameters: adapters in
+``adapters/<train>-a<alpha>-<key>`` (peft format + ``training_summary.json``) and evaluation
+stores in ``eval/<model>-<key>`` (result stores, resumable). A rerun with the same parameters
+reuses them; any change (model files, sample store, K, N, hyper-parameters, prompts, items,
+decoding) gives a new key. Outcomes are reported as they come: a negative RGI or an undefined
+one (ΔCon = 0) is a result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from reliable_lalm.core.items import TASKS, BenchmarkItem
+from reliable_lalm.core.results import ResultStore, params_fingerprint
+
+PAPER_K = 5  # 5@5 (see the module docstring)
+PAPER_ALPHA_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)  # our grid; the paper's Figure 4 axis values are not in the text
+
+
+@dataclass
+class CrossModalConfig:
+    """Everything the cross-modal experiments depend on (all of it enters the cache keys)."""
+
+    base_model: str
+    knn_store: str  # K@N samples of the base model over the training items (``rlalm train knn``)
+    cache_dir: str
+    k: int = PAPER_K
+    n: int | None = None  # default: the store's N
+    train_prompt: str = "baseline"  # prompt of the SFT examples (paper: baseline)
+    eval_method: str = "baseline"  # prompt of the evaluation (paper: baseline, Table 4)
+    eval_max_new_tokens: int = 64
+    sft: dict[str, Any] = field(default_factory=dict)  # LoraSFTConfig overrides on top of Table 9
+    deepspeed_config: str | None = None  # in-process DeepSpeed (one process); None: plain loop
+    device: str | None = None
+    dtype: str = "auto"
+    eval_batch_size: int | None = None
+    normalizer: str = "rule"  # rule | openai | auto (reliable_lalm.core.llm_normalizer)
+    n_boot: int = 1000
+    seed: int = 0  # bootstrap seed
+    convention: str = "subset"  # ΔCon/ΔHum convention of the headline RGI (subset = the paper's printed values)
+    progress: bool = True
+    allow_foreign_knn: bool = False  # accept a K@N store sampled from another model (or older weights)
+
+
+def _file_identity(path: Path) -> list:
+    """(name, size, mtime) of a model folder's files: cheap, and changes when weights are rewritten."""
+    if path.is_file():
+        st = path.stat()
+        return [path.name, st.st_size, int(st.st_mtime)]
+    if path.is_dir():
+        out = []
+        for p in sorted(path.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                st = p.stat()
+                out.append([p.name, st.st_size, int(st.st_mtime)])
+        return out
+    return [str(path)]  # a hub id: its name is its identity
+
+
+def model_identity(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path).expanduser()
+    return {"model": str(path.resolve()) if path.exists() else str(name_or_path), "files": _file_identity(path)}
+
+
+def store_identity(directory: str | Path) -> dict[str, Any]:
+    """The sample store's parameters and the exact bytes of its records."""
+    store = ResultStore(Path(directory))
+    if not store.manifest_path.is_file():
+        raise FileNotFoundError(f"no result store at {directory}")
+    digest = hashlib.sha256(store.records_path.read_bytes() if store.records_path.exists() else b"").hexdigest()
+    return {"params_fingerprint": store.manifest().get("params_fingerprint"), "records_sha256": digest[:16]}
+
+
+class ForeignKnnStore(ValueError):
+    """The K@N samples were not drawn from the model being fine-tuned (the IDK set would be someone else's)."""
+
+
+def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
+    """The IDK dataset is model-specific: its samples must come from ``base_model``, as it is now.
+
+    Raises :class:`ForeignKnnStore` when the store records another model, or when the model's files
+    were rewritten after the store was created (retrained weights at the same path).
+    """
+    manifest = store.manifest()
+    recorded = ((manifest.get("params") or {}).get("model") or {}).get("model")
+    path = Path(base_model).expanduser()
+    if recorded is not None:
+        same = (Path(recorded).expanduser().resolve() == path.resolve()) if path.exists() else recorded == base_model
+        if not same:
+            raise ForeignKnnStore(f"K@N store {store.directory} was sampled from {recorded!r}, not {base_model!r}")
+    created = manifest.get("created_unix")
+    if created is not None and path.exists():
+        files = [path] if path.is_file() else [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
+        newer = [p.name for p in files if p.stat().st_mtime > float(created)]
+        if newer:
+            raise ForeignKnnStore(f"{base_model}: {newer} changed after the K@N store {store.directory} was "
+                                  "sampled; sample again (or set allow_foreign_knn)")
+
+
+def items_digest(items: Sequence[BenchmarkItem]) -> str:
+    blob = json.dumps([[it.id, it.question, list(it.choices), it.answer, it.task] for it in items])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CrossModal:
+    """Train-on-one-modality / test-on-the-others experiments with cached adapters and stores.
+
+    ``eval_items``: the benchmark items evaluated (all modalities). ``train_items``: the items
+    whose K@N samples form the IDK sets (default: ``eval_items``, the paper's setting).
+    ``adapters``: pre-trained adapter folders by ``(train_task, alpha)`` (e.g. trained with
+    ``torchrun ... train_cli sft --deepspeed``), used instead of training in-process.
+    """
+
+    config: CrossModalConfig
+    eval_items: list[BenchmarkItem]
+    train_items: list[BenchmarkItem] | None = None
+    adapters: dict[tuple[str, float], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.eval_items = list(self.eval_items)
+        self.train_items = list(self.train_items) if self.train_items is not None else self.eval_items
+        self.cache = Path(self.config.cache_dir)
+        self._base_identity = model_identity(self.config.base_model)
+        self._normalizer = None
+
+    # ---------------------------------------------------------------- training
+
+    def sft_config(self, train_task: str, alpha: float | None = None):
+        from reliable_lalm.training.lora_sft import LoraSFTConfig
+
+        overrides = dict(self.config.sft)
+        if alpha is not None:
+            overrides["alpha"] = float(alpha)
+        return LoraSFTConfig.for_modality(train_task, **overrides)
+
+    def _train_items_of(self, task: str) -> list[BenchmarkItem]:
+        return [it for it in self.train_items if it.task == task]
+
+    def adapter_key(self, train_task: str, alpha: float | None = None) -> str:
+        from reliable_lalm.training.lora_sft import load_deepspeed_config
+
+        config = self.sft_config(train_task, alpha)
+        params = {
+            "base": self._base_identity, "knn_store": store_identity(self.config.knn_store),
+            "train_items": items_digest(self._train_items_of(train_task)), "k": self.config.k, "n": self.config.n,
+            "train_prompt": self.config.train_prompt, "sft": config.training_fingerprint(),
+            "deepspeed": load_deepspeed_config(self.config.deepspeed_config) if self.config.deepspeed_config else None,
+        }
+        return params_fingerprint(params)
+
+    def adapter_dir(self, train_task: str, alpha: float | None = None) -> Path:
+        config = self.sft_config(train_task, alpha)
+        return self.cache / "adapters" / f"{train_task}-a{config.alpha:g}-{self.adapter_key(train_task, alpha)}"
+
+    def adapter(self, train_task: str, alpha: float | None = None) -> Path:
+        """The adapter trained on ``train_task``'s IDK set: reused when cached, else trained now."""
+        from reliable_lalm.training.idk_dataset import build_idk_dataset
+        from reliable_lalm.training.lora_sft import AdapterCheckError, read_summary, train_lora_sft, verify_adapter
+
+        config = self.sft_config(train_task, alpha)
+        given = self.adapters.get((train_task, float(config.alpha)))
+        if given is not None:
+            verify_adapter(given)
+            return Path(given)
+        out = self.adapter_dir(train_task, alpha)
+        summary = read_summary(out)
+        if summary and summary.get("complete"):
+            try:
+                verify_adapter(out)
+                return out
+            except AdapterCheckError:
+                pass  # a damaged cache entry is retrained, never used
+        store = ResultStore(Path(self.config.knn_store))
+        if not self.config.allow_foreign_knn:
+            check_knn_store_matches(store, self.config.base_model)
+        dataset = build_idk_dataset(self._train_items_of(train_task), store, self.config.k, self.config.n,
+                                    prompt_method=self.config.train_prompt)
+        if not dataset.examples:
+            raise ValueError(f"no IDK training example for {train_task!r} (skipped: {dataset.summary()['skipped']})")
+        data_info = {"idk_dataset": dataset.summary(), "train_task": train_task,
+                     "sampling": store.manifest().get("params", {}).get("settings")}
+        train_lora_sft(self.config.base_model, dataset.examples, out, config,
+                       deepspeed_config=self.config.deepspeed_config, device=self.config.device,
+                       progress=self.config.progress, extra_summary=data_info)
+        return out
+
+    # ---------------------------------------------------------------- evaluation
+
+    def eval_settings(self):
+        from reliable_lalm.models.base import GenerationSettings
+
+        return GenerationSettings(max_new_tokens=self.config.eval_max_new_tokens)  # greedy
+
+    def eval_store_dir(self, adapter_dir: Path | None) -> Path:
+        params = {"base": self._base_identity, "adapter": str(adapter_dir) if adapter_dir else None,
+                  "method": self.config.eval_method, "settings": self.eval_settings().to_dict(),
+                  "items": items_digest(self.eval_items), "dtype": self.config.dtype}
+        name = adapter_dir.name if adapter_dir else "base"
+        return self.cache / "eval" / f"{name}-{params_fingerprint(params)}"
+
+    def evaluate(self, adapter_dir: Path | None) -> ResultStore:
+        """Greedy ``eval_method`` outputs of base (+ adapter, merged) on every eval item; resumable."""
+        from reliable_lalm.models.qwen2_audio import HFBackend
+        from reliable_lalm.methods.runners import run_method
+
+        directory = self.eval_store_dir(adapter_dir)
+        done = directory / ".complete"
+        if done.is_file():
+            return ResultStore(directory)
+        backend = HFBackend.from_pretrained(self.config.base_model, batch_size=self.config.eval_batch_size,
+                                            device=self.config.device or "auto", dtype=self.config.dtype,
+                                            adapter=str(adapter_dir) if adapter_dir else None)
+        try:
+            run_method(backend, self.eval_items, self.config.eval_method, directory, settings=self.eval_settings(),
+                       progress=self.config.progress)
+        finally:
+            backend.close()
+            del backend
+        store = ResultStore(directory)
+        if {it.id for it in self.eval_items} <= {str(r["item_id"]) for r in store.records()}:
+            done.write_text("")
+        return store
+
+    def baseline_store(self) -> ResultStore:
+        return self.evaluate(None)
+
+    def normalizer(self):
+        if self._normalizer is None:
+            from reliable_lalm.core.scoring import resolve_normalizer
+
+            self._normalizer = resolve_normalizer(self.config.normalizer)
+        return self._normalizer
+
+    def score(self, store: ResultStore, tasks: Iterable[str]) -> dict[str, Any]:
+        """Paired scores of ``store`` against the base model's run, on the eval items of ``tasks``."""
+        from reliable_lalm.core.scoring import records_from_store, score_records
+
+        wanted = {it.id for it in self.eval_items if it.task in set(tasks)}
+        pred = [r for r in records_from_store(store, self.eval_items) if r["id"] in wanted]
+        base = [r for r in records_from_store(self.baseline_store(), self.eval_items) if r["id"] in wanted]
+        return score_records(pred, base, self.normalizer(), n_boot=self.config.n_boot, seed=self.config.seed)
+
+    # ---------------------------------------------------------------- experiments
+
+    def _row(self, train_task: str, test_label: str, tests: Sequence[str], alpha: float | None,
+             adapter_dir: Path, store: ResultStore) -> dict[str, Any]:
+        from reliable_lalm.training.lora_sft import read_summary
+
+        result = self.score(store, tests)
+        summary = read_summary(adapter_dir) or {}
+        idk = (summary.get("data") or {}).get("idk_dataset") or {}
+        conv = "_subset" if self.config.convention == "subset" else ""
+        row: dict[str, Any] = {
+            "train": train_task, "test": test_label, "alpha": self.sft_config(train_task, alpha).alpha,
+            "in_domain": train_task in tests and self.train_items is self.eval_items,
+            "n": result.get("n"), "acc": result.get("acc"), "tru": result.get("tru"), "rej": result.get("rej"),
+            "rel": result.get("rel"), "n_invalid": result.get("n_invalid"),
+            "baseline_acc": (result.get("baseline") or {}).get("acc"),
+            "baseline_rej": (result.get("baseline") or {}).get("rej"),
+            "baseline_rel": (result.get("baseline") or {}).get("rel"),
+            "d_con": result.get("d_con" + conv), "d_hum": result.get("d_hum" + conv), "rgi": result.get("rgi" + conv),
+            "rgi_reason": result.get("rgi" + conv + "_reason"),
+            "rgi_class": result.get("rgi"), "rgi_subset": result.get("rgi_subset"),
+            "ncc": result.get("ncc"), "ncr": result.get("ncr"), "ncw": result.get("ncw"),
+            "nwc": result.get("nwc"), "nwr": result.get("nwr"), "nww": result.get("nww"),
+            "n_errors": result.get("n_errors"), "convention": self.config.convention,
+            "train_examples": idk.get("examples"), "train_idk_fraction": idk.get("idk_fraction"),
+            "adapter": str(adapter_dir), "eval_store": str(store.directory),
+        }
+        ci = result.get("ci") or {}
+        for name, key in (("acc", "acc"), ("rej", "rej"), ("rel", "rel"), ("d_con", "d_con" + conv),
+                          ("d_hum", "d_hum" + conv), ("rgi", "rgi" + conv)):
+            interval = ci.get(key) or {}
+            row[f"{name}_low"], row[f"{name}_high"] = interval.get("low"), interval.get("high")
+        return row
+
+    def run_cell(self, train_task: str, test_tasks: Sequence[str], *, alpha: float | None = None,
+                 pooled: bool = False) -> list[dict[str, Any]]:
+        adapter_dir = self.adapter(train_task, alpha)
+        store = self.evaluate(adapter_dir)
+        rows = [self._row(train_task, t, [t], alpha, adapter_dir, store) for t in test_tasks]
+        if pooled and len(test_tasks) > 1:
+            rows.append(self._row(train_task, "+".join(test_tasks), list(test_tasks), alpha, adapter_dir, store))
+        return rows
+
+    def results(self, train_tasks: Sequence[str] = TASKS, test_tasks: Sequence[str] = TASKS):
+        """One row per (train modality, test modality): Tables 10-12 and Figure 3 in long form."""
+        import pandas as pd
+
+        rows = []
+        for train in train_tasks:
+            rows += self.run_cell(train, list(test_tasks))
+        return pd.DataFrame(rows)
+
+    def alpha_sweep(self, alphas: Sequence[float] = PAPER_ALPHA_SWEEP, *, train_task: str = "speech",
+                    test_tasks: Sequence[str] = ("sound", "music")):
+        """Figure 4: train on ``train_task`` with each LoRA alpha, test on ``test_tasks`` (and pooled)."""
+        import pandas as pd
+
+        rows = []
+        for alpha in alphas:
+            rows += self.run_cell(train_task, list(test_tasks), alpha=alpha, pooled=True)
+        return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Paper-shaped views of the long results frame
+
+
+def rgi_heatmap(frame, *, include_diagonal: bool = True, column: str = "rgi"):
+    """Figure 3: RGI as a train (rows) x test (columns) DataFrame; NaN where undefined."""
+    import numpy as np
+
+    data = frame if include_diagonal else frame[frame["train"] != frame["test"]]
+    pivot = data.pivot(index="train", columns="test", values=column).astype(float)
+    order = [t for t in TASKS if t in pivot.index], [t for t in TASKS if t in pivot.columns]
+    pivot = pivot.reindex(index=order[0], columns=order[1])
+    if not include_diagonal:
+        for t in set(pivot.index) & set(pivot.columns):
+            pivot.loc[t, t] = np.nan
+    return pivot
+
+
+def _percent_table(frame, metrics: dict[str, str], *, include_diagonal: bool, scale: dict[str, float]):
+    import pandas as pd
+
+    data = frame if include_diagonal else frame[frame["train"] != frame["test"]]
+    tables = {}
+    for label, column in metrics.items():
+        pivot = data.pivot(index="train", columns="test", values=column).astype(float) * scale.get(label, 100.0)
+        tables[label] = pivot
+    out = pd.concat(tables, axis=1).swaplevel(axis=1)
+    tests = [t for t in TASKS if t in out.columns.get_level_values(0)]
+    out = out.reindex(columns=pd.MultiIndex.from_product([tests, list(metrics)]))
+    return out.reindex(index=[t for t in TASKS if t in out.index])
+
+
+def table10(frame, *, include_diagonal: bool = False):
+    """Acc / Tru / Rel (%) of the fine-tuned model, train (rows) x test (column groups)."""
+    return _percent_table(frame, {"Acc%": "acc", "Tru%": "tru", "Rel%": "rel"}, include_diagonal=include_diagonal,
+                          scale={})
+
+
+def table11(frame, *, include_diagonal: bool = False):
+    """ΔCon% / ΔHum% / RGI, train (rows) x test (column groups), in the frame's convention."""
+    return _percent_table(frame, {"ΔCon%": "d_con", "ΔHum%": "d_hum", "RGI": "rgi"},
+                          include_diagonal=include_diagonal, scale={"RGI": 1.0})
+
+
+def table12(frame):
+    """IDK share of each training set and the rejection rate (%) on every test modality."""
+    import pandas as pd
+
+    idk = frame.groupby("train")["train_idk_fraction"].first().astype(float) * 100
+    rej = frame.pivot(index="train", columns="test", values="rej").astype(float) * 100
+    out = pd.concat({"IDK Dataset": idk}, axis=1).join(rej)
+    cols = ["IDK Dataset"] + [t for t in TASKS if t in rej.columns]
+    return out.reindex(index=[t for t in TASKS if t in out.index], columns=cols)

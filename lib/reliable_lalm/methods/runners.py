@@ -1,0 +1,401 @@
+"""The method runners: a prompting method over a benchmark's items, resumable, into a result store.
+
+The engine that generates is a backend of :mod:`reliable_lalm.models` (the protocol in
+:mod:`reliable_lalm.models.base`; Qwen2-Audio in :mod:`reliable_lalm.models.qwen2_audio`).
+
+Runners (:func:`run_method`, :func:`sample_knn`)
+    Write one record per ``(item_id, sample_index)`` into a :class:`~reliable_lalm.core.results.ResultStore`
+    after every batch, and skip finished keys when re-run: a run killed at any point (even
+    ``kill -9``) is finished by running the same command again, without duplicates.
+
+Policies
+    * A bad item (missing/unreadable/empty audio, audio < 0.1 s, empty or duplicated choices, a prompt
+      that cannot be built) gets an *error record* (``error`` = the reason, ``model_output`` =
+      ``None``) and the run goes on. Error records count as done on resume: input errors are
+      deterministic. ``retry_errors=True`` removes them from the store first and tries those items
+      again (do not use it while another process writes to the same store).
+    * Audio longer than the feature extractor's window (30 s for Qwen2-Audio, 4 s for the demo) is
+      truncated to the window, as the processor would silently do, and the record gets a
+      ``warning``. Stereo and non-16 kHz files are downmixed and resampled by
+      :func:`reliable_lalm.core.items.load_audio`.
+    * Exceptions that are not about one item (CUDA errors, a model bug, the audio check) stop the
+      run; CUDA out-of-memory splits the batch in two and retries.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings
+
+from reliable_lalm.methods.registry import METHODS as METHOD_REGISTRY  # noqa: E402
+from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # noqa: E402
+
+METHODS: tuple[str, ...] = tuple(name for name, e in METHOD_REGISTRY.items() if e.kind != "sampling")
+# Defaults for the real 7B model; the demo model's callers pass shorter ones.
+DEFAULT_MAX_NEW_TOKENS = {name: e.default_max_new_tokens for name, e in METHOD_REGISTRY.items()}
+AGENT_TYPE_MAX_NEW_TOKENS = 16  # step 1 answers one word ("Sound"); no need to wait for 128 tokens
+MIN_AUDIO_SECONDS = 0.1  # shorter clips give 0-1 audio tokens after the encoder's two halvings
+KNN_DEFAULT_TEMPERATURE = 1.0  # the paper does not state its sampling settings for K@N
+
+
+@dataclass
+class RunSummary:
+    method: str
+    store: str
+    n_items: int  # items asked for
+    already_done: int  # items skipped because every key was already in the store
+    processed: int  # items handled in this run (generated or errored)
+    generated_records: int
+    errors: int  # error records written in this run
+    warnings: int  # records written with a warning in this run
+    seconds: float
+    error_items: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "items_per_second": self.items_per_second}
+
+
+@dataclass
+class _Prepared:
+    item: BenchmarkItem
+    audio: np.ndarray | None = None
+    warning: str | None = None
+    error: str | None = None
+
+
+def check_choices(item: BenchmarkItem) -> None:
+    choices = [str(c).strip() for c in item.choices]
+    if len(choices) < 2:
+        raise ItemError(item.id, f"{len(choices)} choices")
+    if any(not c for c in choices):
+        raise ItemError(item.id, "a choice is empty")
+    if len(set(choices)) != len(choices):
+        raise ItemError(item.id, f"duplicated choices {choices}")
+
+
+def prepare_item(item: BenchmarkItem, window_seconds: float, sampling_rate: int = SAMPLING_RATE) -> _Prepared:
+    """Validate an item and read its audio; item-level problems become ``error``, not exceptions."""
+    try:
+        check_choices(item)
+        audio = load_audio(item.audio_path, sampling_rate=sampling_rate, item_id=item.id)
+        seconds = len(audio) / sampling_rate
+        if seconds < MIN_AUDIO_SECONDS:
+            raise ItemError(item.id, f"audio is {seconds:.3f} s long; at least {MIN_AUDIO_SECONDS} s is needed")
+    except ItemError as err:
+        return _Prepared(item, error=err.cause)
+    warning = None
+    window = int(round(window_seconds * sampling_rate))
+    if len(audio) > window:
+        warning = (f"audio is {seconds:.1f} s, longer than the model's {window_seconds:g} s window: "
+                   f"truncated to the first {window_seconds:g} s")
+        audio = audio[:window]
+    return _Prepared(item, audio=audio, warning=warning)
+
+
+def _prepared_chunks(items: Sequence[BenchmarkItem], window_seconds: float, sampling_rate: int,
+                     chunk: int) -> Iterator[list[_Prepared]]:
+    """Read audio ``chunk`` items at a time, the next chunk in background threads while the model
+    works on the current one (decoding mp3/flac and resampling is CPU work)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        def submit(start):
+            return [pool.submit(prepare_item, it, window_seconds, sampling_rate) for it in items[start:start + chunk]]
+        pending = submit(0)
+        for start in range(0, len(items), chunk):
+            current = [f.result() for f in pending]
+            if start + chunk < len(items):
+                pending = submit(start + chunk)
+            yield current
+
+
+def _item_fields(item: BenchmarkItem) -> dict[str, Any]:
+    return {"task": item.task, "question": item.question, "choices": list(item.choices), "answer": item.answer}
+
+
+def store_params(backend: Backend, method: str, settings: GenerationSettings, few_shot=(), **extra) -> dict[str, Any]:
+    """What a result store is keyed on: results of other settings never mix into it."""
+    from reliable_lalm.core.prompts import PROMPT_VERSION
+
+    params = {"method": method, "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION,
+              "model": backend.describe(), "few_shot": [asdict(e) for e in few_shot]}
+    params.update(extra)
+    return params
+
+
+def _open(store: ResultStore | str | os.PathLike, params: dict[str, Any], settings: GenerationSettings) -> ResultStore:
+    if isinstance(store, ResultStore):
+        return store
+    return ResultStore.open(store, params, seed=settings.seed)
+
+
+def drop_error_records(store: ResultStore) -> int:
+    """Rewrite the store without its error records (for ``retry_errors``); returns how many were removed.
+
+    The store is append-only with first-record-wins, so a retried key must not have an older record.
+    """
+    records = store.records()
+    kept = [r for r in records if r.get("error") is None]
+    removed = len(records) - len(kept)
+    if removed:
+        tmp = store.records_path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for r in kept:
+                fh.write(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, store.records_path)
+    return removed
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
+
+
+def _default_settings(method: str) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS.get(method, 64))
+
+
+BatchHook = Callable[[int, list[dict[str, Any]]], None]
+
+
+def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *, method: str,
+                 settings: GenerationSettings, make_prompt: Callable[[BenchmarkItem], str],
+                 make_record: Callable[[BenchmarkItem, Generation, int], dict[str, Any]] | None = None,
+                 error_store: ResultStore | None = None, n_samples: int = 1, progress: bool = True,
+                 desc: str = "", on_batch: BatchHook | None = None, chunk: int | None = None) -> None:
+    """Generate ``n_samples`` outputs per item for the keys missing from ``store``, writing as batches finish.
+
+    Item errors go to ``error_store`` (default: ``store``), one error record per missing key; an item
+    with an error record there is not retried.
+    """
+    error_store = error_store or store
+    done = store.done_keys()
+    err_done = error_store.done_keys() if error_store is not store else set()
+    todo: list[tuple[BenchmarkItem, tuple[int, ...]]] = []
+    for item in items:
+        missing = tuple(j for j in range(n_samples) if (item.id, j) not in done)
+        if missing and not any((item.id, j) in err_done for j in missing):
+            todo.append((item, missing))
+    missing_of = {item.id: missing for item, missing in todo}
+    chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
+    batches = 0
+    bar = _progress(len(todo), desc or method, progress)
+    try:
+        for prepared in _prepared_chunks([it for it, _ in todo], backend.window_seconds, backend.sampling_rate, chunk):
+            requests: list[GenerationRequest] = []
+            warnings: dict[str, str | None] = {}
+            errors: list[dict[str, Any]] = []
+            for p in prepared:
+                prompt = None
+                if p.error is None:
+                    try:
+                        prompt = make_prompt(p.item)
+                    except (ValueError, TypeError) as err:  # e.g. a choice the template cannot render
+                        p.error = f"prompt: {err}"
+                if p.error is not None:
+                    for j in missing_of[p.item.id]:
+                        errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
+                                       "prompt": prompt, "model_output": None, "error": p.error,
+                                       "warning": None, "settings": settings.to_dict(), **_item_fields(p.item)})
+                    continue
+                warnings[p.item.id] = p.warning
+                requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings,
+                                                  sample_indices=missing_of[p.item.id]))
+            if errors:
+                error_store.extend(errors)
+                bar.update(len({e["item_id"] for e in errors}))
+            by_id = {p.item.id: p.item for p in prepared}
+            for indices, generations in (backend.generate_iter(requests) if requests else ()):
+                records = []
+                for i, g in zip(indices, generations):
+                    item, req = by_id[g.item_id], requests[i]
+                    for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
+                        extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
+                        records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
+                                        "prompt": req.prompt, "error": None, "warning": warnings.get(item.id),
+                                        "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
+                                        **_item_fields(item), **extra})
+                store.extend(records)  # one write per batch: a crash loses at most this batch
+                bar.update(len(generations))
+                batches += 1
+                if on_batch is not None:
+                    on_batch(batches, records)
+    finally:
+        bar.close()
+
+
+def _summarize(method: str, store: ResultStore, items: Sequence[BenchmarkItem], done_before: set,
+               n_samples: int, seconds: float) -> RunSummary:
+    """Counts of this run, from the records the store gained."""
+    ids = {it.id for it in items}
+    new = [r for r in store.records()
+           if (str(r["item_id"]), int(r.get("sample_index", 0))) not in done_before and r["item_id"] in ids]
+    already = sum(all((it.id, j) in done_before for j in range(n_samples)) for it in items)
+    errors = {r["item_id"]: r["error"] for r in new if r.get("error") is not None}
+    return RunSummary(method=method, store=str(store.directory), n_items=len(items), already_done=already,
+                      processed=len({r["item_id"] for r in new}),
+                      generated_records=sum(r.get("error") is None for r in new), errors=len(errors),
+                      warnings=len({r["item_id"] for r in new if r.get("warning")}), seconds=seconds,
+                      error_items=errors)
+
+
+def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
+               store_dir_or_store: ResultStore | str | os.PathLike, *, settings: GenerationSettings | None = None,
+               few_shot: Sequence[Any] = (), progress: bool = True, retry_errors: bool = False,
+               on_batch: BatchHook | None = None, chunk: int | None = None) -> RunSummary:
+    """Run a prompting method ("baseline", "idk", "mcot" or "agent") over ``items`` into a result store.
+
+    Resumable: keys already in the store are skipped. Returns counts for this run.
+    """
+    entry = get_method(method)
+    if entry.kind not in (SINGLE, MULTI_STEP):
+        raise ValueError(f"{method!r} is a sampling method: use sample_knn")
+    settings = settings or _default_settings(method)
+    if settings.num_samples != 1:
+        raise ValueError("run_method writes one output per item; use sample_knn for several samples")
+    store = _open(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
+    if retry_errors:
+        drop_error_records(store)
+    done_before = store.done_keys()
+    start = time.perf_counter()
+    if entry.kind == MULTI_STEP:
+        _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
+                   on_batch=on_batch, chunk=chunk)
+    else:
+        few = tuple(few_shot)
+        _run_prompts(backend, items, store, method=method, settings=settings,
+                     make_prompt=lambda it: entry.build_prompt(it.question, it.choices, few),
+                     progress=progress, on_batch=on_batch, chunk=chunk)
+    summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
+    store.update_manifest(last_run=summary.to_dict())
+    return summary
+
+
+def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore | str | os.PathLike,
+               n_samples: int = 5, settings: GenerationSettings | None = None, *, method: str = "baseline",
+               progress: bool = True, retry_errors: bool = False, on_batch: BatchHook | None = None,
+               chunk: int | None = None) -> RunSummary:
+    """K@N sampling: ``n_samples`` answers per item (sample_index 0..N-1) from one shared prefill each.
+
+    Default settings: pure sampling at temperature 1 (the paper gives none), 64 new tokens.
+    Samples are reproducible from ``settings.seed`` whatever the batching or resumption.
+    """
+    entry = get_method(method)
+    if entry.kind != SINGLE:
+        raise ValueError("K@N sampling uses a single-call prompt (baseline, idk or mcot)")
+    settings = settings or GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS[method], do_sample=True,
+                                              temperature=KNN_DEFAULT_TEMPERATURE)
+    settings = replace(settings, num_samples=n_samples)
+    store = _open(store, store_params(backend, method, settings, kind="knn"), settings)
+    if retry_errors:
+        drop_error_records(store)
+    done_before = store.done_keys()
+    start = time.perf_counter()
+    _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
+                 make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
+                 progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
+    summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
+    store.update_manifest(last_run=summary.to_dict())
+    return summary
+
+
+AGENT_STEP_DIRS = ("agent_step1_type", "agent_step2_content")
+
+
+def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *,
+               settings: GenerationSettings, progress: bool, retry_errors: bool, on_batch: BatchHook | None,
+               chunk: int | None) -> None:
+    """The task agent (paper Table 7): type -> content -> answer, each step batched over all items.
+
+    Steps 1 and 2 keep their outputs in their own stores inside the final store's folder, so a run
+    interrupted in any step resumes there. Item errors go straight to the final store. A step-1
+    reply naming no single type ends the item with an empty answer (scored invalid) and a warning.
+    """
+    from reliable_lalm.core import prompts
+
+    params = store.manifest().get("params", {})
+    type_store = ResultStore.open(store.directory / AGENT_STEP_DIRS[0], {**params, "step": "type"}, seed=settings.seed)
+    content_store = ResultStore.open(store.directory / AGENT_STEP_DIRS[1], {**params, "step": "content"},
+                                     seed=settings.seed)
+    if retry_errors:
+        drop_error_records(type_store)
+        drop_error_records(content_store)
+
+    def pending_after(candidates):
+        done = store.done_keys()
+        return [it for it in candidates if (it.id, 0) not in done]
+
+    pending = pending_after(items)
+    # Step 1: the audio type.
+    type_settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, AGENT_TYPE_MAX_NEW_TOKENS))
+
+    def type_record(item, g, j):
+        return {"model_output": g.texts[j], "agent_type_raw": g.texts[j],
+                "agent_type": prompts.parse_audio_type(g.texts[j])}
+
+    _run_prompts(backend, pending, type_store, method="agent", settings=type_settings,
+                 make_prompt=lambda it: prompts.agent_type_prompt(), make_record=type_record,
+                 error_store=store, progress=progress, desc="agent 1/3 type", on_batch=on_batch, chunk=chunk)
+    types = type_store.by_item()
+    untyped = []
+    for it in pending_after(pending):
+        rec = types.get(it.id)
+        if rec is not None and rec.get("agent_type") is None:
+            untyped.append({"item_id": it.id, "sample_index": 0, "method": "agent", "prompt": None,
+                            "model_output": "", "error": None, "settings": settings.to_dict(),
+                            "agent_type_raw": rec.get("agent_type_raw"), "agent_type": None, "agent_content": None,
+                            "agent_type_prompt": rec.get("prompt"),
+                            "warning": _join(rec.get("warning"), "agent step 1 named no single audio type "
+                                             f"({rec.get('agent_type_raw')!r}); steps 2-3 skipped"),
+                            **_item_fields(it)})
+    store.extend(untyped)
+    typed = [it for it in pending_after(pending) if it.id in types]
+
+    # Step 2: the content description.
+    def content_record(item, g, j):
+        return {"model_output": g.texts[j], "agent_type": types[item.id]["agent_type"], "agent_content": g.texts[j]}
+
+    _run_prompts(backend, typed, content_store, method="agent", settings=settings,
+                 make_prompt=lambda it: prompts.agent_content_prompt(types[it.id]["agent_type"]),
+                 make_record=content_record, error_store=store, progress=progress, desc="agent 2/3 content",
+                 on_batch=on_batch, chunk=chunk)
+    contents = content_store.by_item()
+    ready = [it for it in pending_after(typed) if it.id in contents]
+
+    # Step 3: the answer, given type and content.
+    def answer_record(item, g, j):
+        t, c = types[item.id], contents[item.id]
+        return {"model_output": g.texts[j], "agent_type_raw": t.get("agent_type_raw"), "agent_type": t["agent_type"],
+                "agent_content": c.get("agent_content"), "agent_type_prompt": t.get("prompt"),
+                "agent_content_prompt": c.get("prompt")}
+
+    def answer_prompt(it):
+        content = contents[it.id].get("agent_content") or ""
+        if not content.strip():  # the template needs text; record that the description was empty
+            content = "(no description)"
+        return prompts.agent_answer_prompt(types[it.id]["agent_type"], content, it.question, it.choices)
+
+    _run_prompts(backend, ready, store, method="agent", settings=settings, make_prompt=answer_prompt,
+                 make_record=answer_record, progress=progress, desc="agent 3/3 answer", on_batch=on_batch,
+                 chunk=chunk)
+
+
+def _join(*parts: str | None) -> str | None:
+    text = "; ".join(p for p in parts if p)
+    return text or None

@@ -1,0 +1,117 @@
+"""The audio-LM backend protocol: what every model offers the methods, the runners and the metrics.
+
+A backend turns :class:`GenerationRequest` (item id, mono 16 kHz audio, a filled prompt template,
+decoding settings) into :class:`Generation` (texts per sample index). Backends batch as they
+like but must return what batch size 1 would: a sample depends only on (run seed, item id,
+sample index), never on its batch. ``num_samples > 1`` asks for K@N samples; a backend that can
+shares one prefill among them. Backends that can score text continuations implement
+:meth:`Backend.option_logprobs` (per-option log-likelihoods for confidence-based abstention).
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from reliable_lalm.core.items import SAMPLING_RATE
+
+
+class AudioNotReachedError(RuntimeError):
+    """The model generated without the audio features of every prompt (a processor/model mismatch)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests, settings, results
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings, all explicit (the checkpoint's generation_config only supplies EOS ids).
+
+    Greedy unless ``do_sample``. ``top_k=0`` and ``top_p=1.0`` switch those filters off.
+    ``num_samples`` continuations are drawn per prompt from one shared prefill.
+    """
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    num_samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(f"invalid sampling settings {self}")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationRequest:
+    item_id: str
+    audio: np.ndarray  # mono float32 at 16 kHz
+    prompt: str  # user text (a filled prompt template); the chat format is added by the backend
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    sample_indices: tuple[int, ...] | None = None  # default: range(settings.num_samples)
+
+    @property
+    def samples(self) -> tuple[int, ...]:
+        if self.sample_indices is not None:
+            return tuple(self.sample_indices)
+        return tuple(range(self.settings.num_samples))
+
+
+@dataclass
+class Generation:
+    item_id: str
+    sample_indices: tuple[int, ...]
+    texts: list[str]  # one per sample index, special tokens skipped, stripped
+    new_tokens: list[int]  # generated tokens per sample (EOS included)
+    finished: list[bool]  # True: stopped at EOS; False: hit max_new_tokens
+    prompt_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+class Backend(abc.ABC):
+    """Turns requests into generations. ``generate`` returns them in request order."""
+
+    window_seconds: float = 30.0  # audio the model hears; longer audio is truncated by the runner
+    sampling_rate: int = SAMPLING_RATE
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        ...
+
+    def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
+        """Yield ``(request indices, generations)`` as batches finish (default: one batch)."""
+        yield list(range(len(requests))), self.generate(requests)
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the model in a result store's parameters."""
+        return {"backend": type(self).__name__}
+
+
+def _row_seed(seed: int, item_id: str, sample_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}\x1f{item_id}\x1f{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class OptionScoringUnsupported(NotImplementedError):
+    """The backend cannot score continuations (e.g. a chat API without log-probabilities)."""
+

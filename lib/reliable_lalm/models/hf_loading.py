@@ -1,0 +1,234 @@
+"""Loading Qwen2-Audio checkpoints (the demo, a local copy of the 7B, a cached hub id) for inference.
+
+Also builds the real Qwen2-Audio-7B *architecture* with random weights, for the GPU throughput
+benchmark: the timing of a forward pass does not depend on the weights' values, so no download is
+needed to measure it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Qwen2-Audio-7B(-Instruct) config.json, as published on the hub. Checked against third-party copies
+# of that file found with the project's code search (a model-architecture test suite's
+# QWEN2_AUDIO_SPARSE_CONFIG, and a Rust port whose test parses the pinned config and asserts
+# hidden 4096 / 32 layers / 32 heads / 32 KV heads / vocab 156032 / audio token 151646).
+# The hub file omits hidden_size, num_hidden_layers, num_attention_heads and num_key_value_heads:
+# they take Qwen2Config's defaults (4096, 32, 32, 32). Not read from the hub itself (offline).
+QWEN2_AUDIO_7B = {
+    "audio": {  # Whisper-large-v3 encoder
+        "num_mel_bins": 128, "encoder_layers": 32, "encoder_attention_heads": 20,
+        "encoder_ffn_dim": 5120, "d_model": 1280, "max_source_positions": 1500,
+        "activation_function": "gelu", "scale_embedding": False,
+    },
+    "text": {
+        "vocab_size": 156032, "hidden_size": 4096, "intermediate_size": 11008,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "max_position_embeddings": 8192, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+        "bos_token_id": 151643, "eos_token_id": 151645,
+    },
+    "audio_token_index": 151646,
+    "chunk_length_s": 30,  # feature-extractor window: 3000 mel frames -> 750 audio tokens
+}
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_dtype(dtype: Any, device: str):
+    """``auto``: bf16 on GPU (what Qwen2-Audio ships in), fp32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    name = aliases.get(str(dtype), str(dtype))
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return value
+
+
+def _is_local(name_or_path: str | Path) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "auto", dtype: Any = "auto",
+                             device_map: Any = None, adapter: str | Path | None = None,
+                             merge_adapter: bool = True, attn_implementation: str | None = None):
+    """Load any ``Qwen2AudioForConditionalGeneration`` checkpoint and its processor, ready for generation.
+
+    ``name_or_path``: a local folder (e.g. :data:`reliable_lalm.paths.DEMO_MODEL_DIR`) or a hub id such
+    as ``Qwen/Qwen2-Audio-7B-Instruct`` that is already in the Hugging Face cache (with
+    ``HF_HUB_OFFLINE=1`` nothing is downloaded). ``device_map="auto"`` spreads the model over several
+    GPUs (accelerate); otherwise the model is moved to ``device``. ``adapter``: a PEFT (LoRA) folder,
+    merged into the weights by default so inference pays no adapter overhead.
+
+    The tokenizer pads on the LEFT: batched generation must see every prompt end at the same column.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    source = str(Path(name_or_path).expanduser()) if _is_local(name_or_path) else str(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if not _is_local(name_or_path) and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        kwargs["local_files_only"] = True
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=kwargs.get("local_files_only", False))
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if _is_local(name_or_path):
+            raise
+        raise OSError(f"cannot load {source!r}: not a local folder and not in the Hugging Face cache "
+                      f"(downloads are off when HF_HUB_OFFLINE=1). Download it first with "
+                      f"`huggingface-cli download {source}` or pass a local path. ({err})") from err
+    if device_map is None:
+        model = model.to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.eval()
+    processor.tokenizer.padding_side = "left"
+    # What result stores record as the model (checkpoint + adapter).
+    model.rlalm_source = {"model": source, "adapter": str(adapter) if adapter is not None else None}
+    return model, processor
+
+
+def base_model(model):
+    """The ``Qwen2AudioForConditionalGeneration`` under an (unmerged) PEFT wrapper, or the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def audio_tower(model):
+    return base_model(model).model.audio_tower
+
+
+def feature_window_seconds(processor) -> float:
+    """Length of audio the feature extractor keeps (30 s for Qwen2-Audio, 4 s for the demo)."""
+    fe = processor.feature_extractor
+    return float(fe.n_samples) / float(fe.sampling_rate)
+
+
+def count_parameters(model) -> dict[str, int]:
+    m = base_model(model)
+    audio = sum(p.numel() for p in m.model.audio_tower.parameters())
+    total = sum(p.numel() for p in m.parameters())
+    return {"total": total, "audio_encoder": audio, "language_model_and_projector": total - audio}
+
+
+# --------------------------------------------------------------------------------------------------
+# The 7B architecture with random weights (benchmarks only)
+
+
+def random_weights_7b_config(*, audio_token_index: int | None = None, eos_token_id: int | None = None,
+                             pad_token_id: int | None = None):
+    """``Qwen2AudioConfig`` of Qwen2-Audio-7B(-Instruct) (see :data:`QWEN2_AUDIO_7B`), for random weights.
+
+    The token ids can be remapped to those of another tokenizer (the benchmark uses the demo's BPE:
+    the real tokenizer would need a download); the vocabulary size stays 156032.
+    """
+    return _config_from(QWEN2_AUDIO_7B, audio_token_index=audio_token_index, eos_token_id=eos_token_id,
+                        pad_token_id=pad_token_id)
+
+
+def scaled_down_7b_spec() -> dict[str, Any]:
+    """The 7B layout shrunk to run in a second on a CPU, with the real 30 s window (1500 positions).
+
+    Exercises exactly the code path of ``--random-weights 7b`` (config building, 30 s processor,
+    random init) in tests.
+    """
+    return {
+        "audio": {**QWEN2_AUDIO_7B["audio"], "encoder_layers": 1, "encoder_attention_heads": 2,
+                  "encoder_ffn_dim": 64, "d_model": 32},
+        "text": {**QWEN2_AUDIO_7B["text"], "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 128,
+                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4},
+        "audio_token_index": QWEN2_AUDIO_7B["audio_token_index"],
+        "chunk_length_s": 30,
+    }
+
+
+def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=None, pad_token_id=None):
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
+
+    text = dict(spec["text"])
+    if eos_token_id is not None:
+        text["eos_token_id"] = eos_token_id
+    if pad_token_id is not None:
+        text["pad_token_id"] = pad_token_id
+    return Qwen2AudioConfig(
+        audio_config=Qwen2AudioEncoderConfig(**spec["audio"]),
+        text_config=Qwen2Config(tie_word_embeddings=False, **text),
+        audio_token_index=spec["audio_token_index"] if audio_token_index is None else audio_token_index,
+    )
+
+
+def build_random_model_and_processor(size: str = "7b", *, device: str | None = "auto", dtype: Any = "auto",
+                                     seed: int = 0):
+    """A randomly initialised model of the 7B layout (``size="7b"``) or its scaled-down copy (``"tiny"``),
+    with a processor: the demo's byte-level BPE tokenizer (the real one needs a download) and a
+    Whisper feature extractor with the real 30 s window. Built directly on ``device`` in ``dtype``.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
+
+    from reliable_lalm.demo import model as demo_model
+
+    spec = {"7b": QWEN2_AUDIO_7B, "tiny": scaled_down_7b_spec()}.get(size)
+    if spec is None:
+        raise ValueError(f"unknown random-weights size {size!r}; expected '7b' or 'tiny'")
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    corpus = _tokenizer_corpus()
+    tokenizer = demo_model.train_tokenizer(corpus, vocab_size=1024)
+    processor = demo_model.build_processor(
+        tokenizer, demo_model.DemoModelConfig(num_mel_bins=spec["audio"]["num_mel_bins"],
+                                              chunk_length_s=spec["chunk_length_s"]))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+                          eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)
+    if len(tokenizer) > config.text_config.vocab_size:
+        raise ValueError("tokenizer larger than the model's vocabulary")
+    torch.manual_seed(seed)
+    # Initialise straight on the target device in the target dtype: 8.4 B fp32 weights on the host
+    # would need ~34 GB and minutes of CPU init.
+    with torch.device(device):
+        model = Qwen2AudioForConditionalGeneration._from_config(config, dtype=torch_dtype)
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, tokenizer.pad_token_id],
+                                               pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    model.eval()
+    model.rlalm_source = {"model": f"random-weights-{size}", "adapter": None}
+    processor.tokenizer.padding_side = "left"
+    return model, processor
+
+
+def _tokenizer_corpus() -> list[str]:
+    """English text for the benchmark tokenizer: the prompt templates' words and typical answers."""
+    from reliable_lalm.core import prompts
+
+    base = [
+        prompts.baseline_prompt("What is the primary sound source heard in the recording?",
+                                ["Dog barking", "Car horn", "Piano melody", "Human speech"]),
+        prompts.idk_prompt("Which instrument plays the melody?", ["Violin", "Guitar", "Flute", "Drums"]),
+        prompts.agent_type_prompt(),
+        "The answer is the dog barking. This is sound: a dog barks twice in a quiet room.",
+        "The speaker sounds happy and says hello; music with a slow tempo in a minor key.",
+    ]
+    return base * 20

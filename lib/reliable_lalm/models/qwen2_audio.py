@@ -1,0 +1,373 @@
+"""Qwen2-Audio backend: ``Qwen2AudioForConditionalGeneration`` with its transformers processor.
+
+The engine (:class:`HFBackend`): requests are sorted by prompt length and generated in left-padded
+batches with an explicit decoding loop over the model's KV cache:
+
+* one prefill per question: for K@N the audio and the prompt are encoded once and the cache is
+  repeated N times, so N continuations share the prefix (``generate(num_return_sequences=N)``
+  would run the audio encoder and the prompt N times);
+* finished rows are dropped from the batch (the cache is compacted), so one long answer does
+  not keep a whole batch busy;
+* the processor's work for the next batch (tokenizing, log-mel features) runs in a background
+  thread while the model works on the current batch;
+* sampling draws its randomness from a ``torch.Generator`` seeded by (run seed, item id, sample
+  index): a sample does not depend on which batch it landed in, so a resumed or re-batched run
+  reproduces it;
+* a forward pre-hook on ``model.model.audio_tower`` checks, at every prefill, that the audio
+  features of every row reached the model (with ``audio=`` dropped or misspelled the processor
+  silently returns text only and the model answers without hearing anything).
+
+CUDA out-of-memory splits the batch in two and retries.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation, GenerationRequest,
+                                       GenerationSettings, _row_seed)
+from reliable_lalm.models.qwen_chat import chat_text
+
+
+def audio_token_count(n_samples: int, hop_length: int = 160) -> int:
+    """Audio tokens the processor inserts for a clip (mel frames, conv stride 2, pooling 2)."""
+    frames = max(1, n_samples // hop_length)
+    return max(0, (((frames - 1) // 2 + 1) - 2) // 2 + 1)
+
+
+def estimate_batch_size(free_bytes: int, config, dtype_bytes: int, prompt_len: int, max_new_tokens: int,
+                        num_samples: int = 1, *, cap: int = 128) -> int:
+    """Prompts per batch that fit in ``free_bytes`` of GPU memory (a rough bound; OOM still splits).
+
+    Per prompt: the KV cache of every sample row over prompt + new tokens, plus prefill activations
+    (a few hidden-size and two intermediate-size tensors per token, and the audio encoder's
+    positions), doubled for allocator slack; 80 % of the free memory is used.
+    """
+    text_cfg, audio_cfg = config.text_config, config.audio_config
+    head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
+    kv_per_token = 2 * text_cfg.num_hidden_layers * text_cfg.num_key_value_heads * head_dim * dtype_bytes
+    per_prompt = (kv_per_token * (prompt_len + max_new_tokens) * num_samples
+                  + prompt_len * (6 * text_cfg.hidden_size + 2 * text_cfg.intermediate_size) * dtype_bytes
+                  + 2 * audio_cfg.max_source_positions * (6 * audio_cfg.d_model + 2 * audio_cfg.encoder_ffn_dim)
+                  * dtype_bytes)
+    return int(max(1, min(cap, 0.8 * free_bytes // (2 * per_prompt))))
+
+
+class HFBackend(Backend):
+    """Qwen2AudioForConditionalGeneration (demo or 7B) with a transformers processor.
+
+    ``batch_size``: prompts per batch (each with ``num_samples`` rows). ``None``: chosen from free
+    GPU memory on CUDA, :data:`CPU_BATCH_SIZE` on CPU.
+    """
+
+    CPU_BATCH_SIZE = 32
+    MAX_AUTO_BATCH = 128
+
+    def __init__(self, model, processor, *, batch_size: int | None = None, check_audio: bool = True,
+                 compact: bool = True, feature_device: str | None = None, prefetch: bool = True):
+        import torch
+
+        from reliable_lalm.models.hf_loading import audio_tower, base_model, feature_window_seconds
+
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"  # batched generation must equal batch-size-1 generation
+        self.batch_size = batch_size
+        self.compact = compact
+        self.prefetch = prefetch
+        # The fast tokenizer is not safe to use from two threads at once (padding settings are
+        # mutated per call): the prefetching encoder and the decoder share this lock.
+        self._tokenizer_lock = threading.Lock()
+        self._inner = base_model(model)
+        self.device = self._inner.get_input_embeddings().weight.device
+        fe = processor.feature_extractor
+        self.sampling_rate = int(fe.sampling_rate)
+        self.hop_length = int(fe.hop_length)
+        self.window_seconds = feature_window_seconds(processor)
+        self.window_samples = int(fe.n_samples)
+        # Whisper log-mel on the GPU when the model is there (30 s of numpy STFT per clip is slow).
+        self.feature_device = feature_device or ("cuda" if self.device.type == "cuda" else "cpu")
+        eos = getattr(self._inner.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])})
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.audio_token_id = int(self._inner.config.audio_token_id)
+        forward_params = inspect.signature(self._inner.model.forward).parameters
+        # transformers renamed past_key_values to cache (5.x); support both spellings.
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        self.check_audio = check_audio
+        self._audio_calls: list[tuple[int, bool]] = []
+        self._chat_cache: dict[str, str] = {}
+        self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
+        self._torch = torch
+        self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, batch_size: int | None = None, device="auto", dtype="auto",
+                        device_map=None, adapter=None, **kwargs) -> "HFBackend":
+        from reliable_lalm.models.hf_loading import load_model_and_processor
+
+        model, processor = load_model_and_processor(name_or_path, device=device, dtype=dtype,
+                                                    device_map=device_map, adapter=adapter)
+        return cls(model, processor, batch_size=batch_size, **kwargs)
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def describe(self) -> dict[str, Any]:
+        source = getattr(self.model, "rlalm_source", None) or {
+            "model": getattr(self.model, "name_or_path", "") or type(self.model).__name__, "adapter": None}
+        return {"backend": "HFBackend", **source, "dtype": str(self._inner.dtype).replace("torch.", ""),
+                "window_seconds": self.window_seconds}
+
+    # ---------------------------------------------------------------- audio check
+
+    def _record_audio(self, module, args, kwargs):
+        features = args[0] if args else kwargs.get("input_features")
+        if features is not None:
+            self._audio_calls.append((int(features.shape[0]), bool((features != 0).any())))
+
+    def _assert_audio_reached(self, batch_rows: int, audio_tokens) -> None:
+        if not self.check_audio:
+            return
+        calls, self._audio_calls = self._audio_calls, []
+        if not calls:
+            raise AudioNotReachedError("generation ran without audio: the audio tower was never called at "
+                                       "prefill (were the clips passed to the processor as `audio=`?)")
+        seen = sum(n for n, _ in calls)
+        if seen != batch_rows or not all(nonzero for _, nonzero in calls):
+            raise AudioNotReachedError(f"the audio tower saw {seen} clips ({calls}) for {batch_rows} prompts")
+        if int(audio_tokens.min()) < 1:
+            raise AudioNotReachedError("a prompt has no audio tokens after processing")
+
+    # ---------------------------------------------------------------- batching
+
+    def fit_audio(self, audio: np.ndarray) -> np.ndarray:
+        """Truncate to the feature extractor's window (what the model can hear)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono 1-D, got shape {audio.shape}")
+        return audio[: self.window_samples]
+
+    def _chat_text(self, prompt: str) -> str:
+        # Prompts repeat (agent step 1, K@N, several methods over one benchmark); the chat
+        # template is a Jinja render (~1 ms), worth caching.
+        text = self._chat_cache.get(prompt)
+        if text is None:
+            if len(self._chat_cache) > 4096:
+                self._chat_cache.clear()
+            text = self._chat_cache[prompt] = chat_text(self.processor, prompt)
+        return text
+
+    def _prompt_lengths(self, requests: Sequence[GenerationRequest], texts: Sequence[str] | None = None) -> list[int]:
+        """Estimated token length of each prompt (text + audio tokens), to batch prompts of similar length.
+
+        The text part is estimated from its UTF-8 size (about 3 bytes a token, an overestimate for
+        English): tokenizing every prompt twice would cost more than it saves.
+        """
+        texts = texts if texts is not None else [self._chat_text(r.prompt) for r in requests]
+        return [len(t.encode("utf-8")) // 3 + audio_token_count(min(len(r.audio), self.window_samples), self.hop_length)
+                for t, r in zip(texts, requests)]
+
+    def _auto_batch_size(self, prompt_len: int, settings: GenerationSettings) -> int:
+        if self.batch_size:
+            return max(1, int(self.batch_size))
+        if self.device.type != "cuda":
+            return self.CPU_BATCH_SIZE
+        torch = self._torch
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return estimate_batch_size(free, self._inner.config, torch.finfo(self._inner.dtype).bits // 8, prompt_len,
+                                   settings.max_new_tokens, settings.num_samples, cap=self.MAX_AUTO_BATCH)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        out: list[Generation | None] = [None] * len(requests)
+        for indices, generations in self.generate_iter(requests):
+            for i, g in zip(indices, generations):
+                out[i] = g
+        return out  # type: ignore[return-value]
+
+    def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
+        if not requests:
+            return
+        texts = [self._chat_text(r.prompt) for r in requests]  # rendered once, used twice
+        lengths = self._prompt_lengths(requests, texts)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):  # a batch shares its decoding settings and sample count
+            groups.setdefault((r.settings, len(r.samples)), []).append(i)
+        plan: list[list[int]] = []
+        for (settings, n_samples), indices in groups.items():
+            # Longest first: the biggest batch meets the memory limit (if any) at once.
+            indices = sorted(indices, key=lambda i: -lengths[i])
+            start = 0
+            while start < len(indices):
+                size = self._auto_batch_size(lengths[indices[start]], replace(settings, num_samples=n_samples))
+                plan.append(indices[start:start + size])
+                start += size
+
+        def encode(chunk):
+            return self.encode([requests[i] for i in chunk], [texts[i] for i in chunk])
+
+        def run(chunk, enc):
+            return self._generate_with_oom_split([requests[i] for i in chunk], chunk, [texts[i] for i in chunk], enc)
+
+        if not self.prefetch:
+            for chunk in plan:
+                yield from run(chunk, encode(chunk))
+            return
+        # The processor prepares batch k+1 in a background thread while the model runs batch k.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlalm-encode") as pool:
+            pending = pool.submit(encode, plan[0])
+            for k, chunk in enumerate(plan):
+                enc = pending.result()
+                if k + 1 < len(plan):
+                    pending = pool.submit(encode, plan[k + 1])
+                yield from run(chunk, enc)
+
+    def _generate_with_oom_split(self, batch, indices, texts, enc=None):
+        torch = self._torch
+        try:
+            result = self._generate_batch(batch, texts, enc)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.stats["oom_splits"] += 1
+            half = len(batch) // 2  # the halves are encoded again, each on its own
+            yield from self._generate_with_oom_split(batch[:half], indices[:half], texts[:half])
+            yield from self._generate_with_oom_split(batch[half:], indices[half:], texts[half:])
+            return
+        yield indices, result
+
+    # ---------------------------------------------------------------- the decoding loop
+
+    def encode(self, requests: Sequence[GenerationRequest], texts: Sequence[str] | None = None):
+        """Processor output for a batch: chat-formatted, left-padded, audio passed as ``audio=``."""
+        texts = list(texts) if texts is not None else [self._chat_text(r.prompt) for r in requests]
+        audios = [self.fit_audio(r.audio) for r in requests]
+        extra = {} if self.feature_device == "cpu" else {"device": self.feature_device}
+        with self._tokenizer_lock:
+            return self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True,
+                                  return_tensors="pt", **extra)
+
+    def _forward(self, **kwargs):
+        cache = kwargs.pop("cache")
+        out = self._inner.model(**kwargs, use_cache=True, **{self._cache_kw: cache})
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        # Only the last position's logits are needed: computing them for a whole prompt of 850
+        # tokens x 156k vocabulary would cost gigabytes at prefill.
+        logits = self._inner.lm_head(out.last_hidden_state[:, -1, :]).float().to(self.device)  # lm_head may sit on another GPU
+        return logits, cache
+
+    def _generate_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str] | None = None,
+                        enc=None) -> list[Generation]:
+        torch = self._torch
+        from transformers import DynamicCache
+
+        settings = batch[0].settings
+        samples = [r.samples for r in batch]
+        n = len(samples[0])
+        if enc is None:
+            enc = self.encode(batch, texts)
+        if "input_features" not in enc:
+            raise AudioNotReachedError("the processor returned no input_features for this batch")
+        dev = self.device
+        input_ids = enc["input_ids"].to(dev)
+        attention = enc["attention_mask"].to(dev)
+        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+        prompt_tokens = attention.sum(-1).tolist()
+        self._audio_calls = []
+        with torch.inference_mode():
+            logits, cache = self._forward(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                input_features=enc["input_features"].to(dev, self._inner.dtype),
+                feature_attention_mask=enc["feature_attention_mask"].to(dev),
+                cache=DynamicCache(config=self._inner.config))
+            self._assert_audio_reached(len(batch), (input_ids == self.audio_token_id).sum(-1))
+            rows = len(batch) * n
+            if n > 1:  # K@N: N continuations of one prefill
+                cache.batch_repeat_interleave(n)
+                logits = logits.repeat_interleave(n, dim=0)
+                attention = attention.repeat_interleave(n, dim=0)
+                positions = positions.repeat_interleave(n, dim=0)
+            last_pos = positions[:, -1:]
+            steps = settings.max_new_tokens
+            uniforms = None
+            if not settings.greedy:
+                # Per-row generators: the draw for (item, sample) is the same in any batch.
+                uniforms = torch.stack([
+                    torch.rand(steps, generator=torch.Generator().manual_seed(_row_seed(settings.seed, r.item_id, s)),
+                               dtype=torch.float64)
+                    for r, idx in zip(batch, samples) for s in idx]).to(dev)
+            eos = torch.tensor(self.eos_ids, device=dev)
+            generated = torch.full((rows, steps), self.pad_id, dtype=torch.long, device=dev)
+            n_new = torch.zeros(rows, dtype=torch.long, device=dev)
+            finished = torch.zeros(rows, dtype=torch.bool, device=dev)
+            live = torch.arange(rows, device=dev)  # original row of each row still in the batch
+            stopped = torch.zeros(rows, dtype=torch.bool, device=dev)  # per row of the current batch
+            pad = torch.full((), self.pad_id, dtype=torch.long, device=dev)
+            for t in range(steps):
+                tokens = self._choose(logits, settings, None if uniforms is None else uniforms[live, t])
+                tokens = torch.where(stopped, pad, tokens)  # rows that hit EOS only wait for compaction
+                generated[live, t] = tokens
+                n_new[live[~stopped]] = t + 1
+                newly = torch.isin(tokens, eos) & ~stopped
+                finished[live[newly]] = True
+                stopped |= newly
+                if t == steps - 1 or bool(stopped.all()):
+                    break
+                if self.compact and int(stopped.sum()) * 4 >= len(live):
+                    # Drop finished rows from the cache once a quarter of the batch is done.
+                    keep = (~stopped).nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    self.stats["compactions"] += 1
+                    live, tokens, stopped = live[keep], tokens[keep], stopped[keep]
+                    attention, last_pos = attention[keep], last_pos[keep]
+                attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
+                last_pos = last_pos + 1
+                logits, cache = self._forward(input_ids=tokens[:, None], attention_mask=attention,
+                                              position_ids=last_pos, cache=cache)
+                self.stats["decode_steps"] += 1
+        self.stats["batches"] += 1
+        self.stats["prefill_rows"] += len(batch)
+        generated, n_new, finished = generated.cpu(), n_new.cpu().tolist(), finished.cpu().tolist()
+        with self._tokenizer_lock:
+            texts = self.tokenizer.batch_decode([generated[i, :n_new[i]] for i in range(rows)],
+                                                skip_special_tokens=True)
+        out = []
+        for b, r in enumerate(batch):
+            sl = slice(b * n, (b + 1) * n)
+            out.append(Generation(item_id=r.item_id, sample_indices=tuple(samples[b]),
+                                  texts=[t.strip() for t in texts[sl]], new_tokens=n_new[sl],
+                                  finished=finished[sl], prompt_tokens=int(prompt_tokens[b])))
+        return out
+
+    def _choose(self, logits, settings: GenerationSettings, uniforms):
+        """Next token per row: argmax, or inverse-CDF sampling with the row's own uniform draw."""
+        torch = self._torch
+        if settings.greedy:
+            return logits.argmax(dim=-1)
+        scores = logits / settings.temperature
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        if settings.top_k and settings.top_k < sorted_scores.shape[-1]:
+            sorted_scores[:, settings.top_k:] = float("-inf")
+        probs = sorted_scores.softmax(dim=-1)
+        if settings.top_p < 1.0:
+            before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above
+            probs = probs.masked_fill(before >= settings.top_p, 0.0)  # the top token always stays
+        cdf = probs.double().cumsum(dim=-1)
+        target = (uniforms * cdf[:, -1]).unsqueeze(1)
+        pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
+        return order.gather(1, pick).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Runners

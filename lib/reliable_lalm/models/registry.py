@@ -1,0 +1,123 @@
+"""The model registry: a name (or a local folder, or a Hugging Face hub id) to a backend.
+
+An entry says which backend class serves the model (``"module:Class"``, imported only when the
+model is loaded), where its weights are (a hub id, a local folder, or a function that returns
+one), and how the paper labels it in Table 3 (``paper_label``), so our rows are matched to the
+paper's by declaration, never by string guessing; a model the paper does not have has no label
+and its rows are shown without paper values.
+
+A path or hub id that is not a registered name is served by the backend registered for its
+checkpoint's ``model_type`` (read from its ``config.json``, locally or in the HF cache).
+
+Adding a model: one backend module under :mod:`reliable_lalm.models` plus one :class:`ModelEntry`
+in :data:`BUILTIN_MODELS` (or, for another package, an entry point in the group
+``reliable_lalm.models``, as the embedded demo does).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from reliable_lalm.core.plugins import entry_point_objects, load_reference
+
+ENTRY_POINT_GROUP = "reliable_lalm.models"
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not registered, not a local folder and not in the Hugging Face cache."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str  # registry name, used in parameters and results paths
+    backend: str  # "module:Class"; the class has from_pretrained(source, **kwargs)
+    source: str | Callable[[], str]  # hub id or local folder (or a function returning one)
+    paper_label: str | None = None  # the row label of this model in the paper's Table 3
+    family: str = ""  # model family (transformers model_type), for grouping and LoRA targets
+    description: str = ""
+    extra_requirements: tuple[str, ...] = ()  # optional packages the backend needs (pip extra)
+    options: dict[str, Any] = field(default_factory=dict)  # default from_pretrained keyword arguments
+
+    def resolve_source(self) -> str:
+        return str(self.source() if callable(self.source) else self.source)
+
+    def backend_class(self):
+        return load_reference(self.backend)
+
+    def load(self, **kwargs):
+        """The ready backend (weights loaded): ``backend_class().from_pretrained(source, **kwargs)``."""
+        return self.backend_class().from_pretrained(self.resolve_source(), **{**self.options, **kwargs})
+
+
+# transformers model_type -> backend serving that architecture
+BACKENDS_BY_MODEL_TYPE: dict[str, str] = {
+    "qwen2_audio": "reliable_lalm.models.qwen2_audio:HFBackend",
+}
+
+BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
+    ModelEntry("qwen2-audio-7b-instruct", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B-Instruct",
+               paper_label="Qwen2-Audio-Instruct", family="qwen2_audio",
+               description="Qwen2-Audio-7B-Instruct, the paper's main model"),
+    ModelEntry("qwen2-audio-7b", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B",
+               family="qwen2_audio", description="Qwen2-Audio-7B base (pre-trained, not instruction-tuned)"),
+)}
+
+
+def registered_models() -> dict[str, ModelEntry]:
+    """Built-in entries plus those of installed packages (entry points), by name."""
+    entries = dict(BUILTIN_MODELS)
+    for name, obj in entry_point_objects(ENTRY_POINT_GROUP).items():
+        entry = obj() if callable(obj) and not isinstance(obj, ModelEntry) else obj
+        if not isinstance(entry, ModelEntry):
+            raise TypeError(f"entry point {name!r} of {ENTRY_POINT_GROUP} is not a ModelEntry")
+        entries[entry.name] = entry
+    return entries
+
+
+def _config_of(source: str) -> dict[str, Any] | None:
+    """A checkpoint's config.json: from a local folder, or from the HF cache without any download."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    cached = try_to_load_from_cache(source, "config.json")
+    if isinstance(cached, str) and os.path.isfile(cached):
+        return json.loads(Path(cached).read_text(encoding="utf-8"))
+    return None
+
+
+def resolve_model(name_or_path: str) -> ModelEntry:
+    """The entry for a registered name, a local checkpoint folder, or a hub id in the HF cache.
+
+    Raises :class:`UnknownModelError` at once (no network) for anything else.
+    """
+    entries = registered_models()
+    if name_or_path in entries:
+        return entries[name_or_path]
+    config = _config_of(str(name_or_path))
+    if config is None:
+        raise UnknownModelError(
+            f"model {name_or_path!r}: not a registered name ({', '.join(sorted(entries))}), not a local "
+            f"folder with a config.json, and not in the Hugging Face cache; download it first "
+            f"(`huggingface-cli download {name_or_path}`) or pass a local path")
+    model_type = str(config.get("model_type", ""))
+    if model_type not in BACKENDS_BY_MODEL_TYPE:
+        raise UnknownModelError(f"model {name_or_path!r}: no backend for model_type {model_type!r} "
+                                f"(supported: {', '.join(sorted(BACKENDS_BY_MODEL_TYPE))})")
+    # A registered model at the same source keeps its paper label (a local copy of the 7B).
+    same = [e for e in entries.values() if not callable(e.source) and e.source == str(name_or_path)]
+    label = same[0].paper_label if same else None
+    return ModelEntry(str(name_or_path), BACKENDS_BY_MODEL_TYPE[model_type], str(name_or_path),
+                      paper_label=label, family=model_type)
+
+
+def with_source(entry: ModelEntry, source: str) -> ModelEntry:
+    """The same entry served from another folder (e.g. a local copy of the hub weights)."""
+    return replace(entry, source=source)

@@ -1,0 +1,999 @@
+"""LoRA supervised fine-tuning of Qwen2-Audio on an IDK dataset (paper section 3.2, Appendix D).
+
+One data/loss code path, two optimisation back-ends:
+
+* a plain single-process PyTorch loop (AdamW, gradient accumulation, checkpoints, resume);
+* DeepSpeed (``deepspeed.initialize``; ZeRO-2 by default, ``params/deepspeed_zero2.json``), for one
+  or several processes: ``torchrun --nproc_per_node 2 -m reliable_lalm.cli.train sft ...
+  --deepspeed params/deepspeed_zero2.json``. NCCL on GPUs, gloo on CPUs.
+
+LoRA goes on the language model's q/k/v projections only (Table 9); the audio encoder, projector,
+embeddings and every other weight stay frozen, which :func:`assert_only_lora_trainable` enforces.
+The loss is on the answer tokens only (:func:`reliable_lalm.training.sft_data.collate_sft` labels), computed
+from the hidden states of those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary
+projection is never materialised for the ~330 prompt/audio positions of a batch.
+
+Adapters are written in the standard peft format (``save_pretrained``, rank 0 only) and checked
+after saving (:func:`verify_adapter`): every LoRA tensor present, non-empty and finite, ``lora_B``
+not all zeros after training. This catches the ZeRO-3 pitfall of saving partitioned (empty)
+parameters. :func:`merge_adapter` folds an adapter into the base weights for serving (vLLM cannot
+load LoRA adapters for Qwen2-Audio) and checks that greedy outputs are unchanged by the merge.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample, collate_sft
+
+DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj)"
+# Table 9: LoRA alpha per training modality (rank 8, lr 3e-5, q/k/v for all three).
+TABLE9_ALPHA = {"sound": 32.0, "music": 32.0, "speech": 16.0}
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+SUMMARY_FILE = "training_summary.json"
+MERGE_REPORT = "merge_report.json"
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class LoraSFTConfig:
+    """Hyper-parameters of one LoRA SFT run.
+
+    Defaults are Table 9 of the paper (for the 7B model). What the paper does not state is marked:
+    batch size, dropout, schedule, clipping and weight decay are this project's choices.
+    """
+
+    rank: int = 8
+    alpha: float = 32.0
+    dropout: float = 0.05  # not stated in the paper
+    target_modules: str = DEFAULT_TARGET_MODULES
+    learning_rate: float = 3e-5
+    epochs: int = 1
+    batch_size: int = 8  # micro-batch per process; not stated in the paper
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 after warmup)
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    save_every: int = 0  # optimizer steps between checkpoints (0: none)
+    keep_checkpoints: int = 2
+    modality: str | None = None  # the training modality, recorded for provenance
+
+    @classmethod
+    def for_modality(cls, modality: str, **overrides: Any) -> "LoraSFTConfig":
+        """Table 9 for ``modality`` (alpha 32 for sound and music, 16 for speech), then ``overrides``."""
+        if modality not in TABLE9_ALPHA:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(TABLE9_ALPHA)}")
+        config = cls(alpha=TABLE9_ALPHA[modality], modality=modality)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_schedule must be constant, linear or cosine, not {self.lr_schedule!r}")
+        for name in ("rank", "epochs", "batch_size", "grad_accum"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LoraSFTConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def training_fingerprint(self) -> dict[str, Any]:
+        """The fields that change the trained weights (checkpoint bookkeeping excluded)."""
+        data = self.to_dict()
+        for key in ("save_every", "keep_checkpoints"):
+            data.pop(key)
+        return data
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, bias="none")
+
+
+def resolve_dtype(name: str | None, device: str):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+            "float16": torch.float16, "fp16": torch.float16}[name]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# model preparation and loss
+
+
+def lora_target_names(model, pattern: str = DEFAULT_TARGET_MODULES) -> list[str]:
+    """Names of the ``nn.Linear`` modules LoRA will wrap (peft matches a string with ``re.fullmatch``)."""
+    import torch
+
+    return [name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and re.fullmatch(pattern, name)]
+
+
+def assert_only_lora_trainable(model) -> int:
+    """Raise unless every parameter that requires grad is a LoRA parameter; return their count."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = [n for n, _ in trainable if "lora_" not in n]
+    if bad:
+        raise AssertionError(f"{len(bad)} non-LoRA parameters would be trained, e.g. {bad[:3]}")
+    if not trainable:
+        raise AssertionError("no trainable parameter: LoRA was not applied")
+    outside_lm = [n for n, _ in trainable if "language_model" not in n]
+    if outside_lm:
+        raise AssertionError(f"LoRA parameters outside the language model: {outside_lm[:3]}")
+    return sum(p.numel() for _, p in trainable)
+
+
+def add_lora(model, config: LoraSFTConfig):
+    """Wrap ``model`` with LoRA on the language model's q/k/v; everything else frozen."""
+    import torch
+    from peft import get_peft_model
+
+    targets = lora_target_names(model, config.target_modules)
+    if not targets:
+        raise ValueError(f"target_modules {config.target_modules!r} matches no linear layer")
+    if any("language_model" not in name for name in targets):
+        raise ValueError(f"target_modules {config.target_modules!r} matches layers outside the language model")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(config.seed)  # lora_A initialisation
+    peft_model = get_peft_model(model, config.lora_config())
+    assert_only_lora_trainable(peft_model)
+    return peft_model
+
+
+class AnswerLoss(torch.nn.Module):
+    """Mean next-token cross-entropy over the label (answer) positions of a ``collate_sft`` batch.
+
+    Same value as ``Qwen2AudioForConditionalGeneration(..., labels=...).loss``, but the LM head runs
+    on the answer positions only and the softmax is in float32. Both back-ends train this module.
+    """
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.model = peft_model  # the PeftModel; adapters are saved through it
+
+    def forward(self, input_ids, attention_mask, input_features, feature_attention_mask, labels):
+        return answer_loss(self.model, dict(input_ids=input_ids, attention_mask=attention_mask,
+                                            input_features=input_features,
+                                            feature_attention_mask=feature_attention_mask, labels=labels))
+
+
+def _causal_lm(model):
+    """The ``Qwen2AudioForConditionalGeneration`` inside a PeftModel (LoRA layers are in place)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def answer_loss(model, batch: dict):
+    import torch
+    import torch.nn.functional as F
+
+    lm = _causal_lm(model)
+    features = batch["input_features"]
+    # The audio encoder's conv has no input cast: match its dtype (bf16 under DeepSpeed/bf16).
+    features = features.to(lm.model.audio_tower.conv1.weight.dtype)
+    out = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], input_features=features,
+                   feature_attention_mask=batch["feature_attention_mask"], use_cache=False)
+    hidden = out.last_hidden_state
+    labels = batch["labels"]
+    shift_labels = labels[:, 1:]
+    keep = (shift_labels != IGNORE_INDEX) & (batch["attention_mask"][:, 1:] != 0)
+    if not bool(keep.any()):
+        raise ValueError("batch has no answer token to train on")
+    logits = lm.lm_head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, shift_labels[keep].to(logits.device))
+
+
+# --------------------------------------------------------------------------------------------
+# data order
+
+
+def epoch_batches(n_examples: int, *, epoch: int, seed: int, batch_size: int, grad_accum: int,
+                  world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """This process' micro-batches (example indices) for one epoch.
+
+    One shuffled order per epoch, the same on every process; global batch ``g`` holds
+    ``batch_size * world_size`` examples and process ``r`` takes its ``r``-th slice. The last
+    optimizer step is filled by wrapping around the order (like ``DistributedSampler``), so every
+    process runs the same number of steps (collectives must match) and every step is full.
+    """
+    if n_examples < 1:
+        raise ValueError("no training example")
+    per_step = batch_size * world_size * grad_accum
+    steps = math.ceil(n_examples / per_step)
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    order = np.resize(order, steps * per_step)
+    per_micro = batch_size * world_size
+    return [order[m * per_micro + rank * batch_size: m * per_micro + (rank + 1) * batch_size].tolist()
+            for m in range(steps * grad_accum)]
+
+
+def steps_per_epoch(n_examples: int, config: LoraSFTConfig, world_size: int = 1) -> int:
+    return math.ceil(n_examples / (config.batch_size * world_size * config.grad_accum))
+
+
+def lr_lambda(config: LoraSFTConfig, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.lr_schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        if config.lr_schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+# --------------------------------------------------------------------------------------------
+# adapter checks
+
+
+class AdapterCheckError(RuntimeError):
+    """A saved adapter is missing tensors, has empty (e.g. ZeRO-3 partitioned) or untrained weights."""
+
+
+@dataclass
+class AdapterReport:
+    directory: str
+    modules: int  # LoRA-wrapped modules found
+    tensors: int
+    parameters: int
+    rank: int
+    lora_b_abs_mean: float  # 0 for a freshly initialised adapter
+
+
+def _module_of(key: str) -> str:
+    """'base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight' -> module name."""
+    name = re.sub(r"\.lora_[AB](\.[^.]+)?\.weight$", "", key)
+    return name.removeprefix("base_model.model.")
+
+
+def verify_adapter(adapter_dir: str | Path, *, expected_modules: Sequence[str] | None = None,
+                   expect_trained: bool = True) -> AdapterReport:
+    """Load a saved adapter's tensors back and fail loudly unless it is complete and usable."""
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    weights, config_path = adapter_dir / ADAPTER_WEIGHTS, adapter_dir / ADAPTER_CONFIG
+    for path in (weights, config_path):
+        if not path.is_file():
+            raise AdapterCheckError(f"{adapter_dir}: {path.name} missing")
+    config = json.loads(config_path.read_text())
+    rank = int(config.get("r", 0))
+    tensors = load_file(str(weights))
+    a_keys = {_module_of(k): k for k in tensors if ".lora_A" in k}
+    b_keys = {_module_of(k): k for k in tensors if ".lora_B" in k}
+    problems: list[str] = []
+    if not a_keys:
+        problems.append("no LoRA tensor saved")
+    if set(a_keys) != set(b_keys):
+        problems.append(f"lora_A/lora_B mismatch: {sorted(set(a_keys) ^ set(b_keys))[:4]}")
+    if expected_modules is not None:
+        missing = sorted(set(expected_modules) - set(a_keys))
+        extra = sorted(set(a_keys) - set(expected_modules))
+        if missing:
+            problems.append(f"{len(missing)} target modules have no LoRA weights, e.g. {missing[:3]}")
+        if extra:
+            problems.append(f"unexpected LoRA modules {extra[:3]}")
+    b_means = []
+    for module, key in sorted(a_keys.items()):
+        a = tensors[key]
+        b = tensors.get(b_keys.get(module, ""))
+        for name, t in (("lora_A", a), ("lora_B", b)):
+            if t is None:
+                continue
+            if t.numel() == 0 or t.dim() != 2:
+                # ZeRO-3 saves partitioned parameters as empty tensors unless they are gathered.
+                problems.append(f"{module}.{name} is empty/shape {tuple(t.shape)} (ZeRO-3 partitioned?)")
+            elif not bool(t.float().isfinite().all()):
+                problems.append(f"{module}.{name} has NaN/inf")
+        if a.dim() == 2 and a.shape[0] != rank:
+            problems.append(f"{module}.lora_A has rank {a.shape[0]}, config says {rank}")
+        if b is not None and b.numel():
+            mean = float(b.float().abs().mean())
+            b_means.append(mean)
+            if expect_trained and mean == 0.0:
+                # lora_B starts at zero: all zeros means no optimizer step reached the saved weights.
+                problems.append(f"{module}.lora_B is all zeros (adapter untrained)")
+    if problems:
+        raise AdapterCheckError(f"{adapter_dir}: " + "; ".join(problems[:6])
+                                + (f" (+{len(problems) - 6} more)" if len(problems) > 6 else ""))
+    return AdapterReport(directory=str(adapter_dir), modules=len(a_keys), tensors=len(tensors),
+                         parameters=int(sum(t.numel() for t in tensors.values())), rank=rank,
+                         lora_b_abs_mean=float(np.mean(b_means)) if b_means else 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _disable_deepspeed_shm_op() -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op on CPU.
+
+    On the CPU accelerator every ``TorchBackend`` compiles ``deepspeed_shm_comm`` with the system
+    C++ compiler on first use (a minute or more, several on a busy machine, and a lock file that
+    blocks every other process meanwhile). It only speeds up intra-node reductions; gloo does them
+    without it. ``RLALM_DS_SHM=1`` keeps DeepSpeed's default.
+    """
+    import deepspeed.ops
+
+    compatible = deepspeed.ops.__compatible_ops__  # probed once, then cached in the module (mutable)
+    compatible["deepspeed_shm_comm"] = False
+
+
+def init_distributed(device: str) -> tuple[int, int, int]:
+    """Start (or join) the process group: NCCL on GPUs, gloo on CPUs. Returns (rank, world, local_rank).
+
+    Without a launcher (plain ``python``) the environment of a one-process group is filled in.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(local_rank)
+    if not str(device).startswith("cuda") and os.environ.get("RLALM_DS_SHM", "0") != "1":
+        _disable_deepspeed_shm_op()
+    if not dist.is_initialized():
+        # DeepSpeed's CPU accelerator would pick oneCCL; gloo ships with torch.
+        deepspeed.init_distributed(dist_backend="nccl" if str(device).startswith("cuda") else "gloo",
+                                   auto_mpi_discovery=False, verbose=False)
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def load_deepspeed_config(source: str | Path | dict) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return json.loads(json.dumps(source))
+    return json.loads(Path(source).read_text())
+
+
+def resolve_deepspeed_config(source: str | Path | dict, config: LoraSFTConfig, *, bf16: bool) -> tuple[dict, LoraSFTConfig]:
+    """Fill the ``"auto"`` values of a DeepSpeed config from ``config``.
+
+    A number in the JSON wins over ``config`` (and is copied into the returned config, so the data
+    loader produces the micro-batches DeepSpeed expects). Optimizer and scheduler stay ours (AdamW,
+    same as the plain loop), so the JSON must not define them.
+    """
+    ds = load_deepspeed_config(source)
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise ValueError(f"DeepSpeed config defines {key!r}; remove it: the optimizer and schedule come "
+                             "from LoraSFTConfig so both training paths share them")
+    for key in ("fp16",):
+        if ds.get(key, {}).get("enabled") is True:
+            raise ValueError("fp16 loss scaling is not supported here; use bf16")
+    mapping = {"train_micro_batch_size_per_gpu": "batch_size", "gradient_accumulation_steps": "grad_accum",
+               "gradient_clipping": "max_grad_norm"}
+    updates = {}
+    for ds_key, field_name in mapping.items():
+        value = ds.get(ds_key, "auto")
+        if value == "auto":
+            ds[ds_key] = getattr(config, field_name)
+        else:
+            updates[field_name] = type(getattr(config, field_name))(value)
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed: micro * accum * world
+    bf16_section = ds.setdefault("bf16", {"enabled": "auto"})
+    if bf16_section.get("enabled") == "auto":
+        bf16_section["enabled"] = bf16
+    return ds, replace(config, **updates)
+
+
+def zero_stage(ds_config: dict | None) -> int:
+    return int((ds_config or {}).get("zero_optimization", {}).get("stage", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class SFTResult:
+    adapter_dir: Path
+    backend: str  # torch | deepspeed
+    steps: int  # optimizer steps in the whole run
+    resumed_from: int  # 0, or the step of the checkpoint it resumed from
+    losses: list[float]  # mean training loss of each optimizer step (whole run, resumed ones included)
+    examples: int
+    world_size: int
+    seconds: float  # this invocation's wall time spent in steps
+    seconds_per_step: float
+    adapter: AdapterReport | None
+    config: LoraSFTConfig = field(default_factory=LoraSFTConfig)
+
+
+class _TorchStepper:
+    """Plain PyTorch: AdamW, manual accumulation and clipping."""
+
+    name = "torch"
+
+    def __init__(self, loss_module, config: LoraSFTConfig, total_steps: int):
+        import torch
+
+        self.module = loss_module
+        self.params = [p for p in loss_module.parameters() if p.requires_grad]
+        self.config = config
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_steps))
+
+    def micro_step(self, batch: dict, n_micro: int) -> float:
+        loss = self.module(**batch)
+        (loss / n_micro).backward()
+        return float(loss.detach())
+
+    def optimizer_step(self) -> None:
+        import torch
+
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def peft_model(self):
+        return self.module.model
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    # Checkpoints: adapter + optimizer + scheduler, written to a temporary folder then renamed, so a
+    # crash mid-save never leaves a checkpoint that looks complete.
+    def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
+        import torch
+
+        final = directory / f"step-{step:07d}"
+        tmp = directory / f".tmp-step-{step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.peft_model().save_pretrained(tmp)
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                   tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _prune_checkpoints(directory, self.config.keep_checkpoints)
+
+    def load_checkpoint(self, directory: Path) -> dict | None:
+        import torch
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        done = sorted(p for p in directory.glob("step-*") if (p / "state.json").is_file())
+        if not done:
+            return None
+        last = done[-1]
+        set_peft_model_state_dict(self.peft_model(), load_file(str(last / ADAPTER_WEIGHTS)))
+        saved = torch.load(last / "optimizer.pt", weights_only=False)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        return json.loads((last / "state.json").read_text())
+
+    def lora_state_dict(self):
+        return None  # parameters are whole on this process: save_pretrained reads them directly
+
+
+class _DeepSpeedStepper:
+    """DeepSpeed engine: it owns accumulation, clipping and the (client) AdamW + schedule."""
+
+    name = "deepspeed"
+
+    def __init__(self, loss_module, config: LoraSFTConfig, total_steps: int, ds_config: dict):
+        import deepspeed
+        import torch
+
+        self.config = config
+        self.ds_config = ds_config
+        params = [p for p in loss_module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=loss_module, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler,
+            config=ds_config)
+
+    def micro_step(self, batch: dict, n_micro: int) -> float:
+        loss = self.engine(**batch)
+        self.engine.backward(loss)  # scaled by 1/gradient_accumulation_steps inside
+        self.engine.step()  # optimizer step only at the accumulation boundary
+        return float(loss.detach())
+
+    def optimizer_step(self) -> None:
+        pass  # engine.step() in the last micro_step of the group was the accumulation boundary
+
+    def peft_model(self):
+        return self.engine.module.model
+
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
+        # Collective: every rank writes its optimizer partition. Frozen base weights are left out
+        # (a 7B base would otherwise be copied into every checkpoint).
+        self.engine.save_checkpoint(str(directory), tag=f"step-{step:07d}", client_state={"rlalm": state},
+                                    exclude_frozen_parameters=True)
+        import torch.distributed as dist
+
+        dist.barrier()
+        if dist.get_rank() == 0:
+            _prune_checkpoints(directory, self.config.keep_checkpoints)
+        dist.barrier()
+
+    def load_checkpoint(self, directory: Path) -> dict | None:
+        if not (directory / "latest").is_file():
+            return None
+        path, client = self.engine.load_checkpoint(str(directory), load_module_strict=False)
+        if path is None:
+            return None
+        return (client or {}).get("rlalm")
+
+    def lora_state_dict(self):
+        """ZeRO-3 partitions parameters: gather the LoRA ones (collective) before rank 0 saves."""
+        if zero_stage(self.ds_config) < 3:
+            return None
+        import deepspeed
+
+        model = self.peft_model()
+        named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
+            return {n: p.detach().cpu().clone() for n, p in named}
+
+
+def _prune_checkpoints(directory: Path, keep: int) -> None:
+    done = sorted(p for p in directory.glob("step-*") if p.is_dir())
+    for old in done[:-max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def load_base(model_path: str | Path, *, device: str, dtype):
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(str(model_path), dtype=dtype)
+    processor = AutoProcessor.from_pretrained(str(model_path))
+    return model.to(device), processor
+
+
+def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
+                   config: LoraSFTConfig | None = None, *, deepspeed_config: str | Path | dict | None = None,
+                   checkpoint_dir: str | Path | None = None, resume: bool = True, device: str | None = None,
+                   progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+                   keep_checkpoints_after: bool = False, extra_summary: dict[str, Any] | None = None) -> SFTResult:
+    """LoRA SFT of the model at ``model_path`` on ``examples``; the adapter goes to ``out_dir``.
+
+    Without ``deepspeed_config`` this is a single-process loop; with it, every process launched by
+    ``torchrun``/``deepspeed`` calls this function and DeepSpeed shards the work. Checkpoints every
+    ``config.save_every`` optimizer steps go to ``checkpoint_dir`` (default ``out_dir/checkpoints``);
+    with ``resume`` a rerun continues from the last complete one. ``on_step(step, loss)`` is called
+    after every optimizer step (and checkpoint). Only rank 0 writes the adapter, which is then
+    verified (:func:`verify_adapter`); checkpoints are removed after success unless
+    ``keep_checkpoints_after``. ``extra_summary`` (e.g. the IDK dataset and sampling settings) is
+    recorded under ``data`` in ``training_summary.json``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    config = config or LoraSFTConfig()
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no training example")
+    out_dir = Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+    device = device or default_device()
+    dtype = resolve_dtype(config.dtype, device)
+
+    rank, world_size = 0, 1
+    ds_config = None
+    if deepspeed_config is not None:
+        rank, world_size, local_rank = init_distributed(device)
+        if str(device).startswith("cuda"):
+            device = f"cuda:{local_rank}"
+        ds_config, config = resolve_deepspeed_config(deepspeed_config, config, bf16=dtype == torch.bfloat16)
+        dtype = torch.float32 if not ds_config["bf16"]["enabled"] else torch.bfloat16
+    is_main = rank == 0
+
+    base, processor = load_base(model_path, device=device, dtype=dtype)
+    expected_modules = lora_target_names(base, config.target_modules)
+    peft_model = add_lora(base, config)
+    trainable = assert_only_lora_trainable(peft_model)
+    loss_module = AnswerLoss(peft_model)
+    loss_module.train()
+
+    per_epoch = steps_per_epoch(len(examples), config, world_size)
+    total_steps = per_epoch * config.epochs
+    stepper = (_DeepSpeedStepper(loss_module, config, total_steps, ds_config) if ds_config is not None
+               else _TorchStepper(loss_module, config, total_steps))
+
+    run_identity = {"config": config.training_fingerprint(), "examples": len(examples), "world_size": world_size,
+                    "item_ids": _ids_digest(examples), "backend": stepper.name}
+    start_step, losses = 0, []
+    if resume and (checkpoint_dir.exists()):
+        state = stepper.load_checkpoint(checkpoint_dir)
+        if state is not None:
+            if state.get("identity") != run_identity:
+                raise RuntimeError(f"{checkpoint_dir} holds a checkpoint of another run (different config, data, "
+                                   "world size or back-end); delete it or pass another checkpoint_dir")
+            start_step, losses = int(state["step"]), list(state["losses"])
+    if config.save_every:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and is_main), desc="LoRA SFT",
+               unit="step")
+    epoch_cache: dict[int, list[list[int]]] = {}
+    started = time.perf_counter()
+    for step in range(start_step, total_steps):
+        epoch, in_epoch = divmod(step, per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = epoch_batches(len(examples), epoch=epoch, seed=config.seed,
+                                               batch_size=config.batch_size, grad_accum=config.grad_accum,
+                                               world_size=world_size, rank=rank)
+        group = epoch_cache[epoch][in_epoch * config.grad_accum:(in_epoch + 1) * config.grad_accum]
+        # Dropout masks depend on (seed, step, rank) only, so a resumed run replays them exactly.
+        torch.manual_seed((config.seed * 1_000_003 + step * 1_009 + rank) % (2**31))
+        micro_losses = []
+        for indices in group:
+            batch = _to_device(collate_sft(processor, [examples[i] for i in indices]), device)
+            micro_losses.append(stepper.micro_step(batch, len(group)))
+        stepper.optimizer_step()
+        loss = float(np.mean(micro_losses))
+        if world_size > 1:
+            loss = _mean_over_ranks(loss)
+        losses.append(loss)
+        done = step + 1
+        if config.save_every and done % config.save_every == 0 and done < total_steps:
+            stepper.save_checkpoint(checkpoint_dir, done, {"step": done, "losses": losses, "identity": run_identity})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{stepper.lr():.2e}")
+        if on_step is not None:
+            on_step(done, loss)
+    bar.close()
+    seconds = time.perf_counter() - started
+    ran = total_steps - start_step
+
+    gathered = stepper.lora_state_dict()  # collective under ZeRO-3: every rank must call it
+    report = None
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = {"state_dict": gathered} if gathered is not None else {}
+        stepper.peft_model().save_pretrained(str(out_dir), **kwargs)
+        report = verify_adapter(out_dir, expected_modules=expected_modules, expect_trained=True)
+        summary = {
+            "complete": True, "backend": stepper.name, "model_path": str(model_path), "config": config.to_dict(),
+            "deepspeed_config": ds_config, "examples": len(examples), "item_ids_sha": run_identity["item_ids"],
+            "world_size": world_size, "steps": total_steps, "steps_per_epoch": per_epoch,
+            "resumed_from": start_step, "losses": losses, "trainable_parameters": trainable,
+            "seconds_this_run": seconds, "seconds_per_step": seconds / max(1, ran), "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."), "adapter": asdict(report), "data": extra_summary or {},
+        }
+        from reliable_lalm.core.results import provenance
+
+        summary["provenance"] = provenance({"training": config.to_dict()}, seed=config.seed, device=str(device))
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if not keep_checkpoints_after:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # other ranks wait until rank 0 has saved and checked the adapter
+    return SFTResult(adapter_dir=out_dir, backend=stepper.name, steps=total_steps, resumed_from=start_step,
+                     losses=losses, examples=len(examples), world_size=world_size, seconds=seconds,
+                     seconds_per_step=seconds / max(1, ran), adapter=report, config=config)
+
+
+def _ids_digest(examples: Sequence[SFTExample]) -> str:
+    import hashlib
+
+    blob = "\n".join(f"{ex.item_id}\t{ex.target}\t{ex.prompt}" for ex in examples)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _mean_over_ranks(value: float) -> float:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def read_summary(adapter_dir: str | Path) -> dict | None:
+    path = Path(adapter_dir) / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------
+# loading, generation and merging
+
+
+def load_adapter_model(base_path: str | Path, adapter_dir: str | Path, *, device: str = "cpu", dtype=None):
+    """Base model + adapter (``PeftModel.from_pretrained``), in eval mode, and the processor."""
+    from peft import PeftModel
+
+    dtype = dtype or resolve_dtype("auto", device)
+    base, processor = load_base(base_path, device=device, dtype=dtype)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    return model, processor
+
+
+def _single_inputs(model, processor, example: SFTExample) -> dict:
+    """One example's prompt and audio as model inputs on the model's device and dtype."""
+    from reliable_lalm.models.qwen_chat import chat_text
+
+    device = next(model.parameters()).device
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    inputs = processor(text=[chat_text(processor, example.prompt)], audio=[example.audio], sampling_rate=16000,
+                       return_tensors="pt", padding=True)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs["input_features"] = inputs["input_features"].to(dtype)
+    return inputs
+
+
+def greedy_token_ids(model, processor, examples: Sequence[SFTExample], *, max_new_tokens: int = 16) -> list[list[int]]:
+    """Greedy continuation token ids of each example's prompt (one at a time: no padding effects)."""
+    import torch
+
+    stop = {processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), processor.tokenizer.pad_token_id}
+    outputs = []
+    for ex in examples:
+        inputs = _single_inputs(model, processor, ex)
+        with torch.no_grad():
+            generated = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        new = generated[0, inputs["input_ids"].shape[1]:].tolist()
+        cut = next((i for i, t in enumerate(new) if t in stop), len(new))
+        outputs.append(new[:cut])
+    return outputs
+
+
+def logits_of(model, processor, examples: Sequence[SFTExample]):
+    """Next-token logits at the end of each prompt (float32, CPU), for comparing models."""
+    import torch
+
+    rows = []
+    for ex in examples:
+        inputs = _single_inputs(model, processor, ex)
+        with torch.no_grad():
+            rows.append(model(**inputs).logits[0, -1].float().cpu())
+    return torch.stack(rows)
+
+
+class MergeMismatch(RuntimeError):
+    """The merged model's greedy outputs differ from the base + adapter outputs."""
+
+
+def merge_adapter(base_path: str | Path, adapter_dir: str | Path, out_dir: str | Path, *,
+                  check_examples: Sequence[SFTExample] = (), device: str = "cpu", dtype=None,
+                  max_new_tokens: int = 16) -> dict:
+    """Fold the adapter into the base weights (``merge_and_unload``) and save model + processor.
+
+    The saved folder is a plain Qwen2-Audio checkpoint (what vLLM serves). With ``check_examples``
+    the merged model is reloaded from disk and its greedy outputs must equal those of base +
+    adapter, else :class:`MergeMismatch`. Returns the report also written to ``merge_report.json``.
+    """
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    verify_adapter(adapter_dir, expect_trained=False)
+    model, processor = load_adapter_model(base_path, adapter_dir, device=device, dtype=dtype)
+    expected = greedy_token_ids(model, processor, check_examples, max_new_tokens=max_new_tokens)
+    merged = model.merge_and_unload()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out_dir))
+    processor.save_pretrained(str(out_dir))
+    reloaded = Qwen2AudioForConditionalGeneration.from_pretrained(str(out_dir), dtype=merged.dtype).to(device)
+    reloaded.eval()
+    got = greedy_token_ids(reloaded, processor, check_examples, max_new_tokens=max_new_tokens)
+    mismatched = [ex.item_id for ex, a, b in zip(check_examples, expected, got) if a != b]
+    report = {
+        "base_path": str(base_path), "adapter_dir": str(adapter_dir), "out_dir": str(out_dir),
+        "checked_items": [ex.item_id for ex in check_examples], "mismatched_items": mismatched,
+        "adapter_outputs": [processor.tokenizer.decode(t) for t in expected],
+        "merged_outputs": [processor.tokenizer.decode(t) for t in got],
+    }
+    (out_dir / MERGE_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    if mismatched:
+        raise MergeMismatch(f"merged greedy outputs differ from adapter outputs for {mismatched}")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# step benchmark
+
+
+# Dense bf16 tensor-core peak (TFLOP/s) for the FLOP floor; None elsewhere.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+
+def _peak_tflops(device: str) -> float | None:
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def sft_step_flops(model_config, *, batch: int, seq_len: int, audio_frames: int, gradient_checkpointing: bool,
+                   answer_tokens: int) -> float:
+    """FLOPs of one LoRA SFT step: encoder forward (frozen, no backward), LM forward + input-gradient
+    backward (frozen weights need no weight gradient), recompute under checkpointing, LM head on the
+    answer positions only. LoRA's own FLOPs (rank 8) are negligible and left out."""
+    a, t = model_config.audio_config, model_config.text_config
+    d, L = a.d_model, a.encoder_layers
+    enc_positions = (audio_frames - 1) // 2 + 1  # after conv2 (stride 2); the encoder sees the whole window
+    enc_params = L * (4 * d * d + 2 * d * a.encoder_ffn_dim)
+    enc = batch * (2 * enc_params * enc_positions + L * 4 * enc_positions**2 * d)
+    h, Lt = t.hidden_size, t.num_hidden_layers
+    kv = h // t.num_attention_heads * t.num_key_value_heads
+    layer_params = 2 * h * h + 2 * h * kv + 3 * h * t.intermediate_size
+    fwd = batch * (2 * Lt * layer_params * seq_len + Lt * 4 * seq_len**2 * h)
+    head = batch * answer_tokens * 2 * h * t.vocab_size
+    lm = fwd * (2 + (1 if gradient_checkpointing else 0)) + 3 * head  # fwd + bwd(inputs) [+ recompute]
+    return float(enc + lm)
+
+
+def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any = "qwen2-audio-7b",
+                       batch: int = 8, seq_len: int = 330, audio_seconds: float = 10.0, answer_tokens: int = 4,
+                       steps: int = 10, warmup: int = 3, device: str | None = None, dtype: str | None = None,
+                       loss_impl: str = "answer", seed: int = 0) -> dict[str, Any]:
+    """Time LoRA SFT steps (forward, backward, AdamW) on a random-weights model of a given architecture.
+
+    ``model_config``: ``"qwen2-audio-7b"`` (the real 8.4B architecture; needs a GPU), a
+    ``Qwen2AudioConfig``, or a model folder whose ``config.json`` is used (weights are not read).
+    Inputs mimic one MMAU batch: ``audio_seconds`` of audio in the encoder's full window, expanded
+    into audio tokens, text up to ``seq_len`` tokens, the last ``answer_tokens`` labelled.
+    ``loss_impl``: ``"answer"`` (this module's loss) or ``"hf"`` (the model's own, full-vocabulary).
+    Returns ms/step (mean, median), peak GPU memory, FLOP estimate and floor.
+    """
+    import torch
+    from transformers import AutoConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    config = config or LoraSFTConfig()
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype or config.dtype, device)
+    if isinstance(model_config, str) and model_config in ("qwen2-audio-7b", "7b"):
+        from reliable_lalm.models.hf_loading import random_weights_7b_config
+
+        mconf = random_weights_7b_config()
+    elif isinstance(model_config, Qwen2AudioConfig):
+        mconf = model_config
+    else:
+        mconf = AutoConfig.from_pretrained(str(model_config))
+    if mconf.audio_token_index >= mconf.text_config.vocab_size:
+        # A config meant for another tokenizer (e.g. a scaled-down 7B layout with the 7B's token ids):
+        # any in-vocabulary id serves as the audio placeholder for timing.
+        import copy
+
+        mconf = copy.deepcopy(mconf)
+        mconf.audio_token_index = mconf.text_config.vocab_size - 1
+    torch.manual_seed(seed)
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.device(device):
+        model = Qwen2AudioForConditionalGeneration._from_config(mconf, dtype=torch_dtype)
+    built_params = sum(p.numel() for p in model.parameters())
+    peft_model = add_lora(model, config)
+    peft_model.train()
+    loss_module = AnswerLoss(peft_model)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+
+    # Synthetic batch shaped like the processor's output.
+    a = mconf.audio_config
+    window = a.max_source_positions * 2  # mel frames of the full window (3000 = 30 s for the 7B)
+    frames = min(window, int(audio_seconds * 100))
+    _, n_audio = model.model.audio_tower._get_feat_extract_output_lengths(torch.tensor(frames))
+    n_audio = int(n_audio)
+    if seq_len < n_audio + answer_tokens + 4:
+        raise ValueError(f"seq_len {seq_len} cannot hold {n_audio} audio tokens and an answer")
+    vocab = min(mconf.text_config.vocab_size, mconf.audio_token_index)
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab, (batch, seq_len), generator=g)
+    input_ids[:, 3:3 + n_audio] = mconf.audio_token_index
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[:, -answer_tokens:] = input_ids[:, -answer_tokens:]
+    feature_mask = torch.zeros(batch, window, dtype=torch.long)
+    feature_mask[:, :frames] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+              "input_features": torch.randn(batch, a.num_mel_bins, window, generator=g),
+              "feature_attention_mask": feature_mask, "labels": labels}
+    inputs = _to_device(inputs, device)
+    inputs["input_features"] = inputs["input_features"].to(torch_dtype)
+
+    def one_step():
+        if loss_impl == "answer":
+            loss = loss_module(**inputs)
+        elif loss_impl == "hf":
+            loss = peft_model(**inputs, use_cache=False).loss
+        else:
+            raise ValueError(f"loss_impl must be 'answer' or 'hf', not {loss_impl!r}")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def sync():
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        one_step()
+    sync()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = one_step()
+        sync()
+        times.append(time.perf_counter() - start)
+    flops = sft_step_flops(mconf, batch=batch, seq_len=seq_len, audio_frames=window,
+                           gradient_checkpointing=config.gradient_checkpointing, answer_tokens=answer_tokens)
+    peak = _peak_tflops(device)
+    result = {
+        "device": torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else "cpu",
+        "dtype": str(torch_dtype).removeprefix("torch."), "batch": batch, "seq_len": seq_len,
+        "audio_tokens": n_audio, "audio_window_frames": window, "gradient_checkpointing": config.gradient_checkpointing,
+        "loss_impl": loss_impl, "parameters": built_params, "trainable_parameters": sum(p.numel() for p in params),
+        "steps": steps, "warmup": warmup, "ms_per_step_mean": 1000 * float(np.mean(times)),
+        "ms_per_step_median": 1000 * float(np.median(times)), "ms_per_step_min": 1000 * float(np.min(times)),
+        "tokens_per_s": batch * seq_len / float(np.median(times)), "final_loss": float(loss.detach()),
+        "flops_per_step": flops, "peak_tflops": peak,
+        "flop_floor_ms": 1000 * flops / (peak * 1e12) if peak else None,
+        "peak_memory_gib": (torch.cuda.max_memory_allocated(device) / 2**30
+                            if str(device).startswith("cuda") else None),
+        "torch_threads": torch.get_num_threads(),
+    }
+    del model, peft_model, optimizer
+    return result
