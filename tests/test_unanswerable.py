@@ -48,6 +48,13 @@ def test_no_answer_variants_counted_by_hand():
     dup = build_unanswerable([item("d", "sound", ("Dog", "dog ", "cat"), "Dog")], kinds=[NO_ANSWER])
     assert dup.items == [] and dup.skipped[0].reason == ANSWER_REMAINS
     assert is_catch_all("All of these") and is_catch_all("none of the above") and not is_catch_all("nonetheless")
+    assert is_catch_all("Not sure") and is_catch_all("Cannot be determined.") and is_catch_all("unknown")
+    assert not is_catch_all("No, it is not present.") and not is_catch_all("none of the speakers")
+    assert not is_catch_all("Unknown instrument played loudly")
+    # Only the *remaining* options matter: when the catch-all is the answer, removing it is fine.
+    own = build_unanswerable([item("n", "sound", ("dog", "cat", "None of the above"), "None of the above")],
+                             kinds=[NO_ANSWER])
+    assert [v.choices for v in own.items] == [("dog", "cat")]
 
 
 def test_foreign_options_variants_counted_by_hand():

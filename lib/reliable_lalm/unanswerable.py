@@ -10,9 +10,11 @@ items (no audio is read or written; ids are derived as ``<source id>::<kind>``):
 * ``"no-answer"`` — the correct option is removed, the other options kept in their order. Needs
   at least 3 choices (so at least 2 remain and the item is still multiple-choice). Skipped when
   a remaining option still answers the question: it equals the answer up to case and spaces, or
-  it is a catch-all option ("none of the above", "all of the above", ...).
+  it is a catch-all option ("none of the above", "all of the above", ...) or a refusal-like one
+  ("not sure", "unknown", "cannot be determined"), see :func:`is_catch_all`.
 * ``"foreign-options"`` — the options are replaced by another item's option set that contains
-  nothing equal to this item's answer (up to case and spaces) and no catch-all option. The donor
+  nothing equal to this item's answer (up to case and spaces) and no catch-all or refusal-like
+  option. The donor
   is taken from the same task (modality) by default, so the options look plausible.
 * ``"foreign-audio"`` — the question and its options are paired with the audio of an item of
   *another* task (a music question asked about a speech recording). The question's task stays
@@ -49,7 +51,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import BenchmarkItem
+from .data import TASKS, BenchmarkItem
 from .metrics import group_indices, outcome_codes
 from .normalize_types import Normalized
 
@@ -58,16 +60,23 @@ KINDS: tuple[str, ...] = (NO_ANSWER, FOREIGN_OPTIONS, FOREIGN_AUDIO)
 REFUSED, HALLUCINATED, INVALID = "refused", "hallucinated", "invalid"
 UNANSWERABLE_OUTCOMES: tuple[str, ...] = (REFUSED, HALLUCINATED, INVALID)
 
-# A catch-all option keeps a question answerable after the correct option is gone.
+# A catch-all option ("none of the above") becomes correct once the right option is gone, and a
+# refusal-like option ("not sure") lets a model refuse by choosing it: either spoils the variant.
 _CATCH_ALL = re.compile(r"\b(none|all|neither|both)\s+of\s+(the\s+)?(above|these|them|options|choices)\b|"
-                        r"\bnone\s+(is|are)\s+correct\b|\bnot\s+(given|mentioned|present)\b", re.IGNORECASE)
+                        r"\bnone\s+(of\s+them\s+)?(is|are)\s+correct\b|"
+                        r"^\s*(not\s+sure|unsure|unknown|none|i\s+don'?t\s+know|idk|can(not|'t)\s+(be\s+)?(tell|determined?))"
+                        r"\s*[.!]?\s*$", re.IGNORECASE)
 
 # Skip reasons (counted, never silent).
 TOO_FEW_CHOICES = "fewer than 3 choices: removing the answer would leave a single option"
 ANSWER_REMAINS = "another option equals the answer up to case and spaces"
-HAS_CATCH_ALL = "a catch-all option ('none of the above', ...) would still be correct"
+HAS_CATCH_ALL = "a remaining option is a catch-all ('none of the above') or a refusal ('not sure')"
 NO_OPTION_DONOR = "no other item with an option set that excludes this answer"
 NO_AUDIO_DONOR = "no item of another task to take the audio from"
+
+
+def _task_rank(task: str) -> tuple[int, str]:
+    return (TASKS.index(task), "") if task in TASKS else (len(TASKS), task)
 
 
 def _key(text: str) -> str:
@@ -75,7 +84,7 @@ def _key(text: str) -> str:
 
 
 def is_catch_all(option: str) -> bool:
-    """Whether an option is a catch-all such as "None of the above" or "All of these"."""
+    """Whether an option is a catch-all ("None of the above", "All of these") or a refusal ("Not sure")."""
     return bool(_CATCH_ALL.search(str(option)))
 
 
@@ -148,7 +157,8 @@ class UnanswerableSet:
         kinds = list(dict.fromkeys([*(it.kind for it in self.items), *(s.kind for s in self.skipped)]))
         return [{"kind": kind, "task": task, "n_source": n, "n_built": built.get((kind, task), 0),
                  "n_skipped": skipped.get((kind, task), 0)}
-                for kind in sorted(kinds, key=KINDS.index) for task, n in self.source_tasks.items()]
+                for kind in sorted(kinds, key=KINDS.index)
+                for task, n in sorted(self.source_tasks.items(), key=lambda tn: _task_rank(tn[0]))]
 
     def skip_reasons(self) -> dict[str, dict[str, int]]:
         """``{kind: {reason: count}}`` of the skipped variants."""
@@ -190,7 +200,7 @@ def no_answer_variant(item: BenchmarkItem) -> UnanswerableItem | str:
     remaining = [c for c in item.choices if c != item.answer]
     if any(_key(c) == _key(item.answer) for c in remaining):
         return ANSWER_REMAINS
-    if any(is_catch_all(c) for c in item.choices):
+    if any(is_catch_all(c) for c in remaining):
         return HAS_CATCH_ALL
     return _variant(item, NO_ANSWER, choices=remaining)
 
