@@ -1,4 +1,4 @@
-"""reliable_lalm.abstention against small examples worked by hand (arithmetic in the comments)."""
+"""reliable_lalm.core.abstention against small examples worked by hand (arithmetic in the comments)."""
 from __future__ import annotations
 
 import math
@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from reliable_lalm.abstention import (Abstention, abstain_by_threshold, accuracy_at_coverage, aurc, brier_score,
+from reliable_lalm.core.abstention import (Abstention, abstain_by_threshold, accuracy_at_coverage, aurc, brier_score,
                                       calibration, compare_at_equal_rejection, confidence_target_score,
                                       confidence_target_score_thresholded, confidence_target_table,
                                       equal_width_bin_index, expected_calibration_error, idk_probability,
                                       multiclass_brier_score, option_confidence, option_probabilities, oracle_aurc,
                                       risk_coverage, sample_agreement, sample_agreement_from_outputs,
                                       threshold_for_rejection_rate, wrong_answer_penalty)
-from reliable_lalm.metrics import Counts, summarize
-from reliable_lalm.normalize_types import Normalized
+from reliable_lalm.core.metrics import Counts, summarize
+from reliable_lalm.core.normalize_types import Normalized
 
 NAN = float("nan")
 
@@ -272,7 +272,7 @@ def test_calibration_frame_and_figure():
     cal = calibration(CAL_CONF, CAL_OK, n_bins=2)
     frame = cal.to_frame()
     assert list(frame.columns) == ["index", "low", "high", "count", "mean_confidence", "accuracy", "gap"]
-    from reliable_lalm.abstention import plot_reliability_diagram, plot_risk_coverage
+    from reliable_lalm.core.abstention import plot_reliability_diagram, plot_risk_coverage
 
     fig = plot_reliability_diagram(cal)
     assert fig.axes[0].get_xlabel() == "confidence"
@@ -342,7 +342,7 @@ def test_sample_agreement_from_raw_outputs():
 def test_no_torch_at_import():
     import subprocess
 
-    code = "import sys, reliable_lalm.abstention, reliable_lalm.unanswerable, reliable_lalm.circular; " \
+    code = "import sys, reliable_lalm.core.abstention, reliable_lalm.benchmarks.unanswerable, reliable_lalm.benchmarks.circular; " \
            "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from reliable_lalm.circular import (build_circular, circular_items, circular_summary, circular_variants,
+from reliable_lalm.benchmarks.circular import (build_circular, circular_items, circular_summary, circular_variants,
                                     parse_rotation_id, rotate_choices)
-from reliable_lalm.data import BenchmarkItem, validate_record
-from reliable_lalm.normalize_types import Normalized
-from reliable_lalm.unanswerable import (ANSWER_REMAINS, FOREIGN_AUDIO, FOREIGN_OPTIONS, HAS_CATCH_ALL, NO_ANSWER,
+from reliable_lalm.core.items import BenchmarkItem, validate_record
+from reliable_lalm.core.normalize_types import Normalized
+from reliable_lalm.benchmarks.unanswerable import (ANSWER_REMAINS, FOREIGN_AUDIO, FOREIGN_OPTIONS, HAS_CATCH_ALL, NO_ANSWER,
                                         NO_AUDIO_DONOR, NO_OPTION_DONOR, TOO_FEW_CHOICES, build_unanswerable,
                                         is_catch_all, summary_rows, unanswerable_outcome_of, unanswerable_summary)
 

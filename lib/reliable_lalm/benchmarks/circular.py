@@ -5,7 +5,7 @@ by luck. Circular evaluation (as in MMBench's CircularEval) asks each question o
 rotation of its options: an item with ``n`` choices gives ``n`` presentations, rotation ``r``
 listing ``choices[r:] + choices[:r]`` (rotation 0 is the original order), with the derived id
 ``<id>::rot<r>``. The answer text does not change, so every rotation is an ordinary, valid
-:class:`~reliable_lalm.data.BenchmarkItem` and runs through the usual engine and normalizer.
+:class:`~reliable_lalm.core.items.BenchmarkItem` and runs through the usual engine and normalizer.
 
 Per source item, from the normalized outputs of its ``n`` rotations:
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 
-from .data import BenchmarkItem
-from .metrics import group_indices
-from .normalize_types import Normalized
+from reliable_lalm.core.items import BenchmarkItem
+from reliable_lalm.core.metrics import group_indices
+from reliable_lalm.core.normalize_types import Normalized
 
 _ROTATION_ID = re.compile(r"^(?P<source>.+)::rot(?P<r>\d+)$")
 

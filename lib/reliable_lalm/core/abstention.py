@@ -21,7 +21,7 @@ the two comparable:
   keeps ``"correct"`` / ``"wrong"``, an item under the threshold becomes ``"rejected"``; an item
   the model itself refused stays ``"rejected"``. :func:`threshold_for_rejection_rate` picks the
   threshold that reproduces another method's rejection rate, so "IDK prompting" and "threshold
-  on confidence" are compared at equal coverage with :func:`reliable_lalm.metrics.summarize`
+  on confidence" are compared at equal coverage with :func:`reliable_lalm.core.metrics.summarize`
   (Acc/Tru/Rej/Rel, transitions, ΔCon/ΔHum/RGI against the baseline).
 * **Calibration**: ECE with stated binning, Brier score, reliability-diagram data and figure.
 * **Confidence-target scoring** (text-LLM practice): answer only if confidence > t; a correct
@@ -31,7 +31,7 @@ the two comparable:
   log-likelihoods, the probability of an IDK continuation, agreement among K@N samples, and the
   normalized entropy of the sampled answers.
 
-Conventions follow :mod:`reliable_lalm.metrics`: outcome names ``"correct"``, ``"rejected"``,
+Conventions follow :mod:`reliable_lalm.core.metrics`: outcome names ``"correct"``, ``"rejected"``,
 ``"wrong"``; an undefined value (empty item set, 0/0) is ``None`` with a reason string, never an
 exception. Bad *input* (confidence outside [0, 1] where a probability is required, NaN for an
 answered item, mismatched lengths) raises ``ValueError``. numpy only; pandas and matplotlib are
@@ -46,8 +46,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .metrics import CORRECT, REJECTED, WRONG, Counts, outcome_codes, summarize
-from .normalize_types import IDK_LABEL, Normalized
+from reliable_lalm.core.metrics import CORRECT, REJECTED, WRONG, Counts, outcome_codes, summarize
+from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized
 
 CONFIDENCE_TARGETS: tuple[float, ...] = (0.5, 0.75, 0.9)
 DEFAULT_COVERAGES: tuple[float, ...] = (0.5, 0.8, 0.9)
@@ -238,7 +238,7 @@ def accuracy_at_coverage(confidence: Iterable[float], correct: Iterable[Any],
 
 @dataclass(frozen=True)
 class Abstention:
-    """Outcomes after abstaining below a confidence threshold, ready for :mod:`reliable_lalm.metrics`.
+    """Outcomes after abstaining below a confidence threshold, ready for :mod:`reliable_lalm.core.metrics`.
 
     ``outcomes[i]`` is the base outcome, or ``"rejected"`` where the threshold rejected item i.
     ``answered_if`` is ``"confidence >= threshold"`` (default) or ``"confidence > threshold"``
@@ -371,7 +371,7 @@ def compare_at_equal_rejection(confidence: Iterable[float], baseline_outcomes: S
     """A method (e.g. IDK prompting) against "threshold on the baseline's confidence" at its Rej.
 
     The threshold is matched to the method's *total* rejection rate (all tasks together, one
-    threshold), then both outcome lists are summarized with :func:`reliable_lalm.metrics.summarize`
+    threshold), then both outcome lists are summarized with :func:`reliable_lalm.core.metrics.summarize`
     against the baseline outcomes (transitions, ΔCon, ΔHum, RGI in both conventions). Returns
     ``{"threshold": Abstention.to_dict(), "method": summary, "confidence_threshold": summary}``.
     """
@@ -728,7 +728,7 @@ def _sample_kind(sample: Normalized | str | None, choices: Sequence[str]) -> tup
 def sample_agreement(samples: Sequence[Normalized | str | None], choices: Sequence[str]) -> SampleAgreement:
     """Self-consistency and normalized entropy of K normalized samples of one item.
 
-    A sample is a :class:`~reliable_lalm.normalize_types.Normalized`, or a label: an option text,
+    A sample is a :class:`~reliable_lalm.core.normalize_types.Normalized`, or a label: an option text,
     ``"IDK"`` (a refusal), ``""``/``None`` (invalid).
     """
     choices = [str(c) for c in choices]
@@ -755,6 +755,6 @@ def sample_agreement(samples: Sequence[Normalized | str | None], choices: Sequen
 
 def sample_agreement_from_outputs(outputs: Sequence[str], choices: Sequence[str]) -> SampleAgreement:
     """:func:`sample_agreement` of raw model outputs, normalized with the rule-based normalizer."""
-    from .normalize import normalize_answer
+    from reliable_lalm.core.normalize import normalize_answer
 
     return sample_agreement([normalize_answer(o, choices) for o in outputs], choices)

@@ -35,7 +35,7 @@ marks the record with ``"answerable": false`` and the provenance.
 
 Scoring (:func:`unanswerable_outcome_of`, :func:`unanswerable_summary`): on an unanswerable item
 a refusal is ``"refused"`` (correct behaviour), an option is ``"hallucinated"``, and an output the
-normalizer maps onto nothing is ``"invalid"`` (kept apart, as :mod:`reliable_lalm.metrics` keeps
+normalizer maps onto nothing is ``"invalid"`` (kept apart, as :mod:`reliable_lalm.core.metrics` keeps
 invalid outputs visible; it is neither a refusal nor an option). Metrics: refusal rate on
 unanswerable items, on answerable items (``Rej`` of the ordinary outcomes), hallucination rate
 (options chosen / unanswerable items) and the gap ``refusal rate (unanswerable) - refusal rate
@@ -51,9 +51,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import TASKS, BenchmarkItem
-from .metrics import group_indices, outcome_codes
-from .normalize_types import Normalized
+from reliable_lalm.core.items import TASKS, BenchmarkItem
+from reliable_lalm.core.metrics import group_indices, outcome_codes
+from reliable_lalm.core.normalize_types import Normalized
 
 NO_ANSWER, FOREIGN_OPTIONS, FOREIGN_AUDIO = "no-answer", "foreign-options", "foreign-audio"
 KINDS: tuple[str, ...] = (NO_ANSWER, FOREIGN_OPTIONS, FOREIGN_AUDIO)
