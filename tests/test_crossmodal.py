@@ -43,10 +43,16 @@ def _fake_adapter(directory, seed):
     return directory
 
 
-def _write_eval_store(directory, outputs: dict[str, str]):
+def _write_eval_store(directory, outputs: dict[str, str], items):
+    """A finished evaluation store, its records keyed by the items' content like a real run's."""
+    from reliable_lalm.methods.registry import get_method
+    from reliable_lalm.methods.runners import input_fingerprint
+
+    prompt = get_method("baseline")
+    inputs = {it.id: input_fingerprint(it, lambda x: prompt.build_prompt(x.question, x.choices)) for it in items}
     store = ResultStore.open(directory, {"test": str(directory)})
-    store.extend([{"item_id": i, "sample_index": 0, "model_output": o, "error": None} for i, o in outputs.items()])
-    (directory / ".complete").write_text("")
+    store.extend([{"item_id": i, "sample_index": 0, "model_output": o, "error": None, "input": inputs[i]}
+                  for i, o in outputs.items()])
 
 
 BASELINE = {f"{t}{i}": ("dog bark" if i < 3 else "siren") for t in TASKS for i in range(6)}
@@ -62,16 +68,17 @@ def handmade(tmp_path):
     items = _items(tmp_path)
     ResultStore.open(tmp_path / "knn", {"kind": "knn"})  # identity only: adapters are given
     (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")  # the base model is identified by its files
     config = C.CrossModalConfig(base_model=str(tmp_path / "base"), knn_store=str(tmp_path / "knn"),
                                 cache_dir=str(tmp_path / "cache"), n_boot=200, progress=False)
     adapters = {("speech", 16.0): str(_fake_adapter(tmp_path / "ad16", 0)),
                 ("speech", 64.0): str(_fake_adapter(tmp_path / "ad64", 1))}
     cm = C.CrossModal(config, items, adapters=adapters)
-    _write_eval_store(cm.eval_store_dir(None), BASELINE)
-    _write_eval_store(cm.eval_store_dir(tmp_path / "ad16"), SPEECH_ADAPTER)
+    _write_eval_store(cm.eval_store_dir(None), BASELINE, items)
+    _write_eval_store(cm.eval_store_dir(tmp_path / "ad16"), SPEECH_ADAPTER, items)
     # alpha 64: everything refused on sound and music (over-conservative: ΔCon = ΔHum, RGI = 0).
     _write_eval_store(cm.eval_store_dir(tmp_path / "ad64"),
-                      {**BASELINE, **{f"{t}{i}": "IDK" for t in ("sound", "music") for i in range(6)}})
+                      {**BASELINE, **{f"{t}{i}": "IDK" for t in ("sound", "music") for i in range(6)}}, items)
     return cm
 
 
@@ -170,19 +177,23 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
 
 
 def test_knn_store_must_come_from_the_model_being_tuned(tmp_path):
-    import os
-    import time
+    from reliable_lalm.core.fingerprint import model_fingerprint
 
     model = tmp_path / "model"
     model.mkdir()
     weights = model / "model.safetensors"
     weights.write_bytes(b"x")
-    os.utime(weights, (time.time() - 100, time.time() - 100))
-    ours = ResultStore.open(tmp_path / "ours", {"model": {"model": str(model)}})
+    (model / "config.json").write_text("{}")
+    ours = ResultStore.open(tmp_path / "ours", {"model": {"weights": model_fingerprint(model)}})
     C.check_knn_store_matches(ours, str(model))
-    other = ResultStore.open(tmp_path / "other", {"model": {"model": str(tmp_path / "elsewhere")}})
+    copy = tmp_path / "copy"  # the same weights elsewhere: content, not path, identifies the model
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes(b"x")
+    (copy / "config.json").write_text("{}")
+    C.check_knn_store_matches(ours, str(copy))
+    other = ResultStore.open(tmp_path / "other", {"model": {"weights": "0123456789abcdef"}})
     with pytest.raises(C.ForeignKnnStore, match="sampled from"):
         C.check_knn_store_matches(other, str(model))
     weights.write_bytes(b"retrained")  # same path, new weights after the samples were drawn
-    with pytest.raises(C.ForeignKnnStore, match="changed after"):
+    with pytest.raises(C.ForeignKnnStore, match="sampled from"):
         C.check_knn_store_matches(ours, str(model))

@@ -65,24 +65,11 @@ class CrossModalConfig:
     allow_foreign_knn: bool = False  # accept a K@N store sampled from another model (or older weights)
 
 
-def _file_identity(path: Path) -> list:
-    """(name, size, mtime) of a model folder's files: cheap, and changes when weights are rewritten."""
-    if path.is_file():
-        st = path.stat()
-        return [path.name, st.st_size, int(st.st_mtime)]
-    if path.is_dir():
-        out = []
-        for p in sorted(path.iterdir()):
-            if p.is_file() and not p.name.startswith("."):
-                st = p.stat()
-                out.append([p.name, st.st_size, int(st.st_mtime)])
-        return out
-    return [str(path)]  # a hub id: its name is its identity
-
-
 def model_identity(name_or_path: str) -> dict[str, Any]:
-    path = Path(name_or_path).expanduser()
-    return {"model": str(path.resolve()) if path.exists() else str(name_or_path), "files": _file_identity(path)}
+    """The base model by content (weights hash), never by path or modification time."""
+    from reliable_lalm.core.fingerprint import model_fingerprint
+
+    return {"weights": model_fingerprint(name_or_path)}
 
 
 def store_identity(directory: str | Path) -> dict[str, Any]:
@@ -99,30 +86,25 @@ class ForeignKnnStore(ValueError):
 
 
 def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
-    """The IDK dataset is model-specific: its samples must come from ``base_model``, as it is now.
+    """The IDK dataset is model-specific: its samples must come from ``base_model``'s weights as they are now.
 
-    Raises :class:`ForeignKnnStore` when the store records another model, or when the model's files
-    were rewritten after the store was created (retrained weights at the same path).
+    Raises :class:`ForeignKnnStore` when the store's model hash differs (another model, or
+    retrained weights at the same path).
     """
-    manifest = store.manifest()
-    recorded = ((manifest.get("params") or {}).get("model") or {}).get("model")
-    path = Path(base_model).expanduser()
-    if recorded is not None:
-        same = (Path(recorded).expanduser().resolve() == path.resolve()) if path.exists() else recorded == base_model
-        if not same:
-            raise ForeignKnnStore(f"K@N store {store.directory} was sampled from {recorded!r}, not {base_model!r}")
-    created = manifest.get("created_unix")
-    if created is not None and path.exists():
-        files = [path] if path.is_file() else [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
-        newer = [p.name for p in files if p.stat().st_mtime > float(created)]
-        if newer:
-            raise ForeignKnnStore(f"{base_model}: {newer} changed after the K@N store {store.directory} was "
-                                  "sampled; sample again (or set allow_foreign_knn)")
+    from reliable_lalm.core.fingerprint import model_fingerprint
+
+    recorded = ((store.manifest().get("params") or {}).get("model") or {}).get("weights")
+    current = model_fingerprint(base_model)
+    if recorded != current:
+        raise ForeignKnnStore(f"K@N store {store.directory} was sampled from weights {recorded}, not from "
+                              f"{base_model!r} ({current}); sample again (or set allow_foreign_knn)")
 
 
 def items_digest(items: Sequence[BenchmarkItem]) -> str:
-    blob = json.dumps([[it.id, it.question, list(it.choices), it.answer, it.task] for it in items])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """The items by content, audio bytes included."""
+    from reliable_lalm.core.fingerprint import items_fingerprint
+
+    return items_fingerprint(items)
 
 
 @dataclass
@@ -216,7 +198,9 @@ class CrossModal:
         return GenerationSettings(max_new_tokens=self.config.eval_max_new_tokens)  # greedy
 
     def eval_store_dir(self, adapter_dir: Path | None) -> Path:
-        params = {"base": self._base_identity, "adapter": str(adapter_dir) if adapter_dir else None,
+        from reliable_lalm.core.fingerprint import directory_fingerprint
+
+        params = {"base": self._base_identity, "adapter": directory_fingerprint(adapter_dir) if adapter_dir else None,
                   "method": self.config.eval_method, "settings": self.eval_settings().to_dict(),
                   "items": items_digest(self.eval_items), "dtype": self.config.dtype}
         name = adapter_dir.name if adapter_dir else "base"
@@ -227,9 +211,11 @@ class CrossModal:
         from reliable_lalm.models.qwen2_audio import HFBackend
         from reliable_lalm.methods.runners import run_method
 
-        directory = self.eval_store_dir(adapter_dir)
-        done = directory / ".complete"
-        if done.is_file():
+        from reliable_lalm.methods.runners import pending_items
+
+        directory = self.eval_store_dir(adapter_dir)  # named after the content of everything it depends on
+        if (directory / "manifest.json").is_file() and not pending_items(ResultStore(directory), self.eval_items,
+                                                                          self.config.eval_method):
             return ResultStore(directory)
         backend = HFBackend.from_pretrained(self.config.base_model, batch_size=self.config.eval_batch_size,
                                             device=self.config.device or "auto", dtype=self.config.dtype,
@@ -240,10 +226,7 @@ class CrossModal:
         finally:
             backend.close()
             del backend
-        store = ResultStore(directory)
-        if {it.id for it in self.eval_items} <= {str(r["item_id"]) for r in store.records()}:
-            done.write_text("")
-        return store
+        return ResultStore(directory)
 
     def baseline_store(self) -> ResultStore:
         return self.evaluate(None)

@@ -7,7 +7,6 @@ reuses every result; a crash loses at most the batch in flight.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -22,20 +21,6 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo"
 SYNTHETIC_BENCHMARK = "synthetic"
-
-
-def _short_hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def model_fingerprint(model_path: Path) -> str:
-    """Content hash of a local checkpoint's config and weights (a retrained demo gets new caches)."""
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in model_path.iterdir()):
-        if name.endswith((".json", ".safetensors", ".jinja")) and name != "card_metrics.json":
-            digest.update(name.encode())
-            digest.update((model_path / name).read_bytes())
-    return digest.hexdigest()[:10]
 
 
 @dataclass
@@ -70,28 +55,47 @@ class Experiment:
             "bootstrap", "seed", "max_new_tokens", "few_shot_file", "results_root")}
 
     # ---------------------------------------------------------------- data and model
+    @cached_property
+    def model_entry(self):
+        """The model's registry entry (a registered name, a local folder, or a cached hub id)."""
+        from reliable_lalm.models.registry import resolve_model
+
+        return resolve_model(self.model)
+
+    @cached_property
+    def model_source(self) -> str:
+        return self.model_entry.resolve_source()
+
     @property
     def model_path(self) -> Path | None:
-        if self.model == DEMO_MODEL:
-            return paths.DEMO_MODEL_DIR
-        path = Path(self.model)
+        path = Path(self.model_source).expanduser()
         return path if path.exists() else None
 
     @cached_property
     def model_tag(self) -> str:
-        path = self.model_path
-        if path is not None:
-            name = "demo" if self.model == DEMO_MODEL else path.name
-            return f"{name}-{model_fingerprint(path)}"
-        return self.model.replace("/", "--")
+        """Registry name (readable) and content hash of the weights: other weights, other caches."""
+        from reliable_lalm.core.fingerprint import model_fingerprint
+
+        name = Path(self.model_entry.name.rstrip("/")).name.replace("/", "--")
+        return f"{name}-{str(model_fingerprint(self.model_source)).replace('name:', '')[:10]}"
+
+    @cached_property
+    def benchmark_entry(self):
+        from reliable_lalm.benchmarks.registry import parse_benchmark
+
+        return parse_benchmark(self.benchmark)[0]
 
     @cached_property
     def loaded_benchmark(self) -> LoadedBenchmark:
-        if self.benchmark == SYNTHETIC_BENCHMARK:
-            from reliable_lalm.demo import synthetic
+        from reliable_lalm.benchmarks.registry import parse_benchmark
 
-            return load_benchmark(synthetic.default_benchmark("test"))
-        return load_benchmark(self.benchmark, self.audio_dir, check_audio=False)
+        entry, path = parse_benchmark(self.benchmark)
+        return entry.load(path, self.audio_dir, check_audio=False)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The benchmark's modality groups, in table order."""
+        return self.loaded_benchmark.modalities
 
     @cached_property
     def items(self) -> list[BenchmarkItem]:
@@ -100,7 +104,7 @@ class Experiment:
         if self.limit_per_task is None:
             return list(items)
         kept: list[BenchmarkItem] = []
-        for task in TASKS:
+        for task in self.modalities:
             kept += [it for it in items if it.task == task][: self.limit_per_task]
         return kept
 
@@ -112,14 +116,11 @@ class Experiment:
 
     @cached_property
     def benchmark_tag(self) -> str:
-        """Benchmark name and content hash: a regenerated or revised benchmark never reuses results."""
-        source = Path(self.loaded_benchmark.source)
-        digest = hashlib.sha256(source.read_bytes())
-        meta = source.with_suffix(".meta.json")  # the synthetic benchmark's audio fingerprints
-        if meta.exists():
-            digest.update(meta.read_bytes())
-        name = "synthetic" if self.benchmark == SYNTHETIC_BENCHMARK else source.stem
-        return f"{name}-{digest.hexdigest()[:10]}"
+        """Benchmark name and the content hash of its evaluated items, audio bytes included."""
+        from reliable_lalm.core.fingerprint import items_fingerprint
+
+        name = self.benchmark_entry.name if self.benchmark_entry.default_path else Path(self.loaded_benchmark.source).stem
+        return f"{name}-{items_fingerprint(self.items)[:10]}"
 
     @property
     def results_dir(self) -> Path:
@@ -128,51 +129,86 @@ class Experiment:
 
     def backend(self, adapter: str | Path | None = None):
         """The inference backend (loaded once per adapter; nothing is loaded while results are cached)."""
-        from reliable_lalm.models.qwen2_audio import HFBackend
-
         key = str(adapter or "")
         if key not in self._backends:
-            name = str(self.model_path) if self.model_path is not None else self.model
-            self._backends[key] = HFBackend.from_pretrained(name, batch_size=self.batch_size, device=self.device,
-                                                            adapter=adapter)
+            self._backends[key] = self.model_entry.backend_class().from_pretrained(
+                self.model_source, batch_size=self.batch_size, device=self.device, adapter=adapter)
         return self._backends[key]
 
+    def model_description(self, adapter: str | Path | None = None) -> dict[str, Any]:
+        """``backend.describe()`` without loading the model (keys of the cached stores)."""
+        key = str(adapter or "")
+        if key in self._backends:
+            return self._backends[key].describe()
+        from reliable_lalm.models.hf_loading import resolve_device, resolve_dtype
+        from reliable_lalm.models.qwen2_audio import checkpoint_description
+
+        dtype = str(resolve_dtype("auto", resolve_device(self.device))).replace("torch.", "")
+        return checkpoint_description(self.model_source, str(adapter) if adapter else None, dtype)
+
     def few_shot(self) -> list:
-        """MCoT few-shot examples: from ``few_shot_file``, or those the demo model was trained with."""
+        """MCoT few-shot examples: from ``few_shot_file``, else the ``few_shot`` list of the
+        checkpoint's ``training.json`` (checkpoints trained by this toolkit's recipe carry theirs).
+
+        MCoT without examples is not the paper's MCoT (Table 6): no examples is an error.
+        """
         from reliable_lalm.core.prompts import FewShotExample
 
         source = Path(self.few_shot_file) if self.few_shot_file else None
-        if source is None and self.model == DEMO_MODEL:
-            source = paths.DEMO_MODEL_DIR / "training.json"
-        if source is None or not source.exists():
-            return []
-        data = json.loads(source.read_text())
-        examples = data["few_shot"] if isinstance(data, dict) else data
+        if source is None and self.model_path is not None:
+            source = self.model_path / "training.json"
+        if source is None or not source.is_file():
+            raise FileNotFoundError(
+                f"MCoT needs few-shot examples: no few_shot_file given and no training.json with 'few_shot' in "
+                f"{self.model_source!r} (a JSON list of {{question, choices, reasoning, answer}})")
+        data = json.loads(source.read_text(encoding="utf-8"))
+        examples = data.get("few_shot") if isinstance(data, dict) else data
+        if not examples:
+            raise ValueError(f"{source}: no few-shot examples in it")
         return [FewShotExample(**ex) for ex in examples]
 
     def settings(self, method: str):
-        from reliable_lalm.models.base import GenerationSettings
         from reliable_lalm.methods.runners import DEFAULT_MAX_NEW_TOKENS
+        from reliable_lalm.models.base import GenerationSettings
 
         return GenerationSettings(max_new_tokens=self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[method],
                                   seed=self.seed)
 
     # ---------------------------------------------------------------- generation (cached)
-    def store_dir(self, method: str, adapter_tag: str | None = None) -> Path:
-        return self.results_dir / (f"{method}" if adapter_tag is None else f"adapters/{adapter_tag}/{method}")
+    def _cached_store(self, name: str, method: str, items, settings, few_shot=(), n_samples: int = 1,
+                      adapter: str | Path | None = None, **extra) -> tuple[Path, bool]:
+        """``(store folder, complete?)`` of a cached run, keyed by content.
+
+        The folder is named after a hash of what determines the run (model and adapter content,
+        method, settings, few-shot examples), and "complete" means every item has a record
+        computed from its current content and prompt: the same check every run makes first.
+        """
+        from reliable_lalm.core.fingerprint import digest
+        from reliable_lalm.core.results import ResultStore, params_fingerprint
+        from reliable_lalm.methods.runners import pending_items, store_params_for
+
+        params = store_params_for(self.model_description(adapter), method, settings, few_shot, **extra)
+        store_dir = self.results_dir / f"{name}-{params_fingerprint(params)[:10]}"
+        if not (store_dir / "manifest.json").is_file():
+            return store_dir, False
+        store = ResultStore(store_dir)
+        if store.manifest().get("params_fingerprint") != params_fingerprint(params):
+            return store_dir, False  # run_method will refuse to mix; never reuse
+        return store_dir, not pending_items(store, items, method, few_shot, n_samples)
 
     def run(self, method: str, *, tasks: Sequence[str] | str | None = None, adapter: str | Path | None = None,
-            adapter_tag: str | None = None, progress: bool = True) -> Path:
+            progress: bool = True) -> Path:
         """Generate (or reuse) the outputs of a prompting method; returns the store folder."""
         from reliable_lalm.methods.runners import run_method
-        from reliable_lalm.core.results import ResultStore
 
-        store_dir = self.store_dir(method, adapter_tag)
         items = self.items_of(tasks)
-        if store_dir.exists() and self._complete(ResultStore(store_dir), items):
+        few_shot = tuple(self.few_shot()) if method == "mcot" else ()
+        settings = self.settings(method)
+        name = method if adapter is None else f"adapters/{method}"
+        store_dir, complete = self._cached_store(name, method, items, settings, few_shot, adapter=adapter)
+        if complete:
             return store_dir
-        few_shot = self.few_shot() if method == "mcot" else ()
-        summary = run_method(self.backend(adapter), items, method, store_dir, settings=self.settings(method),
+        summary = run_method(self.backend(adapter), items, method, store_dir, settings=settings,
                              few_shot=few_shot, progress=progress)
         if summary.errors:
             log.warning("%s: %d items failed (see error records), e.g. %s", method, summary.errors,
@@ -187,14 +223,14 @@ class Experiment:
         """
         from dataclasses import replace
 
-        from reliable_lalm.models.base import GenerationSettings
         from reliable_lalm.methods.runners import sample_knn
-        from reliable_lalm.core.results import ResultStore
 
-        store_dir = self.results_dir / "knn" / f"n{n_samples}-t{temperature:g}-p{top_p:g}"
-        if store_dir.exists() and self._complete(ResultStore(store_dir), self.items, n_samples):
+        settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
+                           num_samples=n_samples)
+        store_dir, complete = self._cached_store("knn/baseline", "baseline", self.items, settings,
+                                                 n_samples=n_samples, kind="knn")
+        if complete:
             return store_dir
-        settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p)
         summary = sample_knn(self.backend(), self.items, store_dir, n_samples=n_samples, settings=settings,
                              progress=progress)
         if summary.errors:
@@ -219,17 +255,12 @@ class Experiment:
 
         store = self.knn_store(n_samples=knn_samples, temperature=knn_temperature, top_p=knn_top_p)
         config = CrossModalConfig(
-            base_model=str(self.model_path) if self.model_path is not None else self.model,
+            base_model=self.model_source,
             knn_store=str(store), cache_dir=str(self.results_dir / "crossmodal"), k=knn_k, n=knn_samples,
             sft={k: v for k, v in (sft or {}).items() if v is not None},
             device=None if self.device == "auto" else self.device, eval_batch_size=self.batch_size,
             normalizer=self.normalizer, n_boot=self.bootstrap, seed=self.seed)
         return CrossModal(config, eval_items=self.items)
-
-    @staticmethod
-    def _complete(store, items: Sequence[BenchmarkItem], n_samples: int = 1) -> bool:
-        done = store.done_keys()
-        return all((it.id, j) in done for it in items for j in range(n_samples))
 
     # ---------------------------------------------------------------- scoring
     def predictions(self, store_dir: Path, tasks: Sequence[str] | str | None = None,
@@ -275,11 +306,11 @@ class Experiment:
         return build_normalizer(self.normalizer)
 
     def score(self, method: str, *, baseline: str | None = "baseline", tasks: Sequence[str] | str | None = None,
-              adapter: str | Path | None = None, adapter_tag: str | None = None) -> dict[str, Any]:
+              adapter: str | Path | None = None) -> dict[str, Any]:
         """Score a method (and its gains over the baseline run of the base model) on the items."""
         from reliable_lalm.core.scoring import score_records
 
-        pred = self.predictions(self.run(method, tasks=tasks, adapter=adapter, adapter_tag=adapter_tag), tasks)
+        pred = self.predictions(self.run(method, tasks=tasks, adapter=adapter), tasks)
         base = None
         if baseline is not None:
             base = self.predictions(self.run(baseline, tasks=tasks), tasks)
@@ -301,13 +332,22 @@ class Experiment:
 
 # -------------------------------------------------------------------- helpers used by the notebooks
 def model_label(model: str) -> str:
-    """A short display name: "demo" or the last path/hub component."""
-    return "demo" if model == DEMO_MODEL else Path(model.rstrip("/")).name
+    """The row label of a model: the paper's Table 3 label its registry entry declares, else its name."""
+    from reliable_lalm.models.registry import UnknownModelError, resolve_model
+
+    try:
+        entry = resolve_model(model)
+    except UnknownModelError:
+        return Path(str(model).rstrip("/")).name
+    return entry.paper_label or Path(entry.name.rstrip("/")).name
 
 
 def paper_comparable(benchmark: str) -> bool:
-    """Our numbers sit beside the paper's only on MMAU (not on the synthetic demo benchmark)."""
-    return benchmark != SYNTHETIC_BENCHMARK
+    """Our numbers sit beside the paper's only on a benchmark whose registry entry says the paper's
+    reference tables apply (MMAU test-mini), never on the demo's or a user's own benchmark."""
+    from reliable_lalm.benchmarks.registry import parse_benchmark
+
+    return parse_benchmark(benchmark)[0].paper_reference
 
 
 def table3_scores(exp: Experiment, models: Sequence[str], *, idk: bool) -> dict[tuple[str, str], dict[str, Any]]:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
 from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings
@@ -126,12 +127,86 @@ def _item_fields(item: BenchmarkItem) -> dict[str, Any]:
     return {"task": item.task, "question": item.question, "choices": list(item.choices), "answer": item.answer}
 
 
+class StaleResultsError(RuntimeError):
+    """A store holds results of the same keys computed from other inputs (never reused, never mixed)."""
+
+
+def input_fingerprint(item: BenchmarkItem, prompt_of: Callable[[BenchmarkItem], str]) -> dict[str, str]:
+    """What one record was computed from: the item's text, its audio bytes and the prompt text.
+
+    ``key`` combines the parts; the parts say what differs when a record is stale.
+    """
+    parts = item_fingerprint(item)
+    try:
+        parts["prompt"] = text_digest(prompt_of(item))
+    except (ValueError, TypeError) as err:  # the item gets an error record; key it by the cause
+        parts["prompt"] = text_digest(f"error: {err}")
+    return {**parts, "key": digest(parts)}
+
+
+def agent_key_prompt(item: BenchmarkItem) -> str:
+    """The task agent's three templates rendered for this item (placeholders for the model's own
+    step-1/2 answers, which are keyed through the step stores): a template change is a new key."""
+    from reliable_lalm.core import prompts
+
+    return "\n\x1e".join([prompts.agent_type_prompt(),
+                            prompts.agent_content_prompt(prompts.AGENT_AUDIO_TYPES[0]),
+                            prompts.agent_answer_prompt(prompts.AGENT_AUDIO_TYPES[0], "{content}", item.question,
+                                                        item.choices)])
+
+
+def valid_done_keys(store: ResultStore, inputs: dict[str, dict[str, str]]) -> set[tuple[str, int]]:
+    """Keys of ``store`` whose record was computed from ``inputs[item_id]``.
+
+    Raises :class:`StaleResultsError`, naming the first item and what differs, when a record of one
+    of these items was computed from other inputs (or by a version that did not record them).
+    """
+    done: set[tuple[str, int]] = set()
+    stale: list[tuple[str, str]] = []
+    for record in store.records():
+        item_id = str(record["item_id"])
+        expected = inputs.get(item_id)
+        if expected is None:
+            continue
+        got = record.get("input") or {}
+        if got.get("key") == expected["key"]:
+            done.add((item_id, int(record.get("sample_index", 0))))
+        else:
+            differs = [name for name in ("item", "audio", "prompt") if got.get(name) != expected.get(name)]
+            stale.append((item_id, ", ".join(differs) or "inputs"))
+    if stale:
+        item_id, what = stale[0]
+        raise StaleResultsError(
+            f"{store.directory}: {len(stale)} record(s) were computed from other inputs (item {item_id!r}: {what} "
+            f"differ{'s' if ',' not in what else ''}); use another output folder or delete this one")
+    return done
+
+
+def pending_items(store: ResultStore, items: Sequence[BenchmarkItem], method: str, few_shot=(),
+                  n_samples: int = 1) -> list[str]:
+    """Ids of ``items`` not yet done in ``store`` for ``method`` (the check every run makes first)."""
+    entry = get_method(method)
+    few = tuple(few_shot)
+    prompt_of = agent_key_prompt if entry.kind == MULTI_STEP else (
+        lambda it: entry.build_prompt(it.question, it.choices, few))
+    inputs = {it.id: input_fingerprint(it, prompt_of) for it in items}
+    done = valid_done_keys(store, inputs)
+    return [it.id for it in items if any((it.id, j) not in done for j in range(n_samples))]
+
+
 def store_params(backend: Backend, method: str, settings: GenerationSettings, few_shot=(), **extra) -> dict[str, Any]:
     """What a result store is keyed on: results of other settings never mix into it."""
-    from reliable_lalm.core.prompts import PROMPT_VERSION
+    return store_params_for(backend.describe(), method, settings, few_shot, **extra)
 
-    params = {"method": method, "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION,
-              "model": backend.describe(), "few_shot": [asdict(e) for e in few_shot]}
+
+def store_params_for(model: dict[str, Any], method: str, settings: GenerationSettings, few_shot=(),
+                     **extra) -> dict[str, Any]:
+    """:func:`store_params` from a model description (``Backend.describe()``, or the same computed
+    without loading the model). The model enters by content (weights and adapter hashes, dtype),
+    never by path; items and prompt texts are keyed per record (:func:`input_fingerprint`).
+    """
+    params = {"method": method, "settings": settings.to_dict(), "model": model,
+              "few_shot": [asdict(e) for e in few_shot]}
     params.update(extra)
     return params
 
@@ -178,15 +253,21 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                  settings: GenerationSettings, make_prompt: Callable[[BenchmarkItem], str],
                  make_record: Callable[[BenchmarkItem, Generation, int], dict[str, Any]] | None = None,
                  error_store: ResultStore | None = None, n_samples: int = 1, progress: bool = True,
-                 desc: str = "", on_batch: BatchHook | None = None, chunk: int | None = None) -> None:
+                 desc: str = "", on_batch: BatchHook | None = None, chunk: int | None = None,
+                 key_prompt: Callable[[BenchmarkItem], str] | None = None) -> None:
     """Generate ``n_samples`` outputs per item for the keys missing from ``store``, writing as batches finish.
+
+    A key is done only when its record was computed from this item's content (audio bytes
+    included) and this prompt text (``key_prompt``, default ``make_prompt``); a record of the
+    same key computed from other inputs stops the run (:class:`StaleResultsError`).
 
     Item errors go to ``error_store`` (default: ``store``), one error record per missing key; an item
     with an error record there is not retried.
     """
     error_store = error_store or store
-    done = store.done_keys()
-    err_done = error_store.done_keys() if error_store is not store else set()
+    inputs = {item.id: input_fingerprint(item, key_prompt or make_prompt) for item in items}
+    done = valid_done_keys(store, inputs)
+    err_done = valid_done_keys(error_store, inputs) if error_store is not store else set()
     todo: list[tuple[BenchmarkItem, tuple[int, ...]]] = []
     for item in items:
         missing = tuple(j for j in range(n_samples) if (item.id, j) not in done)
@@ -211,6 +292,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
+                                       "input": inputs[p.item.id],
                                        "prompt": prompt, "model_output": None, "error": p.error,
                                        "warning": None, "settings": settings.to_dict(), **_item_fields(p.item)})
                     continue
@@ -228,6 +310,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                     for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
+                                        "input": inputs[item.id],
                                         "prompt": req.prompt, "error": None, "warning": warnings.get(item.id),
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
                                         **_item_fields(item), **extra})
@@ -337,8 +420,11 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
         drop_error_records(type_store)
         drop_error_records(content_store)
 
+    key_prompt = agent_key_prompt
+    inputs = {it.id: input_fingerprint(it, key_prompt) for it in items}
+
     def pending_after(candidates):
-        done = store.done_keys()
+        done = valid_done_keys(store, inputs)
         return [it for it in candidates if (it.id, 0) not in done]
 
     pending = pending_after(items)
@@ -351,6 +437,7 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
 
     _run_prompts(backend, pending, type_store, method="agent", settings=type_settings,
                  make_prompt=lambda it: prompts.agent_type_prompt(), make_record=type_record,
+                 key_prompt=key_prompt,
                  error_store=store, progress=progress, desc="agent 1/3 type", on_batch=on_batch, chunk=chunk)
     types = type_store.by_item()
     untyped = []
@@ -358,6 +445,7 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
         rec = types.get(it.id)
         if rec is not None and rec.get("agent_type") is None:
             untyped.append({"item_id": it.id, "sample_index": 0, "method": "agent", "prompt": None,
+                            "input": inputs[it.id],
                             "model_output": "", "error": None, "settings": settings.to_dict(),
                             "agent_type_raw": rec.get("agent_type_raw"), "agent_type": None, "agent_content": None,
                             "agent_type_prompt": rec.get("prompt"),
@@ -374,6 +462,7 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
     _run_prompts(backend, typed, content_store, method="agent", settings=settings,
                  make_prompt=lambda it: prompts.agent_content_prompt(types[it.id]["agent_type"]),
                  make_record=content_record, error_store=store, progress=progress, desc="agent 2/3 content",
+                 key_prompt=key_prompt,
                  on_batch=on_batch, chunk=chunk)
     contents = content_store.by_item()
     ready = [it for it in pending_after(typed) if it.id in contents]
@@ -393,6 +482,7 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
 
     _run_prompts(backend, ready, store, method="agent", settings=settings, make_prompt=answer_prompt,
                  make_record=answer_record, progress=progress, desc="agent 3/3 answer", on_batch=on_batch,
+                 key_prompt=key_prompt,
                  chunk=chunk)
 
 

@@ -34,6 +34,29 @@ from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation
 from reliable_lalm.models.qwen_chat import chat_text
 
 
+def checkpoint_description(source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
+    """What identifies a loaded model in result keys, computable without loading it (the fast
+    "already complete" path of the experiments uses the same function)."""
+    from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
+
+    return {"backend": "HFBackend", "weights": model_fingerprint(source),
+            "adapter_weights": directory_fingerprint(adapter) if adapter else None, "dtype": dtype}
+
+
+def state_dict_fingerprint(model) -> str:
+    """Hash of every parameter and buffer (names, dtypes, shapes, bytes) of an in-memory model."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
+        h.update(data.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def audio_token_count(n_samples: int, hop_length: int = 160) -> int:
     """Audio tokens the processor inserts for a clip (mel frames, conv stride 2, pooling 2)."""
     frames = max(1, n_samples // hop_length)
@@ -108,6 +131,7 @@ class HFBackend(Backend):
         self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
         self._torch = torch
         self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
+        self._description: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, batch_size: int | None = None, device="auto", dtype="auto",
@@ -124,10 +148,16 @@ class HFBackend(Backend):
             self._hook = None
 
     def describe(self) -> dict[str, Any]:
-        source = getattr(self.model, "rlalm_source", None) or {
-            "model": getattr(self.model, "name_or_path", "") or type(self.model).__name__, "adapter": None}
-        return {"backend": "HFBackend", **source, "dtype": str(self._inner.dtype).replace("torch.", ""),
-                "window_seconds": self.window_seconds}
+        """The model by content: checkpoint and adapter hashes and the dtype (never a path)."""
+        if self._description is None:
+            source = getattr(self.model, "rlalm_source", None)
+            dtype = str(self._inner.dtype).replace("torch.", "")
+            if source is not None:
+                self._description = checkpoint_description(source["model"], source.get("adapter"), dtype)
+            else:  # built in memory (tests, benchmarks): hash the weights themselves
+                self._description = {"backend": "HFBackend", "weights": state_dict_fingerprint(self.model),
+                                     "adapter_weights": None, "dtype": dtype}
+        return self._description
 
     # ---------------------------------------------------------------- audio check
 
