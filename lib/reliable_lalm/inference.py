@@ -33,8 +33,18 @@ Policies
       truncated to the window, as the processor would silently do, and the record gets a
       ``warning``. Stereo and non-16 kHz files are downmixed and resampled by
       :func:`reliable_lalm.data.load_audio`.
-    * Exceptions that are not about one item (CUDA errors, a model bug, the audio check) stop the
-      run; CUDA out-of-memory splits the batch in two and retries.
+    * A prompt the model must not see is an item error before batching: text UTF-8 cannot encode
+      (a lone surrogate such as ``"\ud83d"`` is valid JSON) or a special token of the tokenizer
+      (``<|AUDIO|>`` makes the processor count one audio too many for the whole batch;
+      ``<|im_start|>`` would be read as a control token). If a batch still raises an input error
+      (``ValueError``, ``TypeError``, ``UnicodeError``, ``KeyError``, ``IndexError``: what the
+      processor raises for text it cannot handle), it is split in halves until the failing items
+      are alone; they get error records, the others are generated.
+    * Exceptions that are not about one item (CUDA errors, a model bug, the audio check, or an input
+      error that every item of a batch raises on its own) stop the run; CUDA out-of-memory splits
+      the batch in two and retries.
+    * A run holds the store's writer lock (:meth:`~reliable_lalm.results.ResultStore.writer_lock`):
+      a second process on the same store is refused with the pid of the first.
 """
 from __future__ import annotations
 
@@ -53,7 +63,7 @@ import numpy as np
 
 from .chat import chat_text
 from .data import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
-from .results import ResultStore
+from .results import ResultStore, record_line
 
 METHODS: tuple[str, ...] = ("baseline", "idk", "mcot", "agent")
 # Defaults for the real 7B model; the demo model's callers pass shorter ones.
@@ -150,6 +160,27 @@ class Backend(abc.ABC):
         """What identifies the model in a result store's parameters."""
         return {"backend": type(self).__name__}
 
+    def check_prompt(self, prompt: str) -> str | None:
+        """Why this prompt cannot be generated from (one line), or None. Checked per item before batching."""
+        return _unencodable(prompt)
+
+    def check_settings(self, settings: GenerationSettings) -> None:
+        """Raise ``ValueError`` for settings this model cannot run (checked once per run, not per item)."""
+
+
+def _unencodable(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"prompt is not valid text: UTF-8 cannot encode {text[err.start:err.end]!r} at character "
+                f"{err.start} ({err.reason}; a lone surrogate in the question or choices?)")
+    return None
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 def _row_seed(seed: int, item_id: str, sample_index: int) -> int:
     digest = hashlib.sha256(f"{seed}\x1f{item_id}\x1f{sample_index}".encode()).digest()
@@ -228,6 +259,9 @@ class HFBackend(Backend):
         self._audio_calls: list[tuple[int, bool]] = []
         self._chat_cache: dict[str, str] = {}
         self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
+        self.special_tokens = self._special_token_strings(processor)
+        text_config = getattr(self._inner.config, "text_config", self._inner.config)
+        self.max_positions = getattr(text_config, "max_position_embeddings", None)
         self._torch = torch
         self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
 
@@ -239,6 +273,35 @@ class HFBackend(Backend):
         model, processor = load_model_and_processor(name_or_path, device=device, dtype=dtype,
                                                     device_map=device_map, adapter=adapter)
         return cls(model, processor, batch_size=batch_size, **kwargs)
+
+    @staticmethod
+    def _special_token_strings(processor) -> tuple[str, ...]:
+        """Every special token string of the tokenizer (and the processor's audio markers), longest first."""
+        tok = processor.tokenizer
+        found = set(getattr(tok, "all_special_tokens", ()) or ())
+        for added in (getattr(tok, "added_tokens_decoder", None) or {}).values():
+            if getattr(added, "special", False):
+                found.add(str(added.content))
+        for name in ("audio_token", "audio_bos_token", "audio_eos_token"):
+            value = getattr(processor, name, None)
+            if isinstance(value, str):
+                found.add(value)
+        return tuple(sorted((t for t in found if t), key=len, reverse=True))
+
+    def check_prompt(self, prompt: str) -> str | None:
+        problem = _unencodable(prompt)
+        if problem is not None:
+            return problem
+        for token in self.special_tokens:
+            if token in prompt:
+                return (f"prompt contains {token!r}, a special token of the tokenizer (from the question or "
+                        f"choices); the processor would read it as a control token, not text")
+        return None
+
+    def check_settings(self, settings: GenerationSettings) -> None:
+        if self.max_positions and settings.max_new_tokens >= self.max_positions:
+            raise ValueError(f"max_new_tokens={settings.max_new_tokens} does not fit the model: it has "
+                             f"{self.max_positions} positions for the prompt and the answer together")
 
     def close(self) -> None:
         if self._hook is not None:
@@ -602,7 +665,7 @@ def drop_error_records(store: ResultStore) -> int:
         tmp = store.records_path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "w", encoding="utf-8") as fh:
             for r in kept:
-                fh.write(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+                fh.write(record_line(r))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, store.records_path)
@@ -620,6 +683,54 @@ def _default_settings(method: str) -> GenerationSettings:
 
 
 BatchHook = Callable[[int, list[dict[str, Any]]], None]
+# What a processor or tokenizer raises for input it cannot handle: one item's problem, not the run's.
+ITEM_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, UnicodeError, KeyError, IndexError)
+
+
+def _generate_isolating(backend: Backend, requests: Sequence[GenerationRequest]
+                        ) -> Iterator[tuple[list[int], list[Generation], dict[int, str]]]:
+    """``backend.generate_iter`` that turns an input error of one request into that request's failure.
+
+    Yields ``(request indices, generations, {request index: reason})``. When a batch raises one of
+    :data:`ITEM_INPUT_ERRORS`, the requests not generated yet are split in halves until each failing
+    one is alone. If every one of them fails on its own (and there are several), the error is not
+    about an item: it is raised.
+    """
+    pending = set(range(len(requests)))
+    batches = iter(backend.generate_iter(requests))
+    while True:
+        try:
+            indices, generations = next(batches)
+        except StopIteration:
+            return
+        except ITEM_INPUT_ERRORS as err:
+            first_error = err
+            break
+        pending.difference_update(indices)
+        yield indices, generations, {}
+    todo = sorted(pending)
+    done: list[tuple[list[int], list[Generation]]] = []
+    failed: dict[int, str] = {}
+
+    def isolate(idx: list[int]) -> None:
+        try:
+            generations = backend.generate([requests[i] for i in idx])
+        except ITEM_INPUT_ERRORS as err:
+            if len(idx) == 1:
+                failed[idx[0]] = f"generation failed: {_one_line(err)}"
+                return
+            isolate(idx[: len(idx) // 2])
+            isolate(idx[len(idx) // 2:])
+            return
+        done.append((idx, generations))
+
+    isolate(todo)
+    if len(todo) > 1 and len(failed) == len(todo):
+        raise first_error
+    for idx, generations in done:
+        yield idx, generations, {}
+    if failed:
+        yield [], [], failed
 
 
 def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *, method: str,
@@ -642,6 +753,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
             todo.append((item, missing))
     missing_of = {item.id: missing for item, missing in todo}
     chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
+    backend.check_settings(settings)
     batches = 0
     bar = _progress(len(todo), desc or method, progress)
     try:
@@ -656,6 +768,8 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                         prompt = make_prompt(p.item)
                     except (ValueError, TypeError) as err:  # e.g. a choice the template cannot render
                         p.error = f"prompt: {err}"
+                    else:
+                        p.error = backend.check_prompt(prompt)
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
@@ -669,7 +783,16 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                 error_store.extend(errors)
                 bar.update(len({e["item_id"] for e in errors}))
             by_id = {p.item.id: p.item for p in prepared}
-            for indices, generations in (backend.generate_iter(requests) if requests else ()):
+            for indices, generations, failed in (_generate_isolating(backend, requests) if requests else ()):
+                if failed:
+                    errors = [{"item_id": requests[i].item_id, "sample_index": j, "method": method,
+                               "prompt": requests[i].prompt, "model_output": None, "error": cause, "warning": None,
+                               "settings": settings.to_dict(), **_item_fields(by_id[requests[i].item_id])}
+                              for i, cause in failed.items() for j in requests[i].samples]
+                    error_store.extend(errors)
+                    bar.update(len(failed))
+                if not generations:
+                    continue
                 records = []
                 for i, g in zip(indices, generations):
                     item, req = by_id[g.item_id], requests[i]
@@ -719,20 +842,21 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
     if settings.num_samples != 1:
         raise ValueError("run_method writes one output per item; use sample_knn for several samples")
     store = _open(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
-    if retry_errors:
-        drop_error_records(store)
-    done_before = store.done_keys()
-    start = time.perf_counter()
-    if method == "agent":
-        _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
-                   on_batch=on_batch, chunk=chunk)
-    else:
-        few = tuple(few_shot)
-        _run_prompts(backend, items, store, method=method, settings=settings,
-                     make_prompt=lambda it: prompts.build_prompt(method, it.question, it.choices, few_shot=few),
-                     progress=progress, on_batch=on_batch, chunk=chunk)
-    summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
+    with store.writer_lock():  # a second process on this store is refused, not run twice
+        if retry_errors:
+            drop_error_records(store)
+        done_before = store.done_keys()
+        start = time.perf_counter()
+        if method == "agent":
+            _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
+                       on_batch=on_batch, chunk=chunk)
+        else:
+            few = tuple(few_shot)
+            _run_prompts(backend, items, store, method=method, settings=settings,
+                         make_prompt=lambda it: prompts.build_prompt(method, it.question, it.choices, few_shot=few),
+                         progress=progress, on_batch=on_batch, chunk=chunk)
+        summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
+        store.update_manifest(last_run=summary.to_dict())
     return summary
 
 
@@ -753,15 +877,16 @@ def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
                                               temperature=KNN_DEFAULT_TEMPERATURE)
     settings = replace(settings, num_samples=n_samples)
     store = _open(store, store_params(backend, method, settings, kind="knn"), settings)
-    if retry_errors:
-        drop_error_records(store)
-    done_before = store.done_keys()
-    start = time.perf_counter()
-    _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
-                 make_prompt=lambda it: prompts.build_prompt(method, it.question, it.choices),
-                 progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
-    summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
+    with store.writer_lock():
+        if retry_errors:
+            drop_error_records(store)
+        done_before = store.done_keys()
+        start = time.perf_counter()
+        _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
+                     make_prompt=lambda it: prompts.build_prompt(method, it.question, it.choices),
+                     progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
+        summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
+        store.update_manifest(last_run=summary.to_dict())
     return summary
 
 
