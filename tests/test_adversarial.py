@@ -60,7 +60,8 @@ def _record(item_id, output=None, answer="Dog barking", task="sound", choices=SO
 
 
 def _one_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    """The one line of a reason (a progress bar drawn before it is not part of it)."""
+    lines = [line for line in text.strip().splitlines() if line.strip() and "%|" not in line]
     assert len(lines) == 1, text
     return lines[0]
 
@@ -182,9 +183,9 @@ def _store(tmp_path: Path, records: list[dict], name: str = "store") -> Path:
 
 
 def test_load_rejections_are_listed_by_score_and_export(tmp_path, capsys):
-    good = [_record(f"g{i}") | {"audio_id": "x.wav"} for i in range(3)]
-    broken = [_record("bad_answer", answer="Horse") | {"audio_id": "x.wav"},
-              _record("bad_task", task="smell") | {"audio_id": "x.wav"}]
+    extra = {"audio_id": "x.wav", "question": "What is heard?"}
+    good = [_record(f"g{i}") | extra for i in range(3)]
+    broken = [_record("bad_answer", answer="Horse") | extra, _record("bad_task", task="smell") | extra]
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps(good[:2] + broken + good[2:]))
     store = _store(tmp_path, [{"item_id": f"g{i}", "model_output": "Dog barking"} for i in range(3)])

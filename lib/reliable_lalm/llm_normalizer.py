@@ -73,6 +73,10 @@ class LLMConfigError(RuntimeError):
     """The LLM normalizer cannot be built as asked (e.g. neither a key nor a base URL)."""
 
 
+class LLMRefusedError(RuntimeError):
+    """The endpoint refused the requests (bad key, no permission, unknown model, no quota)."""
+
+
 class _Malformed(Exception):
     """A 200 response that is not a usable chat completion (broken JSON, no choices, no text)."""
 
@@ -368,7 +372,8 @@ class OpenAINormalizer:
                 self._stats["failures"] += 1
                 if len(self._errors) < 100:
                     self._errors.append(reason)
-            logger.warning("LLM normalization failed for one item (kept the rule-based result): %s", reason)
+            if not getattr(err, "not_sent", False):  # after a fatal error, one warning is enough
+                logger.warning("LLM normalization failed for one item (kept the rule-based result): %s", reason)
             return _Outcome(error=reason)
         return _Outcome(reply=reply, usage=usage)
 
@@ -388,7 +393,9 @@ class OpenAINormalizer:
         attempt = 0
         while True:
             if self._fatal is not None:
-                raise _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
+                skipped = _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
+                skipped.not_sent = True
+                raise skipped
             with self._lock:
                 self._stats["calls"] += 1
                 self._stats["retries"] += attempt > 0
