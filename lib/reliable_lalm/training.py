@@ -624,8 +624,11 @@ def _to_device(batch: dict, device: str) -> dict:
 def load_base(model_path: str | Path, *, device: str, dtype):
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(str(model_path), dtype=dtype)
-    processor = AutoProcessor.from_pretrained(str(model_path))
+    from .modeling import resolve_model_source
+
+    source, local = resolve_model_source(model_path)  # "demo", a folder, or a cached hub id; never a download
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(source, dtype=dtype, local_files_only=not local)
+    processor = AutoProcessor.from_pretrained(source, local_files_only=not local)
     return model.to(device), processor
 
 
