@@ -9,6 +9,40 @@ import argparse
 import importlib
 import sys
 
+# A bound on --max-new-tokens before any model is loaded (8192 is Qwen2-Audio's context); the engine
+# also checks it against the loaded model's positions.
+MAX_NEW_TOKENS_LIMIT = 8192
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 and negatives used to mean "all" or "default" silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def max_new_tokens(text: str) -> int:
+    """argparse type for --max-new-tokens: 1 .. :data:`MAX_NEW_TOKENS_LIMIT`."""
+    value = positive_int(text)
+    if value > MAX_NEW_TOKENS_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_NEW_TOKENS_LIMIT} (a model's whole context), got {value}")
+    return value
+
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("reliable_lalm.core.scoring", "score predictions (MMAU-style JSON/JSONL with model_output)"),

@@ -5,6 +5,9 @@
 
 Re-running the same command after an interruption finishes the run (finished keys are skipped).
 ``--samples N`` with N > 1 samples N answers per item (K@N, sampling at ``--temperature``).
+``--model demo`` is the shipped demo checkpoint. Counts must be positive integers; a model that is
+not available offline, settings the model cannot run, or a store another process is writing end
+the command at once with one line (exit 2).
 """
 from __future__ import annotations
 
@@ -12,26 +15,28 @@ import argparse
 import json
 import sys
 
+from reliable_lalm.cli import max_new_tokens, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint folder or cached hub id "
-                                                       "(e.g. Qwen/Qwen2-Audio-7B-Instruct)")
+    parser.add_argument("--model", required=True, help="'demo' (the shipped checkpoint), a checkpoint folder, "
+                                                       "or a cached hub id (e.g. Qwen/Qwen2-Audio-7B-Instruct)")
     parser.add_argument("--adapter", default=None, help="PEFT (LoRA) adapter folder")
     parser.add_argument("--benchmark", required=True, help="MMAU-schema JSON/JSONL")
     parser.add_argument("--audio-dir", default=None, help="folder the records' audio_id is relative to "
                                                          "(default: the JSON's folder)")
     parser.add_argument("--method", required=True, choices=["baseline", "idk", "mcot", "agent"])
     parser.add_argument("--out", required=True, help="result store folder")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: from free GPU memory / 32 on CPU")
-    parser.add_argument("--samples", type=int, default=1, help="N > 1: K@N sampling (N answers per item)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: from free GPU memory / 32 on CPU")
+    parser.add_argument("--samples", type=positive_int, default=1, help="N > 1: K@N sampling (N answers per item)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: 1.0 with --samples > 1; greedy otherwise)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
+    parser.add_argument("--max-new-tokens", type=max_new_tokens, default=None,
                         help="default: 64 (baseline, idk), 256 (mcot), 128 (agent)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first L items only")
+    parser.add_argument("--limit", type=positive_int, default=None, help="first L items only")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     parser.add_argument("--device-map", default=None, help="'auto' to spread the model over several GPUs")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
@@ -62,21 +67,34 @@ def run(args: argparse.Namespace) -> int:
     if args.samples > 1 and args.method == "agent":
         print("--samples > 1 needs a single-call method (baseline, idk, mcot)", file=sys.stderr)
         return 2
-    backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
-                                                  dtype=args.dtype, device_map=args.device_map, adapter=args.adapter)
-    max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
-    sampling = args.samples > 1 or (args.temperature is not None and args.temperature > 0)
-    settings = models_base.GenerationSettings(
-        max_new_tokens=max_new, do_sample=sampling,
-        temperature=args.temperature if args.temperature is not None else 1.0,
-        top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-    if args.samples > 1:
-        summary = inference.sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings,
-                                       method=args.method, progress=not args.no_progress,
-                                       retry_errors=args.retry_errors)
-    else:
-        summary = inference.run_method(backend, items, args.method, args.out, settings=settings, few_shot=few_shot,
-                                       progress=not args.no_progress, retry_errors=args.retry_errors)
+    from reliable_lalm.models.hf_loading import ModelNotAvailable
+    from reliable_lalm.core.results import ParamsMismatch, StoreLocked
+
+    try:
+        max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
+        sampling = args.samples > 1 or (args.temperature is not None and args.temperature > 0)
+        settings = models_base.GenerationSettings(
+            max_new_tokens=max_new, do_sample=sampling,
+            temperature=args.temperature if args.temperature is not None else 1.0,
+            top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+        backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
+                                                      dtype=args.dtype, device_map=args.device_map,
+                                                      adapter=args.adapter)
+        try:
+            backend.check_settings(settings)
+        except ValueError as err:
+            raise ValueError(f"--max-new-tokens {max_new}: {err}") from None
+        if args.samples > 1:
+            summary = inference.sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings,
+                                           method=args.method, progress=not args.no_progress,
+                                           retry_errors=args.retry_errors)
+        else:
+            summary = inference.run_method(backend, items, args.method, args.out, settings=settings,
+                                           few_shot=few_shot, progress=not args.no_progress,
+                                           retry_errors=args.retry_errors)
+    except (ModelNotAvailable, StoreLocked, ParamsMismatch, ValueError) as err:
+        print(f"rlalm infer: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     info = summary.to_dict()
     errors = info.pop("error_items")
     print(json.dumps(info, indent=2))

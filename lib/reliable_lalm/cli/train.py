@@ -18,11 +18,12 @@ import json
 import sys
 from pathlib import Path
 
+from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.core.items import TASKS
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder (e.g. the demo) or a cached hub id")
+    p.add_argument("--model", required=True, help="'demo' (the shipped checkpoint), a model folder or a cached hub id")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
 
@@ -32,7 +33,7 @@ def _add_benchmark(p: argparse.ArgumentParser, *, modality_required: bool = True
     p.add_argument("--audio-dir", default=None, help="folder audio ids are relative to (default: the JSON's)")
     p.add_argument("--modality", nargs="+", choices=list(TASKS) + ["all"], default=None if modality_required else ["all"],
                    required=modality_required, help="task(s) whose items are used; 'all' for every task")
-    p.add_argument("--limit", type=int, default=None, help="first N items only (smoke runs)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N items only (smoke runs)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knn = sub.add_parser("knn", help="sample N answers per item (the K@N store)")
     _add_model(knn)
     _add_benchmark(knn)
-    knn.add_argument("--samples", type=int, default=5, help="N (the paper: 5)")
+    knn.add_argument("--samples", type=positive_int, default=5, help="N (the paper: 5)")
     knn.add_argument("--out", required=True, help="result store folder")
     knn.add_argument("--prompt", default="baseline", choices=["baseline", "idk", "mcot"],
                      help="prompt sampled with (default: baseline, the prompt the SFT model is used with)")
@@ -52,31 +53,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knn.add_argument("--top-p", type=float, default=1.0)
     knn.add_argument("--top-k", type=int, default=0)
     knn.add_argument("--seed", type=int, default=0)
-    knn.add_argument("--max-new-tokens", type=int, default=64)
-    knn.add_argument("--batch-size", type=int, default=None)
+    knn.add_argument("--max-new-tokens", type=max_new_tokens, default=64)
+    knn.add_argument("--batch-size", type=positive_int, default=None)
     knn.add_argument("--no-progress", action="store_true")
 
     sft = sub.add_parser("sft", help="LoRA SFT on the K@N IDK dataset of a sample store")
     _add_model(sft)
     _add_benchmark(sft)
     sft.add_argument("--samples-store", required=True, help="store written by 'rlalm train knn'")
-    sft.add_argument("--k", type=int, required=True, help="K of K@N (paper main results: 5@5)")
-    sft.add_argument("--n", type=int, default=None, help="N (default: the store's)")
+    sft.add_argument("--k", type=positive_int, required=True, help="K of K@N (paper main results: 5@5)")
+    sft.add_argument("--n", type=positive_int, default=None, help="N (default: the store's)")
     sft.add_argument("--prompt", default="baseline", choices=["baseline", "idk"],
                      help="prompt of the SFT examples (paper: baseline, Table 4)")
     sft.add_argument("--out", required=True, help="adapter folder (peft format)")
     sft.add_argument("--deepspeed", default=None, metavar="CONFIG", help="DeepSpeed JSON (e.g. params/deepspeed_zero2.json)")
     sft.add_argument("--lr", type=float, default=None, help="default 3e-5 (Table 9)")
     sft.add_argument("--lora-alpha", type=float, default=None, help="default per modality: 32 sound/music, 16 speech")
-    sft.add_argument("--lora-rank", type=int, default=None, help="default 8")
+    sft.add_argument("--lora-rank", type=positive_int, default=None, help="default 8")
     sft.add_argument("--lora-dropout", type=float, default=None)
-    sft.add_argument("--epochs", type=int, default=None, help="default 1")
-    sft.add_argument("--batch-size", type=int, default=None, help="micro-batch per process (default 8)")
-    sft.add_argument("--grad-accum", type=int, default=None)
-    sft.add_argument("--warmup-steps", type=int, default=None)
+    sft.add_argument("--epochs", type=positive_int, default=None, help="default 1")
+    sft.add_argument("--batch-size", type=positive_int, default=None, help="micro-batch per process (default 8)")
+    sft.add_argument("--grad-accum", type=positive_int, default=None)
+    sft.add_argument("--warmup-steps", type=non_negative_int, default=None)
     sft.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default=None)
     sft.add_argument("--seed", type=int, default=None)
-    sft.add_argument("--save-every", type=int, default=None, help="checkpoint every N optimizer steps")
+    sft.add_argument("--save-every", type=non_negative_int, default=None, help="checkpoint every N optimizer steps")
     sft.add_argument("--gradient-checkpointing", action="store_true")
     sft.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     sft.add_argument("--no-progress", action="store_true")
@@ -86,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("--adapter", required=True)
     merge.add_argument("--out", required=True)
     _add_benchmark(merge, modality_required=False)
-    merge.add_argument("--check-items", type=int, default=4, help="items whose greedy outputs must match")
+    merge.add_argument("--check-items", type=non_negative_int, default=4, help="items whose greedy outputs must match")
 
     bench = sub.add_parser("bench-step", help="time LoRA SFT steps on a random-weights model")
     bench.add_argument("--model-config", default="7b", help="'7b' (Qwen2-Audio-7B layout) or a model folder")
@@ -206,9 +207,17 @@ def _run_bench(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reliable_lalm.models.hf_loading import ModelNotAvailable, resolve_model_source
+    from reliable_lalm.core.results import StoreLocked
+
     handlers = {"knn": _run_knn, "sft": _run_sft, "merge": _run_merge, "bench-step": _run_bench}
     try:
+        if getattr(args, "model", None) is not None:
+            resolve_model_source(args.model)  # a model that is not available offline fails here, in one line
         return handlers[args.train_command](args)
+    except (ModelNotAvailable, StoreLocked) as err:
+        print(f"rlalm train {args.train_command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     finally:
         import torch.distributed as dist
 

@@ -13,6 +13,12 @@ every item *except* where two options of one question have token sets that MMAU'
 tell apart (e.g. "first: neutral, second: frustration" vs "first: frustration, second: neutral":
 the same words). The export summary lists those items under ``mmau_rule_disagreements`` so the
 difference between the official scorer and ours is explicit, never silent.
+
+The summary also lists the benchmark records rejected at load time (``rejected``, not exported)
+and the items whose LLM normalization failed (``normalizer.failed_items``). Like ``rlalm score``,
+``rlalm export`` exits 2 with a one-line reason, writing nothing, when nothing can be exported,
+when the output field or sample index is absent from every record, or when the LLM endpoint
+refuses the requests; ``--strict`` makes any reported error exit 1.
 """
 from __future__ import annotations
 
@@ -25,8 +31,10 @@ from typing import Any, Iterable, Sequence
 
 from reliable_lalm.core.metrics import outcome_of
 from reliable_lalm.core.normalize_types import Normalizer
-from reliable_lalm.core.scoring import (OUTPUT_FIELD, add_normalizer_arguments, check_records, normalizer_from_args,
-                      normalizer_summary, read_records, records_from_store, resolve_normalizer)
+from reliable_lalm.core.scoring import (OUTPUT_FIELD, NothingScoredError, _load_join_benchmark, _load_side, add_normalizer_arguments,
+                      check_llm_refusal, check_records, llm_failures, normalizer_from_args, normalizer_summary,
+                      nothing_scored_reason, records_from_store, rejected_summary, resolve_normalizer,
+                      strict_problems)
 
 RAW_FIELD = "model_output_raw"
 
@@ -43,6 +51,8 @@ def export_records(records: Iterable[Any], normalizer: Normalizer | str | None =
     items = list(good.values())
     norm = resolve_normalizer(normalizer)
     normalized = norm.normalize_many([r.output for r in items], [list(r.choices) for r in items]) if items else []
+    check_llm_refusal(norm)  # rule-based labels must not be exported as the LLM's
+    failed = llm_failures(norm, [(r.id, "pred") for r in items])
     exported: list[dict[str, Any]] = []
     disagreements: list[dict[str, Any]] = []
     for r, x in zip(items, normalized):
@@ -60,6 +70,8 @@ def export_records(records: Iterable[Any], normalizer: Normalizer | str | None =
                                   "ours": ours, "mmau_rule": official})
     summary = {"n_exported": len(exported), "n_errors": len(errors), "errors": [e.to_dict() for e in errors],
                "mmau_rule_disagreements": disagreements, "normalizer": normalizer_summary(norm, normalized)}
+    if failed or hasattr(norm, "last_details"):
+        summary["normalizer"]["failed_items"] = failed
     return exported, summary
 
 
@@ -81,20 +93,22 @@ def export_store(store: Any, benchmark: Any, out: str | Path, normalizer: Normal
                  sample_index: int = 0, output_field: str | None = None) -> dict[str, Any]:
     """Export a result store joined with its benchmark to ``out``; returns the summary.
 
-    ``missing`` lists benchmark items without a record in the store (not exported).
+    ``missing`` lists benchmark items without a record in the store (not exported); ``rejected``
+    the benchmark records rejected at load time.
     """
-    from reliable_lalm.core.scoring import _benchmark_items
-
-    items = _benchmark_items(benchmark)
+    items, rejected = _load_join_benchmark(benchmark)
     records = records_from_store(store, list(items.values()) if items is not None else None,
                                  sample_index=sample_index, output_field=output_field)
     exported, summary = export_records(records, normalizer)
+    if not exported and records:
+        raise NothingScoredError(nothing_scored_reason(summary, "exported"))
     write_json(exported, out)
     summary["out"] = str(out)
     if items is not None:
         have = {r["id"] for r in records}
         missing = [i for i in items if i not in have]
         summary["missing"] = {"n": len(missing), "ids": missing[:100]}
+        summary["rejected"] = rejected_summary(rejected)
     return summary
 
 
@@ -104,14 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", metavar="JSON", default=None,
                         help="the benchmark JSON the store was run on (its records are what is exported)")
     parser.add_argument("--out", metavar="FILE", required=True, help="the MMAU-format JSON to write")
-    add_normalizer_arguments(parser)
+    add_normalizer_arguments(parser)  # also --output-field, --refresh-cache, --strict
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of the store to export")
-    parser.add_argument("--output-field", default=None,
-                        help="store field holding the raw output (default: model_output, output, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.core.llm_normalizer import LLMConfigError
+    from reliable_lalm.core.llm_normalizer import LLMConfigError, LLMRefusedError
 
     try:
         path = Path(args.store)
@@ -122,14 +134,18 @@ def run(args: argparse.Namespace) -> int:
             summary = export_store(path, args.benchmark, args.out, normalizer_from_args(args),
                                    sample_index=args.sample_index, output_field=args.output_field)
         else:
-            records, read_errors = read_records(path, "pred")
+            records, read_errors = _load_side(str(path), None, args.sample_index, "pred", args.output_field)
             exported, summary = export_records(records, normalizer_from_args(args))
             summary["errors"] = [e.to_dict() for e in read_errors] + summary["errors"]
             summary["n_errors"] = len(summary["errors"])
+            if not exported:
+                raise NothingScoredError(nothing_scored_reason(summary, "exported"))
             write_json(exported, args.out)
             summary["out"] = str(args.out)
-    except (FileNotFoundError, ValueError, LLMConfigError) as err:
-        print(f"rlalm export: error: {err}", file=sys.stderr)
+            if args.benchmark is not None:
+                summary["rejected"] = rejected_summary(_load_join_benchmark(args.benchmark)[1])
+    except (FileNotFoundError, ValueError, LLMConfigError, LLMRefusedError) as err:
+        print(f"rlalm export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     dis = summary["mmau_rule_disagreements"]
     print(f"exported {summary['n_exported']} record(s) to {summary['out']}; {summary['n_errors']} error(s)"
@@ -137,8 +153,22 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     for e in summary["errors"][:20]:
         print(f"  error [{e['source']}] {e['id']}: {e['reason']}", file=sys.stderr)
+    rejected = summary.get("rejected", {})
+    if rejected.get("n"):
+        print(f"  {rejected['n']} benchmark record(s) rejected at load time (not exported):", file=sys.stderr)
+        for r in rejected["records"][:20]:
+            where = f"line {r['line']}" if r.get("line") else f"index {r['index']}"
+            print(f"    {r['id']} ({where}): {r['reason']}", file=sys.stderr)
+    failed = summary["normalizer"].get("failed_items") or []
+    if failed:
+        print(f"  LLM normalization failed for {len(failed)} item(s) (rule-based label kept): "
+              + ", ".join(f["id"] for f in failed[:20]), file=sys.stderr)
     if dis:
         print(f"  {len(dis)} item(s) where MMAU's token rule judges the exported answer differently "
               f"(options it cannot tell apart): {', '.join(d['id'] for d in dis[:10])}", file=sys.stderr)
     print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, indent=2, ensure_ascii=False))
+    problems = strict_problems(summary) if args.strict else None
+    if problems:
+        print(f"rlalm export: --strict: {problems}", file=sys.stderr)
+        return 1
     return 0

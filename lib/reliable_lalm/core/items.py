@@ -1,9 +1,11 @@
 """Benchmark items, the MMAU loader, validation and audio reading.
 
-Every benchmark (MMAU test-mini, the synthetic demo benchmark) is a JSON list of MMAU-schema
-records plus a folder of audio files. Loading never stops on one bad record: each record is either
-accepted as a :class:`BenchmarkItem` or rejected with a :class:`RejectedRecord` naming the item and
-the cause.
+Every benchmark (MMAU test-mini, the synthetic demo benchmark) is a JSON list (or JSONL file) of
+MMAU-schema records plus a folder of audio files. Loading never stops on one bad record: each record
+is either accepted as a :class:`BenchmarkItem` or rejected with a :class:`RejectedRecord` naming the
+item and the cause. That includes a JSONL line that is not JSON or not UTF-8 (rejected with its line
+number) and a record of a JSON list holding a byte that is not UTF-8 (rejected with the byte's
+offset); only a file whose structure is broken raises, in one line naming the file.
 """
 from __future__ import annotations
 
@@ -61,9 +63,13 @@ class BenchmarkItem:
 
 @dataclass(frozen=True)
 class RejectedRecord:
-    index: int  # position in the JSON list
+    index: int  # position in the JSON list (JSONL: line number - 1)
     item_id: str
     cause: str
+    line: int | None = None  # JSONL: the line number (from 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.item_id, "index": self.index, "line": self.line, "reason": self.cause}
 
 
 @dataclass
@@ -165,22 +171,114 @@ def validate_record(
 
 def load_records(records: Iterable[dict[str, Any]], audio_dir: str | Path | None, *, source: str = "",
                  check_audio: bool = True, dedupe_choices: bool = True,
+                 positions: Sequence[tuple[int, int | None]] | None = None,
+                 rejected: Sequence[RejectedRecord] = (),
                  modalities: Sequence[str] = TASKS) -> LoadedBenchmark:
+    """Validate records. ``positions``: (index, JSONL line) of each record in its file (default:
+    enumeration); ``rejected``: records already rejected while reading the file, reported first."""
     items: list[BenchmarkItem] = []
-    rejected: list[RejectedRecord] = []
+    rejected = list(rejected)
     seen: set[str] = set()
-    for index, record in enumerate(records):
+    for n, record in enumerate(records):
+        index, line = positions[n] if positions is not None else (n, None)
         try:
             item = validate_record(record, audio_dir, check_audio=check_audio,
                                    dedupe_choices=dedupe_choices, index=index, modalities=modalities)
             if item.id in seen:
                 raise ItemError(item.id, "duplicated id")
         except ItemError as err:
-            rejected.append(RejectedRecord(index=index, item_id=err.item_id, cause=err.cause))
+            rejected.append(RejectedRecord(index=index, item_id=err.item_id, cause=err.cause, line=line))
             continue
         seen.add(item.id)
         items.append(item)
     return LoadedBenchmark(items=items, rejected=rejected, source=source, modalities=tuple(modalities))
+
+
+def _bad_utf8_offsets(raw: bytes) -> list[int]:
+    """Byte offsets where ``raw`` stops being valid UTF-8 (one per undecodable sequence)."""
+    offsets, pos = [], 0
+    while True:
+        try:
+            raw[pos:].decode("utf-8")
+            return offsets
+        except UnicodeDecodeError as err:
+            offsets.append(pos + err.start)
+            pos += err.end
+
+
+def _escaped_bytes(value: Any) -> int:
+    """How many undecodable bytes (surrogateescape'd as U+DC80..U+DCFF) a parsed JSON value holds."""
+    if isinstance(value, str):
+        return sum(0xDC80 <= ord(ch) <= 0xDCFF for ch in value)
+    if isinstance(value, dict):
+        return sum(_escaped_bytes(k) + _escaped_bytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_escaped_bytes(v) for v in value)
+    return 0
+
+
+def _record_id(record: Any, fallback: str) -> str:
+    raw = record.get("id") if isinstance(record, dict) else None
+    text = str(raw).strip() if raw is not None else ""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if text else fallback
+
+
+def read_json_records(path: str | Path) -> tuple[list[Any], list[tuple[int, int | None]], list[RejectedRecord]]:
+    """Records of a JSON list (or ``{"items": [...]}``) or ``.jsonl`` file, tolerating bad lines and bytes.
+
+    Returns ``(records, positions, rejected)``: ``positions[i]`` is ``(index, line)`` of
+    ``records[i]`` (``line`` for JSONL only). A JSONL line that is not UTF-8 or not JSON, and a
+    record of a JSON list holding a byte that is not UTF-8, are rejected (cause: the byte and its
+    offset in the file, or the JSON error); the other records load. Raises ``ValueError`` (one line,
+    naming the file) when the file as a whole cannot be read as records.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    records: list[Any] = []
+    positions: list[tuple[int, int | None]] = []
+    rejected: list[RejectedRecord] = []
+    if path.suffix == ".jsonl":
+        offset = 0
+        for n, chunk in enumerate(raw.split(b"\n"), start=1):
+            start, offset = offset, offset + len(chunk) + 1
+            if not chunk.strip():
+                continue
+            bad = _bad_utf8_offsets(chunk)
+            try:
+                if bad:
+                    raise ValueError(f"not valid UTF-8: byte 0x{chunk[bad[0]]:02x} at offset {start + bad[0]}")
+                records.append(json.loads(chunk.decode("utf-8")))
+                positions.append((n - 1, n))
+            except ValueError as err:
+                cause = f"invalid JSON: {err.msg} (column {err.colno})" if isinstance(err, json.JSONDecodeError) else str(err)
+                rejected.append(RejectedRecord(index=n - 1, item_id=f"#line {n}", cause=cause, line=n))
+        return records, positions, rejected
+    bad = _bad_utf8_offsets(raw)
+    text = raw.decode("utf-8", errors="surrogateescape")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"; not valid UTF-8 either: byte 0x{raw[bad[0]]:02x} at offset {bad[0]}" if bad else ""
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}){where}") from None
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        data = data["items"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records (or JSONL)")
+    pending = list(bad)  # undecodable bytes, in file order, as the records hold them
+    for index, record in enumerate(data):
+        count = _escaped_bytes(record) if pending else 0
+        if count:
+            mine, pending = pending[:count], pending[count:]
+            where = mine[0] if mine else bad[-1]
+            rejected.append(RejectedRecord(index=index, item_id=_record_id(record, f"#{index}"),
+                                           cause=f"not valid UTF-8: byte 0x{raw[where]:02x} at offset {where}"))
+            continue
+        records.append(record)
+        positions.append((index, None))
+    if pending:
+        raise ValueError(f"{path}: not valid UTF-8: byte 0x{raw[pending[0]]:02x} at offset {pending[0]} "
+                         "(outside any record)")
+    return records, positions, rejected
 
 
 def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *,
@@ -194,18 +292,11 @@ def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *
     json_path = Path(json_path)
     if not json_path.is_file():
         raise FileNotFoundError(f"benchmark file not found: {json_path}")
-    text = json_path.read_text(encoding="utf-8")
-    if json_path.suffix == ".jsonl":
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        records = json.loads(text)
-        if isinstance(records, dict) and "items" in records:
-            records = records["items"]
-    if not isinstance(records, list):
-        raise ValueError(f"{json_path}: expected a JSON list of records")
+    records, positions, rejected = read_json_records(json_path)
     root = Path(audio_dir) if audio_dir is not None else json_path.parent
     return load_records(records, root, source=str(json_path), check_audio=check_audio,
-                        dedupe_choices=dedupe_choices, modalities=modalities)
+                        dedupe_choices=dedupe_choices, positions=positions, rejected=rejected,
+                         modalities=modalities)
 
 
 load_mmau = load_benchmark  # MMAU test-mini is the reference schema

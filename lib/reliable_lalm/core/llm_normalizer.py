@@ -7,11 +7,18 @@ re-run cheaply and safely:
 
 * ``mode="fallback"`` (default) asks the LLM only about outputs the rule-based normalizer cannot
   map; ``mode="all"`` asks about every output (the paper's setting).
-* Replies are cached on disk, one JSON file per sha256(model, prompt), written atomically, so a
-  rerun makes no request. Only successful replies are cached; failures are retried next run.
+* Replies are cached on disk, one JSON file per sha256(endpoint, model, prompt), written
+  atomically, so a rerun makes no request. The endpoint (base URL, credentials stripped) is part
+  of the key: a reply from one server never answers for another. Only replies that parse to a
+  choice or ``IDK`` are cached (an unparseable one, or a failure, is asked again next run, and an
+  unparseable entry left by an older version is not trusted); ``refresh_cache=True`` (``rlalm score
+  --refresh-cache``) asks again whatever the cache holds, and rewrites it.
 * At most ``max_concurrency`` requests are in flight. 429, 5xx, timeouts, connection errors and
   malformed bodies are retried with exponential backoff and jitter; after ``max_retries`` the
-  item keeps its rule-based result with method ``"llm-failed"`` and the run goes on.
+  item keeps its rule-based result with method ``"llm-failed"`` and the run goes on
+  (``last_details`` says which items and why). 401/403/404 and an exhausted quota are *fatal*
+  (``summary()["fatal_error"]``): nothing more is sent, and ``rlalm score`` exits non-zero rather
+  than print rule-based numbers under the LLM's name.
 * Replies are parsed strictly: exactly one choice text or ``IDK``, else ``invalid`` with method
   ``"llm-unparsed"``.
 * The API key is read only from ``OPENAI_API_KEY``; it is never an argument, and it is scrubbed
@@ -64,6 +71,10 @@ _AUTO_LOCK = threading.Lock()
 
 class LLMConfigError(RuntimeError):
     """The LLM normalizer cannot be built as asked (e.g. neither a key nor a base URL)."""
+
+
+class LLMRefusedError(RuntimeError):
+    """The endpoint refused the requests (bad key, no permission, unknown model, no quota)."""
 
 
 class _Malformed(Exception):
@@ -121,9 +132,22 @@ def parse_reply(reply: str, choices: Sequence[str], *, method: str = "llm") -> N
 # Disk cache
 # ----------------------------------------------------------------------------------------------
 
-def cache_key(model: str, prompt: str) -> str:
-    """sha256 of (model, prompt); independent of the base URL so a mirror shares the cache."""
-    blob = json.dumps({"model": model, "prompt": prompt}, sort_keys=True, ensure_ascii=False)
+DEFAULT_ENDPOINT = f"https://{DEFAULT_BASE_HOST}/v1"
+
+
+def endpoint_id(base_url: str | None) -> str:
+    """The base URL as a cache identity: scheme, host, port and path, without any user:password@."""
+    if not base_url:
+        return DEFAULT_ENDPOINT
+    parts = urlsplit(base_url.strip())
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme or 'https'}://{netloc}{parts.path.rstrip('/')}"
+
+
+def cache_key(model: str, prompt: str, endpoint: str = DEFAULT_ENDPOINT) -> str:
+    """sha256 of (endpoint, model, prompt): another server or model is another key."""
+    blob = json.dumps({"endpoint": endpoint, "model": model, "prompt": prompt}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -137,12 +161,13 @@ class ReplyCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str, model: str, prompt: str) -> dict[str, Any] | None:
+    def get(self, key: str, model: str, prompt: str, endpoint: str = DEFAULT_ENDPOINT) -> dict[str, Any] | None:
         try:
             entry = json.loads(self.path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # missing or unreadable: treat as a miss, it is rewritten on success
-        if entry.get("model") != model or entry.get("prompt") != prompt or not isinstance(entry.get("reply"), str):
+        if (entry.get("model") != model or entry.get("prompt") != prompt or entry.get("endpoint") != endpoint
+                or not isinstance(entry.get("reply"), str)):
             return None
         return entry
 
@@ -187,6 +212,7 @@ class _Outcome:
     reply: str | None = None
     cached: bool = False
     error: str | None = None
+    usage: dict[str, int] | None = None
 
 
 class OpenAINormalizer:
@@ -204,7 +230,7 @@ class OpenAINormalizer:
                  backoff_base: float = 1.0, backoff_max: float = 60.0, max_tokens: int = 128,
                  price_input_per_1m: float = DEFAULT_PRICE_INPUT_PER_1M,
                  price_output_per_1m: float = DEFAULT_PRICE_OUTPUT_PER_1M,
-                 progress: bool = True, rule_normalizer: Normalizer | None = None):
+                 progress: bool = True, rule_normalizer: Normalizer | None = None, refresh_cache: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if max_concurrency < 1 or max_retries < 0:
@@ -236,6 +262,8 @@ class OpenAINormalizer:
         self.rule = rule_normalizer or RuleBasedNormalizer()
         root = Path(cache_dir) if cache_dir is not None else paths.CACHE_DIR / CACHE_SUBDIR
         self.cache = ReplyCache(root) if use_cache else None
+        self.refresh_cache = bool(refresh_cache)  # ask again, whatever the cache holds (and rewrite it)
+        self.endpoint = endpoint_id(self.base_url)
         self._lock = threading.Lock()
         self._fatal: str | None = None
         self._stats = {"calls": 0, "cache_hits": 0, "failures": 0, "retries": 0, "unparsed": 0,
@@ -267,13 +295,16 @@ class OpenAINormalizer:
         prompts = {i: build_normalization_prompt(outputs[i] or "", list(choices[i])) for i in ask}
         groups: dict[str, list[int]] = {}  # identical prompts are asked once
         for i in ask:
-            groups.setdefault(cache_key(self.model, prompts[i]), []).append(i)
+            groups.setdefault(cache_key(self.model, prompts[i], self.endpoint), []).append(i)
 
         outcomes: dict[str, _Outcome] = {}
         misses: list[str] = []
         for key, idx in groups.items():
-            entry = self.cache.get(key, self.model, prompts[idx[0]]) if self.cache else None
-            if entry is not None:
+            entry = None
+            if self.cache is not None and not self.refresh_cache:
+                entry = self.cache.get(key, self.model, prompts[idx[0]], self.endpoint)
+            # An entry that does not parse (written by an older version) is not trusted: ask again.
+            if entry is not None and parse_reply(entry["reply"], choices[idx[0]]).kind != "invalid":
                 outcomes[key] = _Outcome(reply=entry["reply"], cached=True)
             else:
                 misses.append(key)
@@ -288,6 +319,8 @@ class OpenAINormalizer:
         unparsed = 0
         for key, idx in groups.items():
             out = outcomes[key]
+            if out.reply is not None and not out.cached and parse_reply(out.reply, choices[idx[0]]).kind != "invalid":
+                self._cache_put(key, prompts[idx[0]], out)  # only a reply that parses is worth keeping
             for i in idx:
                 details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error}
                 if out.reply is None:
@@ -339,16 +372,20 @@ class OpenAINormalizer:
                 self._stats["failures"] += 1
                 if len(self._errors) < 100:
                     self._errors.append(reason)
-            logger.warning("LLM normalization failed for one item (kept the rule-based result): %s", reason)
+            if not getattr(err, "not_sent", False):  # after a fatal error, one warning is enough
+                logger.warning("LLM normalization failed for one item (kept the rule-based result): %s", reason)
             return _Outcome(error=reason)
-        if self.cache is not None:
-            entry = {"model": self.model, "prompt": prompt, "reply": reply, "usage": usage,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            try:
-                self.cache.put(key, entry)
-            except OSError as err:  # a full disk loses the cache entry, not the answer
-                logger.warning("could not write LLM cache entry: %s", err)
-        return _Outcome(reply=reply)
+        return _Outcome(reply=reply, usage=usage)
+
+    def _cache_put(self, key: str, prompt: str, out: _Outcome) -> None:
+        if self.cache is None:
+            return
+        entry = {"endpoint": self.endpoint, "model": self.model, "prompt": prompt, "reply": out.reply,
+                 "usage": out.usage, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            self.cache.put(key, entry)
+        except OSError as err:  # a full disk loses the cache entry, not the answer
+            logger.warning("could not write LLM cache entry: %s", err)
 
     def _request_with_retries(self, prompt: str) -> tuple[str, dict[str, int]]:
         import openai
@@ -356,7 +393,9 @@ class OpenAINormalizer:
         attempt = 0
         while True:
             if self._fatal is not None:
-                raise _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
+                skipped = _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
+                skipped.not_sent = True
+                raise skipped
             with self._lock:
                 self._stats["calls"] += 1
                 self._stats["retries"] += attempt > 0

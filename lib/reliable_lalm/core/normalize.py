@@ -27,6 +27,12 @@ Order of the rules, applied to one piece of text (a *segment*):
    leaving out choices the segment negates. The token rule keeps only word characters, so, as in
    MMAU's scorer, "C" passes for choice "C#" when no other choice has the token "c".
 
+Hedges: a segment that names two options is not an answer. When the letter, phrase, leading or
+token rule would pick a choice from a segment that joins two different options with "or" ("3/4 or
+4/4", "B or Car horn", "either A or B"), or the token rule from a segment naming two choices at all
+("3/4 and 4/4": MMAU's token rule accepts "3/4" there because the tokens of "4/4" are among its
+own), the output is ``invalid`` with method ``hedge``: picking one of them would be a guess.
+
 Segments, tried in this order, first decision wins (``method`` gets the segment as a prefix):
 
 * ``answer_statement:``: the rest of the line after each "answer is" / "Answer:" / "option is"
@@ -270,7 +276,38 @@ def _rule_mmau_token(segment: str, item: _Item, mentions: list[_Mention]) -> int
                  if index not in negated and mmau_string_match(choice, segment, item.choices)})
 
 
+# What may join two options into a hedge: "X or Y", "X, or maybe Y", "X and/or Y", "(A) or (B)".
+_HEDGE_JOIN = re.compile(r"[\s,;()\[\]\"'*]*(?:and/)?or(?:\s+(?:else|maybe|perhaps|possibly|probably))?"
+                         r"(?:\s+(?:a|an|the))?[\s()\[\]\"'*]*", re.IGNORECASE)
+# A bare option letter ("B", "(B)"), not the article "A" before a word ("A dog"), unless "or" follows.
+_BARE_LETTER = re.compile(rf"(?<![{_TOKEN_CHARS}'])([A-Z])(?![{_TOKEN_CHARS}'])(?!\s+(?!or\b)[a-z])")
+
+
+def _hedged(segment: str, item: _Item, mentions: list[_Mention]) -> bool:
+    """Does the segment join two different options with "or"? (choice texts or option letters)"""
+    refs = [(m.start, m.end, m.choice_index) for m in mentions if not m.negated]
+    if item.letters_enabled:
+        for match in _BARE_LETTER.finditer(segment):
+            if match.group(1) in item.letters and not any(m.start <= match.start() < m.end for m in mentions):
+                refs.append((match.start(), match.end(), item.letters.index(match.group(1))))
+    refs.sort()
+    return any(a[2] != b[2] and _HEDGE_JOIN.fullmatch(segment[a[1]:b[0]])
+               for a, b in zip(refs, refs[1:]))
+
+
 def _decide(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | None:
+    """(rule, choice index), ("refusal", None) or ("hedge", None); None when no rule decides."""
+    decision = _decide_rules(segment, item, scope)
+    if decision is None or decision[1] is None or decision[0] == "exact":
+        return decision
+    mentions = item.mentions(segment)
+    named = {m.choice_index for m in mentions if not m.negated}
+    if _hedged(segment, item, mentions) or (decision[0] == "mmau_token" and len(named) > 1):
+        return "hedge", None
+    return decision
+
+
+def _decide_rules(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | None:
     """(rule, choice index) or ("refusal", None); None when no rule decides."""
     index = _rule_exact(segment, item)
     if index is not None:
@@ -329,6 +366,8 @@ def normalize_answer(output: str, choices: Sequence[str]) -> Normalized:
         if decision is None:
             continue
         rule, index = decision
+        if rule == "hedge":
+            return Normalized("invalid", None, scope + rule)
         if index is None:
             return Normalized("idk", None, scope + rule)
         return Normalized("choice", item.choices[index], scope + rule)

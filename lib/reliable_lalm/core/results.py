@@ -5,15 +5,23 @@ A store is a folder with ``records.jsonl`` (one JSON object a line, one line per
 written with a single ``write`` of a whole line, flushed and fsync'ed, so a crash (even ``kill -9``)
 loses at most the line being written. On open, a torn last line (no newline) is cut off; on read,
 a later duplicate of a key is ignored, so an earlier record is never lost or doubled.
+
+One writer at a time: a run holds :meth:`ResultStore.writer_lock` (``fcntl.flock`` on
+``writer.lock`` in the store) while it writes; a second process gets :class:`StoreLocked` naming
+the store and the pid holding it, instead of redoing all the work and writing every key twice.
+The kernel drops a flock when its process dies, so ``kill -9`` never leaves a stale lock.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +31,7 @@ from reliable_lalm import paths
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = "writer.lock"
 # A key is secret-like when one of its "_"/"-"-separated parts is one of these (parts, not substrings:
 # max_new_tokens stays visible, api_key and hf_token do not).
 SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential",
@@ -110,6 +119,18 @@ def provenance(params: dict[str, Any], *, seed: int | None = None, device: str |
     }
 
 
+def record_line(record: dict[str, Any]) -> str:
+    """One JSONL line for a record. Text that UTF-8 cannot encode (a lone surrogate such as
+    ``"\\ud83d"``, valid in JSON and so in a benchmark) is written \\u-escaped: the line stays valid
+    UTF-8 and reads back as the same string."""
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True, sort_keys=True, default=str)
+    return line + "\n"
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -122,6 +143,16 @@ def _atomic_write_json(path: Path, data: Any) -> None:
 
 class ParamsMismatch(RuntimeError):
     pass
+
+
+class StoreLocked(RuntimeError):
+    """Another process is writing this result store."""
+
+
+# Locks this process holds: real path of the lock file -> [fd, depth]. flock conflicts between two
+# open() calls of one process too, so nested runs on one store (the agent's steps) reuse the fd.
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
 
 
 @dataclass
@@ -163,6 +194,46 @@ class ResultStore:
             _atomic_write_json(store.manifest_path, provenance(params, seed=seed, device=device))
         store._repair_tail()
         return store
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK_FILE
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator["ResultStore"]:
+        """Hold the store's exclusive writer lock; :class:`StoreLocked` if another process holds it.
+
+        Re-entrant within a process. The lock file stays (deleting it would race with a new
+        holder); it contains the pid of the last holder, read only to name a live one.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.lock_path)
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None:
+                held[1] += 1
+            else:
+                fd = os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                    os.close(fd)
+                    raise StoreLocked(f"result store {self.directory} is being written by another process "
+                                      f"(pid {holder}); wait for it to finish, or use another folder") from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+                _HELD[key] = [fd, 1]
+        try:
+            yield self
+        finally:
+            with _HELD_GUARD:
+                held = _HELD[key]
+                held[1] -= 1
+                if held[1] == 0:
+                    del _HELD[key]
+                    fcntl.flock(held[0], fcntl.LOCK_UN)
+                    os.close(held[0])
 
     def manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
@@ -224,7 +295,7 @@ class ResultStore:
             if "item_id" not in record:
                 raise ValueError(f"record without item_id: {record}")
             record.setdefault("sample_index", 0)
-            lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+            lines.append(record_line(record))
         if not lines:
             return
         # One write per batch of whole lines; O_APPEND keeps concurrent appenders line-atomic.

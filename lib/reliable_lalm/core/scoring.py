@@ -14,7 +14,16 @@ Output (fractions in [0, 1]): the total's ``n, n_correct, n_rejected, n_wrong, n
 tru, rej, rel`` at the top level and the same per task under ``by_task``; with a baseline also
 the transition counts ``ncc ... nrw``, the ``baseline`` counts, ``d_con, d_hum, rgi`` (class
 convention, eqs. 8-9) and ``d_con_subset, d_hum_subset, rgi_subset`` (what the paper's Tables 2
-and 11 print); ``ci`` with ``--bootstrap N``; ``normalizer`` (its summary and which rules decided).
+and 11 print); ``ci`` with ``--bootstrap N``; ``normalizer`` (its summary, which rules decided,
+and ``failed_items``: the ids whose LLM normalization failed); with ``--benchmark``, ``rejected``:
+the benchmark records rejected at load time (id, index, line, reason), which therefore have no
+result at all.
+
+Exit status of ``rlalm score``: 0 when something was scored; 2 with a one-line reason when
+nothing was, when the output field (``--output-field``, default ``model_output``) or the
+``--sample-index`` is absent from every record, or when the LLM endpoint refused the requests
+(401/403, unknown model, no quota: rule-based numbers are never reported under the LLM's name);
+with ``--strict``, 1 when any record error, load rejection or LLM failure was reported.
 """
 from __future__ import annotations
 
@@ -27,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reliable_lalm.core.items import MAX_CHOICES, MIN_CHOICES, TASKS, BenchmarkItem, LoadedBenchmark, load_benchmark
+from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, BenchmarkItem, LoadedBenchmark, RejectedRecord, load_benchmark,
+                   read_json_records)
 from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
 
@@ -78,36 +88,60 @@ class ScoredRecord:
 # Reading and checking records
 # ------------------------------------------------------------------------------------------------
 
+class NothingScoredError(ValueError):
+    """Not one record could be scored (or exported): a one-line reason for a non-zero exit."""
+
+
 def read_records(path: str | Path, source: str = "pred") -> tuple[list[Any], list[RecordError]]:
     """Records of a JSON list / ``{"items": [...]}`` / JSONL file.
 
-    A JSONL line that is not valid JSON becomes a :class:`RecordError` (``#line N``); a JSON file
-    that does not parse at all raises ``ValueError`` (there is no record to keep).
+    A JSONL line that is not valid JSON or UTF-8 becomes a :class:`RecordError` (``#line N``), as
+    does a JSON-list record holding a byte that is not UTF-8; a JSON file that does not parse at
+    all raises ``ValueError`` (there is no record to keep). See :func:`reliable_lalm.data.read_json_records`.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{source} file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    errors: list[RecordError] = []
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                errors.append(RecordError(f"#line {n}", f"invalid JSON: {err.msg}", source, n - 1))
-        return records, errors
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if isinstance(data, dict) and isinstance(data.get("items"), list):
-        data = data["items"]
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records (or JSONL)")
-    return data, errors
+    records, _, rejected = read_json_records(path)
+    return records, [RecordError(r.item_id, r.cause, source, r.index) for r in rejected]
+
+
+def check_output_field(records: Sequence[Any], output_field: str = OUTPUT_FIELD, source: str = "pred") -> None:
+    """Raise :class:`NothingScoredError` when no record has ``output_field`` (outputs kept under another
+    key, e.g. MMAU's ``model_prediction`` or MMAR's ``answer_prediction``), naming the keys seen."""
+    dicts = [r for r in records if isinstance(r, dict)]
+    if not dicts or any(output_field in r for r in dicts):
+        return
+    seen = sorted({str(k) for r in dicts for k in r})
+    shown = ", ".join(seen[:MAX_IDS_IN_MESSAGE]) + (" ..." if len(seen) > MAX_IDS_IN_MESSAGE else "")
+    raise NothingScoredError(f"no {source} record has the field {output_field!r} (keys seen: {shown}); "
+                             "pass --output-field NAME for the field holding the raw model output")
+
+
+def llm_failures(normalizer: Normalizer, ids: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Items whose LLM normalization failed in the latest ``normalize_many`` call, by id.
+
+    ``ids``: (id, source) of each output in the order they were passed.
+    """
+    details = getattr(normalizer, "last_details", None) or []
+    return [{"id": item_id, "source": source, "error": d["error"]}
+            for (item_id, source), d in zip(ids, details) if d is not None and d.get("error")]
+
+
+def check_llm_refusal(normalizer: Normalizer) -> None:
+    """Raise when the LLM endpoint refused the requests (bad key, unknown model, no quota).
+
+    Every item then keeps its rule-based result: reporting those numbers under the LLM
+    normalizer's name would be silently wrong.
+    """
+    from reliable_lalm.core.llm_normalizer import LLMRefusedError
+
+    summary_fn = getattr(normalizer, "summary", None)
+    fatal = summary_fn().get("fatal_error") if callable(summary_fn) else None
+    if fatal:
+        host = summary_fn().get("base_url_host", "")
+        raise LLMRefusedError(f"the LLM endpoint {host} refused the requests ({' '.join(str(fatal).split())}); "
+                              "nothing is reported: check OPENAI_API_KEY and --openai-model, or use --normalizer rule")
 
 
 def check_record(record: Any, index: int, source: str = "pred",
@@ -243,6 +277,8 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     normalized = norm.normalize_many(outputs, choices) if outputs else []
     if len(normalized) != len(outputs):
         raise RuntimeError(f"normalizer {norm!r} returned {len(normalized)} results for {len(outputs)} outputs")
+    check_llm_refusal(norm)
+    failed = llm_failures(norm, [(r.id, "pred") for r in items] + [(r.id, "baseline") for r in items])
     pred_norm, base_norm = normalized[:len(items)], normalized[len(items):]
 
     outcomes = [outcome_of(x, r.answer) for x, r in zip(pred_norm, items)]
@@ -253,6 +289,8 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     result["n_errors"] = len(all_errors)
     result["errors"] = [e.to_dict() for e in all_errors]
     result["normalizer"] = normalizer_summary(norm, pred_norm)
+    if failed or hasattr(norm, "last_details"):
+        result["normalizer"]["failed_items"] = failed
     if base is not None:
         result["baseline_normalizer"] = {"kinds": dict(Counter(x.kind for x in base_norm)),
                                          "methods": dict(Counter(x.method for x in base_norm).most_common())}
@@ -288,14 +326,38 @@ def score_files(pred_path: str | Path, baseline_path: str | Path | None = None,
 # Result stores
 # ------------------------------------------------------------------------------------------------
 
-def _benchmark_items(benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | str | Path | None
-                     ) -> dict[str, BenchmarkItem] | None:
+def _load_join_benchmark(benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | str | Path | None
+                         ) -> tuple[dict[str, BenchmarkItem] | None, list[RejectedRecord]]:
+    """Items by id and the records rejected at load time (a path or LoadedBenchmark has them)."""
     if benchmark is None:
-        return None
+        return None, []
     if isinstance(benchmark, (str, Path)):
         benchmark = load_benchmark(benchmark, check_audio=False)  # scoring needs no audio
-    items = benchmark.items if isinstance(benchmark, LoadedBenchmark) else list(benchmark)
-    return {item.id: item for item in items}
+    if isinstance(benchmark, LoadedBenchmark):
+        return {item.id: item for item in benchmark.items}, list(benchmark.rejected)
+    return {item.id: item for item in benchmark}, []
+
+
+def _benchmark_items(benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | str | Path | None
+                     ) -> dict[str, BenchmarkItem] | None:
+    return _load_join_benchmark(benchmark)[0]
+
+
+def rejected_summary(rejected: Sequence[RejectedRecord]) -> dict[str, Any]:
+    """``{"n", "records": [{id, index, line, reason}]}`` of benchmark records rejected at load time."""
+    return {"n": len(rejected), "records": [r.to_dict() for r in rejected]}
+
+
+def _sample_ranges(indices: set[int]) -> str:
+    out, run = [], []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
 
 
 def records_from_store(store: Any, benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | str | Path | None = None,
@@ -317,9 +379,17 @@ def records_from_store(store: Any, benchmark: LoadedBenchmark | Sequence[Benchma
             raise FileNotFoundError(f"no result store at {path} (records.jsonl / manifest.json missing)")
         store = ResultStore(path)
     items = _benchmark_items(benchmark)
+    everything = store.records()
+    fields = (output_field,) if output_field else STORE_OUTPUT_FIELDS
+    if everything:  # an empty store is no error (nothing ran yet); a store without what was asked is
+        present = {int(r.get("sample_index", 0)) for r in everything}
+        if sample_index not in present:
+            raise NothingScoredError(f"{store.directory}: no record has sample index {sample_index} "
+                                     f"(the store holds sample indices {_sample_ranges(present)})")
+        if not any(f in r for r in everything for f in fields):
+            check_output_field(everything, output_field or OUTPUT_FIELD, "store")
     out = []
     for item_id, rec in store.by_item(sample_index).items():
-        fields = (output_field,) if output_field else STORE_OUTPUT_FIELDS
         raw = next((rec[f] for f in fields if f in rec), None)
         if items is not None:
             item = items.get(str(item_id))
@@ -336,9 +406,10 @@ def score_store(store: Any, benchmark: LoadedBenchmark | Sequence[BenchmarkItem]
                 sample_index: int = 0, output_field: str | None = None, **kw: Any) -> dict[str, Any]:
     """Score a result store (and optionally a baseline store) on the same benchmark.
 
-    Adds ``missing``: benchmark ids with no record in the store (not scored).
+    Adds ``missing``: benchmark ids with no record in the store (not scored), and with a benchmark
+    file ``rejected``: its records rejected at load time.
     """
-    items = _benchmark_items(benchmark)
+    items, rejected = _load_join_benchmark(benchmark)
     pred = records_from_store(store, list(items.values()) if items is not None else None,
                               sample_index=sample_index, output_field=output_field)
     base = None
@@ -350,6 +421,7 @@ def score_store(store: Any, benchmark: LoadedBenchmark | Sequence[BenchmarkItem]
         have = {r["id"] for r in pred}
         missing = [i for i in items if i not in have]
         result["missing"] = {"n": len(missing), "ids": missing[:100]}
+        result["rejected"] = rejected_summary(rejected)
     return result
 
 
@@ -412,8 +484,19 @@ def format_table(result: Mapping[str, Any]) -> str:
     norm = result.get("normalizer", {})
     lines.append("")
     lines.append(f"normalizer: {norm.get('name')}; kinds {norm.get('kinds')}")
+    failed = norm.get("failed_items") or []
+    if failed:
+        lines.append(f"LLM normalization failed for {len(failed)} item(s) (rule-based result kept): "
+                     + ", ".join(f"{f['id']}" + (" (baseline)" if f["source"] == "baseline" else "") for f in failed[:20])
+                     + (" ..." if len(failed) > 20 else ""))
     if result.get("missing", {}).get("n"):
         lines.append(f"missing from the store: {result['missing']['n']} benchmark item(s)")
+    rejected = result.get("rejected", {})
+    if rejected.get("n"):
+        lines.append(f"{rejected['n']} benchmark record(s) rejected at load time (no result):")
+        for r in rejected["records"][:50]:
+            where = f"line {r['line']}" if r.get("line") else f"index {r['index']}"
+            lines.append(f"  {r['id']} ({where}): {r['reason']}")
     if result["errors"]:
         lines.append(f"{len(result['errors'])} record error(s):")
         for e in result["errors"][:50]:
@@ -434,10 +517,31 @@ def add_normalizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--openai-base-url", default=None, metavar="URL",
                         help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)")
     parser.add_argument("--openai-model", default=None, metavar="M", help="LLM for normalization (default gpt-4o-mini)")
+    parser.add_argument("--refresh-cache", action="store_true",
+                        help="ask the LLM again instead of reading its cached replies (the cache is rewritten)")
+    parser.add_argument("--output-field", default=None, metavar="NAME",
+                        help="field holding the raw model output (default: model_output; in a result store "
+                             "the first of model_output, output, raw_output, response, text)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when any record error, load rejection or LLM failure is reported")
 
 
 def normalizer_from_args(args: argparse.Namespace) -> Normalizer:
-    return resolve_normalizer(args.normalizer, base_url=args.openai_base_url, model=args.openai_model)
+    return resolve_normalizer(args.normalizer, base_url=args.openai_base_url, model=args.openai_model,
+                              **({"refresh_cache": True} if getattr(args, "refresh_cache", False) else {}))
+
+
+def strict_problems(result: Mapping[str, Any]) -> str | None:
+    """What ``--strict`` refuses, in one line (None when the run is clean)."""
+    parts = []
+    if result.get("n_errors"):
+        parts.append(f"{result['n_errors']} record error(s)")
+    if result.get("rejected", {}).get("n"):
+        parts.append(f"{result['rejected']['n']} record(s) rejected at load time")
+    failed = (result.get("normalizer") or {}).get("failed_items") or []
+    if failed:
+        parts.append(f"{len(failed)} LLM normalization failure(s)")
+    return "; ".join(parts) or None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -457,11 +561,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", default=None, help="write the output here instead of stdout")
 
 
-def _load_side(path: str, benchmark: str | None, sample_index: int, source: str) -> tuple[list[Any], list[RecordError]]:
+def _load_side(path: str, benchmark: Any, sample_index: int, source: str,
+               output_field: str | None = None) -> tuple[list[Any], list[RecordError]]:
+    """Prediction records in the scorer's form (raw output under ``model_output``) and read errors."""
     p = Path(path)
     if p.is_dir():
-        return records_from_store(p, benchmark, sample_index=sample_index), []
-    return read_records(p, source)
+        return records_from_store(p, benchmark, sample_index=sample_index, output_field=output_field), []
+    records, errors = read_records(p, source)
+    field = output_field or OUTPUT_FIELD
+    check_output_field(records, field, source)
+    if field != OUTPUT_FIELD:  # the scorer reads model_output: move the chosen field there
+        records = [{**r, OUTPUT_FIELD: r.get(field)} if isinstance(r, dict) else r for r in records]
+    return records, errors
 
 
 def _write_text(text: str, path: str | None) -> None:
@@ -475,27 +586,43 @@ def _write_text(text: str, path: str | None) -> None:
     os.replace(tmp, out)
 
 
+def nothing_scored_reason(result: Mapping[str, Any], what: str = "scored") -> str:
+    errors = result.get("errors") or []
+    first = f" (first: {errors[0]['id']}: {errors[0]['reason']})" if errors else ""
+    return f"nothing was {what}: {len(errors)} record error(s){first}"
+
+
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.core.llm_normalizer import LLMConfigError
+    from reliable_lalm.core.llm_normalizer import LLMConfigError, LLMRefusedError
 
     try:
         if args.bootstrap < 0:
             raise ValueError("--bootstrap must be >= 0")
-        pred, pred_errors = _load_side(args.pred, args.benchmark, args.sample_index, "pred")
+        bench_items, rejected = (_load_join_benchmark(args.benchmark) if args.benchmark is not None else (None, []))
+        join = list(bench_items.values()) if bench_items is not None else None
+        pred, pred_errors = _load_side(args.pred, join, args.sample_index, "pred", args.output_field)
         base, base_errors = (None, [])
         if args.baseline is not None:
-            base, base_errors = _load_side(args.baseline, args.benchmark, args.sample_index, "baseline")
+            base, base_errors = _load_side(args.baseline, join, args.sample_index, "baseline", args.output_field)
         result = score_records(pred, base, normalizer_from_args(args), n_boot=args.bootstrap, seed=args.seed,
                                level=args.level, errors=pred_errors, baseline_errors=base_errors)
-        if args.benchmark is not None and Path(args.pred).is_dir():
-            have = {r.get("id") for r in pred if isinstance(r, dict)}
-            missing = [i for i in _benchmark_items(args.benchmark) if i not in have]
-            result["missing"] = {"n": len(missing), "ids": missing[:100]}
-    except (FileNotFoundError, ValueError, LLMConfigError) as err:
-        print(f"rlalm score: error: {err}", file=sys.stderr)
+        if bench_items is not None:
+            if Path(args.pred).is_dir():
+                have = {r.get("id") for r in pred if isinstance(r, dict)}
+                missing = [i for i in bench_items if i not in have]
+                result["missing"] = {"n": len(missing), "ids": missing[:100]}
+            result["rejected"] = rejected_summary(rejected)
+        if result["n"] == 0:
+            raise NothingScoredError(nothing_scored_reason(result))
+    except (FileNotFoundError, ValueError, LLMConfigError, LLMRefusedError) as err:
+        print(f"rlalm score: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     text = format_table(result) if args.format == "table" else json.dumps(result, indent=2, ensure_ascii=False)
     _write_text(text, args.output)
+    problems = strict_problems(result) if args.strict else None
+    if problems:
+        print(f"rlalm score: --strict: {problems}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -241,7 +241,9 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     log: list[dict[str, Any]] = []
     running = None  # the logged loss is an EMA, resumed with the rest
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        from reliable_lalm.training.lora_sft import load_torch_state
+
+        state = load_torch_state(ckpt_path)  # weights_only: a planted checkpoint.pt cannot run code
         if state["config"] != cfg.to_json():
             raise RuntimeError(f"{ckpt_path} was written with another training config; delete {work_dir} to restart")
         model.load_state_dict(state["model"])

@@ -18,8 +18,20 @@ Policies
       truncated to the window, as the processor would silently do, and the record gets a
       ``warning``. Stereo and non-16 kHz files are downmixed and resampled by
       :func:`reliable_lalm.core.items.load_audio`.
-    * Exceptions that are not about one item (CUDA errors, a model bug, the audio check) stop the
-      run; CUDA out-of-memory splits the batch in two and retries.
+    * A prompt the model must not see is an item error before batching: text UTF-8 cannot encode
+      (a lone surrogate such as ``"\ud83d"`` is valid JSON) or a special token of the tokenizer
+      (``<|AUDIO|>`` makes the processor count one audio too many for the whole batch;
+      ``<|im_start|>`` would be read as a control token). If a batch still raises an input error
+      (``ValueError``, ``TypeError``, ``UnicodeError``, ``KeyError``, ``IndexError``: what the
+      processor raises for text it cannot handle), it is split in halves until the failing items
+      are alone; they get error records, the others are generated.
+    * Exceptions that are not about one item (CUDA errors, a model bug, the audio check, or an input
+      error that every item of a batch raises on its own) stop the run; CUDA out-of-memory splits
+      the batch in two and retries.
+    * A run holds the store's writer lock (:meth:`~reliable_lalm.core.results.ResultStore.writer_lock`):
+      a second process on the same store is refused with the pid of the first.
+    * A record is reused only when it was computed from the item's current content (audio bytes
+      included) and the current prompt text; a record of other inputs stops the run with what differs.
 """
 from __future__ import annotations
 
@@ -28,14 +40,14 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
 from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
-from reliable_lalm.core.results import ResultStore
-from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings
+from reliable_lalm.core.results import ResultStore, record_line
+from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings, _one_line
 
 from reliable_lalm.methods.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # noqa: E402
@@ -229,7 +241,7 @@ def drop_error_records(store: ResultStore) -> int:
         tmp = store.records_path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "w", encoding="utf-8") as fh:
             for r in kept:
-                fh.write(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+                fh.write(record_line(r))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, store.records_path)
@@ -247,6 +259,54 @@ def _default_settings(method: str) -> GenerationSettings:
 
 
 BatchHook = Callable[[int, list[dict[str, Any]]], None]
+# What a processor or tokenizer raises for input it cannot handle: one item's problem, not the run's.
+ITEM_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, UnicodeError, KeyError, IndexError)
+
+
+def _generate_isolating(backend: Backend, requests: Sequence[GenerationRequest]
+                        ) -> Iterator[tuple[list[int], list[Generation], dict[int, str]]]:
+    """``backend.generate_iter`` that turns an input error of one request into that request's failure.
+
+    Yields ``(request indices, generations, {request index: reason})``. When a batch raises one of
+    :data:`ITEM_INPUT_ERRORS`, the requests not generated yet are split in halves until each failing
+    one is alone. If every one of them fails on its own (and there are several), the error is not
+    about an item: it is raised.
+    """
+    pending = set(range(len(requests)))
+    batches = iter(backend.generate_iter(requests))
+    while True:
+        try:
+            indices, generations = next(batches)
+        except StopIteration:
+            return
+        except ITEM_INPUT_ERRORS as err:
+            first_error = err
+            break
+        pending.difference_update(indices)
+        yield indices, generations, {}
+    todo = sorted(pending)
+    done: list[tuple[list[int], list[Generation]]] = []
+    failed: dict[int, str] = {}
+
+    def isolate(idx: list[int]) -> None:
+        try:
+            generations = backend.generate([requests[i] for i in idx])
+        except ITEM_INPUT_ERRORS as err:
+            if len(idx) == 1:
+                failed[idx[0]] = f"generation failed: {_one_line(err)}"
+                return
+            isolate(idx[: len(idx) // 2])
+            isolate(idx[len(idx) // 2:])
+            return
+        done.append((idx, generations))
+
+    isolate(todo)
+    if len(todo) > 1 and len(failed) == len(todo):
+        raise first_error
+    for idx, generations in done:
+        yield idx, generations, {}
+    if failed:
+        yield [], [], failed
 
 
 def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *, method: str,
@@ -275,6 +335,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
             todo.append((item, missing))
     missing_of = {item.id: missing for item, missing in todo}
     chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
+    backend.check_settings(settings)
     batches = 0
     bar = _progress(len(todo), desc or method, progress)
     try:
@@ -289,6 +350,8 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                         prompt = make_prompt(p.item)
                     except (ValueError, TypeError) as err:  # e.g. a choice the template cannot render
                         p.error = f"prompt: {err}"
+                    else:
+                        p.error = backend.check_prompt(prompt)
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
@@ -303,7 +366,17 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                 error_store.extend(errors)
                 bar.update(len({e["item_id"] for e in errors}))
             by_id = {p.item.id: p.item for p in prepared}
-            for indices, generations in (backend.generate_iter(requests) if requests else ()):
+            for indices, generations, failed in (_generate_isolating(backend, requests) if requests else ()):
+                if failed:
+                    errors = [{"item_id": requests[i].item_id, "sample_index": j, "method": method,
+                               "input": inputs[requests[i].item_id],
+                               "prompt": requests[i].prompt, "model_output": None, "error": cause, "warning": None,
+                               "settings": settings.to_dict(), **_item_fields(by_id[requests[i].item_id])}
+                              for i, cause in failed.items() for j in requests[i].samples]
+                    error_store.extend(errors)
+                    bar.update(len(failed))
+                if not generations:
+                    continue
                 records = []
                 for i, g in zip(indices, generations):
                     item, req = by_id[g.item_id], requests[i]
@@ -353,20 +426,21 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
     if settings.num_samples != 1:
         raise ValueError("run_method writes one output per item; use sample_knn for several samples")
     store = _open(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
-    if retry_errors:
-        drop_error_records(store)
-    done_before = store.done_keys()
-    start = time.perf_counter()
-    if entry.kind == MULTI_STEP:
-        _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
-                   on_batch=on_batch, chunk=chunk)
-    else:
-        few = tuple(few_shot)
-        _run_prompts(backend, items, store, method=method, settings=settings,
-                     make_prompt=lambda it: entry.build_prompt(it.question, it.choices, few),
-                     progress=progress, on_batch=on_batch, chunk=chunk)
-    summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
+    with store.writer_lock():  # a second process on this store is refused, not run twice
+        if retry_errors:
+            drop_error_records(store)
+        done_before = store.done_keys()
+        start = time.perf_counter()
+        if entry.kind == MULTI_STEP:
+            _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
+                       on_batch=on_batch, chunk=chunk)
+        else:
+            few = tuple(few_shot)
+            _run_prompts(backend, items, store, method=method, settings=settings,
+                         make_prompt=lambda it: entry.build_prompt(it.question, it.choices, few),
+                         progress=progress, on_batch=on_batch, chunk=chunk)
+        summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
+        store.update_manifest(last_run=summary.to_dict())
     return summary
 
 
@@ -386,15 +460,16 @@ def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
                                               temperature=KNN_DEFAULT_TEMPERATURE)
     settings = replace(settings, num_samples=n_samples)
     store = _open(store, store_params(backend, method, settings, kind="knn"), settings)
-    if retry_errors:
-        drop_error_records(store)
-    done_before = store.done_keys()
-    start = time.perf_counter()
-    _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
-                 make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
-                 progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
-    summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
+    with store.writer_lock():
+        if retry_errors:
+            drop_error_records(store)
+        done_before = store.done_keys()
+        start = time.perf_counter()
+        _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
+                     make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
+                     progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
+        summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
+        store.update_manifest(last_run=summary.to_dict())
     return summary
 
 

@@ -106,6 +106,27 @@ class Backend(abc.ABC):
         """What identifies the model in a result store's parameters."""
         return {"backend": type(self).__name__}
 
+    def check_prompt(self, prompt: str) -> str | None:
+        """Why this prompt cannot be generated from (one line), or None. Checked per item before batching."""
+        return _unencodable(prompt)
+
+    def check_settings(self, settings: GenerationSettings) -> None:
+        """Raise ``ValueError`` for settings this model cannot run (checked once per run, not per item)."""
+
+
+def _unencodable(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"prompt is not valid text: UTF-8 cannot encode {text[err.start:err.end]!r} at character "
+                f"{err.start} ({err.reason}; a lone surrogate in the question or choices?)")
+    return None
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 def _row_seed(seed: int, item_id: str, sample_index: int) -> int:
     digest = hashlib.sha256(f"{seed}\x1f{item_id}\x1f{sample_index}".encode()).digest()

@@ -6,7 +6,6 @@ needed to measure it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +56,45 @@ def resolve_dtype(dtype: Any, device: str):
     return value
 
 
+DEMO_MODEL = "demo"  # the shipped demo checkpoint, as the notebooks and profiles name it
+
+
+class ModelNotAvailable(OSError):
+    """The model is neither a local folder nor in the Hugging Face cache (nothing is downloaded)."""
+
+
 def _is_local(name_or_path: str | Path) -> bool:
     return Path(name_or_path).expanduser().exists()
+
+
+def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
+    """``(source, is_local)`` for a model name: ``"demo"`` (the shipped checkpoint), a local folder,
+    or a hub id that is already in the Hugging Face cache.
+
+    Checked offline, before transformers is asked: a hub id that is not cached raises
+    :class:`ModelNotAvailable` (one line) at once, whether or not ``HF_HUB_OFFLINE`` is set. Loading
+    never downloads: without the check, an uncached id hung for minutes on retries, then failed
+    with a long traceback.
+    """
+    from reliable_lalm.models.registry import registered_models
+
+    entry = registered_models().get(str(name_or_path))
+    if entry is not None and not _is_local(name_or_path):  # a registry name ("demo", "qwen2-audio-7b-instruct")
+        name_or_path = entry.resolve_source()
+    if _is_local(name_or_path):
+        return str(Path(name_or_path).expanduser()), True
+    name = str(name_or_path)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id either (HFValidationError)
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelNotAvailable(f"model {name!r} is neither a local folder nor in the Hugging Face cache "
+                                f"(nothing is downloaded): run `huggingface-cli download {name}` first, "
+                                f"pass a checkpoint folder, or use --model {DEMO_MODEL}")
+    return name, False
 
 
 def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "auto", dtype: Any = "auto",
@@ -77,25 +113,26 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
+    source, local = resolve_model_source(name_or_path)  # fails fast for a model that is not there
+    if adapter is not None and not _is_local(adapter):
+        raise ModelNotAvailable(f"adapter folder not found: {adapter}")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    source = str(Path(name_or_path).expanduser()) if _is_local(name_or_path) else str(name_or_path)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
-    if not _is_local(name_or_path) and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        kwargs["local_files_only"] = True
+    if not local:
+        kwargs["local_files_only"] = True  # cached: load from the cache, never ask the hub
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=kwargs.get("local_files_only", False))
         model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except OSError as err:
-        if _is_local(name_or_path):
+        if local:
             raise
-        raise OSError(f"cannot load {source!r}: not a local folder and not in the Hugging Face cache "
-                      f"(downloads are off when HF_HUB_OFFLINE=1). Download it first with "
-                      f"`huggingface-cli download {source}` or pass a local path. ({err})") from err
+        raise ModelNotAvailable(f"cannot load {source!r} from the Hugging Face cache (incomplete download?): "
+                                f"run `huggingface-cli download {source}` ({' '.join(str(err).split())[:300]})") from err
     if device_map is None:
         model = model.to(device)
     if adapter is not None:

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation, GenerationRequest,
-                                       GenerationSettings, _row_seed)
+                                       GenerationSettings, _row_seed, _unencodable)
 from reliable_lalm.models.qwen_chat import chat_text
 
 
@@ -129,6 +129,9 @@ class HFBackend(Backend):
         self._audio_calls: list[tuple[int, bool]] = []
         self._chat_cache: dict[str, str] = {}
         self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
+        self.special_tokens = self._special_token_strings(processor)
+        text_config = getattr(self._inner.config, "text_config", self._inner.config)
+        self.max_positions = getattr(text_config, "max_position_embeddings", None)
         self._torch = torch
         self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
         self._description: dict[str, Any] | None = None
@@ -141,6 +144,35 @@ class HFBackend(Backend):
         model, processor = load_model_and_processor(name_or_path, device=device, dtype=dtype,
                                                     device_map=device_map, adapter=adapter)
         return cls(model, processor, batch_size=batch_size, **kwargs)
+
+    @staticmethod
+    def _special_token_strings(processor) -> tuple[str, ...]:
+        """Every special token string of the tokenizer (and the processor's audio markers), longest first."""
+        tok = processor.tokenizer
+        found = set(getattr(tok, "all_special_tokens", ()) or ())
+        for added in (getattr(tok, "added_tokens_decoder", None) or {}).values():
+            if getattr(added, "special", False):
+                found.add(str(added.content))
+        for name in ("audio_token", "audio_bos_token", "audio_eos_token"):
+            value = getattr(processor, name, None)
+            if isinstance(value, str):
+                found.add(value)
+        return tuple(sorted((t for t in found if t), key=len, reverse=True))
+
+    def check_prompt(self, prompt: str) -> str | None:
+        problem = _unencodable(prompt)
+        if problem is not None:
+            return problem
+        for token in self.special_tokens:
+            if token in prompt:
+                return (f"prompt contains {token!r}, a special token of the tokenizer (from the question or "
+                        f"choices); the processor would read it as a control token, not text")
+        return None
+
+    def check_settings(self, settings: GenerationSettings) -> None:
+        if self.max_positions and settings.max_new_tokens >= self.max_positions:
+            raise ValueError(f"max_new_tokens={settings.max_new_tokens} does not fit the model: it has "
+                             f"{self.max_positions} positions for the prompt and the answer together")
 
     def close(self) -> None:
         if self._hook is not None:

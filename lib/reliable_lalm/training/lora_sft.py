@@ -512,7 +512,7 @@ class _TorchStepper:
             return None
         last = done[-1]
         set_peft_model_state_dict(self.peft_model(), load_file(str(last / ADAPTER_WEIGHTS)))
-        saved = torch.load(last / "optimizer.pt", weights_only=False)
+        saved = load_torch_state(last / "optimizer.pt")
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         return json.loads((last / "state.json").read_text())
@@ -586,6 +586,31 @@ class _DeepSpeedStepper:
             return {n: p.detach().cpu().clone() for n, p in named}
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain containers (it would run code if unpickled)."""
+
+
+def load_torch_state(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only.
+
+    A ``.pt`` file is a pickle, and unpickling can call any function: a file planted in a checkpoint
+    folder (``optimizer.pt``) would run code on resume. Optimizer, scheduler and RNG states are plain
+    data, so the restricted unpickler loads every checkpoint this library writes and refuses anything
+    else with one line naming the file.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint (weights_only=True "
+                                    f"would have to run code to unpickle it; delete the file if you did not "
+                                    f"write it): {reason}") from None
+
+
 def _prune_checkpoints(directory: Path, keep: int) -> None:
     done = sorted(p for p in directory.glob("step-*") if p.is_dir())
     for old in done[:-max(1, keep)]:
@@ -599,8 +624,11 @@ def _to_device(batch: dict, device: str) -> dict:
 def load_base(model_path: str | Path, *, device: str, dtype):
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(str(model_path), dtype=dtype)
-    processor = AutoProcessor.from_pretrained(str(model_path))
+    from reliable_lalm.models.hf_loading import resolve_model_source
+
+    source, local = resolve_model_source(model_path)  # "demo", a folder, or a cached hub id; never a download
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(source, dtype=dtype, local_files_only=not local)
+    processor = AutoProcessor.from_pretrained(source, local_files_only=not local)
     return model.to(device), processor
 
 
