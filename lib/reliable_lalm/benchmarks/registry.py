@@ -5,7 +5,11 @@ Spelling of a benchmark parameter (notebooks, profiles, ``rlalm infer --benchmar
 * ``synthetic``: a registered benchmark with a built-in default file;
 * ``mmau-test-mini:data/mmau/mmau-test-mini.json``: a registered kind and a file;
 * ``path/to/file.json``: a file of the generic MMAU schema (``mmau``): scored the same way,
-  but never set beside the paper's numbers (only ``mmau-test-mini`` is).
+  but never set beside the paper's numbers (only ``mmau-test-mini`` is);
+* ``mmar:../shared/mmar/MMAR-meta.jsonl``, ``mmsu:FILE``, ``mmau-pro:FILE``: the other schemas;
+* ``mmau-test:FILE``: MMAU's hidden test split (no answers: inference and export only).
+
+``rlalm benchmark list`` prints the registered benchmarks.
 
 Adding a benchmark: one loader module under :mod:`reliable_lalm.benchmarks` plus one
 :class:`BenchmarkEntry` in :data:`BUILTIN_BENCHMARKS` (or an entry point in the group
@@ -17,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from reliable_lalm.benchmarks.mmar import MODALITIES as MMAR_MODALITIES
+from reliable_lalm.benchmarks.mmau_pro import MODALITIES as MMAU_PRO_MODALITIES
+from reliable_lalm.benchmarks.mmsu import MODALITIES as MMSU_MODALITIES
 from reliable_lalm.core.items import TASKS, LoadedBenchmark
 from reliable_lalm.core.plugins import entry_point_objects, load_reference
 
@@ -38,6 +45,9 @@ class BenchmarkEntry:
     default_path: str | Callable[[], str] | None = None  # used when no path is given
     has_answers: bool = True  # False: a hidden test split (inference and export only)
     description: str = ""
+    # The official scorer's rule, "module:function"(answer, prediction, choices) -> bool; an export
+    # lists the items where it judges the exported answer differently from our scoring.
+    official_rule: str | None = None
 
     def resolve_path(self, path: str | None) -> str:
         if path:
@@ -58,6 +68,18 @@ BUILTIN_BENCHMARKS: dict[str, BenchmarkEntry] = {e.name: e for e in (
                    description="MMAU test-mini (1000 items; the 2025-03-25 release matches the paper)"),
     BenchmarkEntry(DEFAULT_KIND, "reliable_lalm.benchmarks.mmau:load",
                    description="any file of the MMAU schema (sound/music/speech); no paper values"),
+    BenchmarkEntry("mmau-test", "reliable_lalm.benchmarks.mmau:load_test", has_answers=False,
+                   description="MMAU's 9000-item test split without answers: inference and leaderboard "
+                               "export only"),
+    BenchmarkEntry("mmar", "reliable_lalm.benchmarks.mmar:load", modalities=MMAR_MODALITIES,
+                   output_field="answer_prediction", official_rule="reliable_lalm.benchmarks.mmar:mmar_string_match",
+                   description="MMAR (1000 items; seven modality groups incl. mixes; Signal..Cultural Layer)"),
+    BenchmarkEntry("mmsu", "reliable_lalm.benchmarks.mmsu:load", modalities=MMSU_MODALITIES,
+                   description="MMSU (5000 spoken-language items, 47 sub-tasks; all speech; loader "
+                               "tested on schema fixtures only)"),
+    BenchmarkEntry("mmau-pro", "reliable_lalm.benchmarks.mmau_pro:load", modalities=MMAU_PRO_MODALITIES,
+                   description="MMAU-Pro, multiple-choice single-audio part (open-ended, instruction-"
+                               "following and multi-audio items skipped; loader tested on schema fixtures only)"),
 )}
 
 

@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="'demo' (the shipped checkpoint), a checkpoint folder, "
                                                        "or a cached hub id (e.g. Qwen/Qwen2-Audio-7B-Instruct)")
     parser.add_argument("--adapter", default=None, help="PEFT (LoRA) adapter folder")
-    parser.add_argument("--benchmark", required=True, help="MMAU-schema JSON/JSONL")
+    parser.add_argument("--benchmark", required=True,
+                        help="MMAU-schema JSON/JSONL, or a registry spec such as mmar:FILE, mmau-test:FILE "
+                             "(see 'rlalm benchmark list')")
     parser.add_argument("--audio-dir", default=None, help="folder the records' audio_id is relative to "
                                                          "(default: the JSON's folder)")
     parser.add_argument("--method", required=True, choices=["baseline", "idk", "mcot", "agent"])
@@ -50,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from reliable_lalm.methods import runners as inference
     from reliable_lalm.models import base as models_base, qwen2_audio
     from reliable_lalm.core import prompts
-    from reliable_lalm.core.items import load_benchmark
+    from reliable_lalm.benchmarks.registry import load as load_benchmark
 
     # Missing audio files are not rejected here: they become per-item error records in the store.
-    bench = load_benchmark(args.benchmark, args.audio_dir, check_audio=False)
+    bench = load_benchmark(args.benchmark, args.audio_dir, check_audio=False)  # registry: any kind
     for rejected in bench.rejected:
         print(f"skipped record {rejected.item_id!r}: {rejected.cause}", file=sys.stderr)
     items = bench.items[: args.limit] if args.limit else bench.items

@@ -14,6 +14,11 @@ tell apart (e.g. "first: neutral, second: frustration" vs "first: frustration, s
 the same words). The export summary lists those items under ``mmau_rule_disagreements`` so the
 difference between the official scorer and ours is explicit, never silent.
 
+``--benchmark mmar:FILE`` (any registered benchmark whose scorer reads another field, has its own
+rule, or has no answers, such as ``mmau-test:FILE``) exports through
+:mod:`reliable_lalm.benchmarks.official` instead: that benchmark's original records and output
+field, disagreements with its own rule under ``official_rule_disagreements``.
+
 The summary also lists the benchmark records rejected at load time (``rejected``, not exported)
 and the items whose LLM normalization failed (``normalizer.failed_items``). Like ``rlalm score``,
 ``rlalm export`` exits 2 with a one-line reason, writing nothing, when nothing can be exported,
@@ -116,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE",
                         help="result store folder (or an MMAU-style JSON/JSONL with model_output)")
     parser.add_argument("--benchmark", metavar="JSON", default=None,
-                        help="the benchmark JSON the store was run on (its records are what is exported)")
+                        help="the benchmark the store was run on: a JSON file or a registry spec such as "
+                             "mmar:FILE or mmau-test:FILE (its records are what is exported)")
     parser.add_argument("--out", metavar="FILE", required=True, help="the MMAU-format JSON to write")
     add_normalizer_arguments(parser)  # also --output-field, --refresh-cache, --strict
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of the store to export")
@@ -127,7 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         path = Path(args.store)
-        if path.is_dir():
+        from reliable_lalm.benchmarks.official import export_store_for_benchmark, needs_own_export
+
+        if path.is_dir() and needs_own_export(args.benchmark):
+            summary = export_store_for_benchmark(path, args.benchmark, args.out, normalizer_from_args(args),
+                                                 sample_index=args.sample_index, output_field=args.output_field)
+        elif path.is_dir():
             if args.benchmark is None:
                 print("rlalm export: note: no --benchmark; the store records must carry choices, answer and task",
                       file=sys.stderr)
@@ -147,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, LLMConfigError, LLMRefusedError) as err:
         print(f"rlalm export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    dis = summary["mmau_rule_disagreements"]
+    dis = summary.get("mmau_rule_disagreements", [])
     print(f"exported {summary['n_exported']} record(s) to {summary['out']}; {summary['n_errors']} error(s)"
           + (f"; {summary['missing']['n']} benchmark item(s) missing from the store" if summary.get("missing", {}).get("n") else ""),
           file=sys.stderr)
@@ -159,13 +170,17 @@ def run(args: argparse.Namespace) -> int:
         for r in rejected["records"][:20]:
             where = f"line {r['line']}" if r.get("line") else f"index {r['index']}"
             print(f"    {r['id']} ({where}): {r['reason']}", file=sys.stderr)
-    failed = summary["normalizer"].get("failed_items") or []
+    failed = (summary.get("normalizer") or {}).get("failed_items") or []
     if failed:
         print(f"  LLM normalization failed for {len(failed)} item(s) (rule-based label kept): "
               + ", ".join(f["id"] for f in failed[:20]), file=sys.stderr)
     if dis:
         print(f"  {len(dis)} item(s) where MMAU's token rule judges the exported answer differently "
               f"(options it cannot tell apart): {', '.join(d['id'] for d in dis[:10])}", file=sys.stderr)
+    official = summary.get("official_rule_disagreements", [])
+    if official:
+        print(f"  {len(official)} item(s) where {summary['benchmark']}'s own rule judges the exported answer "
+              f"differently: {', '.join(d['id'] for d in official[:10])}", file=sys.stderr)
     print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, indent=2, ensure_ascii=False))
     problems = strict_problems(summary) if args.strict else None
     if problems:

@@ -60,6 +60,22 @@ class BenchmarkItem:
         out["choices"] = list(self.choices)
         return out
 
+    # -- other benchmark schemas (MMAR, MMSU, MMAU-Pro, answerless test splits) --------------------
+    def scoring_record(self) -> dict[str, Any]:
+        """:meth:`to_record` plus ``id``, ``task``, ``choices`` and ``answer`` where the benchmark's
+        own schema lacks them (MMAR has ``modality``, MMSU ``choice_a`` ...), so the scorer reads
+        every benchmark the same way. ``choices`` is also replaced when the loader repaired more
+        than the scorer repairs itself (stripping, dropping duplicates), e.g. MMAR's empty options.
+        An MMAU record is returned unchanged."""
+        out = self.to_record()
+        for key, value in (("id", self.id), ("task", self.task), ("choices", list(self.choices)),
+                           ("answer", self.answer)):
+            out.setdefault(key, value)
+        own = out["choices"]
+        if not isinstance(own, (list, tuple)) or tuple(dict.fromkeys(str(c).strip() for c in own)) != self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
 
 @dataclass(frozen=True)
 class RejectedRecord:
@@ -108,12 +124,15 @@ def validate_record(
     dedupe_choices: bool = True,
     index: int | None = None,
     modalities: Sequence[str] = TASKS,
+    require_answer: bool = True,
 ) -> BenchmarkItem:
     """Turn one MMAU-schema record into a :class:`BenchmarkItem` or raise :class:`ItemError`.
 
     ``audio_dir`` is the folder the record's ``audio_id`` (e.g. ``./test-mini-audios/x.wav``) is
     relative to; an absolute ``audio_id`` is used as is. With ``check_audio`` the file must exist
     (readability is checked when the audio is read, per item, by :func:`load_audio`).
+    ``require_answer=False`` is for a split without answers (MMAU's hidden test split): a missing,
+    null or empty ``answer`` is accepted as ``""``; an answer that is given must still be a choice.
     """
     if not isinstance(record, dict):
         raise ItemError(f"#{index}", f"record is a {type(record).__name__}, not an object")
@@ -137,7 +156,9 @@ def validate_record(
     if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
         raise ItemError(item_id, f"{len(choices)} distinct choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
     answer = record.get("answer")
-    if not isinstance(answer, str) or answer.strip() not in choices:
+    if not require_answer and (answer is None or answer == ""):
+        answer = ""  # a hidden test split: inference and export only, never scored
+    elif not isinstance(answer, str) or answer.strip() not in choices:
         raise ItemError(item_id, f"answer {answer!r} is not among the choices {choices}")
     task = str(record.get("task") or "").strip().lower()
     if task not in modalities:
@@ -173,7 +194,7 @@ def load_records(records: Iterable[dict[str, Any]], audio_dir: str | Path | None
                  check_audio: bool = True, dedupe_choices: bool = True,
                  positions: Sequence[tuple[int, int | None]] | None = None,
                  rejected: Sequence[RejectedRecord] = (),
-                 modalities: Sequence[str] = TASKS) -> LoadedBenchmark:
+                 modalities: Sequence[str] = TASKS, require_answer: bool = True) -> LoadedBenchmark:
     """Validate records. ``positions``: (index, JSONL line) of each record in its file (default:
     enumeration); ``rejected``: records already rejected while reading the file, reported first."""
     items: list[BenchmarkItem] = []
@@ -183,7 +204,8 @@ def load_records(records: Iterable[dict[str, Any]], audio_dir: str | Path | None
         index, line = positions[n] if positions is not None else (n, None)
         try:
             item = validate_record(record, audio_dir, check_audio=check_audio,
-                                   dedupe_choices=dedupe_choices, index=index, modalities=modalities)
+                                   dedupe_choices=dedupe_choices, index=index, modalities=modalities,
+                                   require_answer=require_answer)
             if item.id in seen:
                 raise ItemError(item.id, "duplicated id")
         except ItemError as err:
@@ -283,7 +305,7 @@ def read_json_records(path: str | Path) -> tuple[list[Any], list[tuple[int, int 
 
 def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *,
                    check_audio: bool = True, dedupe_choices: bool = True,
-                   modalities: Sequence[str] = TASKS) -> LoadedBenchmark:
+                   modalities: Sequence[str] = TASKS, require_answer: bool = True) -> LoadedBenchmark:
     """Load an MMAU-schema JSON (a list) or JSONL file.
 
     ``audio_dir`` defaults to the JSON file's folder (MMAU's ``audio_id`` values start with
@@ -296,7 +318,7 @@ def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *
     root = Path(audio_dir) if audio_dir is not None else json_path.parent
     return load_records(records, root, source=str(json_path), check_audio=check_audio,
                         dedupe_choices=dedupe_choices, positions=positions, rejected=rejected,
-                         modalities=modalities)
+                        modalities=modalities, require_answer=require_answer)
 
 
 load_mmau = load_benchmark  # MMAU test-mini is the reference schema

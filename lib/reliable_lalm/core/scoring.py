@@ -24,6 +24,9 @@ nothing was, when the output field (``--output-field``, default ``model_output``
 ``--sample-index`` is absent from every record, or when the LLM endpoint refused the requests
 (401/403, unknown model, no quota: rule-based numbers are never reported under the LLM's name);
 with ``--strict``, 1 when any record error, load rejection or LLM failure was reported.
+``--by task,difficulty,category,sub-category`` (any subset) adds ``by``: the same per group of
+each key (:mod:`reliable_lalm.core.breakdowns`). Records without any answer (a hidden test split)
+are refused with one message (:mod:`reliable_lalm.core.submission`).
 """
 from __future__ import annotations
 
@@ -232,7 +235,8 @@ def normalizer_summary(normalizer: Normalizer, normalized: Sequence[Normalized] 
 def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] | None = None,
                   normalizer: Normalizer | str | None = None, *, n_boot: int = 0, seed: int = 0,
                   level: float = 0.95, keep_items: bool = False, errors: Sequence[RecordError] = (),
-                  baseline_errors: Sequence[RecordError] = ()) -> dict[str, Any]:
+                  baseline_errors: Sequence[RecordError] = (), by: str | Sequence[str] | None = None,
+                  modalities: Sequence[str] = ()) -> dict[str, Any]:
     """Score MMAU-style prediction records (optionally against a baseline run on the same items).
 
     ``normalizer``: an object with ``name`` and ``normalize_many``, or a kind for
@@ -240,7 +244,16 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     ``keep_items`` adds ``items``: per record id, task, outcome, normalized label, kind and rule
     (and the baseline's). ``errors``/``baseline_errors``: read errors to report with the rest.
     Raises :class:`IdMismatchError` when the baseline's ids differ from the predictions'.
+    ``by``: breakdown keys (:func:`reliable_lalm.core.breakdowns.parse_by`); ``modalities`` orders
+    the ``task`` groups. Raises :class:`~reliable_lalm.core.submission.NoAnswersError` for records
+    that carry no answer at all.
     """
+    from reliable_lalm.core.breakdowns import breakdown, parse_by
+    from reliable_lalm.core.submission import refuse_unscorable
+
+    by_keys = parse_by(by)
+    pred_records = list(pred_records)
+    refuse_unscorable(pred_records)
     pred, pred_errors, pred_ids = check_records(pred_records, "pred")
     all_errors: list[RecordError] = [*errors, *pred_errors]
     base: dict[str, ScoredRecord] | None = None
@@ -286,6 +299,10 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     summary = summarize(outcomes, [r.task for r in items], invalid=[x.kind == "invalid" for x in pred_norm],
                         baseline=base_outcomes, n_boot=n_boot, seed=seed, level=level, task_order=TASKS)
     result: dict[str, Any] = {**summary["total"], "by_task": summary["by_task"]}
+    if by_keys:
+        result["by"] = breakdown([{**r.record, "task": r.task} for r in items], outcomes, by_keys,
+                                 invalid=[x.kind == "invalid" for x in pred_norm], baseline=base_outcomes,
+                                 n_boot=n_boot, seed=seed, level=level, modalities=modalities)
     result["n_errors"] = len(all_errors)
     result["errors"] = [e.to_dict() for e in all_errors]
     result["normalizer"] = normalizer_summary(norm, pred_norm)
@@ -331,8 +348,10 @@ def _load_join_benchmark(benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | 
     """Items by id and the records rejected at load time (a path or LoadedBenchmark has them)."""
     if benchmark is None:
         return None, []
-    if isinstance(benchmark, (str, Path)):
-        benchmark = load_benchmark(benchmark, check_audio=False)  # scoring needs no audio
+    if isinstance(benchmark, (str, Path)):  # a file or a registry spec (mmar:FILE, ...); no audio needed
+        from reliable_lalm.benchmarks.registry import load as load_spec
+
+        benchmark = load_spec(str(benchmark), check_audio=False)
     if isinstance(benchmark, LoadedBenchmark):
         return {item.id: item for item in benchmark.items}, list(benchmark.rejected)
     return {item.id: item for item in benchmark}, []
@@ -393,7 +412,7 @@ def records_from_store(store: Any, benchmark: LoadedBenchmark | Sequence[Benchma
         raw = next((rec[f] for f in fields if f in rec), None)
         if items is not None:
             item = items.get(str(item_id))
-            base = item.to_record() if item is not None else {"id": str(item_id)}
+            base = item.scoring_record() if item is not None else {"id": str(item_id)}
         else:
             base = {k: v for k, v in rec.items() if k not in fields}
         extra = {"error": rec["error"]} if raw is None and rec.get("error") else {}
@@ -440,6 +459,10 @@ def _num(value: Any) -> str:
 def format_table(result: Mapping[str, Any]) -> str:
     """A readable plain-text rendering of a :func:`score_records` result."""
     groups = [("total", result)] + list(result["by_task"].items())
+    if result.get("by"):  # --by breakdowns: extra rows named key=group
+        from reliable_lalm.core.breakdowns import table_rows
+
+        groups += table_rows(result["by"])
     has_base = "ncc" in result
     head = ["group", "n", "correct", "rejected", "wrong", "invalid", "Acc%", "Tru%", "Rej%", "Rel%"]
     if has_base:
@@ -550,7 +573,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="BASE", default=None,
                         help="baseline predictions on the same items (adds transitions, ΔCon, ΔHum, RGI)")
     parser.add_argument("--benchmark", metavar="JSON", default=None,
-                        help="benchmark JSON whose records a result store is joined with")
+                        help="benchmark whose records a result store is joined with: a JSON file or a "
+                             "registry spec such as mmar:FILE")
     parser.add_argument("--format", choices=("json", "table"), default="json")
     add_normalizer_arguments(parser)
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
@@ -559,6 +583,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of a result store to score")
     parser.add_argument("--output", metavar="FILE", default=None, help="write the output here instead of stdout")
+    parser.add_argument("--by", metavar="KEYS", default=None,
+                        help="breakdowns: any of task,difficulty,category,sub-category, comma-separated "
+                             "('+' crosses keys, e.g. task+difficulty); JSON under 'by', extra table rows")
 
 
 def _load_side(path: str, benchmark: Any, sample_index: int, source: str,
@@ -598,6 +625,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.bootstrap < 0:
             raise ValueError("--bootstrap must be >= 0")
+        modalities: Sequence[str] = ()
+        if args.benchmark is not None:  # a hidden test split is refused before anything is read
+            from reliable_lalm.benchmarks.registry import parse_benchmark
+            from reliable_lalm.core.submission import refuse_answerless_benchmark
+
+            entry, _ = parse_benchmark(args.benchmark)
+            if not entry.has_answers:
+                refuse_answerless_benchmark(entry.name)
+            modalities = entry.modalities
         bench_items, rejected = (_load_join_benchmark(args.benchmark) if args.benchmark is not None else (None, []))
         join = list(bench_items.values()) if bench_items is not None else None
         pred, pred_errors = _load_side(args.pred, join, args.sample_index, "pred", args.output_field)
@@ -605,7 +641,8 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline is not None:
             base, base_errors = _load_side(args.baseline, join, args.sample_index, "baseline", args.output_field)
         result = score_records(pred, base, normalizer_from_args(args), n_boot=args.bootstrap, seed=args.seed,
-                               level=args.level, errors=pred_errors, baseline_errors=base_errors)
+                               level=args.level, errors=pred_errors, baseline_errors=base_errors,
+                               by=args.by, modalities=modalities)
         if bench_items is not None:
             if Path(args.pred).is_dir():
                 have = {r.get("id") for r in pred if isinstance(r, dict)}

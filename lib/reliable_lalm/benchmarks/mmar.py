@@ -1,0 +1,130 @@
+"""MMAR (Ma et al., 2025): 1000 multiple-choice questions on sound, music, speech and their mixes.
+
+Schema (checked against the released ``MMAR-meta`` metadata, 1000 records): ``id``,
+``audio_path`` (``./audio/<id>.wav``, relative to the metadata file), ``question``, ``choices``
+(2-6 option texts; 815 records have 4), ``answer`` (the option text), ``modality`` (one of the
+seven groups of :data:`MODALITIES`, spelled as in the release), ``category`` (Signal / Perception /
+Semantic / Cultural Layer), ``sub-category``, ``language`` (``null`` when nothing is spoken), plus
+``source``, ``url``, ``timestamp`` and the rubric fields (``thinking``, ``cue``, ``rubric``), which
+are kept in the item's ``record`` but not used.
+
+Four released records end with an empty option (``""``); the loader drops it, with a note on the
+item, as MMAU's duplicated options are dropped (MMAR's scorer ignores an empty option too).
+
+Mapping onto :class:`~reliable_lalm.core.items.BenchmarkItem`: ``task`` = the modality group (so
+tables have one column per group, not three squeezed ones), ``category`` and ``sub_category`` as
+given, no ``difficulty`` (MMAR has none).
+
+MMAR's official scorer (``code/evaluation.py`` in github.com/ddlBoJack/MMAR, adapted from MMAU's)
+reads the model's answer from :data:`OUTPUT_FIELD` and judges it with a token rule:
+:func:`mmar_string_match` re-implements it and :func:`mmar_evaluate` its counting, so a test can
+check that the file :func:`reliable_lalm.benchmarks.official.export_for_benchmark` writes is
+scored by MMAR's rule exactly as we score it, up to the items it lists.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from reliable_lalm.benchmarks._common import NOTES_KEY, load_translated, record_id, text_field
+from reliable_lalm.core.items import ItemError, LoadedBenchmark
+
+MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech",
+                               "mix-music-speech", "mix-sound-music-speech")
+CATEGORIES: tuple[str, ...] = ("Signal Layer", "Perception Layer", "Semantic Layer", "Cultural Layer")
+OUTPUT_FIELD = "answer_prediction"  # the key MMAR's evaluation.py reads
+MIN_CHOICES, MAX_CHOICES = 2, 6  # what the release has; more or fewer is a malformed record
+
+
+def _translate(record: dict[str, Any], index: int) -> dict[str, Any]:
+    item_id = record_id(record, index)
+    modality = record.get("modality")
+    if not isinstance(modality, str) or modality.strip() not in MODALITIES:
+        raise ItemError(item_id, f"modality {modality!r} is not one of the MMAR groups {MODALITIES}")
+    choices = record.get("choices")
+    notes = []
+    if isinstance(choices, (list, tuple)):
+        # Four released records end with an empty option (""), an artefact: MMAR's own rule ignores
+        # it (no tokens), and a model should not be shown an empty option, so it is dropped.
+        kept = [c for c in choices if not (isinstance(c, str) and not c.strip())]
+        if len(kept) != len(choices):
+            notes.append(f"empty choice removed: {list(choices)} -> {kept}")
+            choices = kept
+        if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
+            raise ItemError(item_id, f"{len(choices)} choices; MMAR has {MIN_CHOICES}-{MAX_CHOICES}")
+    return {NOTES_KEY: notes,"id": item_id, "question": record.get("question"), "choices": choices, "answer": record.get("answer"),
+            "task": modality.strip(), "audio_id": record.get("audio_path"),
+            "category": text_field(record, "category"), "sub-category": text_field(record, "sub-category"),
+            "dataset": text_field(record, "source")}
+
+
+def load(path: str | Path, audio_dir: str | Path | None = None, *, modalities: Sequence[str] = MODALITIES,
+         check_audio: bool = True, dedupe_choices: bool = True, **kwargs: Any) -> LoadedBenchmark:
+    """Load MMAR metadata (JSON list or JSONL); every record is accepted or rejected with a reason.
+
+    ``audio_dir``: the folder ``audio_path`` is relative to (default: the metadata file's folder).
+    """
+    return load_translated(path, audio_dir, _translate, modalities=tuple(modalities), check_audio=check_audio,
+                           dedupe_choices=dedupe_choices, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# MMAR's official rule, re-implemented (not copied) from its published evaluation code
+# ------------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\b\w+\b")
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def mmar_string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
+    """MMAR's ``string_match``: does ``prediction`` count as ``answer``?
+
+    Follows ``code/evaluation.py`` of github.com/ddlBoJack/MMAR (itself MMAU's rule): lower-cased
+    ``\\b\\w+\\b`` token sets; a prediction without tokens never matches; every answer token must be
+    in the prediction; the prediction may contain no token of another choice, where a choice with
+    the answer's token set is ignored and the answer's own tokens are removed from the others.
+    """
+    predicted = _tokens(prediction)
+    if not predicted:
+        return False
+    wanted = _tokens(answer)
+    others: set[str] = set()
+    for choice in choices:
+        tokens = _tokens(choice)
+        if tokens != wanted:
+            others |= tokens - wanted
+    return wanted <= predicted and predicted.isdisjoint(others)
+
+
+def mmar_evaluate(records: Iterable[dict[str, Any]], output_field: str = OUTPUT_FIELD) -> dict[str, Any]:
+    """What MMAR's evaluation script counts on ``records`` (its input file's records).
+
+    As the script does: a record without ``output_field`` is skipped (not in the total); the others
+    are judged by :func:`mmar_string_match` against the record's own ``answer`` and ``choices``, and
+    counted in total and per ``modality``, ``category`` and ``sub-category`` as ``[correct, total]``.
+    ``matched_ids`` lists the records judged correct (the script only sets ``match`` on them).
+    """
+    correct = total = 0
+    by: dict[str, dict[str, list[int]]] = {"modality": {}, "category": {}, "sub-category": {}}
+    matched: list[str] = []
+    for record in records:
+        if output_field not in record:
+            continue
+        hit = mmar_string_match(record["answer"], record[output_field], record["choices"])
+        total += 1
+        correct += hit
+        if hit:
+            matched.append(str(record.get("id")))
+        for key in by:
+            value = record.get(key)
+            if value is None:
+                continue
+            cell = by[key].setdefault(str(value), [0, 0])
+            cell[0] += hit
+            cell[1] += 1
+    return {"correct": correct, "total": total, "accuracy": correct / total if total else None,
+            "matched_ids": matched, **{f"by_{k.replace('-', '_')}": v for k, v in by.items()}}
