@@ -196,16 +196,22 @@ def load_processor(source: str, family: NativeFamily, *, local_files_only: bool 
     """The checkpoint's processor; for the Omni families without torchvision, its audio-only form."""
     import transformers
 
+    processor_class = getattr(transformers, family.processor_class)
     try:
-        return transformers.AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+        processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
     except Exception as err:  # noqa: BLE001 - decide below whether it is the known vision-backend case
         if not (family.vision_subprocessors and _missing_vision_backend(err)):
             raise
+    else:
+        if isinstance(processor, processor_class):
+            return processor
+        if not family.vision_subprocessors:  # e.g. a folder without processor files: AutoProcessor gave a tokenizer
+            raise TypeError(f"{source}: AutoProcessor gave {type(processor).__name__}, not {family.processor_class}")
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     feature_extractor = transformers.WhisperFeatureExtractor.from_pretrained(source, local_files_only=local_files_only)
     template = _read_chat_template(source, local_files_only) or getattr(tokenizer, "chat_template", None)
-    return audio_only_processor(getattr(transformers, family.processor_class), feature_extractor=feature_extractor,
-                                tokenizer=tokenizer, chat_template=template)
+    return audio_only_processor(processor_class, feature_extractor=feature_extractor, tokenizer=tokenizer,
+                                chat_template=template)
 
 
 # --------------------------------------------------------------------------------------------------

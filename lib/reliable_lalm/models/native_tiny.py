@@ -212,3 +212,27 @@ TINY: dict[str, TinySpec] = {s.family: s for s in (
 def build_tiny(family: str, seed: int = 0):
     """``(model, processor)`` of a tiny random-weight instance of ``family``."""
     return TINY[family].build(seed)
+
+
+def save_tiny(model, processor, out_dir) -> str:
+    """Save a tiny instance as a checkpoint folder, laid out like the hub's (for loading tests).
+
+    Audio-only Omni processors cannot ``save_pretrained`` (no video processor to save): their parts
+    are written as the hub has them (tokenizer, ``preprocessor_config.json``, ``chat_template.jinja``,
+    ``processor_config.json`` naming the processor class).
+    """
+    import json as _json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if getattr(processor, "video_processor", None) is None and hasattr(processor, "video_token"):
+        processor.tokenizer.save_pretrained(out)
+        processor.feature_extractor.save_pretrained(out)
+        (out / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
+        base = type(processor).__mro__[1].__name__  # the real class under the audio-only subclass
+        (out / "processor_config.json").write_text(_json.dumps({"processor_class": base}), encoding="utf-8")
+    else:
+        processor.save_pretrained(out)
+    return str(out)
