@@ -55,6 +55,10 @@ class ModelEntry:
 # transformers model_type -> backend serving that architecture
 BACKENDS_BY_MODEL_TYPE: dict[str, str] = {
     "qwen2_audio": "reliable_lalm.models.qwen2_audio:HFBackend",
+    # Native transformers LALMs (reliable_lalm.models.hf_generic.FAMILIES): full Omni checkpoints are
+    # served by their thinker (text output only).
+    **{t: "reliable_lalm.models.hf_generic:NativeHFBackend" for t in (
+        "audioflamingo3", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker")},
 }
 
 BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
@@ -63,6 +67,15 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
                description="Qwen2-Audio-7B-Instruct, the paper's main model"),
     ModelEntry("qwen2-audio-7b", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B",
                family="qwen2_audio", description="Qwen2-Audio-7B base (pre-trained, not instruction-tuned)"),
+    ModelEntry("audio-flamingo-3", BACKENDS_BY_MODEL_TYPE["audioflamingo3"], "nvidia/audio-flamingo-3-hf",
+               family="audioflamingo3", description="Audio Flamingo 3 (NVIDIA), transformers-native checkpoint"),
+    ModelEntry("qwen2.5-omni-7b", BACKENDS_BY_MODEL_TYPE["qwen2_5_omni"], "Qwen/Qwen2.5-Omni-7B",
+               family="qwen2_5_omni_thinker", description="Qwen2.5-Omni-7B, thinker only (text output)"),
+    ModelEntry("qwen2.5-omni-3b", BACKENDS_BY_MODEL_TYPE["qwen2_5_omni"], "Qwen/Qwen2.5-Omni-3B",
+               family="qwen2_5_omni_thinker", description="Qwen2.5-Omni-3B, thinker only (text output)"),
+    ModelEntry("qwen3-omni-30b-a3b-instruct", BACKENDS_BY_MODEL_TYPE["qwen3_omni_moe"],
+               "Qwen/Qwen3-Omni-30B-A3B-Instruct", family="qwen3_omni_moe_thinker",
+               description="Qwen3-Omni-30B-A3B-Instruct (MoE), thinker only (text output)"),
 )}
 
 

@@ -1,0 +1,238 @@
+"""Tiny random-weight instances of every native family, built offline (tests, ``rlalm models --check``).
+
+Each instance is the family's real model class built from its real config classes with tiny sizes
+(1-2 layers, hidden 32), and its real processor class around a byte-level BPE tokenizer trained in
+memory on the paper's prompts (the real tokenizers need a download) with the family's special
+tokens, a ``WhisperFeatureExtractor`` (128 mel bins, as the real checkpoints) and a chat template
+written after the family's documented prompt format:
+
+* Audio Flamingo 3: ``<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
+  <sound>{text}<|im_end|>\\n<|im_start|>assistant\\n`` (the sound token before the text);
+* Qwen2.5-Omni: the same ChatML with ``<|audio_bos|><|AUDIO|><|audio_eos|>`` before the text;
+* Qwen3-Omni: ChatML without a default system turn, ``<|audio_start|><|audio_pad|><|audio_end|>``.
+
+The templates are ours (the checkpoints' own files cannot be read offline); real checkpoints bring
+their own. AF3's tiny feature window is 2 s (real: 30 s) so that a 3 s clip spans two windows and
+the "feature rows are windows, not prompts" path is exercised.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+# Special tokens per family: (plain list of added special tokens, named ones the processor reads).
+CHATML = ["<|im_start|>", "<|im_end|>"]
+
+
+def chat_template(audio_markup: str, system: str | None) -> str:
+    """A ChatML template: optional default system turn; audio parts as ``audio_markup``, then text."""
+    sys_part = (f"{{% if loop.first and message['role'] != 'system' %}}<|im_start|>system\n{system}<|im_end|>\n"
+                "{% endif %}") if system else ""
+    return (
+        "{% for message in messages %}" + sys_part +
+        "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'audio' %}" + audio_markup + "{% endif %}{% endfor %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+        "{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def _corpus() -> list[str]:
+    from reliable_lalm.core import prompts
+
+    return [
+        prompts.baseline_prompt("What is the primary sound source heard in the recording?",
+                                ["Dog barking", "Car horn", "Piano melody", "Human speech"]),
+        prompts.idk_prompt("Which instrument plays the melody?", ["Violin", "Guitar", "Flute", "Drums"]),
+        "The answer is A. I don't know. The sound is a dog barking.",
+    ] * 10
+
+
+def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int = 512):
+    """A ``Qwen2Tokenizer`` over a BPE trained on the prompts, with ``special`` and ``named`` tokens."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    from reliable_lalm.demo.model import QWEN2_PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    extra = [t for t in dict.fromkeys(CHATML + special + list(named.values()))]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>", additional_special_tokens=extra,
+                               padding_side="left", **({"extra_special_tokens": named} if named else {}))
+    tokenizer.model_max_length = 32768
+    return tokenizer
+
+
+def feature_extractor(chunk_length_s: int):
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_length_s,
+                                   n_fft=400, padding_value=0.0, return_attention_mask=True)
+
+
+def _finish(model, tokenizer):
+    from transformers import GenerationConfig
+
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, tokenizer.pad_token_id],
+                                               pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    model.eval()
+    return model
+
+
+def _text_config(tokenizer, **extra) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+                **extra)
+
+
+def tiny_audioflamingo3(seed: int = 0):
+    import torch
+    from transformers import (AudioFlamingo3Config, AudioFlamingo3EncoderConfig,
+                              AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor, Qwen2Config)
+
+    tokenizer = train_tokenizer(["<sound>"], {})
+    chunk = 2
+    processor = AudioFlamingo3Processor(feature_extractor=feature_extractor(chunk), tokenizer=tokenizer,
+                                        chat_template=chat_template("<sound>", "You are a helpful assistant."),
+                                        audio_token="<sound>", max_audio_len=6)
+    config = AudioFlamingo3Config(
+        audio_config=AudioFlamingo3EncoderConfig(num_mel_bins=128, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=32, hidden_size=16,
+                                                 max_source_positions=chunk * 100 // 2),
+        text_config=Qwen2Config(**_text_config(tokenizer), tie_word_embeddings=False),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"))
+    torch.manual_seed(seed)
+    return _finish(AudioFlamingo3ForConditionalGeneration(config), tokenizer), processor
+
+
+def _omni_tokenizer(kind: str):
+    if kind == "qwen2_5":
+        named = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+                 "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
+                 "vision_eos_token": "<|vision_eos|>"}
+    else:
+        named = {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>",
+                 "audio_eos_token": "<|audio_end|>", "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                 "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"}
+    return train_tokenizer([], named), named
+
+
+def _omni_processor(processor_class, tokenizer, template: str, chunk_length_s: int):
+    """The real Omni processor class; audio-only when torchvision (for its video processor) is absent."""
+    from reliable_lalm.models.hf_generic import audio_only_processor
+
+    return audio_only_processor(processor_class, feature_extractor=feature_extractor(chunk_length_s),
+                                tokenizer=tokenizer, chat_template=template)
+
+
+def _omni_ids(tokenizer, named: dict[str, str]) -> dict:
+    ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in named.items()}
+    return dict(audio_token_id=ids["audio_token"], image_token_id=ids["image_token"],
+                video_token_id=ids["video_token"], audio_start_token_id=ids["audio_bos_token"],
+                vision_start_token_id=ids["vision_bos_token"], user_token_id=tokenizer("user", add_special_tokens=False).input_ids[0])
+
+
+def tiny_qwen2_5_omni_thinker(seed: int = 0):
+    import torch
+    from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    tokenizer, named = _omni_tokenizer("qwen2_5")
+    processor = _omni_processor(Qwen2_5OmniProcessor, tokenizer,
+                                chat_template("<|audio_bos|><|AUDIO|><|audio_eos|>", "You are a helpful assistant."), 4)
+    ids = _omni_ids(tokenizer, named)
+    ids["audio_token_index"] = ids.pop("audio_token_id")
+    ids["image_token_index"] = ids.pop("image_token_id")
+    ids["video_token_index"] = ids.pop("video_token_id")
+    ids["audio_end_token_id"] = tokenizer.convert_tokens_to_ids(named["audio_eos_token"])
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
+                          d_model=16, output_dim=32, n_window=50, max_source_positions=200),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32,
+                           fullatt_block_indexes=[0]),
+        text_config=_text_config(tokenizer, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                             "mrope_section": [1, 1, 2]}),
+        **ids)
+    torch.manual_seed(seed)
+    return _finish(Qwen2_5OmniThinkerForConditionalGeneration(config), tokenizer), processor
+
+
+def tiny_qwen3_omni_moe_thinker(seed: int = 0):
+    import torch
+    from transformers import (Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig,
+                              Qwen3OmniMoeThinkerForConditionalGeneration)
+
+    tokenizer, named = _omni_tokenizer("qwen3")
+    processor = _omni_processor(Qwen3OmniMoeProcessor, tokenizer,
+                                chat_template("<|audio_start|><|audio_pad|><|audio_end|>", None), 4)
+    config = Qwen3OmniMoeThinkerConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
+                          d_model=16, output_dim=32, n_window=50, n_window_infer=100, downsample_hidden_size=8,
+                          max_source_positions=200),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32,
+                           deepstack_visual_indexes=[0], num_position_embeddings=64),
+        text_config=_text_config(tokenizer, head_dim=8, moe_intermediate_size=16, num_experts=4,
+                                 num_experts_per_tok=2,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": [1, 1, 2], "interleaved": True}),
+        **_omni_ids(tokenizer, named))
+    torch.manual_seed(seed)
+    return _finish(Qwen3OmniMoeThinkerForConditionalGeneration(config), tokenizer), processor
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    family: str  # key of reliable_lalm.models.hf_generic.FAMILIES
+    build: Callable  # seed -> (model, processor)
+    requires: tuple[str, ...] = ()  # importable modules the build needs (beyond the default install)
+
+
+TINY: dict[str, TinySpec] = {s.family: s for s in (
+    TinySpec("audioflamingo3", tiny_audioflamingo3),
+    TinySpec("qwen2_5_omni_thinker", tiny_qwen2_5_omni_thinker),
+    TinySpec("qwen3_omni_moe_thinker", tiny_qwen3_omni_moe_thinker),
+)}
+
+
+def build_tiny(family: str, seed: int = 0):
+    """``(model, processor)`` of a tiny random-weight instance of ``family``."""
+    return TINY[family].build(seed)
+
+
+def save_tiny(model, processor, out_dir) -> str:
+    """Save a tiny instance as a checkpoint folder, laid out like the hub's (for loading tests).
+
+    Audio-only Omni processors cannot ``save_pretrained`` (no video processor to save): their parts
+    are written as the hub has them (tokenizer, ``preprocessor_config.json``, ``chat_template.jinja``,
+    ``processor_config.json`` naming the processor class).
+    """
+    import json as _json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if getattr(processor, "video_processor", None) is None and hasattr(processor, "video_token"):
+        processor.tokenizer.save_pretrained(out)
+        processor.feature_extractor.save_pretrained(out)
+        (out / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
+        base = type(processor).__mro__[1].__name__  # the real class under the audio-only subclass
+        (out / "processor_config.json").write_text(_json.dumps({"processor_class": base}), encoding="utf-8")
+    else:
+        processor.save_pretrained(out)
+    return str(out)

@@ -1,0 +1,248 @@
+"""Native transformers LALMs (Audio Flamingo 3, Qwen2.5-Omni thinker, Qwen3-Omni thinker) on tiny
+random-weight instances of their real classes, built offline (seconds each).
+
+What each family must do: hear the audio (passed as ``audio=``, right-padded features, every frame
+reaching the model), batched greedy = batch-size-1, K@N reproducible and independent of batching,
+the paper's prompts through the model's own chat template, LoRA targets in the language model only,
+and load back from a checkpoint folder through the registry.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from reliable_lalm.core import prompts
+from reliable_lalm.models import hf_generic
+from reliable_lalm.models.base import AudioNotReachedError, GenerationRequest, GenerationSettings
+from reliable_lalm.models.native_tiny import TINY, build_tiny, save_tiny
+
+FAMILIES = sorted(TINY)
+
+QUESTION = "What is the primary sound source heard in the recording?"
+CHOICES = ["Dog barking", "Car horn", "Piano melody", "Human speech"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def tiny(request, one_torch_thread):
+    model, processor = build_tiny(request.param)
+    return request.param, model, processor
+
+
+@pytest.fixture
+def backend(tiny):
+    _, model, processor = tiny
+    b = hf_generic.NativeHFBackend(model, processor, batch_size=4)
+    yield b
+    b.close()
+
+
+def _clips():
+    rng = np.random.default_rng(0)
+    # 3 s (two windows of the tiny AF3's 2 s), 1 s, 0.5 s
+    return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (48000, 16000, 8000)]
+
+
+def _requests(settings=GenerationSettings(max_new_tokens=6), **kw):
+    texts = [prompts.baseline_prompt(QUESTION, CHOICES), prompts.idk_prompt(QUESTION, CHOICES), "Describe the audio."]
+    return [GenerationRequest(f"item-{i}", audio, text, settings, **kw) for i, (audio, text) in
+            enumerate(zip(_clips(), texts))]
+
+
+def test_audio_is_passed_as_audio_and_features_are_right_padded(backend, monkeypatch):
+    calls = []
+    original = type(backend.processor).__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.processor), "__call__", spy)
+    texts = [backend.chat_text("a much longer prompt than the other one, to force padding"), backend.chat_text("Hi")]
+    enc = backend.encode(texts, [_clips()[1], _clips()[2]])
+    assert calls and "audio" in calls[0] and "audios" not in calls[0] and len(calls[0]["audio"]) == 2
+    assert "input_features" in enc and backend.family.mask_key in enc
+    assert int(enc["attention_mask"][1, 0]) == 0 and int(enc["attention_mask"][1, -1]) == 1  # text: left-padded
+    mask = enc[backend.family.mask_key]
+    lengths = mask.sum(-1)
+    assert int(lengths[0]) > int(lengths[-1])  # the 1 s clip has more valid frames than the 0.5 s one
+    for row, n in zip(mask, lengths):  # features: right-padded (valid frames first)
+        assert bool(row[: int(n)].all()) and not bool(row[int(n):].any())
+
+
+def test_audio_reaches_the_model_and_the_check_fires_without_it(backend, monkeypatch):
+    backend.generate(_requests()[:2])  # passes the check: every processed frame reached the encoder
+    original = backend.encode
+
+    def without_features(texts, audios):
+        enc = original(texts, audios)
+        del enc["input_features"]  # the model then only sees the audio placeholder tokens
+        return enc
+
+    monkeypatch.setattr(backend, "encode", without_features)
+    with pytest.raises(AudioNotReachedError):
+        backend.generate(_requests()[:2])
+
+
+def test_processor_output_without_features_is_an_error(backend, monkeypatch):
+    original = type(backend.processor).__call__
+
+    def drop_audio(self, *args, **kwargs):
+        kwargs.pop("audio", None)  # as if `audios=` had been passed: silently text only
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.processor), "__call__", drop_audio)
+    with pytest.raises((AudioNotReachedError, ValueError)):
+        backend.generate(_requests()[:1])
+
+
+def test_batched_greedy_equals_batch_size_one(backend):
+    requests = _requests(GenerationSettings(max_new_tokens=8))
+    backend.batch_size = 3
+    batched = backend.generate(requests)
+    backend.batch_size = 1
+    single = backend.generate(requests)
+    assert [g.texts for g in batched] == [g.texts for g in single]
+    assert [g.new_tokens for g in batched] == [g.new_tokens for g in single]
+    assert len({g.texts[0] for g in batched}) > 1  # the answers depend on the input (not a constant)
+
+
+def test_audio_flamingo_windows_are_not_prompts():
+    model, processor = build_tiny("audioflamingo3")
+    backend = hf_generic.NativeHFBackend(model, processor)
+    enc = backend.encode([backend.chat_text("Q?")] * 2, _clips()[:2])
+    assert enc["input_features"].shape[0] == 3  # 3 s clip -> two 2 s windows, 1 s clip -> one
+    backend.close()
+
+
+def test_knn_returns_n_samples_reproducibly_and_independent_of_batching(backend):
+    settings = GenerationSettings(max_new_tokens=6, do_sample=True, temperature=1.0, num_samples=3, seed=7)
+    requests = _requests(settings)
+    backend.batch_size = 3
+    first = backend.generate(requests)
+    again = backend.generate(requests)
+    backend.batch_size = 1
+    alone = backend.generate(requests)
+    assert all(len(g.texts) == 3 and g.sample_indices == (0, 1, 2) for g in first)
+    assert [g.texts for g in first] == [g.texts for g in again] == [g.texts for g in alone]
+    assert any(len(set(g.texts)) > 1 for g in first)  # samples differ from one another
+    # one sample requested on its own is the same sample
+    sub = backend.generate([GenerationRequest(requests[0].item_id, requests[0].audio, requests[0].prompt, settings,
+                                              sample_indices=(2,))])
+    assert sub[0].texts == [first[0].texts[2]]
+    other_seed = backend.generate([GenerationRequest(r.item_id, r.audio, r.prompt,
+                                                     GenerationSettings(**{**settings.to_dict(), "seed": 8}))
+                                   for r in requests])
+    assert [g.texts for g in other_seed] != [g.texts for g in first]
+
+
+def test_greedy_knn_repeats_the_greedy_answer(backend):
+    greedy = backend.generate(_requests()[:1])[0]
+    knn = backend.generate(_requests(GenerationSettings(max_new_tokens=6, num_samples=3))[:1])[0]
+    assert knn.texts == greedy.texts * 3
+
+
+def test_top_k_1_sampling_is_greedy(backend):
+    greedy = backend.generate(_requests(GenerationSettings(max_new_tokens=6)))
+    sampled = backend.generate(_requests(GenerationSettings(max_new_tokens=6, do_sample=True, top_k=1, num_samples=2)))
+    assert [g.texts * 2 for g in greedy] == [g.texts for g in sampled]
+
+
+@pytest.mark.parametrize("make_prompt", [prompts.baseline_prompt, prompts.idk_prompt], ids=["baseline", "idk"])
+def test_paper_prompts_go_through_the_chat_template(backend, make_prompt):
+    prompt = make_prompt(QUESTION, CHOICES)
+    text = backend.chat_text(prompt)
+    assert prompt in text and text.endswith("<|im_start|>assistant\n")
+    audio_token = backend.processor.audio_token
+    assert text.index(audio_token) < text.index(prompt)  # the audio comes before the question
+    enc = backend.encode([text], [_clips()[1]])
+    decoded = backend.tokenizer.decode(enc["input_ids"][0])
+    assert prompt in decoded and decoded.count(audio_token) > 1  # placeholder expanded to the clip's frames
+    assert backend.generate([GenerationRequest("p", _clips()[1], prompt, GenerationSettings(max_new_tokens=4))])
+
+
+def test_lora_targets_are_the_language_models_qkv_only(tiny):
+    from reliable_lalm.training.lora_sft import DEFAULT_TARGET_MODULES, lora_target_names
+
+    family, model, _ = tiny
+    targets = hf_generic.lora_target_modules(model)
+    audio_qkv = [n for n, _ in model.named_modules() if "audio_tower" in n and n.endswith("q_proj")]
+    assert audio_qkv, "the audio encoder has attention projections too (that is the trap)"
+    assert targets and not any("audio_tower" in n or "visual" in n for n in targets)
+    assert {n.rsplit(".", 1)[-1] for n in targets} == {"q_proj", "k_proj", "v_proj"}
+    n_layers = model.config.text_config.num_hidden_layers
+    assert len(targets) == 3 * n_layers
+    regex = hf_generic.lora_target_regex(family)
+    assert [n for n in targets if re.fullmatch(regex, n)] == targets
+    assert sorted(lora_target_names(model, regex)) == sorted(targets)
+    assert sorted(lora_target_names(model, DEFAULT_TARGET_MODULES)) == sorted(targets)  # the training default too
+
+
+def test_registry_serves_every_native_family():
+    from reliable_lalm.models.registry import BACKENDS_BY_MODEL_TYPE, registered_models
+
+    for family in hf_generic.FAMILIES.values():
+        for model_type in family.model_types:
+            assert BACKENDS_BY_MODEL_TYPE[model_type] == "reliable_lalm.models.hf_generic:NativeHFBackend"
+    entries = {e.family: e for e in registered_models().values() if e.family in hf_generic.FAMILIES}
+    assert set(entries) == set(hf_generic.FAMILIES)
+    assert entries["audioflamingo3"].source == "nvidia/audio-flamingo-3-hf"
+    assert entries["qwen2_5_omni_thinker"].resolve_source().startswith("Qwen/Qwen2.5-Omni-")
+    assert all(e.backend_class() is hf_generic.NativeHFBackend for e in entries.values())
+
+
+def test_a_checkpoint_folder_loads_through_the_registry(tiny, tmp_path):
+    from reliable_lalm.models.registry import resolve_model
+
+    family, model, processor = tiny
+    folder = save_tiny(model, processor, tmp_path / family)
+    entry = resolve_model(folder)
+    assert entry.backend_class() is hf_generic.NativeHFBackend
+    loaded = entry.load(device="cpu", dtype="float32")
+    import transformers
+
+    assert loaded.family.name == family
+    assert isinstance(loaded.processor, getattr(transformers, hf_generic.FAMILIES[family].processor_class))
+    assert loaded.processor.chat_template == processor.chat_template
+    fresh = hf_generic.NativeHFBackend(model, processor)
+    requests = _requests()
+    assert [g.texts for g in loaded.generate(requests)] == [g.texts for g in fresh.generate(requests)]
+    fresh.close()
+    loaded.close()
+
+
+def test_rlalm_models_lists_and_checks(capsys):
+    from reliable_lalm.cli import main
+    from reliable_lalm.models.registry import registered_models
+
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    for name in registered_models():
+        assert name in listing
+    assert "NativeHFBackend" in listing and "Qwen2-Audio-Instruct" in listing
+
+    assert main(["models", "--check"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    native = [e for e in registered_models().values() if e.backend.endswith(":NativeHFBackend")]
+    checked = [line for line in lines if "[" in line.split(":")[0]]
+    assert len(checked) == len(native) >= 4
+    assert all(": ok (" in line for line in checked), lines
+
+
+def test_rlalm_models_check_fails_when_a_family_fails(capsys, monkeypatch):
+    from reliable_lalm.cli import main
+    from reliable_lalm.models import native_tiny
+
+    def broken(seed=0):
+        raise RuntimeError("simulated build failure")
+
+    monkeypatch.setitem(native_tiny.TINY, "qwen3_omni_moe_thinker",
+                        native_tiny.TinySpec("qwen3_omni_moe_thinker", broken))
+    monkeypatch.setitem(native_tiny.TINY, "audioflamingo3",
+                        native_tiny.TinySpec("audioflamingo3", native_tiny.tiny_audioflamingo3,
+                                             requires=("a_package_that_is_not_installed",)))
+    assert main(["models", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "simulated build failure" in out
+    assert "skipped (needs a_package_that_is_not_installed" in out
