@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from reliable_lalm.models.hf_loading import ModelNotAvailable
     from reliable_lalm.core.results import ParamsMismatch, StoreLocked
+    from reliable_lalm.methods.runners import StaleResultsError
 
     try:
         max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             summary = inference.run_method(backend, items, args.method, args.out, settings=settings,
                                            few_shot=few_shot, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
-    except (ModelNotAvailable, StoreLocked, ParamsMismatch, ValueError) as err:
+    except (ModelNotAvailable, StoreLocked, ParamsMismatch, StaleResultsError, ValueError) as err:
         print(f"rlalm infer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     info = summary.to_dict()

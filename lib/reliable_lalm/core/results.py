@@ -142,7 +142,18 @@ def _atomic_write_json(path: Path, data: Any) -> None:
 
 
 class ParamsMismatch(RuntimeError):
-    pass
+    """A store reopened with other parameters (the message names the keys that differ)."""
+
+
+def params_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two parameter trees (``settings.seed``, ``model.weights``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += params_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    same = json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str)
+    return [] if same else [prefix.rstrip(".") or "params"]
 
 
 class StoreLocked(RuntimeError):
@@ -186,10 +197,10 @@ class ResultStore:
         if store.manifest_path.exists():
             manifest = store.manifest()
             if manifest.get("params_fingerprint") != fingerprint:
+                differs = ", ".join(params_differences(manifest.get("params") or {}, _redact(params))[:6])
                 raise ParamsMismatch(
-                    f"{store.directory} holds results for other parameters "
-                    f"(fingerprint {manifest.get('params_fingerprint')} != {fingerprint}); "
-                    "use another directory or delete it")
+                    f"{store.directory} holds results for other parameters ({differs or 'fingerprint'} "
+                    f"differ); use another directory or delete it")
         else:
             _atomic_write_json(store.manifest_path, provenance(params, seed=seed, device=device))
         store._repair_tail()

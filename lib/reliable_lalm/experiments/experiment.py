@@ -141,10 +141,10 @@ class Experiment:
         if key in self._backends:
             return self._backends[key].describe()
         from reliable_lalm.models.hf_loading import resolve_device, resolve_dtype
-        from reliable_lalm.models.qwen2_audio import checkpoint_description
 
         dtype = str(resolve_dtype("auto", resolve_device(self.device))).replace("torch.", "")
-        return checkpoint_description(self.model_source, str(adapter) if adapter else None, dtype)
+        return self.model_entry.backend_class().describe_checkpoint(self.model_source,
+                                                                    str(adapter) if adapter else None, dtype)
 
     def few_shot(self) -> list:
         """MCoT few-shot examples: from ``few_shot_file``, else the ``few_shot`` list of the
@@ -180,15 +180,17 @@ class Experiment:
         """``(store folder, complete?)`` of a cached run, keyed by content.
 
         The folder is named after a hash of what determines the run (model and adapter content,
-        method, settings, few-shot examples), and "complete" means every item has a record
-        computed from its current content and prompt: the same check every run makes first.
+        method, settings, few-shot examples, every item's content and rendered prompt), and
+        "complete" means every item has a record computed from its current content and prompt: the
+        same check every run makes first.
         """
         from reliable_lalm.core.fingerprint import digest
         from reliable_lalm.core.results import ResultStore, params_fingerprint
-        from reliable_lalm.methods.runners import pending_items, store_params_for
+        from reliable_lalm.methods.runners import method_inputs, pending_items, store_params_for
 
         params = store_params_for(self.model_description(adapter), method, settings, few_shot, **extra)
-        store_dir = self.results_dir / f"{name}-{params_fingerprint(params)[:10]}"
+        inputs = digest(sorted(v["key"] for v in method_inputs(items, method, few_shot).values()))
+        store_dir = self.results_dir / f"{name}-{digest([params_fingerprint(params), inputs])[:10]}"
         if not (store_dir / "manifest.json").is_file():
             return store_dir, False
         store = ResultStore(store_dir)

@@ -194,15 +194,19 @@ def valid_done_keys(store: ResultStore, inputs: dict[str, dict[str, str]]) -> se
     return done
 
 
-def pending_items(store: ResultStore, items: Sequence[BenchmarkItem], method: str, few_shot=(),
-                  n_samples: int = 1) -> list[str]:
-    """Ids of ``items`` not yet done in ``store`` for ``method`` (the check every run makes first)."""
+def method_inputs(items: Sequence[BenchmarkItem], method: str, few_shot=()) -> dict[str, dict[str, str]]:
+    """:func:`input_fingerprint` of every item under ``method`` (its rendered prompt text)."""
     entry = get_method(method)
     few = tuple(few_shot)
     prompt_of = agent_key_prompt if entry.kind == MULTI_STEP else (
         lambda it: entry.build_prompt(it.question, it.choices, few))
-    inputs = {it.id: input_fingerprint(it, prompt_of) for it in items}
-    done = valid_done_keys(store, inputs)
+    return {it.id: input_fingerprint(it, prompt_of) for it in items}
+
+
+def pending_items(store: ResultStore, items: Sequence[BenchmarkItem], method: str, few_shot=(),
+                  n_samples: int = 1) -> list[str]:
+    """Ids of ``items`` not yet done in ``store`` for ``method`` (the check every run makes first)."""
+    done = valid_done_keys(store, method_inputs(items, method, few_shot))
     return [it.id for it in items if any((it.id, j) not in done for j in range(n_samples))]
 
 

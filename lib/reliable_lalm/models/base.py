@@ -106,6 +106,15 @@ class Backend(abc.ABC):
         """What identifies the model in a result store's parameters."""
         return {"backend": type(self).__name__}
 
+    @classmethod
+    def describe_checkpoint(cls, source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
+        """What identifies a loaded checkpoint in result keys (by content, never by path), computable
+        without loading it: the experiments' "already complete" check uses the same function."""
+        from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
+
+        return {"backend": cls.__name__, "weights": model_fingerprint(source),
+                "adapter_weights": directory_fingerprint(adapter) if adapter else None, "dtype": dtype}
+
     def check_prompt(self, prompt: str) -> str | None:
         """Why this prompt cannot be generated from (one line), or None. Checked per item before batching."""
         return _unencodable(prompt)
@@ -136,3 +145,15 @@ def _row_seed(seed: int, item_id: str, sample_index: int) -> int:
 class OptionScoringUnsupported(NotImplementedError):
     """The backend cannot score continuations (e.g. a chat API without log-probabilities)."""
 
+
+
+def state_dict_fingerprint(model) -> str:
+    """Hash of every parameter and buffer (names, dtypes, shapes, bytes) of an in-memory model."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
+        h.update(data.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -355,10 +355,15 @@ class NativeHFBackend(Backend):
         return cls(model, processor, batch_size=batch_size, **kwargs)
 
     def describe(self) -> dict[str, Any]:
-        source = getattr(self.model, "rlalm_source", None) or {
-            "model": getattr(self.model, "name_or_path", "") or type(self._inner).__name__, "adapter": None}
-        return {"backend": "NativeHFBackend", "family": self.family.name, **source,
-                "dtype": str(self._inner.dtype).replace("torch.", ""), "window_seconds": self.window_seconds}
+        """The model by content: checkpoint and adapter hashes and the dtype (never a path)."""
+        from reliable_lalm.models.base import state_dict_fingerprint
+
+        source = getattr(self.model, "rlalm_source", None)
+        dtype = str(self._inner.dtype).replace("torch.", "")
+        if source is not None:
+            return self.describe_checkpoint(source["model"], source.get("adapter"), dtype)
+        return {"backend": type(self).__name__, "weights": state_dict_fingerprint(self.model),
+                "adapter_weights": None, "dtype": dtype}
 
     # ---------------------------------------------------------------- audio check
 

@@ -30,31 +30,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation, GenerationRequest,
-                                       GenerationSettings, _row_seed, _unencodable)
+                                       GenerationSettings, _row_seed, _unencodable, state_dict_fingerprint)
 from reliable_lalm.models.qwen_chat import chat_text
 
 
-def checkpoint_description(source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
-    """What identifies a loaded model in result keys, computable without loading it (the fast
-    "already complete" path of the experiments uses the same function)."""
-    from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
-
-    return {"backend": "HFBackend", "weights": model_fingerprint(source),
-            "adapter_weights": directory_fingerprint(adapter) if adapter else None, "dtype": dtype}
-
-
-def state_dict_fingerprint(model) -> str:
-    """Hash of every parameter and buffer (names, dtypes, shapes, bytes) of an in-memory model."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        data = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
-        h.update(data.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def audio_token_count(n_samples: int, hop_length: int = 160) -> int:
@@ -185,9 +164,9 @@ class HFBackend(Backend):
             source = getattr(self.model, "rlalm_source", None)
             dtype = str(self._inner.dtype).replace("torch.", "")
             if source is not None:
-                self._description = checkpoint_description(source["model"], source.get("adapter"), dtype)
+                self._description = self.describe_checkpoint(source["model"], source.get("adapter"), dtype)
             else:  # built in memory (tests, benchmarks): hash the weights themselves
-                self._description = {"backend": "HFBackend", "weights": state_dict_fingerprint(self.model),
+                self._description = {"backend": type(self).__name__, "weights": state_dict_fingerprint(self.model),
                                      "adapter_weights": None, "dtype": dtype}
         return self._description
 
