@@ -18,6 +18,10 @@ Policies
       truncated to the window, as the processor would silently do, and the record gets a
       ``warning``. Stereo and non-16 kHz files are downmixed and resampled by
       :func:`reliable_lalm.core.items.load_audio`.
+    * A backend that fails one item after its own retries (an HTTP endpoint, a worker process) returns
+      a :class:`~reliable_lalm.models.base.Generation` with ``error`` set: that item gets error
+      records ``generation failed: <cause>`` and the run goes on (``retry_errors`` retries them).
+      :class:`~reliable_lalm.models.base.BackendFatalError` (a refused key) stops the run.
     * Exceptions that are not about one item (CUDA errors, a model bug, the audio check) stop the
       run; CUDA out-of-memory splits the batch in two and retries.
 """
@@ -223,8 +227,15 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
             by_id = {p.item.id: p.item for p in prepared}
             for indices, generations in (backend.generate_iter(requests) if requests else ()):
                 records = []
+                failed: list[dict[str, Any]] = []
                 for i, g in zip(indices, generations):
                     item, req = by_id[g.item_id], requests[i]
+                    if getattr(g, "error", None) is not None:  # the backend failed this item: error records
+                        failed.extend({"item_id": item.id, "sample_index": j, "method": method, "prompt": req.prompt,
+                                       "model_output": None, "error": f"generation failed: {g.error}",
+                                       "warning": warnings.get(item.id), "settings": settings.to_dict(),
+                                       **_item_fields(item)} for j in req.samples)
+                        continue
                     for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
@@ -232,6 +243,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
                                         **_item_fields(item), **extra})
                 store.extend(records)  # one write per batch: a crash loses at most this batch
+                error_store.extend(failed)
                 bar.update(len(generations))
                 batches += 1
                 if on_batch is not None:
