@@ -7,7 +7,8 @@ Re-running the same command after an interruption finishes the run (finished key
 ``--samples N`` with N > 1 samples N answers per item (K@N, sampling at ``--temperature``).
 ``--shard i/n`` runs shard i of n (store ``STORE_DIR/shards/i-of-n``; see
 :mod:`reliable_lalm.methods.shards`); ``rlalm merge-shards STORE_DIR`` merges the n shards.
-``--model openai:<model>@<base_url>`` sends the items to an OpenAI-compatible endpoint.
+``--model openai:<model>@<base_url>`` sends the items to an OpenAI-compatible endpoint;
+``--model "worker:<command line>"`` to an isolated worker process (:mod:`reliable_lalm.models.worker`).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         out = shards.shard_store_dir(args.out, shard)
         shards.check_shard_dir(out, shard, items)
     out = out or args.out
-    if args.model.startswith("openai:"):  # an endpoint spec: no local weights
+    if args.model.startswith(("openai:", "worker:")):  # an endpoint or a worker process: no local weights
         from reliable_lalm.models.registry import resolve_model
 
         backend = resolve_model(args.model).load()

@@ -69,6 +69,7 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
 # "<prefix>:<spec>" -> a function building the entry of such a spec (endpoints, isolated workers)
 SPEC_FACTORIES: dict[str, str] = {
     "openai": "reliable_lalm.models.openai_audio:model_entry",  # openai:<model>@<base_url>
+    "worker": "reliable_lalm.models.worker:model_entry",  # worker:<command line> (isolated environment)
 }
 
 
