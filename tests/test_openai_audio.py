@@ -351,3 +351,27 @@ def test_spec_and_registry(monkeypatch):
         OpenAIAudioBackend("m")  # neither a key nor a base URL
     with pytest.raises(TypeError, match="environment"):
         entry.load(api_key="sk-nope")
+
+
+def test_infer_cli_with_an_endpoint_spec(clip_items, tmp_path, api_key, capsys):
+    from reliable_lalm.cli import main
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps([{"id": it.id, "audio_id": it.audio_path, "question": it.question,
+                                  "choices": list(it.choices), "answer": it.answer, "task": it.task}
+                                 for it in clip_items[:4]]))
+    with AudioChatServer(answer) as server:
+        args = ["infer", "--model", f"openai:test-audio-lm@{server.base_url}", "--benchmark", str(bench),
+                "--method", "idk", "--out", str(tmp_path / "out"), "--max-new-tokens", "5", "--no-progress",
+                "--backend-option", "max_concurrency=2", "--backend-option", "audio_format=audio_url"]
+        assert main(args) == 0
+        assert server.max_in_flight <= 2 and set(server.audio_types) == {"audio_url"}
+    records = ResultStore(tmp_path / "out").by_item()
+    assert {k: r["model_output"] for k, r in records.items()} == {it.id: f"answer {it.id}" for it in clip_items[:4]}
+    with AudioChatServer(lambda body, n: Status(403, "forbidden")) as server:
+        args[args.index("--model") + 1] = f"openai:test-audio-lm@{server.base_url}"
+        args[args.index("--out") + 1] = str(tmp_path / "refused")
+        capsys.readouterr()
+        assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rlalm infer: stopped: ") and "HTTP 403" in err[-1]

@@ -182,3 +182,14 @@ def test_real_worker_answers_the_paper_prompts(name, prefix, needed, worker_item
         assert summary.errors == 0
         assert all(r["model_output"].strip() for r in ResultStore(tmp_path / method).records())
     worker.close()
+
+
+def test_real_workers_report_missing_configuration_through_the_protocol(tmp_path):
+    """The real workers' start-up checks run anywhere: a missing variable or a wrong checkout is a
+    one-line fatal reason, not a hang or a traceback on the protocol stream."""
+    base = {"PYTHONPATH": ""}
+    with pytest.raises(BackendFatalError, match="RLALM_QWEN_AUDIO_CHAT_DIR is required"):
+        WorkerBackend([sys.executable, str(worker_script("qwen_audio_chat_worker"))], env=base, inherit_env=False)
+    env = {**base, **{f"RLALM_SALMONN_{k}": str(tmp_path) for k in ("REPO", "CKPT", "WHISPER", "BEATS", "VICUNA")}}
+    with pytest.raises(BackendFatalError, match="has no model.py"):
+        WorkerBackend([sys.executable, str(worker_script("salmonn_worker"))], env=env, inherit_env=False)

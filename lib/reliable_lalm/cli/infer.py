@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--few-shot", default=None,
                         help="JSON list of MCoT few-shot examples {question, choices, reasoning, answer}")
     parser.add_argument("--retry-errors", action="store_true", help="retry items whose record is an error")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="option of an openai:/worker: backend, VALUE as JSON or a string "
+                             "(e.g. max_concurrency=32, audio_format=audio_url, timeout=300); repeatable")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="run shard I of N (0-based) into OUT/shards/I-of-N; merge with rlalm merge-shards OUT")
     parser.add_argument("--shard-by", default="hash", choices=["hash", "position"],
@@ -82,7 +85,21 @@ def run(args: argparse.Namespace) -> int:
     if args.model.startswith(("openai:", "worker:")):  # an endpoint or a worker process: no local weights
         from reliable_lalm.models.registry import resolve_model
 
-        backend = resolve_model(args.model).load()
+        options = {}
+        for option in args.backend_option:
+            key, sep, value = option.partition("=")
+            if not sep or not key.strip():
+                print(f"--backend-option expects KEY=VALUE, not {option!r}", file=sys.stderr)
+                return 2
+            try:
+                options[key.strip()] = json.loads(value)
+            except ValueError:
+                options[key.strip()] = value
+        try:
+            backend = resolve_model(args.model).load(**options)
+        except models_base.BackendFatalError as err:  # no key, a worker that does not start
+            print(f"rlalm infer: {err}", file=sys.stderr)
+            return 1
     else:
         backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
                                                       dtype=args.dtype, device_map=args.device_map,
