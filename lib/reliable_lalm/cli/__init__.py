@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("reliable_lalm.demo.cli", "embedded demo: build the synthetic benchmark, train the demo model"),
     "bench": ("reliable_lalm.cli.bench", "benchmarks (inference engine against the per-question loop)"),
     "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
+    "merge-shards": ("reliable_lalm.cli.merge_shards", "merge the shard stores of 'rlalm infer --shard i/n' into one"),
     "train": ("reliable_lalm.cli.train", "K@N IDK dataset and LoRA SFT (single process or DeepSpeed)"),
     "benchmark": ("reliable_lalm.cli.benchmark", "list registered benchmarks; validate a benchmark file"),
     "models": ("reliable_lalm.cli.models", "list registered models; --check runs a tiny instance of each native one"),

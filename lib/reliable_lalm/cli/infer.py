@@ -8,6 +8,10 @@ Re-running the same command after an interruption finishes the run (finished key
 ``--model demo`` is the shipped demo checkpoint. Counts must be positive integers; a model that is
 not available offline, settings the model cannot run, or a store another process is writing end
 the command at once with one line (exit 2).
+``--shard i/n`` runs shard i of n (store ``STORE_DIR/shards/i-of-n``; see
+:mod:`reliable_lalm.methods.shards`); ``rlalm merge-shards STORE_DIR`` merges the n shards.
+``--model openai:<model>@<base_url>`` sends the items to an OpenAI-compatible endpoint;
+``--model "worker:<command line>"`` to an isolated worker process (:mod:`reliable_lalm.models.worker`).
 """
 from __future__ import annotations
 
@@ -45,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--few-shot", default=None,
                         help="JSON list of MCoT few-shot examples {question, choices, reasoning, answer}")
     parser.add_argument("--retry-errors", action="store_true", help="retry items whose record is an error")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="option of an openai:/worker: backend, VALUE as JSON or a string "
+                             "(e.g. max_concurrency=32, audio_format=audio_url, timeout=300); repeatable")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run shard I of N (0-based) into OUT/shards/I-of-N; merge with rlalm merge-shards OUT")
+    parser.add_argument("--shard-by", default="hash", choices=["hash", "position"],
+                        help="shard by a stable hash of the item id (default) or by position")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -69,10 +80,19 @@ def run(args: argparse.Namespace) -> int:
     if args.samples > 1 and args.method == "agent":
         print("--samples > 1 needs a single-call method (baseline, idk, mcot)", file=sys.stderr)
         return 2
-    from reliable_lalm.models.hf_loading import ModelNotAvailable
     from reliable_lalm.core.results import ParamsMismatch, StoreLocked
     from reliable_lalm.methods.runners import StaleResultsError
+    from reliable_lalm.models.hf_loading import ModelNotAvailable
 
+    shard = out = None
+    if args.shard:
+        from reliable_lalm.methods import shards
+
+        shard = shards.Shard.parse(args.shard, args.shard_by)
+        items = shards.select_shard(items, shard)  # after --limit: the shards of the limited run
+        out = shards.shard_store_dir(args.out, shard)
+        shards.check_shard_dir(out, shard, items)
+    out = out or args.out
     try:
         max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
         sampling = args.samples > 1 or (args.temperature is not None and args.temperature > 0)
@@ -80,24 +100,44 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=max_new, do_sample=sampling,
             temperature=args.temperature if args.temperature is not None else 1.0,
             top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-        backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
-                                                      dtype=args.dtype, device_map=args.device_map,
-                                                      adapter=args.adapter)
+        if args.model.startswith(("openai:", "worker:")):  # an endpoint or a worker process: no local weights
+            from reliable_lalm.models.registry import resolve_model
+
+            options = {}
+            for option in args.backend_option:
+                key, sep, value = option.partition("=")
+                if not sep or not key.strip():
+                    print(f"--backend-option expects KEY=VALUE, not {option!r}", file=sys.stderr)
+                    return 2
+                try:
+                    options[key.strip()] = json.loads(value)
+                except ValueError:
+                    options[key.strip()] = value
+            backend = resolve_model(args.model).load(**options)
+        else:
+            backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
+                                                            dtype=args.dtype, device_map=args.device_map,
+                                                            adapter=args.adapter)
         try:
             backend.check_settings(settings)
         except ValueError as err:
             raise ValueError(f"--max-new-tokens {max_new}: {err}") from None
         if args.samples > 1:
-            summary = inference.sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings,
+            summary = inference.sample_knn(backend, items, out, n_samples=args.samples, settings=settings,
                                            method=args.method, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
         else:
-            summary = inference.run_method(backend, items, args.method, args.out, settings=settings,
+            summary = inference.run_method(backend, items, args.method, out, settings=settings,
                                            few_shot=few_shot, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
+    except models_base.BackendFatalError as err:  # a refused key, a worker that does not start or dies
+        print(f"rlalm infer: stopped: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     except (ModelNotAvailable, StoreLocked, ParamsMismatch, StaleResultsError, ValueError) as err:
         print(f"rlalm infer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    if shard is not None:
+        shards.mark_shard(out, shard, items)
     info = summary.to_dict()
     errors = info.pop("error_items")
     print(json.dumps(info, indent=2))

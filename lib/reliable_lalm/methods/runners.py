@@ -32,6 +32,10 @@ Policies
       a second process on the same store is refused with the pid of the first.
     * A record is reused only when it was computed from the item's current content (audio bytes
       included) and the current prompt text; a record of other inputs stops the run with what differs.
+    * A backend that fails one item after its own retries (an HTTP endpoint, a worker process) returns
+      a :class:`~reliable_lalm.models.base.Generation` with ``error`` set: that item gets error
+      records ``generation failed: <cause>`` and the run goes on (``retry_errors`` retries them).
+      :class:`~reliable_lalm.models.base.BackendFatalError` (a refused key) stops the run.
 """
 from __future__ import annotations
 
@@ -382,8 +386,16 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                 if not generations:
                     continue
                 records = []
+                backend_failed: list[dict[str, Any]] = []
                 for i, g in zip(indices, generations):
                     item, req = by_id[g.item_id], requests[i]
+                    if getattr(g, "error", None) is not None:  # the backend failed this item: error records
+                        backend_failed.extend({"item_id": item.id, "sample_index": j, "method": method,
+                                       "input": inputs[item.id], "prompt": req.prompt,
+                                       "model_output": None, "error": f"generation failed: {g.error}",
+                                       "warning": warnings.get(item.id), "settings": settings.to_dict(),
+                                       **_item_fields(item)} for j in req.samples)
+                        continue
                     for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
@@ -392,6 +404,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
                                         **_item_fields(item), **extra})
                 store.extend(records)  # one write per batch: a crash loses at most this batch
+                error_store.extend(backend_failed)
                 bar.update(len(generations))
                 batches += 1
                 if on_batch is not None:

@@ -82,6 +82,10 @@ class Generation:
     new_tokens: list[int]  # generated tokens per sample (EOS included)
     finished: list[bool]  # True: stopped at EOS; False: hit max_new_tokens
     prompt_tokens: int = 0
+    # Set when this item failed inside the backend (e.g. an endpoint timed out after its retries):
+    # texts/new_tokens/finished are then empty and the runner writes an error record per sample
+    # index naming this cause; the run goes on.
+    error: str | None = None
 
     @property
     def text(self) -> str:
@@ -140,6 +144,11 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 def _row_seed(seed: int, item_id: str, sample_index: int) -> int:
     digest = hashlib.sha256(f"{seed}\x1f{item_id}\x1f{sample_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class BackendFatalError(RuntimeError):
+    """A failure every further request would repeat (a refused API key, an unknown model, a worker
+    that died): the run stops with this one-line reason instead of writing an error per item."""
 
 
 class OptionScoringUnsupported(NotImplementedError):

@@ -79,6 +79,13 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
 )}
 
 
+# "<prefix>:<spec>" -> a function building the entry of such a spec (endpoints, isolated workers)
+SPEC_FACTORIES: dict[str, str] = {
+    "openai": "reliable_lalm.models.openai_audio:model_entry",  # openai:<model>@<base_url>
+    "worker": "reliable_lalm.models.worker:model_entry",  # worker:<command line> (isolated environment)
+}
+
+
 def registered_models() -> dict[str, ModelEntry]:
     """Built-in entries plus those of installed packages (entry points), by name."""
     entries = dict(BUILTIN_MODELS)
@@ -111,6 +118,9 @@ def resolve_model(name_or_path: str) -> ModelEntry:
 
     Raises :class:`UnknownModelError` at once (no network) for anything else.
     """
+    prefix, sep, _ = str(name_or_path).partition(":")
+    if sep and prefix in SPEC_FACTORIES:
+        return load_reference(SPEC_FACTORIES[prefix])(str(name_or_path))
     entries = registered_models()
     if name_or_path in entries:
         return entries[name_or_path]
