@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
     "train": ("reliable_lalm.cli.train", "K@N IDK dataset and LoRA SFT (single process or DeepSpeed)"),
     "reproduce": ("reliable_lalm.runner.reproduce", "execute the notebooks of a profile with papermill"),
+    "retrain": ("reliable_lalm.runner.retrain", "retrain the LoRA adapters over seeds; check the shipped ones statistically"),
 }
 
 
