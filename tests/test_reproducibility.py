@@ -230,3 +230,34 @@ def test_shipped_adapter_evaluation_is_identical_under_default_cpu_capability(tm
     default_cap, portable = run("default", tmp_path / "default")
     assert default_cap == "DEFAULT" and native_cap != "DEFAULT"
     assert "sound" in native and native == portable
+
+
+# ------------------------------------------------------------------ papermill, as the README shows
+
+def _status(*folders: str) -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", *folders], cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.notebooks
+def test_papermill_with_other_parameters_leaves_committed_folders_alone(tmp_path):
+    import shutil
+
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    before = _status("tables", "figures")
+    nb = str(paths.NOTEBOOKS_DIR / "02_idk_prompting.ipynb")
+    with pytest.raises(PapermillExecutionError, match="unknown parameter 'nonexistent'"):
+        pm.execute_notebook(nb, str(tmp_path / "bad.ipynb"), parameters={"nonexistent": 3},
+                            cwd=str(paths.REPO_ROOT), progress_bar=False)
+    params = {"limit_per_task": 3, "bootstrap": 0}
+    loc = outputs.output_location("demo", "02_idk_prompting", {**defaults("02_idk_prompting"), **params})
+    try:
+        pm.execute_notebook(nb, str(tmp_path / "out.ipynb"), parameters=params, cwd=str(paths.REPO_ROOT),
+                            progress_bar=False)
+        assert (loc.tables / "table3.csv").is_file() and (loc.tables / "parameters.json").is_file()
+        assert _status("tables", "figures") == before  # nothing committed changed; demo+<hash>/ is ignored
+    finally:
+        shutil.rmtree(loc.tables, ignore_errors=True)
+        shutil.rmtree(loc.figures, ignore_errors=True)

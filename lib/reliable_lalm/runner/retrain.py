@@ -124,7 +124,9 @@ def retrain(profile: str = "demo", *, seeds: Sequence[int] = (0, 1, 2, 3, 4), al
                      f"{c['mean']:.2f} ± {c['sd']:.2f} | {c['tolerance']:.2f} | {'yes' if c['ok'] else 'NO'} |")
         csv.append(f"{c['train']},{a},{c['test']},{c['metric']},{c['n']},{c['shipped']:.4f},{c['mean']:.4f},"
                    f"{c['sd']:.4f},{c['tolerance']:.4f},{c['ok']}")
-    (out / "retrain.md").write_text(f"Retrain check, profile {profile}, seeds {list(seeds)}; rule: {report['rule']}\n\n"
+    references = sorted({c["reference"] for c in cells})
+    (out / "retrain.md").write_text(f"Retrain check, profile {profile}, seeds {list(seeds)}; rule: {report['rule']}\n"
+                                    f"Reference column ('shipped'): {'; '.join(references) or 'none'}\n\n"
                                     + "\n".join(lines) + "\n", encoding="utf-8")
     (out / "retrain.csv").write_text("\n".join(csv) + "\n", encoding="utf-8")
     verdict = (f"retrain: {len(cells) - len(failed)}/{len(cells)} SFT cells within tolerance over seeds "
