@@ -12,11 +12,15 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env reproduce test test-fast clean-cache help
+SEEDS ?= 5
+
+.PHONY: env reproduce check retrain test test-fast clean-cache help
 
 help:
 	@echo "make reproduce   # create .venv if missing, run every notebook on the embedded demo (PROFILE=$(PROFILE))"
 	@echo "make test        # create .venv if missing, run the test suite offline"
+	@echo "make check       # compare tables/$(PROFILE) and figures/$(PROFILE) with the committed files"
+	@echo "make retrain     # retrain the LoRA adapters over SEEDS=$(SEEDS) seeds, check the shipped ones"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +32,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 env: $(STAMP)
 
+# Regenerate, then compare with the committed tables and figures (fails on any difference).
 reproduce: $(STAMP)
 	$(VENV)/bin/rlalm reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+	$(VENV)/bin/rlalm reproduce --profile $(PROFILE) --check
+
+check: $(STAMP)
+	$(VENV)/bin/rlalm reproduce --profile $(PROFILE) --check
+
+# Retrain the LoRA adapters over SEEDS seeds; checks the shipped adapters' cells (mean ± sd).
+retrain: $(STAMP)
+	$(VENV)/bin/rlalm retrain --profile $(PROFILE) --seeds $(SEEDS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -180,9 +180,11 @@ def test_failing_notebook_exits_nonzero_naming_notebook_and_cell(tmp_path, capsy
 def test_execute_notebook_direct(tmp_path):
     d = setup_dirs(tmp_path, {"02_beta.ipynb": "02_beta.ipynb", "03_fails.ipynb": "03_fails.ipynb"}, "{}\n")
     out = execute_notebook("02_beta", "fake", {"modality": "music", "out_dir": str(d["out"])},
-                           notebooks_dir=d["notebooks"], runs_root=d["runs"],
+                           notebooks_dir=d["notebooks"], runs_root=d["runs"], params_dir=d["params"],
                            name_params={"modality": "music"})
-    assert out == d["runs"] / "fake" / "02_beta__modality-music.ipynb" and out.is_file()
+    # Not the profile's parameters (fake.yaml sets none): runs/fake+<hash>/, never runs/fake/.
+    assert out.parent.parent == d["runs"] and out.parent.name.startswith("fake+") and out.is_file()
+    assert out.name == "02_beta__modality-music.ipynb"
     assert json.loads((d["out"] / "b_music.json").read_text())["profile"] == "fake"
     with pytest.raises(ProfileError, match="'epochs'"):
         execute_notebook("02_beta", "fake", {"epochs": 1}, notebooks_dir=d["notebooks"], runs_root=d["runs"])

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+import sys
+
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+from reliable_lalm.runner.profiles import parse_parameters_source  # noqa: E402
 
 COMMON_PARAMETERS = '''\
 profile: str = "demo"  # parameter profile (params/<profile>.yaml); names the output folders
@@ -29,7 +34,10 @@ from IPython.display import Markdown, display
 
 from reliable_lalm import experiments, reporting
 from reliable_lalm.experiments import Experiment
+from reliable_lalm.runner.outputs import notebook_outputs
 
+# tables/<profile>/ and figures/<profile>/ only for the profile's own parameters, else <profile>+<hash>/
+output = notebook_outputs("{stem}", {{{parameters}}})
 exp = Experiment(profile=profile, model=model, benchmark=benchmark, audio_dir=audio_dir,
                  limit_per_task=limit_per_task, batch_size=batch_size, device=device,
                  normalizer=normalizer, bootstrap=bootstrap, seed=seed)
@@ -37,11 +45,23 @@ compare = experiments.paper_comparable(benchmark)  # on MMAU, tables are shown b
 display(exp.loaded_benchmark.summary())'''
 
 
-def notebook(title: str, intro: str, extra_parameters: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+def setup_cell(stem: str, parameters_source: str) -> str:
+    """The setup cell: every declared parameter goes to the output-folder rule by name."""
+    names = [f'"{n}": {n}' for n in parse_parameters_source(parameters_source)]
+    lines = [", ".join(names[i:i + 4]) for i in range(0, len(names), 4)]
+    return SETUP.format(stem=stem, parameters="\n    " + ",\n    ".join(lines) + "\n")
+
+
+DEFAULTS = {}  # stem -> declared parameters, written to lib/reliable_lalm/runner/notebook_defaults.json
+
+
+def notebook(stem: str, title: str, intro: str, extra_parameters: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     parameters = COMMON_PARAMETERS + ("\n" + extra_parameters if extra_parameters else "")
+    DEFAULTS[stem] = {k: {"type": p.type_name, "default": p.default}
+                      for k, p in parse_parameters_source(parameters).items()}
     nb_cells = [new_markdown_cell(f"# {title}\n\n{intro}"),
                 new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                new_code_cell(SETUP)]
+                new_code_cell(setup_cell(stem, parameters))]
     for kind, source in cells:
         nb_cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
     nb = new_notebook(cells=nb_cells)
@@ -54,13 +74,14 @@ def table_cell(var: str, name: str, caption: str, paper: str | None) -> str:
     """Save a table under tables/<profile>/ (beside the paper's numbers on MMAU) and show it."""
     reference = f'reporting.paper_table("{paper}") if compare else None' if paper else "None"
     name_source = f'f"{name}"' if "{" in name else f'"{name}"'  # names may carry parameters
-    return (f'reporting.save_table({var}, {name_source}, profile, caption="{caption}",\n'
+    return (f'reporting.save_table({var}, {name_source}, output.tag, caption="{caption}",\n'
             f'                     reference={reference})\n{var}')
 
 
 NOTEBOOKS = {}
 
 NOTEBOOKS["01_baselines"] = notebook(
+    "01_baselines",
     "01 · Baselines",
     "Baseline prompt (paper Table 4) on every modality, scored two ways: MMAU's official string match on the raw "
     "outputs (Table 1, *MMAU (Unnormalized)*) and our normalizer (*Ours (Normalized)*), with the reference rows "
@@ -85,6 +106,7 @@ NOTEBOOKS["01_baselines"] = notebook(
     ])
 
 NOTEBOOKS["02_idk_prompting"] = notebook(
+    "02_idk_prompting",
     "02 · IDK prompting",
     "The IDK prompt (paper Table 5) against the baseline on the same items: Acc/Tru/Rel (Table 1 rows), ΔCon, "
     "ΔHum and RGI in both conventions (Table 2 rows; *subset* is what the paper prints, *class* is its equations "
@@ -109,6 +131,7 @@ NOTEBOOKS["02_idk_prompting"] = notebook(
     ])
 
 NOTEBOOKS["03_mcot_and_agent"] = notebook(
+    "03_mcot_and_agent",
     "03 · MCoT prompting and the task agent",
     "Multimodal chain-of-thought (paper Table 6, with few-shot examples) and the three-step task agent (Table 7: "
     "audio type, content, answer; each step batched over all items), against the baseline: their rows of "
@@ -135,6 +158,7 @@ knn_temperature: float = 0.5  # sampling temperature of the K@N pass (not stated
 knn_top_p: float = 1.0  # nucleus sampling of the K@N pass (1.0: off)'''
 
 NOTEBOOKS["06_idk_threshold"] = notebook(
+    "06_idk_threshold",
     "06 · IDK threshold K@N",
     "One K@N sampling pass per modality (N answers per item, from one shared prefill per item) gives the "
     "IDK share of the training set for every threshold K = 1..N (paper Figure 5: 1@5 = 50.2 %, 5@5 = 63.5 % "
@@ -146,7 +170,7 @@ NOTEBOOKS["06_idk_threshold"] = notebook(
                  + table_cell("figure5", "figure5", "Figure 5 data: IDK share (%) of the K@N training set.", None)),
         ("code", 'fig = reporting.plot_idk_threshold(figure5.reset_index().rename(columns={"all": "idk_percent"}),\n'
                  '                                   reference=reporting.PAPER_FIGURE5 if compare else None)\n'
-                 'reporting.save_figure(fig, "figure5", profile)'),
+                 'reporting.save_figure(fig, "figure5", output.tag, data=figure5)'),
     ])
 
 SFT_PARAMETERS = KNN_PARAMETERS + '''
@@ -163,6 +187,7 @@ SFT_SETUP = ('sft = dict(learning_rate=sft_learning_rate, epochs=sft_epochs, bat
              '                    knn_top_p=knn_top_p, sft=sft)')
 
 NOTEBOOKS["04_sft"] = notebook(
+    "04_sft",
     "04 · IDK dataset and LoRA SFT on one modality",
     "Builds the K@N IDK dataset of the training modality from one sampling pass (paper section 3.2), trains a "
     "LoRA adapter on it (peft; language model q/k/v only, audio encoder frozen; Table 9 hyper-parameters), "
@@ -190,6 +215,7 @@ NOTEBOOKS["04_sft"] = notebook(
     ])
 
 NOTEBOOKS["05_cross_modal"] = notebook(
+    "05_cross_modal",
     "05 · Cross-modal transfer",
     "Adapters trained on each modality and tested on the others (cached from 04_sft, trained here if missing): "
     "Figure 3 (RGI heatmap), Tables 10–12, and the assembled Tables 1 and 2 whose *LoRA Fine-tuning* row is "
@@ -202,7 +228,7 @@ NOTEBOOKS["05_cross_modal"] = notebook(
         ("code", 'from reliable_lalm.experiments import crossmodal\n'
                  'heatmap = crossmodal.rgi_heatmap(cells, include_diagonal=False)\n'
                  'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI, train (rows) to test")\n'
-                 'reporting.save_figure(fig, "figure3", profile)\n'
+                 'reporting.save_figure(fig, "figure3", output.tag, data=heatmap)\n'
                  'heatmap'),
         ("code", 'table10 = crossmodal.table10(cells)\n'
                  + table_cell("table10", "table10", "Table 10: Acc/Tru/Rel (%) of LoRA fine-tuning, trained on one modality (rows), tested on another.", None)),
@@ -222,6 +248,7 @@ NOTEBOOKS["05_cross_modal"] = notebook(
     ])
 
 NOTEBOOKS["07_lora_alpha_ablation"] = notebook(
+    "07_lora_alpha_ablation",
     "07 · LoRA alpha ablation",
     "Adapters trained on one modality (the paper: speech) with several LoRA alphas, tested on the other two: "
     "rejection rate, reliability and RGI against alpha (paper Figure 4 a–c), with 95% bootstrap intervals.",
@@ -235,7 +262,7 @@ alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values 
         ("code", 'figure4 = experiments.alpha_figure_frame(sweep)\n'
                  + table_cell("figure4", "figure4", "Figure 4 data: rejection rate (%), reliability (%) and RGI against LoRA alpha.", None)),
         ("code", 'fig = reporting.plot_alpha_ablation(figure4.reset_index())\n'
-                 'reporting.save_figure(fig, "figure4", profile)'),
+                 'reporting.save_figure(fig, "figure4", output.tag, data=figure4)'),
     ])
 
 
@@ -248,6 +275,10 @@ def main() -> None:
         nbformat.validate(nb)
         nbformat.write(nb, out_dir / f"{stem}.ipynb")
         print(out_dir / f"{stem}.ipynb")
+    # The reference of the output-folder rule (reliable_lalm.runner.outputs): the generated defaults.
+    defaults = ROOT / "lib" / "reliable_lalm" / "runner" / "notebook_defaults.json"
+    defaults.write_text(json.dumps(DEFAULTS, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(defaults)
 
 
 if __name__ == "__main__":

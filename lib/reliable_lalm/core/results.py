@@ -102,6 +102,10 @@ def device_description(device: str | None = None) -> dict[str, Any]:
             pass
     if device is not None:
         info["device"] = str(device)
+    # CPU, kernels, math libraries, threads and numerics env vars (issue 16: SFT bits differ by CPU).
+    from reliable_lalm.core.numerics import numerics_description
+
+    info["numerics"] = numerics_description()
     return info
 
 

@@ -63,6 +63,9 @@ class CrossModalConfig:
     convention: str = "subset"  # ΔCon/ΔHum convention of the headline RGI (subset = the paper's printed values)
     progress: bool = True
     allow_foreign_knn: bool = False  # accept a K@N store sampled from another model (or older weights)
+    # Evaluate a shipped adapter (reliable_lalm.experiments.shipped) whose training key matches
+    # instead of training: SFT is not bitwise portable across CPUs, evaluation is (issue 16).
+    use_shipped: bool = True
 
 
 def model_identity(name_or_path: str) -> dict[str, Any]:
@@ -160,7 +163,6 @@ class CrossModal:
 
     def adapter(self, train_task: str, alpha: float | None = None) -> Path:
         """The adapter trained on ``train_task``'s IDK set: reused when cached, else trained now."""
-        from reliable_lalm.training.idk_dataset import build_idk_dataset
         from reliable_lalm.training.lora_sft import AdapterCheckError, read_summary, train_lora_sft, verify_adapter
 
         config = self.sft_config(train_task, alpha)
@@ -168,6 +170,11 @@ class CrossModal:
         if given is not None:
             verify_adapter(given)
             return Path(given)
+        if self.config.use_shipped:
+            shipped = self.shipped_adapter(train_task, alpha)
+            if shipped is not None:
+                verify_adapter(shipped)
+                return shipped
         out = self.adapter_dir(train_task, alpha)
         summary = read_summary(out)
         if summary and summary.get("complete"):
@@ -176,11 +183,7 @@ class CrossModal:
                 return out
             except AdapterCheckError:
                 pass  # a damaged cache entry is retrained, never used
-        store = ResultStore(Path(self.config.knn_store))
-        if not self.config.allow_foreign_knn:
-            check_knn_store_matches(store, self.config.base_model)
-        dataset = build_idk_dataset(self._train_items_of(train_task), store, self.config.k, self.config.n,
-                                    prompt_method=self.config.train_prompt)
+        store, dataset = self._idk_dataset(train_task)
         if not dataset.examples:
             raise ValueError(f"no IDK training example for {train_task!r} (skipped: {dataset.summary()['skipped']})")
         data_info = {"idk_dataset": dataset.summary(), "train_task": train_task,
@@ -189,6 +192,45 @@ class CrossModal:
                        deepspeed_config=self.config.deepspeed_config, device=self.config.device,
                        progress=self.config.progress, extra_summary=data_info)
         return out
+
+    def _idk_dataset(self, train_task: str):
+        """(K@N store, IDK dataset of ``train_task``), built once per task."""
+        from reliable_lalm.training.idk_dataset import build_idk_dataset
+
+        cached = getattr(self, "_datasets", None)
+        if cached is None:
+            cached = self._datasets = {}
+        if train_task not in cached:
+            store = ResultStore(Path(self.config.knn_store))
+            if not self.config.allow_foreign_knn:
+                check_knn_store_matches(store, self.config.base_model)
+            cached[train_task] = (store, build_idk_dataset(self._train_items_of(train_task), store, self.config.k,
+                                                           self.config.n, prompt_method=self.config.train_prompt))
+        return cached[train_task]
+
+    def training_key(self, train_task: str, alpha: float | None = None) -> str | None:
+        """The portable content key of this adapter's training (:func:`shipped.training_key`);
+        ``None`` when the base model is not a local folder small enough to hash."""
+        from reliable_lalm.experiments import shipped
+        from reliable_lalm.training.lora_sft import load_deepspeed_config
+
+        digest = shipped.model_content_digest(self.config.base_model)
+        if digest is None:
+            return None
+        _, dataset = self._idk_dataset(train_task)
+        deepspeed = load_deepspeed_config(self.config.deepspeed_config) if self.config.deepspeed_config else None
+        return shipped.training_key(model_digest=digest, examples=dataset.examples,
+                                    sft=self.sft_config(train_task, alpha).training_fingerprint(),
+                                    train_prompt=self.config.train_prompt, deepspeed=deepspeed)
+
+    def shipped_adapter(self, train_task: str, alpha: float | None = None) -> Path | None:
+        """The shipped adapter trained exactly as this one would be, if the package has it."""
+        from reliable_lalm.experiments import shipped
+
+        if not shipped.read_manifest().get("adapters"):
+            return None  # nothing shipped: do not even hash the model
+        key = self.training_key(train_task, alpha)
+        return shipped.find_shipped(key) if key else None
 
     # ---------------------------------------------------------------- evaluation
 

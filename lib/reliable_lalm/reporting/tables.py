@@ -532,8 +532,10 @@ def save_table(df: pd.DataFrame, name: str, profile: str, *, caption: str,
 # ------------------------------------------------------------------------------------------------
 
 def save_figure(fig: Any, name: str, profile: str, *, dpi: int = FIGURE_DPI,
-                out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``figures/<profile>/<name>.png`` and ``.pdf`` byte-for-byte reproducibly.
+                out_dir: str | Path | None = None, data: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write ``figures/<profile>/<name>.png`` and ``.pdf`` byte-for-byte reproducibly; with
+    ``data`` (the numbers plotted) also ``<name>.csv`` beside them, so a figure can be checked by
+    its data and not only by its bytes (``rlalm reproduce --check``).
 
     No creation date (PDF) and no software tag (PNG) are embedded, and the dpi is fixed, so the
     same figure saved twice (or by a rerun) gives identical files.
@@ -543,7 +545,10 @@ def save_figure(fig: Any, name: str, profile: str, *, dpi: int = FIGURE_DPI,
     png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
     fig.savefig(png, format="png", dpi=dpi, metadata={"Software": None})
     fig.savefig(pdf, format="pdf", dpi=dpi, metadata={"CreationDate": None, "ModDate": None})
-    return {"png": png, "pdf": pdf}
+    written = {"png": png, "pdf": pdf}
+    if data is not None:
+        written["csv"] = _write(directory / f"{name}.csv", _csv(data))
+    return written
 
 
 def _pyplot():

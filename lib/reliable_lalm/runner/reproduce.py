@@ -1,6 +1,7 @@
 """``rlalm reproduce``: execute the notebooks of a profile with papermill (``make reproduce``).
 
     rlalm reproduce [--profile demo] [--only 01,04] [--list] [--kernel python3] [--keep-going]
+    rlalm reproduce --profile demo --check     # regenerated tables/figures == committed ones?
 
 Every parameter of every planned execution is checked against the notebooks' ``parameters`` cells
 *before* the first notebook starts (see :mod:`reliable_lalm.runner.profiles`). Notebooks run in name
@@ -143,13 +144,14 @@ def build_plan(profile: Profile, *, only: str | Sequence[str] | None = None,
         raise ProfileError(f"no notebooks (NN_name.ipynb) in {profile.notebooks_dir}")
     stems = select_notebooks(available, only)
     errors = profile.errors(stems)
-    out_dir = _runs_dir(profile.name, runs_root)
     plan: list[PlannedRun] = []
     if not errors:
         for stem in stems:
             for params, own in profile.plan_for(stem)[0]:
-                plan.append(PlannedRun(stem, profile.notebook_path(stem), out_dir / output_name(stem, own),
-                                       params, own))
+                tag = run_folder(profile.name, stem, params, notebooks_dir=profile.notebooks_dir,
+                                 params_dir=profile.path.parent)
+                plan.append(PlannedRun(stem, profile.notebook_path(stem),
+                                       _runs_dir(tag, runs_root) / output_name(stem, own), params, own))
         seen: dict[Path, PlannedRun] = {}
         for run in plan:
             if run.output in seen:
@@ -160,6 +162,20 @@ def build_plan(profile: Profile, *, only: str | Sequence[str] | None = None,
         raise ProfileError(f"profile {profile.name} ({profile.path}) is invalid; nothing was executed:\n  "
                            + "\n  ".join(errors))
     return plan
+
+
+def run_folder(profile: str, stem: str, params: Mapping[str, Any], *, notebooks_dir: str | Path | None = None,
+               params_dir: str | Path | None = None) -> str:
+    """The folder name under ``runs/`` of one execution, by the same rule as its tables and figures
+    (:func:`reliable_lalm.runner.outputs.output_location`): ``<profile>`` for the profile's own
+    parameters, else ``<profile>+<hash>``. ``params`` are what papermill injects; the notebook's own
+    defaults fill in the rest, as in the kernel."""
+    from reliable_lalm.runner.outputs import output_location
+
+    directory = Path(notebooks_dir or paths.NOTEBOOKS_DIR)
+    full = {k: p.default for k, p in notebook_parameters(directory / f"{stem}.ipynb").items()}
+    full.update(params)
+    return output_location(profile, stem, full, params_dir=params_dir, notebooks_dir=directory).tag
 
 
 def _runs_dir(profile_name: str, runs_root: str | Path | None) -> Path:
@@ -234,8 +250,11 @@ def _run_papermill(run: PlannedRun, *, kernel_name: str | None, log_output: bool
 def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None = None, *,
                      notebooks_dir: str | Path | None = None, runs_root: str | Path | None = None,
                      name_params: Mapping[str, Any] | None = None, kernel_name: str | None = None,
-                     log_output: bool = False, cwd: str | Path | None = None) -> Path:
-    """Execute ``notebooks/<stem>.ipynb`` with ``params`` into ``runs/<profile>/``; returns the output path.
+                     log_output: bool = False, cwd: str | Path | None = None,
+                     params_dir: str | Path | None = None) -> Path:
+    """Execute ``notebooks/<stem>.ipynb`` with ``params`` into ``runs/<profile>/`` when they are the
+    profile's parameters (profiles from ``params_dir``), else into ``runs/<profile>+<hash>/``;
+    returns the output path.
 
     ``params`` are validated against the notebook's parameters cell (ProfileError); ``profile``
     is injected where the notebook declares it. The output name encodes ``name_params``
@@ -256,7 +275,8 @@ def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None =
     if PROFILE_KEY in declared:
         checked[PROFILE_KEY] = profile
     label = {k: v for k, v in (checked if name_params is None else name_params).items() if k != PROFILE_KEY}
-    run = PlannedRun(stem, input_path, _runs_dir(profile, runs_root) / output_name(stem, label), checked, label)
+    tag = run_folder(profile, stem, checked, notebooks_dir=directory, params_dir=params_dir)
+    run = PlannedRun(stem, input_path, _runs_dir(tag, runs_root) / output_name(stem, label), checked, label)
     _run_papermill(run, kernel_name=kernel_name, log_output=log_output, cwd=Path(cwd or paths.REPO_ROOT))
     return run.output
 
@@ -385,6 +405,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=None, metavar="K",
                         help="Jupyter kernel name (default: the kernel named in each notebook)")
     parser.add_argument("--keep-going", action="store_true", help="continue with the next notebook after a failure")
+    parser.add_argument("--check", action="store_true",
+                        help="run nothing: compare tables/<profile>/ and figures/<profile>/ with the committed files "
+                             "(git HEAD) and exit 1 on any difference")
     parser.add_argument("--log-output", action="store_true", help="stream cell outputs to the log while running")
     # Injectable locations (tests, or profiles kept elsewhere); the defaults are the repository's.
     parser.add_argument("--params-dir", default=None, help=argparse.SUPPRESS)
@@ -394,6 +417,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     stream = sys.stderr
+    if args.check:
+        from reliable_lalm.runner.check import CheckUnavailable, check_outputs
+
+        try:
+            result = check_outputs(Path(args.profile).stem)
+        except CheckUnavailable as err:
+            print(f"check: {err}", file=stream)
+            return 2
+        print(result.verdict(), flush=True)
+        return 0 if result.ok or not (result.identical or result.differences) else 1
     try:
         if args.list:
             prof = load_profile(args.profile, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir)

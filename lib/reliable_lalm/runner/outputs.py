@@ -1,0 +1,199 @@
+"""Where a notebook execution writes its tables, figures and executed notebook.
+
+The rule (issue 16): ``tables/<profile>/``, ``figures/<profile>/`` and ``runs/<profile>/`` hold
+only results of the profile's own parameters, so committed results (``tables/demo/``) are never
+overwritten by a run with other parameters. Any other parameter set writes to
+``<profile>+<hash>/``, where the hash is of the parameters that differ from the profile's (so
+``-p benchmark mine.json`` sends every notebook of that run to the same folder), with a
+``parameters.json`` beside the outputs saying what differs.
+
+:func:`output_location` is the one function deciding this; the notebooks' setup cell calls it
+through :func:`notebook_outputs`, and ``rlalm reproduce`` through :func:`reliable_lalm.runner.reproduce.build_plan`.
+
+"The profile's parameters" of notebook ``stem`` are the canonical defaults of its parameters cell
+(``notebook_defaults.json`` beside this module, written by ``tools/make_notebooks.py``) overridden
+by the profile's ``defaults``, ``notebooks.<stem>`` and one of its ``runs``. The defaults come from
+that file and not from the notebook on disk because editing a parameters cell in JupyterLab is a
+parameter change too: the edited notebook must not write into the committed folders.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from reliable_lalm import paths
+from reliable_lalm.runner.profiles import (PROFILE_KEY, Parameter, ProfileError, load_profile,
+                                           notebook_parameters, validate_parameters)
+
+DEFAULTS_FILE = Path(__file__).with_name("notebook_defaults.json")
+PARAMETERS_FILE = "parameters.json"
+HASH_CHARS = 8
+
+
+def canonical(value: Any) -> str:
+    """JSON text that two equal parameter values share (tuples as lists, keys sorted)."""
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def parameters_hash(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(dict(params)).encode()).hexdigest()[:HASH_CHARS]
+
+
+def canonical_declarations(stem: str, notebooks_dir: str | Path | None = None) -> dict[str, Parameter]:
+    """The declared parameters of notebook ``stem`` as ``tools/make_notebooks.py`` generated them;
+    a notebook it does not generate (a user's, a test fixture) is read from ``notebooks_dir``."""
+    try:
+        table = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    if stem in table:
+        return {k: Parameter(v["type"], v["default"], "") for k, v in table[stem].items()}
+    return notebook_parameters(Path(notebooks_dir or paths.NOTEBOOKS_DIR) / f"{stem}.ipynb")
+
+
+def profile_parameter_sets(profile: str, stem: str, *, params_dir: str | Path | None = None,
+                           notebooks_dir: str | Path | None = None) -> list[dict[str, Any]] | None:
+    """Every full parameter set (canonical defaults + profile) the profile runs notebook ``stem``
+    with; ``None`` when there is no profile of that name (nothing can equal it)."""
+    try:
+        prof = load_profile(profile, params_dir=params_dir, notebooks_dir=notebooks_dir)
+    except ProfileError:
+        return None
+    declared = canonical_declarations(stem, notebooks_dir)
+    base = {k: p.default for k, p in declared.items()}
+    try:
+        runs = prof.parameters_for(stem)
+    except ProfileError:
+        return None
+    return [{**base, **run, **({PROFILE_KEY: profile} if PROFILE_KEY in declared else {})} for run in runs]
+
+
+@dataclass(frozen=True)
+class OutputLocation:
+    """The output folder name (``tag``) of one execution and why it was chosen."""
+
+    profile: str
+    notebook: str
+    tag: str
+    parameters: dict[str, Any]
+    differs: dict[str, Any] | None = field(default=None)  # key -> {"profile": v, "run": v}; None: no profile
+
+    @property
+    def is_profile(self) -> bool:
+        return self.tag == self.profile
+
+    @property
+    def tables(self) -> Path:
+        return paths.tables_dir(self.tag)
+
+    @property
+    def figures(self) -> Path:
+        return paths.figures_dir(self.tag)
+
+    @property
+    def runs(self) -> Path:
+        return paths.runs_dir(self.tag)
+
+    def describe(self) -> str:
+        if self.is_profile:
+            return f"parameters of profile {self.profile!r}: outputs in tables/{self.tag}/ and figures/{self.tag}/"
+        what = ("no profile of that name" if self.differs is None
+                else "differs from the profile in " + ", ".join(f"{k}={v['run']!r}" for k, v in self.differs.items()))
+        return f"{what}: outputs in tables/{self.tag}/ and figures/{self.tag}/ (with {PARAMETERS_FILE})"
+
+    def record(self) -> dict[str, Any]:
+        return {"profile": self.profile, "folder": self.tag, "differs_from_profile": self.differs,
+                "notebooks": {self.notebook: json.loads(canonical(self.parameters))}}
+
+
+def output_location(profile: str, stem: str, parameters: Mapping[str, Any], *,
+                    params_dir: str | Path | None = None,
+                    notebooks_dir: str | Path | None = None) -> OutputLocation:
+    """``profile`` when ``parameters`` (a full set: every declared parameter) equal one of the
+    profile's sets for notebook ``stem``, else ``<profile>+<hash of the differing parameters>``."""
+    params = {k: v for k, v in parameters.items()}
+    params.setdefault(PROFILE_KEY, profile)
+    sets = profile_parameter_sets(profile, stem, params_dir=params_dir, notebooks_dir=notebooks_dir)
+    if sets is None:
+        return OutputLocation(profile, stem, f"{profile}+{parameters_hash(params)}", params, None)
+    best: dict[str, Any] | None = None
+    for candidate in sets:
+        keys = sorted(set(candidate) | set(params))
+        diff = {k: {"profile": candidate.get(k), "run": params.get(k)} for k in keys
+                if canonical(candidate.get(k)) != canonical(params.get(k))}
+        if best is None or len(diff) < len(best):
+            best = diff
+    if not sets:  # the profile does not run this notebook: everything is "other parameters"
+        best = {k: {"profile": None, "run": v} for k, v in sorted(params.items()) if k != PROFILE_KEY}
+    if not best:
+        return OutputLocation(profile, stem, profile, params, {})
+    return OutputLocation(profile, stem, f"{profile}+{parameters_hash({k: v['run'] for k, v in best.items()})}",
+                          params, best)
+
+
+def write_parameters_file(location: OutputLocation) -> list[Path]:
+    """``parameters.json`` in the tables and figures folders of a non-profile location (merged with
+    an existing one: several notebooks of one run share a folder)."""
+    written = []
+    for directory in (location.tables, location.figures):
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / PARAMETERS_FILE
+        record = location.record()
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            record["notebooks"] = {**old.get("notebooks", {}), **record["notebooks"]}
+        except (OSError, ValueError):
+            pass
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def injected_parameter_names(history: list[str] | None = None) -> list[str] | None:
+    """Names assigned by papermill's injected-parameters cell (``# Parameters`` then assignments),
+    read from IPython's input history; ``None`` outside a papermill run."""
+    if history is None:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        history = list(shell.user_ns.get("In", [])) if shell is not None else []
+    for source in reversed(history):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return None
+            return [t.id for stmt in tree.body if isinstance(stmt, ast.Assign)
+                    for t in stmt.targets if isinstance(t, ast.Name)]
+    return None
+
+
+def notebook_outputs(stem: str, parameters: Mapping[str, Any], *, history: list[str] | None = None,
+                     quiet: bool = False) -> OutputLocation:
+    """For a notebook's setup cell: check the parameters, choose the output folder, say which.
+
+    An unknown parameter injected by papermill (``-p nonexistent 3``) or a value of the wrong type
+    is a :class:`ProfileError` before anything runs (papermill itself only warns). A non-profile
+    location gets its ``parameters.json``.
+    """
+    declared = canonical_declarations(stem)
+    injected = injected_parameter_names(history)
+    unknown = [n for n in (injected or []) if n not in declared]
+    errors = [f"notebook {stem}: unknown parameter {n!r}; {stem} declares: {', '.join(declared)}" for n in unknown]
+    _, type_errors = validate_parameters(stem, declared, {k: v for k, v in parameters.items() if k in declared})
+    errors += type_errors
+    if errors:
+        raise ProfileError("\n".join(errors))
+    location = output_location(str(parameters.get(PROFILE_KEY, "demo")), stem, parameters)
+    if not location.is_profile:
+        write_parameters_file(location)
+    if not quiet:
+        print(location.describe())
+    return location
