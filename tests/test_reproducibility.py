@@ -56,23 +56,57 @@ def test_other_parameters_write_beside_with_a_hash():
                                    {**defaults("02_idk_prompting"), "bootstrap": 1000.5}).tag != "demo"
 
 
-def test_notebook_outputs_refuses_unknown_injected_parameters(tmp_path, monkeypatch):
+def test_notebook_setup_refuses_unknown_injected_parameters(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "TABLES_DIR", tmp_path / "tables")
     monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "figures")
     params = defaults("02_idk_prompting")
     history = ["", "profile: str = 'demo'", '# Parameters\nnonexistent = 3\n']
     with pytest.raises(ProfileError, match="unknown parameter 'nonexistent'"):
-        outputs.notebook_outputs("02_idk_prompting", params, history=history, quiet=True)
+        outputs.notebook_setup("02_idk_prompting", {**params, "nonexistent": 3}, history=history, quiet=True)
     with pytest.raises(ProfileError, match="'bootstrap'"):
-        outputs.notebook_outputs("02_idk_prompting", {**params, "bootstrap": "many"}, history=[], quiet=True)
-    loc = outputs.notebook_outputs("02_idk_prompting", {**params, "benchmark": "my.json"},
-                                   history=['# Parameters\nbenchmark = "my.json"\n'], quiet=True)
+        outputs.notebook_setup("02_idk_prompting", {**params, "bootstrap": "many"},
+                               history=['# Parameters\nbootstrap = "many"\n'], quiet=True)
+    loc = outputs.notebook_setup("02_idk_prompting", {**params, "benchmark": "my.json"},
+                                 history=['# Parameters\nbenchmark = "my.json"\n'], quiet=True)
     record = json.loads((tmp_path / "tables" / loc.tag / "parameters.json").read_text())
     assert record["differs_from_profile"] == {"benchmark": {"profile": "synthetic", "run": "my.json"}}
     assert record["notebooks"]["02_idk_prompting"]["benchmark"] == "my.json"
     assert (tmp_path / "figures" / loc.tag / "parameters.json").is_file()
-    same = outputs.notebook_outputs("02_idk_prompting", params, history=[], quiet=True)
+    same = outputs.notebook_setup("02_idk_prompting", dict(params), history=[], quiet=True)
     assert same.tag == "demo" and not (tmp_path / "tables" / "demo").exists()  # nothing written for the profile
+
+
+def test_notebook_setup_refuses_a_secret_parameter_without_echoing_it():
+    params = defaults("02_idk_prompting")
+    with pytest.raises(ProfileError, match="openai_api_key.*secret") as err:
+        outputs.notebook_setup("02_idk_prompting", {**params, "openai_api_key": "sk-test-123"},
+                               history=['# Parameters\nopenai_api_key = "sk-test-123"\n'], quiet=True)
+    assert "sk-test-123" not in str(err.value)
+
+
+def test_p_profile_name_applies_that_profiles_parameters():
+    """``papermill nb out -p profile ci`` runs with the ci profile's parameters, not the demo defaults."""
+    namespace = {**defaults("02_idk_prompting"), "profile": "ci"}
+    loc = outputs.notebook_setup("02_idk_prompting", namespace, history=['# Parameters\nprofile = "ci"\n'],
+                                 quiet=True)
+    assert loc.tag == "ci" and namespace["limit_per_task"] == 12 and namespace["bootstrap"] == 200
+    # an explicit -p still wins over the profile (and then the outputs are not the profile's)
+    namespace = {**defaults("02_idk_prompting"), "profile": "ci", "bootstrap": 50}
+    loc = outputs.notebook_setup("02_idk_prompting", namespace,
+                                 history=['# Parameters\nprofile = "ci"\nbootstrap = 50\n'], quiet=True)
+    assert namespace["bootstrap"] == 50 and namespace["limit_per_task"] == 12 and loc.tag.startswith("ci+")
+
+
+def test_a_profile_file_given_with_f_is_read_as_that_profile():
+    """``papermill nb out -f params/ci.yaml`` injects the file's top-level keys; they name the profile."""
+    import yaml
+
+    raw = yaml.safe_load((paths.PARAMS_DIR / "ci.yaml").read_text())
+    namespace = {**defaults("07_lora_alpha_ablation"), **raw}
+    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in raw.items())
+    loc = outputs.notebook_setup("07_lora_alpha_ablation", namespace, history=[source], quiet=True)
+    assert loc.tag == "ci" and namespace["profile"] == "ci" and list(namespace["alphas"]) == [4, 64]
+    assert not any(k in namespace for k in ("description", "extends", "defaults", "notebooks"))
 
 
 def test_reproduce_plan_routes_runs_like_the_notebooks():

@@ -34,10 +34,11 @@ from IPython.display import Markdown, display
 
 from reliable_lalm import experiments, reporting
 from reliable_lalm.experiments import Experiment
-from reliable_lalm.runner.outputs import notebook_outputs
+from reliable_lalm.runner.outputs import notebook_setup
 
-# tables/<profile>/ and figures/<profile>/ only for the profile's own parameters, else <profile>+<hash>/
-output = notebook_outputs("{stem}", {{{parameters}}})
+# Checks the parameters (and applies -p profile NAME) before any work; tables/<profile>/ and
+# figures/<profile>/ only for the profile's own parameters, else <profile>+<hash>/.
+output = notebook_setup("{stem}", globals())
 exp = Experiment(profile=profile, model=model, benchmark=benchmark, audio_dir=audio_dir,
                  limit_per_task=limit_per_task, batch_size=batch_size, device=device,
                  normalizer=normalizer, bootstrap=bootstrap, seed=seed)
@@ -47,9 +48,7 @@ display(exp.loaded_benchmark.summary())'''
 
 def setup_cell(stem: str, parameters_source: str) -> str:
     """The setup cell: every declared parameter goes to the output-folder rule by name."""
-    names = [f'"{n}": {n}' for n in parse_parameters_source(parameters_source)]
-    lines = [", ".join(names[i:i + 4]) for i in range(0, len(names), 4)]
-    return SETUP.format(stem=stem, parameters="\n    " + ",\n    ".join(lines) + "\n")
+    return SETUP.format(stem=stem)
 
 
 DEFAULTS = {}  # stem -> declared parameters, written to lib/reliable_lalm/runner/notebook_defaults.json
@@ -196,10 +195,11 @@ NOTEBOOKS["04_sft"] = notebook(
     "(`papermill notebooks/04_sft.ipynb out.ipynb -p modality music`).",
     'modality: str = "sound"  # training modality: its IDK set trains the adapter, the other two test it\n' + SFT_PARAMETERS,
     [
-        ("code", SFT_SETUP + '\nadapter = cm.adapter(modality)\n'
+        ("code", 'exp.require_modalities(modality)  # a modality the benchmark lacks fails here, before any work\n'
+                 + SFT_SETUP + '\nadapter = cm.adapter(modality)\n'
                  'display(Markdown(f"Adapter: `{adapter}`"))\n'
                  'experiments.adapter_summary(adapter)'),
-        ("code", 'rows = cm.run_cell(modality, ["sound", "music", "speech"])\n'
+        ("code", 'rows = cm.run_cell(modality, list(exp.modalities))\n'
                  'cells = experiments.frame(rows)\n'
                  'cells[["train", "test", "in_domain", "n", "acc", "tru", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
         ("code", 'from reliable_lalm.experiments import crossmodal\n'
@@ -256,7 +256,8 @@ NOTEBOOKS["07_lora_alpha_ablation"] = notebook(
 train_modality: str = "speech"  # the modality the adapters are trained on (paper: speech)
 alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values are not in its text)''',
     [
-        ("code", SFT_SETUP + '\ntests = [t for t in ("sound", "music", "speech") if t != train_modality]\n'
+        ("code", 'exp.require_modalities(train_modality)  # fails here, before any work\n'
+                 + SFT_SETUP + '\ntests = [t for t in exp.modalities if t != train_modality]\n'
                  'sweep = cm.alpha_sweep(alphas, train_task=train_modality, test_tasks=tests)\n'
                  'sweep[["alpha", "test", "n", "rej", "rel", "rgi", "rgi_low", "rgi_high", "rgi_reason"]]'),
         ("code", 'figure4 = experiments.alpha_figure_frame(sweep)\n'

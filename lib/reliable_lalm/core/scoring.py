@@ -91,6 +91,13 @@ class ScoredRecord:
 # Reading and checking records
 # ------------------------------------------------------------------------------------------------
 
+def task_order(tasks: Sequence[str]) -> tuple[str, ...]:
+    """Table order of the modality groups when the benchmark does not give it: the paper's three
+    (always reported, empty or not), then any other group as it appears (MMAR's mixes, a user's own)."""
+    present = list(dict.fromkeys(tasks))
+    return tuple(TASKS) + tuple(t for t in present if t not in TASKS)
+
+
 class NothingScoredError(ValueError):
     """Not one record could be scored (or exported): a one-line reason for a non-zero exit."""
 
@@ -297,7 +304,8 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     outcomes = [outcome_of(x, r.answer) for x, r in zip(pred_norm, items)]
     base_outcomes = [outcome_of(x, r.answer) for x, r in zip(base_norm, items)] if base is not None else None
     summary = summarize(outcomes, [r.task for r in items], invalid=[x.kind == "invalid" for x in pred_norm],
-                        baseline=base_outcomes, n_boot=n_boot, seed=seed, level=level, task_order=TASKS)
+                        baseline=base_outcomes, n_boot=n_boot, seed=seed, level=level,
+                        task_order=tuple(modalities) or task_order([r.task for r in items]))
     result: dict[str, Any] = {**summary["total"], "by_task": summary["by_task"]}
     if by_keys:
         result["by"] = breakdown([{**r.record, "task": r.task} for r in items], outcomes, by_keys,
@@ -678,7 +686,7 @@ def score_mmau_string_match(pred_records: Iterable[Any]) -> dict[str, Any]:
     pred, errors, _ = check_records(pred_records, "pred")
     items = list(pred.values())
     outcomes = ["correct" if mmau_string_match(r.answer, r.output or "", list(r.choices)) else "wrong" for r in items]
-    summary = summarize(outcomes, [r.task for r in items], task_order=TASKS)
+    summary = summarize(outcomes, [r.task for r in items], task_order=task_order([r.task for r in items]))
     return {**summary["total"], "by_task": summary["by_task"], "n_errors": len(errors),
             "errors": [e.to_dict() for e in errors], "normalizer": {"name": "mmau-string-match"}}
 
@@ -702,6 +710,6 @@ def score_reference_baselines(items: Sequence[BenchmarkItem], *, seed: int = 0) 
         frequent_outcomes.append("correct" if pick == it.answer else "wrong")
     out = {}
     for name, outcomes in (("Random Guess", random_outcomes), ("Most Frequent Choice", frequent_outcomes)):
-        summary = summarize(outcomes, tasks, task_order=TASKS)
+        summary = summarize(outcomes, tasks, task_order=task_order(tasks))
         out[name] = {**summary["total"], "by_task": summary["by_task"]}
     return out

@@ -108,6 +108,12 @@ class Experiment:
             kept += [it for it in items if it.task == task][: self.limit_per_task]
         return kept
 
+    def require_modalities(self, *names: str) -> None:
+        """Raise ``ValueError`` (one line) for a modality the benchmark does not have."""
+        unknown = [n for n in names if n not in self.modalities]
+        if unknown:
+            raise ValueError(f"modality {unknown[0]!r} is not one of this benchmark's: {', '.join(self.modalities)}")
+
     def items_of(self, tasks: Sequence[str] | str | None = None) -> list[BenchmarkItem]:
         if tasks is None:
             return self.items
@@ -277,7 +283,7 @@ class Experiment:
             if rec is None:
                 raise KeyError(f"item {item.id!r} has no record in {store_dir}; run the method first")
             extra = {"error": rec["error"]} if rec.get("error") else {}
-            out.append({**item.to_record(), "id": item.id, "choices": list(item.choices), **extra,
+            out.append({**item.scoring_record(), "id": item.id, "choices": list(item.choices), **extra,
                         "model_output": rec.get("model_output")})
         return out
 
@@ -287,7 +293,7 @@ class Experiment:
 
         from reliable_lalm.core.results import ResultStore
 
-        chosen = [it for task in TASKS for it in self.items_of(task)[:per_task]]
+        chosen = [it for task in self.modalities for it in self.items_of(task)[:per_task]]
         rows = []
         for method in methods:
             records = ResultStore(self.run(method)).by_item(0)
@@ -316,7 +322,8 @@ class Experiment:
         base = None
         if baseline is not None:
             base = self.predictions(self.run(baseline, tasks=tasks), tasks)
-        return score_records(pred, base, self.normalizer_object, n_boot=self.bootstrap, seed=self.seed)
+        return score_records(pred, base, self.normalizer_object, n_boot=self.bootstrap, seed=self.seed,
+                             modalities=self.modalities)
 
     def score_unnormalized(self, method: str = "baseline") -> dict[str, Any]:
         """MMAU's official string match on the raw outputs (Table 1's "MMAU (Unnormalized)" row)."""

@@ -8,7 +8,7 @@ overwritten by a run with other parameters. Any other parameter set writes to
 ``parameters.json`` beside the outputs saying what differs.
 
 :func:`output_location` is the one function deciding this; the notebooks' setup cell calls it
-through :func:`notebook_outputs`, and ``rlalm reproduce`` through :func:`reliable_lalm.runner.reproduce.build_plan`.
+through :func:`notebook_setup`, and ``rlalm reproduce`` through :func:`reliable_lalm.runner.reproduce.build_plan`.
 
 "The profile's parameters" of notebook ``stem`` are the canonical defaults of its parameters cell
 (``notebook_defaults.json`` beside this module, written by ``tools/make_notebooks.py``) overridden
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from reliable_lalm import paths
-from reliable_lalm.runner.profiles import (PROFILE_KEY, Parameter, ProfileError, load_profile,
+from reliable_lalm.runner.profiles import (PROFILE_KEY, TOP_LEVEL_KEYS, Parameter, ProfileError, load_profile,
                                            notebook_parameters, validate_parameters)
 
 DEFAULTS_FILE = Path(__file__).with_name("notebook_defaults.json")
@@ -175,23 +175,79 @@ def injected_parameter_names(history: list[str] | None = None) -> list[str] | No
     return None
 
 
-def notebook_outputs(stem: str, parameters: Mapping[str, Any], *, history: list[str] | None = None,
-                     quiet: bool = False) -> OutputLocation:
-    """For a notebook's setup cell: check the parameters, choose the output folder, say which.
+def _profile_of_injected_file(injected: Mapping[str, Any], params_dir: Path) -> str | None:
+    """The profile whose YAML file papermill was given with ``-f params/<name>.yaml`` (it injects the
+    file's top-level keys ``description``/``extends``/``defaults``/``notebooks`` as variables)."""
+    import yaml
 
-    An unknown parameter injected by papermill (``-p nonexistent 3``) or a value of the wrong type
-    is a :class:`ProfileError` before anything runs (papermill itself only warns). A non-profile
-    location gets its ``parameters.json``.
+    keys = {k: injected[k] for k in TOP_LEVEL_KEYS if k in injected}
+    for path in sorted(params_dir.glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(raw, dict) and all(canonical(raw.get(k)) == canonical(v) for k, v in keys.items()) \
+                and set(k for k in TOP_LEVEL_KEYS if k in raw) == set(keys):
+            return path.stem
+    return None
+
+
+def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] | None = None,
+                   params_dir: str | Path | None = None, quiet: bool = False) -> OutputLocation:
+    """The first thing a notebook runs after its parameters cell (all checks before any work).
+
+    * Papermill's conventions work: ``-p profile NAME`` runs the notebook with that profile's
+      parameters (a parameter given explicitly with ``-p`` still wins), and ``-f params/NAME.yaml``
+      (a profile file) is recognised as ``-p profile NAME``. Resolved values are written back into
+      ``namespace`` (the notebook's globals).
+    * An unknown parameter, a secret-like name (keys come from the environment, never parameters),
+      or a value of the wrong type is a :class:`ProfileError` naming it.
+    * The output folder follows :func:`output_location`; it is printed.
     """
+    params_dir = Path(params_dir or paths.PARAMS_DIR)
     declared = canonical_declarations(stem)
-    injected = injected_parameter_names(history)
-    unknown = [n for n in (injected or []) if n not in declared]
-    errors = [f"notebook {stem}: unknown parameter {n!r}; {stem} declares: {', '.join(declared)}" for n in unknown]
-    _, type_errors = validate_parameters(stem, declared, {k: v for k, v in parameters.items() if k in declared})
-    errors += type_errors
+    injected_names = injected_parameter_names(history) or []
+    injected = {n: namespace.get(n) for n in injected_names}
+    errors: list[str] = []
+    profile_file_keys = [k for k in injected if k in TOP_LEVEL_KEYS and k not in declared]
+    if profile_file_keys:
+        name = _profile_of_injected_file(injected, params_dir)
+        if name is None:
+            errors.append(f"notebook {stem}: parameters {profile_file_keys} look like a profile file given with -f; "
+                          f"it matches no file in {params_dir}: use -p profile NAME")
+        else:
+            if PROFILE_KEY in injected and injected[PROFILE_KEY] != name:
+                errors.append(f"notebook {stem}: -f {name}.yaml and -p profile {injected[PROFILE_KEY]} disagree")
+            namespace[PROFILE_KEY] = name
+            injected[PROFILE_KEY] = name
+            for k in profile_file_keys:
+                injected.pop(k)
+                namespace.pop(k, None)
+    for n in injected:
+        if n in declared:
+            continue
+        from reliable_lalm.runner.profiles import is_secret_name
+
+        if is_secret_name(n):
+            errors.append(f"notebook {stem}: parameter {n!r} looks like a secret; secrets are read from the "
+                          f"environment only (e.g. export OPENAI_API_KEY), never passed as parameters")
+        else:
+            errors.append(f"notebook {stem}: unknown parameter {n!r}; {stem} declares: {', '.join(declared)}")
     if errors:
         raise ProfileError("\n".join(errors))
-    location = output_location(str(parameters.get(PROFILE_KEY, "demo")), stem, parameters)
+    profile = str(namespace.get(PROFILE_KEY, "demo"))
+    sets = profile_parameter_sets(profile, stem, params_dir=params_dir)
+    if sets:  # the profile's values for every parameter not given explicitly
+        explicit = {k: v for k, v in injected.items() if k in declared and k != PROFILE_KEY}
+        chosen = min(sets, key=lambda s: sum(canonical(s.get(k)) != canonical(v) for k, v in explicit.items()))
+        for k, v in chosen.items():
+            if k in declared and k not in explicit:
+                namespace[k] = v
+    parameters = {k: namespace.get(k) for k in declared}
+    _, type_errors = validate_parameters(stem, declared, parameters)
+    if type_errors:
+        raise ProfileError("\n".join(type_errors))
+    location = output_location(profile, stem, parameters, params_dir=params_dir)
     if not location.is_profile:
         write_parameters_file(location)
     if not quiet:
