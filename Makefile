@@ -14,13 +14,14 @@ export TOKENIZERS_PARALLELISM ?= false
 
 SEEDS ?= 5
 
-.PHONY: env reproduce check retrain test test-fast clean-cache help
+.PHONY: env reproduce check retrain test test-fast lab clean-cache help
 
 help:
 	@echo "make reproduce   # create .venv if missing, run every notebook on the embedded demo (PROFILE=$(PROFILE))"
 	@echo "make test        # create .venv if missing, run the test suite offline"
 	@echo "make check       # compare tables/$(PROFILE) and figures/$(PROFILE) with the committed files"
 	@echo "make retrain     # retrain the LoRA adapters over SEEDS=$(SEEDS) seeds, check the shipped ones"
+	@echo "make lab         # JupyterLab on notebooks/ with the project's kernel"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +50,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not notebooks"
+
+# JupyterLab refuses to start as root without --allow-root (containers, CI machines).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-cache:
 	rm -rf cache runs

@@ -257,9 +257,9 @@ def drop_error_records(store: ResultStore) -> int:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from reliable_lalm.core.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="item", enabled=enabled, dynamic_ncols=True)
 
 
 def _default_settings(method: str) -> GenerationSettings:

@@ -207,6 +207,10 @@ def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] |
     params_dir = Path(params_dir or paths.PARAMS_DIR)
     declared = canonical_declarations(stem)
     injected_names = injected_parameter_names(history) or []
+    if injected_names and history is None:  # executed headlessly (papermill): text progress bars
+        from reliable_lalm.core.progress import use_text_bars
+
+        use_text_bars()
     injected = {n: namespace.get(n) for n in injected_names}
     errors: list[str] = []
     profile_file_keys = [k for k in injected if k in TOP_LEVEL_KEYS and k not in declared]

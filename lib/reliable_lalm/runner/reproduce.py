@@ -228,8 +228,13 @@ def _run_papermill(run: PlannedRun, *, kernel_name: str | None, log_output: bool
         pm_logger.addFilter(_PM_FILTER)
     run.output.parent.mkdir(parents=True, exist_ok=True)
     try:
+        from reliable_lalm.core.progress import use_text_bars
+        from reliable_lalm.runner.kernel import IPCKernelManager
+
+        use_text_bars()  # the kernel inherits it: saved notebooks show where each loop ended, not a 0 % widget
         pm.execute_notebook(str(run.input), str(run.output), parameters=run.parameters, cwd=str(cwd),
-                            kernel_name=kernel_name, progress_bar=False, log_output=log_output)
+                            kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+                            kernel_manager_class=IPCKernelManager)
     except PapermillExecutionError as err:
         # papermill's cell_index counts the injected-parameters cell it inserted after the
         # 'parameters' cell; report the index in the source notebook the user edits.

@@ -649,7 +649,7 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
     recorded under ``data`` in ``training_summary.json``.
     """
     import torch
-    from tqdm.auto import tqdm
+    from reliable_lalm.core.progress import progress_bar
 
     config = config or LoraSFTConfig()
     examples = list(examples)
@@ -695,7 +695,7 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
     if config.save_every:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
-    bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and is_main), desc="LoRA SFT",
+    bar = progress_bar(total=total_steps, initial=start_step, enabled=progress and is_main, desc="LoRA SFT",
                unit="step")
     epoch_cache: dict[int, list[list[int]]] = {}
     started = time.perf_counter()
