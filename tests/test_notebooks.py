@@ -30,9 +30,10 @@ def test_every_notebook_ran(ci_run):
     assert [e["status"] for e in entries] == ["ok"] * len(entries)
     stems = [e["notebook"] for e in entries]
     assert stems == ["01_baselines", "02_idk_prompting", "03_mcot_and_agent", "04_sft", "04_sft", "04_sft",
-                     "05_cross_modal", "06_idk_threshold", "07_lora_alpha_ablation"]
+                     "05_cross_modal", "06_idk_threshold", "07_lora_alpha_ablation",
+                     "08_abstention_beyond_the_paper"]
     outputs = sorted(p.name for p in runs.rglob("*.ipynb"))
-    assert "04_sft__modality-music.ipynb" in outputs and len(outputs) == 9
+    assert "04_sft__modality-music.ipynb" in outputs and len(outputs) == 10
 
 
 def _percent_cells(df: pd.DataFrame):

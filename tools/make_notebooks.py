@@ -266,6 +266,65 @@ alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values 
                  'reporting.save_figure(fig, "figure4", output.tag, data=figure4)'),
     ])
 
+NOTEBOOKS["08_abstention_beyond_the_paper"] = notebook(
+    "08 · Abstention beyond the paper",
+    "What the paper does not measure (issue 20; definitions in `docs/abstention.md`). Abstention from the base "
+    "model's own *confidence* — softmax over per-option log-likelihoods, P(IDK) under the IDK prompt, agreement "
+    "and entropy of the K@N samples — as risk–coverage curves, AURC, accuracy and selective Rel at fixed "
+    "coverage, calibration (ECE, Brier, reliability diagrams) and confidence-target scoring; the paper's "
+    "Acc/Tru/Rej/Rel/RGI of *threshold on confidence* at the rejection rate of IDK prompting and of each LoRA "
+    "adapter; refusals on *unanswerable* variants of the questions (correct option removed, another item's "
+    "options, another modality's audio) against refusals on answerable ones; and option-order robustness "
+    "(all cyclic rotations of the choices). Reuses the runs, K@N samples and adapters cached by notebooks 01–05.",
+    SFT_PARAMETERS + '''
+ece_bins: int = 10  # bins of the ECE and the reliability diagrams
+ece_binning: str = "equal-width"  # "equal-width" or "equal-mass" (the table shows the other one beside it)
+coverages: list = [0.5, 0.8, 0.9]  # coverages at which selective accuracy and Rel are reported
+confidence_targets: list = [0.5, 0.75, 0.9]  # t of confidence-target scoring (wrong answer costs t/(1-t))
+with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trained here if not cached)''',
+    [
+        ("code", SFT_SETUP + '\n'
+                 'from reliable_lalm.experiments.abstention import AbstentionStudy, default_mmau_metadata, mmau_unanswerable_counts\n'
+                 'study = AbstentionStudy(exp, cm=cm if with_lora else None, knn_samples=knn_samples,\n'
+                 '                        knn_temperature=knn_temperature, knn_top_p=knn_top_p, n_bins=ece_bins,\n'
+                 '                        binning=ece_binning, coverages=tuple(coverages), targets=tuple(confidence_targets))\n'
+                 'study.confidence_frame().head()'),
+        ("md", "## Risk–coverage: abstaining on the baseline's least confident answers"),
+        ("code", 'risk_coverage = study.risk_coverage_table()\n'
+                 + table_cell("risk_coverage", "08_abstention__risk_coverage",
+                              "AURC, E-AURC and accuracy / selective Rel (%) at fixed coverage of the baseline's answers, per confidence score.", None)),
+        ("code", 'reporting.save_figure(study.risk_coverage_figure(), "08_abstention__risk_coverage", profile)'),
+        ("md", "## Calibration"),
+        ("code", 'calibration = study.calibration_table()\n'
+                 + table_cell("calibration", "08_abstention__calibration",
+                              "ECE (both binnings), MCE and Brier score of each confidence score against the baseline's correctness.", None)),
+        ("code", 'reporting.save_figure(study.reliability_figure(), "08_abstention__reliability", profile)'),
+        ("code", 'confidence_targets_table = study.confidence_target_table()\n'
+                 + table_cell("confidence_targets_table", "08_abstention__confidence_targets",
+                              "Mean confidence-target score (correct +1, wrong -t/(1-t), abstain 0).", None)),
+        ("md", "## IDK prompting and LoRA SFT against a confidence threshold at the same rejection rate"),
+        ("code", 'equal_rejection = study.equal_rejection_table()\n'
+                 + table_cell("equal_rejection", "08_abstention__equal_rejection",
+                              "Acc/Tru/Rej/Rel (%), ΔCon/ΔHum (%, subset convention) and RGI of each method and of thresholding each score at its rejection rate.", None)),
+        ("md", "## Unanswerable questions"),
+        ("code", 'unanswerable_counts = study.unanswerable_counts_table()\n'
+                 + table_cell("unanswerable_counts", "08_abstention__unanswerable_counts",
+                              "Unanswerable variants built and skipped per kind and modality.", None)),
+        ("code", 'unanswerable = study.unanswerable_table()\n'
+                 + table_cell("unanswerable", "08_abstention__unanswerable",
+                              "Refusal rate (%) on answerable and unanswerable items, hallucination rate and gap (percentage points).", None)),
+        ("code", 'mmau = default_mmau_metadata()\n'
+                 'if mmau is None:\n'
+                 '    display(Markdown("MMAU test-mini metadata not found under `../shared/mmau/`: its variants are not counted here."))\n'
+                 'else:\n'
+                 '    display(Markdown(f"Unanswerable variants of `{mmau.name}` (metadata only, no audio read)"))\n'
+                 '    display(mmau_unanswerable_counts(mmau, seed=seed)[1])'),
+        ("md", "## Option order: circular evaluation"),
+        ("code", 'circular = study.circular_table()\n'
+                 + table_cell("circular", "08_abstention__circular",
+                              "Consistency and accuracy (%) under all cyclic rotations of the options, per modality.", None)),
+    ])
+
 
 def main() -> None:
     out_dir = ROOT / "notebooks"

@@ -126,6 +126,28 @@ class Backend(abc.ABC):
     def check_settings(self, settings: GenerationSettings) -> None:
         """Raise ``ValueError`` for settings this model cannot run (checked once per run, not per item)."""
 
+    # ---------------------------------------------------------------- scoring continuations
+    supports_option_logprobs: bool = False  # True where score_continuations / option_logprobs work
+
+    def score_continuations(self, requests: Sequence[GenerationRequest],
+                            continuations_per_request: Sequence[Sequence[str]], *,
+                            terminate: bool = True) -> list["ContinuationScores"]:
+        """Log-likelihood of each candidate text as the assistant's complete answer to each request.
+
+        For request ``i`` and continuation ``c``: ``sum_t log P(token_t | audio, prompt, tokens_<t)``
+        over the tokens of ``c`` (followed by the end-of-turn token with ``terminate``, so that
+        ``c`` is scored as the *whole* answer, not as the prefix of a longer one), with the
+        token count beside it for length normalisation. Only the request's audio and prompt are
+        used (decoding settings are ignored). Backends without access to token probabilities
+        raise :class:`OptionScoringUnsupported` (the default).
+        """
+        raise OptionScoringUnsupported(f"{type(self).__name__} cannot score continuations")
+
+    def option_logprobs(self, requests: Sequence[GenerationRequest], choices_per_request: Sequence[Sequence[str]],
+                        *, terminate: bool = True) -> list[list[float]]:
+        """Per-option log-likelihoods ``log P(choice text | audio, prompt)`` (see :meth:`score_continuations`)."""
+        return [list(s.logprobs) for s in self.score_continuations(requests, choices_per_request, terminate=terminate)]
+
 
 def _unencodable(text: str) -> str | None:
     try:
@@ -166,3 +188,18 @@ def state_dict_fingerprint(model) -> str:
         h.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
         h.update(data.view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+@dataclass
+class ContinuationScores:
+    """What :meth:`Backend.score_continuations` returns for one request, one entry per continuation."""
+
+    item_id: str
+    continuations: list[str]
+    logprobs: list[float]  # sum of the continuation's token log-probabilities (natural log)
+    token_counts: list[int]  # tokens scored per continuation (end-of-turn included with terminate)
+    prompt_tokens: int = 0
+
+    def mean_logprobs(self) -> list[float]:
+        """Length-normalised log-likelihoods (mean per-token log-probability)."""
+        return [lp / n for lp, n in zip(self.logprobs, self.token_counts)]

@@ -1,0 +1,76 @@
+"""Notebook 08 (abstention beyond the paper) executes at the ci profile on its own, and its tables
+hold what their definitions imply (rates in [0, 100], AURC >= oracle AURC, matched rejection rates,
+built + skipped = source items)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from reliable_lalm import paths
+from reliable_lalm.reporting.tables import read_table
+
+pytestmark = pytest.mark.notebooks
+PROFILE = "ci"
+STEM = "08_abstention_beyond_the_paper"
+PREFIX = "08_abstention__"
+
+
+@pytest.fixture(scope="module")
+def run08(tmp_path_factory):
+    from reliable_lalm.runner.reproduce import reproduce
+
+    report = reproduce(PROFILE, only="08", runs_root=tmp_path_factory.mktemp("runs"))
+    assert report["status"] == "ok", report
+    return report
+
+
+def _table(name, levels=1):
+    return read_table(paths.tables_dir(PROFILE) / f"{PREFIX}{name}.csv", index_levels=levels)
+
+
+def test_notebook_ran(run08):
+    assert [e["notebook"] for e in run08["notebooks"]] == [STEM]
+    for name in ("risk_coverage", "reliability"):
+        for ext in ("png", "pdf"):
+            assert (paths.figures_dir(PROFILE) / f"{PREFIX}{name}.{ext}").stat().st_size > 1000
+
+
+def test_risk_coverage_and_calibration(run08):
+    rc = _table("risk_coverage").apply(pd.to_numeric)
+    assert list(rc.index) == ["option prob", "option prob (len-norm)", "1 - P(IDK)", "K@N agreement", "1 - entropy"]
+    assert (rc["AURC"] >= rc["oracle AURC"] - 1e-12).all() and (rc["E-AURC"] >= -1e-12).all()
+    acc = rc[[c for c in rc.columns if c.startswith("Acc%")]]
+    assert ((acc >= 0) & (acc <= 100)).all().all()
+    cal = _table("calibration").apply(pd.to_numeric)
+    ece = [c for c in cal.columns if c.startswith("ECE")]
+    assert len(ece) == 2 and "5 bins" in ece[0]  # the ci profile's ece_bins, stated in the column
+    assert ((cal[ece] >= 0) & (cal[ece] <= 1)).all().all() and ((cal["Brier"] >= 0) & (cal["Brier"] <= 1)).all()
+
+
+def test_equal_rejection_rates_match(run08):
+    table = _table("equal_rejection", 2)
+    for method, group in table.groupby(level=0):
+        rej = pd.to_numeric(group["Rej%"])
+        n = int(pd.to_numeric(group["n"]).iloc[0])
+        # tie_break="index" rejects exactly round(rate * n) items: the same count as the method
+        assert (rej - rej.iloc[0]).abs().max() <= 100.0 / n / 2 + 1e-9, method
+    assert {"IDK prompting", "LoRA (sound)", "LoRA (music)", "LoRA (speech)"} <= set(table.index.get_level_values(0))
+
+
+def test_unanswerable_tables(run08):
+    counts = _table("unanswerable_counts", 2).apply(pd.to_numeric)
+    assert (counts["n_built"] + counts["n_skipped"] == counts["n_source"]).all()
+    table = _table("unanswerable", 2)
+    rates = table[["refusal% answerable", "refusal% unanswerable", "hallucination%"]].apply(pd.to_numeric)
+    assert ((rates >= 0) & (rates <= 100)).all().all()
+    total = table.xs("total", level=1)
+    assert {"baseline", "IDK prompting"} <= set(total.index)
+    parts = total[["refusal% unanswerable", "hallucination%", "invalid% unanswerable"]].apply(pd.to_numeric)
+    assert ((parts.sum(axis=1) - 100).abs() < 1e-6).all()  # refused + hallucinated + invalid = all
+
+
+def test_circular_table(run08):
+    table = _table("circular", 2)
+    total = table.xs("total", level=1).apply(pd.to_numeric)
+    assert (total["circular Acc%"] <= total["rot0 Acc%"] + 1e-9).all()  # correct in all rotations => in rot 0
+    assert (total["consistency%"] <= total["consistency% (IDK counts)"] + 1e-9).all()
