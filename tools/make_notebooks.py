@@ -267,6 +267,7 @@ alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values 
     ])
 
 NOTEBOOKS["08_abstention_beyond_the_paper"] = notebook(
+    "08_abstention_beyond_the_paper",
     "08 · Abstention beyond the paper",
     "What the paper does not measure (issue 20; definitions in `docs/abstention.md`). Abstention from the base "
     "model's own *confidence* — softmax over per-option log-likelihoods, P(IDK) under the IDK prompt, agreement "
