@@ -327,19 +327,26 @@ with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trai
     ])
 
 
-def main() -> None:
-    out_dir = ROOT / "notebooks"
-    out_dir.mkdir(exist_ok=True)
+def rendered() -> dict[Path, str]:
+    """Every generated file (path -> text), exactly as :func:`main` writes it; the test suite
+    compares them with the committed files, so a notebook edited by hand fails the tests."""
+    out: dict[Path, str] = {}
     for stem, nb in NOTEBOOKS.items():
         for i, cell in enumerate(nb.cells):
             cell["id"] = f"{stem[:2]}-{i:02d}"  # stable ids: regenerating gives no diff
         nbformat.validate(nb)
-        nbformat.write(nb, out_dir / f"{stem}.ipynb")
-        print(out_dir / f"{stem}.ipynb")
+        out[ROOT / "notebooks" / f"{stem}.ipynb"] = nbformat.writes(nb) + "\n"
     # The reference of the output-folder rule (reliable_lalm.runner.outputs): the generated defaults.
-    defaults = ROOT / "lib" / "reliable_lalm" / "runner" / "notebook_defaults.json"
-    defaults.write_text(json.dumps(DEFAULTS, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(defaults)
+    out[ROOT / "lib" / "reliable_lalm" / "runner" / "notebook_defaults.json"] = \
+        json.dumps(DEFAULTS, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def main() -> None:
+    (ROOT / "notebooks").mkdir(exist_ok=True)
+    for path, text in rendered().items():
+        path.write_text(text, encoding="utf-8")
+        print(path)
 
 
 if __name__ == "__main__":
