@@ -523,3 +523,41 @@ def test_a_second_writer_is_refused_and_kill_9_frees_the_lock(tmp_path):
     with ResultStore(store_dir).writer_lock():  # the lock died with the process
         pass
     inf.run_method(Idle(), [], "baseline", store_dir, progress=False)
+
+
+# -------------------------------------------------------------------------------------------------
+# Parameter values, not only types: rejected before any work
+
+
+def test_a_profile_with_impossible_values_is_refused_before_any_notebook(tmp_path):
+    from reliable_lalm.runner.profiles import ProfileError, load_profile
+
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "demo.yaml").write_text((paths.PARAMS_DIR / "demo.yaml").read_text())
+    (params / "bad.yaml").write_text("extends: demo\ndefaults:\n  limit_per_task: -3\n  normalizer: banana\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile("bad", params_dir=params).check()
+    text = str(err.value)
+    assert "'limit_per_task'" in text and "-3" in text and "'normalizer'" in text and "banana" in text
+
+
+def test_a_notebook_refuses_an_impossible_value_in_its_setup_cell():
+    from reliable_lalm.runner.outputs import canonical_declarations, notebook_setup
+    from reliable_lalm.runner.profiles import ProfileError
+
+    namespace = {k: p.default for k, p in canonical_declarations("02_idk_prompting").items()}
+    namespace["normalizer"] = "banana"
+    with pytest.raises(ProfileError, match="'normalizer'.*banana"):
+        notebook_setup("02_idk_prompting", namespace, history=['# Parameters\nnormalizer = "banana"\n'], quiet=True)
+
+
+def test_a_modality_the_benchmark_lacks_fails_before_any_work(tmp_path):
+    from reliable_lalm.experiments import Experiment
+
+    items = make_items(tmp_path / "audio", 3, prefix="m")
+    bench = write_benchmark_json(tmp_path / "b.json", items)
+    exp = Experiment(profile="t", model="demo", benchmark=str(bench), results_root=tmp_path / "r")
+    with pytest.raises(ValueError, match="'banana' is not one of this benchmark's: sound, music, speech"):
+        exp.require_modalities("banana")
+    exp.require_modalities("music")

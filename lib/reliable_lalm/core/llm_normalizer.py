@@ -466,6 +466,9 @@ def _retry_after(err: Any) -> float | None:
 # Factory
 # ----------------------------------------------------------------------------------------------
 
+NORMALIZER_KINDS = ("rule", "openai", "auto")  # what build_normalizer accepts (profiles check against it)
+
+
 def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: str | None = None,
                      cache_dir: str | Path | None = None, mode: str = "fallback", **kw: Any) -> Normalizer:
     """``"rule"``: the rule-based normalizer. ``"openai"``: :class:`OpenAINormalizer` (needs
@@ -476,8 +479,8 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
             raise TypeError(f"{name!r} is not accepted: the API key is read only from ${API_KEY_ENV}")
     if kind == "rule":
         return RuleBasedNormalizer()
-    if kind not in ("openai", "auto"):
-        raise ValueError(f"unknown normalizer kind {kind!r} (rule, openai, auto)")
+    if kind not in NORMALIZER_KINDS:
+        raise ValueError(f"unknown normalizer kind {kind!r} ({', '.join(NORMALIZER_KINDS)})")
     base = base_url or _env(BASE_URL_ENV)
     if _env(API_KEY_ENV) is None and base is None:
         if kind == "openai":

@@ -383,7 +383,59 @@ def validate_parameters(notebook: str, declared: Mapping[str, Parameter], params
             out[key] = check_value(value, declared[key].type_name)
         except ValueError as err:
             errors.append(f"notebook {notebook}: parameter {key!r}{src}: {err}")
+            continue
+        problem = value_problem(key, out[key])
+        if problem:
+            errors.append(f"notebook {notebook}: parameter {key!r}{src} = {out[key]!r} {problem}")
     return out, errors
+
+
+def _normalizer_kinds() -> tuple[str, ...]:
+    from reliable_lalm.core.llm_normalizer import NORMALIZER_KINDS
+
+    return NORMALIZER_KINDS
+
+
+def _all_positive(values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and v > 0 for v in values)
+
+
+# Values a parameter of this name must have beyond its type (the same names mean the same thing in
+# every notebook): checked for profiles before the first notebook starts and in each notebook's
+# setup cell before any work, so `limit_per_task: -3` or `normalizer: banana` never run.
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    "limit_per_task": (lambda v: v is None or v >= 1, "must be None (all items) or at least 1"),
+    "batch_size": (lambda v: v is None or v >= 1, "must be None (automatic) or at least 1"),
+    "bootstrap": (lambda v: v >= 0, "must be 0 (no intervals) or more"),
+    "knn_samples": (lambda v: v >= 1, "must be at least 1"),
+    "knn_k": (lambda v: v >= 0, "must be 0 or more"),
+    "knn_temperature": (lambda v: v >= 0, "must be 0 or more"),
+    "knn_top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "sft_learning_rate": (lambda v: v > 0, "must be positive"),
+    "sft_epochs": (lambda v: v >= 1, "must be at least 1"),
+    "sft_batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "lora_rank": (lambda v: v >= 1, "must be at least 1"),
+    "lora_alpha": (lambda v: v is None or v > 0, "must be None (Table 9) or positive"),
+    "alphas": (lambda v: len(v) > 0 and _all_positive(v), "must be a non-empty list of positive numbers"),
+    "max_new_tokens": (lambda v: v is None or 1 <= v <= 8192, "must be None or between 1 and 8192"),
+    "device": (lambda v: v in ("auto", "cpu", "mps") or str(v).startswith("cuda"), "must be auto, cpu, mps or cuda[:N]"),
+    "normalizer": (lambda v: v in _normalizer_kinds(), "is not a normalizer kind"),
+}
+
+
+def value_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name`` (None when it is, or nothing is known)."""
+    rule = VALUE_RULES.get(name)
+    if rule is None:
+        return None
+    check, message = rule
+    try:
+        ok = bool(check(value))
+    except TypeError:
+        ok = False
+    if name == "normalizer" and not ok:
+        message += f" ({', '.join(_normalizer_kinds())})"
+    return None if ok else message
 
 
 # ------------------------------------------------------------------------------------------------
