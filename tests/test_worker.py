@@ -54,7 +54,7 @@ def test_demo_worker_equals_in_process_backend(worker_items, tmp_path, one_torch
     command = [sys.executable, str(worker_script("demo_worker"))]
     worker = WorkerBackend(command, env=WORKER_ENV)
     assert worker.hello["protocol"] == 1 and worker.window_seconds == local.window_seconds
-    assert worker.describe()["worker"]["model"] == local.describe()["model"]
+    assert worker.describe()["worker"]["weights"] == local.describe()["weights"]  # the same model, by content
     summary = runners.run_method(worker, worker_items, "baseline", tmp_path / "worker", settings=GREEDY,
                                  progress=False)
     worker.close()

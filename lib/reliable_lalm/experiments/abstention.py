@@ -115,11 +115,11 @@ class AbstentionStudy:
     # ------------------------------------------------------------------------ cached inputs
     def option_store(self, method: str) -> Path:
         """Option log-likelihoods of every evaluated item under ``method``'s prompt (cached)."""
-        from reliable_lalm.core.results import ResultStore
-        from reliable_lalm.methods.option_scoring import score_options
+        from reliable_lalm.methods.option_scoring import SCORING_SETTINGS, score_options, store_extras
 
-        directory = self.exp.results_dir / "option_scores" / method
-        if not (directory.exists() and self.exp._complete(ResultStore(directory), self.exp.items)):
+        directory, complete = self.exp.cached_store(f"option_scores/{method}", method, self.exp.items,
+                                                    SCORING_SETTINGS, **store_extras())
+        if not complete:
             score_options(self.exp.backend(), self.exp.items, directory, method=method, progress=self.progress)
         return directory
 
@@ -367,11 +367,10 @@ class AbstentionStudy:
     def _run_on(self, items: Sequence[Any], method: str, directory: Path, adapter: Path | None = None,
                 settings=None) -> list[Normalized]:
         from reliable_lalm.core.results import ResultStore
-        from reliable_lalm.methods.runners import run_method
 
-        settings = settings or self.exp.settings(method)
-        if not (directory.exists() and self.exp._complete(ResultStore(directory), items)):
-            run_method(self.exp.backend(adapter), items, method, directory, settings=settings, progress=self.progress)
+        name = str(directory.relative_to(self.exp.results_dir))
+        directory = self.exp.run_items(method, items, name=name, settings=settings, adapter=adapter,
+                                       progress=self.progress)
         by_item = ResultStore(directory).by_item(0)
         outputs = [(by_item.get(it.id) or {}).get("model_output") for it in items]
         return _normalize(self.exp.normalizer_object, outputs, [it.choices for it in items])

@@ -181,7 +181,7 @@ class Experiment:
                                   seed=self.seed)
 
     # ---------------------------------------------------------------- generation (cached)
-    def _cached_store(self, name: str, method: str, items, settings, few_shot=(), n_samples: int = 1,
+    def cached_store(self, name: str, method: str, items, settings, few_shot=(), n_samples: int = 1,
                       adapter: str | Path | None = None, **extra) -> tuple[Path, bool]:
         """``(store folder, complete?)`` of a cached run, keyed by content.
 
@@ -207,13 +207,18 @@ class Experiment:
     def run(self, method: str, *, tasks: Sequence[str] | str | None = None, adapter: str | Path | None = None,
             progress: bool = True) -> Path:
         """Generate (or reuse) the outputs of a prompting method; returns the store folder."""
+        return self.run_items(method, self.items_of(tasks), adapter=adapter, progress=progress)
+
+    def run_items(self, method: str, items: Sequence[BenchmarkItem], *, name: str | None = None,
+                  settings=None, adapter: str | Path | None = None, progress: bool = True) -> Path:
+        """:meth:`run` on any items (e.g. unanswerable or rotated variants), cached by content under
+        ``name`` (default: the method)."""
         from reliable_lalm.methods.runners import run_method
 
-        items = self.items_of(tasks)
         few_shot = tuple(self.few_shot()) if method == "mcot" else ()
-        settings = self.settings(method)
-        name = method if adapter is None else f"adapters/{method}"
-        store_dir, complete = self._cached_store(name, method, items, settings, few_shot, adapter=adapter)
+        settings = settings or self.settings(method)
+        name = name or (method if adapter is None else f"adapters/{method}")
+        store_dir, complete = self.cached_store(name, method, items, settings, few_shot, adapter=adapter)
         if complete:
             return store_dir
         summary = run_method(self.backend(adapter), items, method, store_dir, settings=settings,
@@ -235,7 +240,7 @@ class Experiment:
 
         settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
                            num_samples=n_samples)
-        store_dir, complete = self._cached_store("knn/baseline", "baseline", self.items, settings,
+        store_dir, complete = self.cached_store("knn/baseline", "baseline", self.items, settings,
                                                  n_samples=n_samples, kind="knn")
         if complete:
             return store_dir

@@ -27,7 +27,7 @@ from reliable_lalm.core.normalize_types import IDK_LABEL
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import SINGLE, get_method
 from reliable_lalm.methods.runners import (RunSummary, _item_fields, _open, _prepared_chunks, _progress, _summarize,
-                                           drop_error_records, store_params)
+                                           drop_error_records, method_inputs, store_params, valid_done_keys)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -52,11 +52,24 @@ def score_options(backend: Backend, items: Sequence[BenchmarkItem], store: Resul
     entry = get_method(method)
     assert entry.kind == SINGLE
     settings = SCORING_SETTINGS
-    params = store_params(backend, method, settings, kind="option-scores", idk_text=idk_text, terminate=terminate)
+    params = store_params(backend, method, settings, **store_extras(idk_text, terminate))
     store = _open(store, params, settings)
+    with store.writer_lock():  # a second process on this store is refused, not run twice
+        return _score_options(backend, items, store, entry, method, settings, idk_text, terminate, progress,
+                              retry_errors, chunk)
+
+
+def store_extras(idk_text: str = IDK_LABEL, terminate: bool = True) -> dict[str, Any]:
+    """The store-key entries beyond :func:`store_params`' (what else determines option scores)."""
+    return {"kind": "option-scores", "idk_text": idk_text, "terminate": terminate}
+
+
+def _score_options(backend, items, store, entry, method, settings, idk_text, terminate, progress, retry_errors,
+                   chunk) -> RunSummary:
     if retry_errors:
         drop_error_records(store)
-    done_before = store.done_keys()
+    inputs = method_inputs(items, method)  # records are reused only for the same item content and prompt
+    done_before = valid_done_keys(store, inputs)
     todo = [it for it in items if (it.id, 0) not in done_before]
     chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
     start = time.perf_counter()
@@ -73,6 +86,7 @@ def score_options(backend: Backend, items: Sequence[BenchmarkItem], store: Resul
                         p.error = f"prompt: {err}"
                 if p.error is not None:
                     errors.append({"item_id": p.item.id, "sample_index": 0, "method": method, "prompt": prompt,
+                                   "input": inputs[p.item.id],
                                    "error": p.error, "warning": None, "option_logprobs": None,
                                    "option_tokens": None, "idk_text": idk_text, "idk_logprob": None,
                                    "idk_tokens": None, **_item_fields(p.item)})
@@ -92,6 +106,7 @@ def score_options(backend: Backend, items: Sequence[BenchmarkItem], store: Resul
                 item = by_id[sc.item_id]
                 k = len(item.choices)
                 records.append({"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
+                                "input": inputs[item.id],
                                 "error": None, "warning": warnings.get(item.id),
                                 "option_logprobs": sc.logprobs[:k], "option_tokens": sc.token_counts[:k],
                                 "idk_text": idk_text, "idk_logprob": sc.logprobs[k], "idk_tokens": sc.token_counts[k],
