@@ -86,7 +86,7 @@ NOTEBOOKS["01_baselines"] = notebook(
     "outputs (Table 1, *MMAU (Unnormalized)*) and our normalizer (*Ours (Normalized)*), with the reference rows "
     "(random guess, most frequent choice) computed on the same items. Also Table 3's baseline rows for every "
     "configured model.",
-    'table3_models: list = []  # further checkpoints of the Qwen2-Audio class evaluated for Table 3',
+    "table3_models: list = []  # further models (registry names, checkpoint folders) evaluated for Table 3",
     [
         ("code", 'normalized = exp.score("baseline", baseline=None)\n'
                  'unnormalized = exp.score_unnormalized("baseline")\n'
@@ -110,7 +110,7 @@ NOTEBOOKS["02_idk_prompting"] = notebook(
     "The IDK prompt (paper Table 5) against the baseline on the same items: Acc/Tru/Rel (Table 1 rows), ΔCon, "
     "ΔHum and RGI in both conventions (Table 2 rows; *subset* is what the paper prints, *class* is its equations "
     "8–9), and Table 3 (baseline and IDK rows of every configured model).",
-    'table3_models: list = []  # further checkpoints of the Qwen2-Audio class evaluated for Table 3',
+    "table3_models: list = []  # further models (registry names, checkpoint folders) evaluated for Table 3",
     [
         ("code", 'idk = exp.score("idk")\n'
                  'table1_idk = reporting.metrics_table({"IDK Prompting": idk})\n'

@@ -24,6 +24,11 @@ DEMO_MODEL = ModelEntry(
     "demo", "reliable_lalm.models.qwen2_audio:HFBackend", _demo_checkpoint, family="qwen2_audio",
     description="the embedded demo: a tiny Qwen2AudioForConditionalGeneration trained on the synthetic benchmark")
 
+TINY_AUDIO_FLAMINGO3 = ModelEntry(
+    "audio-flamingo-3-tiny-random", "reliable_lalm.models.hf_generic:NativeHFBackend",
+    lambda: str(paths.ASSETS_DIR / "tiny_audio_flamingo3_random"), family="audioflamingo3",
+    description="a tiny random-weight Audio Flamingo 3 (shipped): a second model family for the demo's Table 3")
+
 SYNTHETIC_BENCHMARK = BenchmarkEntry(
     "synthetic", "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
     description="the demo's synthetic three-modality benchmark (test split, generated offline)")
