@@ -185,9 +185,13 @@ def test_registry_serves_every_native_family():
     for family in hf_generic.FAMILIES.values():
         for model_type in family.model_types:
             assert BACKENDS_BY_MODEL_TYPE[model_type] == "reliable_lalm.models.hf_generic:NativeHFBackend"
-    entries = {e.family: e for e in registered_models().values() if e.family in hf_generic.FAMILIES}
+    from reliable_lalm.models.registry import BUILTIN_MODELS
+
+    entries = {e.family: e for e in BUILTIN_MODELS.values() if e.family in hf_generic.FAMILIES}
     assert set(entries) == set(hf_generic.FAMILIES)
     assert entries["audioflamingo3"].source == "nvidia/audio-flamingo-3-hf"
+    # the demo's shipped tiny random Audio Flamingo 3 comes through an entry point, served the same way
+    assert registered_models()["audio-flamingo-3-tiny-random"].backend_class() is hf_generic.NativeHFBackend
     assert entries["qwen2_5_omni_thinker"].resolve_source().startswith("Qwen/Qwen2.5-Omni-")
     assert all(e.backend_class() is hf_generic.NativeHFBackend for e in entries.values())
 

@@ -98,12 +98,21 @@ class Backend(abc.ABC):
     window_seconds: float = 30.0  # audio the model hears; longer audio is truncated by the runner
     sampling_rate: int = SAMPLING_RATE
 
-    @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        ...
+        """Generations in request order. Backends override this or :meth:`generate_iter` (or both):
+        by default each is built from the other."""
+        if type(self).generate_iter is Backend.generate_iter:
+            raise NotImplementedError(f"{type(self).__name__} must implement generate or generate_iter")
+        out: list[Generation | None] = [None] * len(requests)
+        for indices, generations in self.generate_iter(requests):
+            for i, g in zip(indices, generations):
+                out[i] = g
+        return out  # type: ignore[return-value]
 
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         """Yield ``(request indices, generations)`` as batches finish (default: one batch)."""
+        if type(self).generate is Backend.generate:
+            raise NotImplementedError(f"{type(self).__name__} must implement generate or generate_iter")
         yield list(range(len(requests))), self.generate(requests)
 
     def describe(self) -> dict[str, Any]:

@@ -443,13 +443,6 @@ class NativeHFBackend(Backend):
 
     # ---------------------------------------------------------------- generation
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        for indices, generations in self.generate_iter(requests):
-            for i, g in zip(indices, generations):
-                out[i] = g
-        return out  # type: ignore[return-value]
-
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         if not requests:
             return

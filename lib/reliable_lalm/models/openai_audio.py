@@ -183,13 +183,6 @@ class OpenAIAudioBackend(Backend):
 
     # ---------------------------------------------------------------- generation
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        for indices, generations in self.generate_iter(requests):
-            for i, g in zip(indices, generations):
-                out[i] = g
-        return out  # type: ignore[return-value]
-
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         """Yield items as soon as all their HTTP requests are answered (so the runner writes them
         to the store at once; a killed run loses only requests in flight)."""

@@ -230,13 +230,6 @@ class HFBackend(Backend):
         return estimate_batch_size(free, self._inner.config, torch.finfo(self._inner.dtype).bits // 8, prompt_len,
                                    settings.max_new_tokens, settings.num_samples, cap=self.MAX_AUTO_BATCH)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        for indices, generations in self.generate_iter(requests):
-            for i, g in zip(indices, generations):
-                out[i] = g
-        return out  # type: ignore[return-value]
-
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         if not requests:
             return

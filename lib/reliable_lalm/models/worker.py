@@ -228,13 +228,6 @@ class WorkerBackend(Backend):
         path.unlink()
         return {"wav_base64": data}, path
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        for indices, generations in self.generate_iter(requests):
-            for i, g in zip(indices, generations):
-                out[i] = g
-        return out  # type: ignore[return-value]
-
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         """Send up to ``pipeline`` requests ahead, yield each item as its answer arrives."""
         if self._proc.poll() is not None:
