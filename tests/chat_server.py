@@ -1,20 +1,32 @@
-"""A scripted, local, OpenAI-compatible chat-completions server for tests.
+"""A scripted, local, OpenAI-compatible chat-completions server for tests (the LLM normalizer's
+text requests and the audio backend's requests alike).
 
-It lets the tests drive the *real* ``openai`` client (no mocks of the client) through success,
-rate limits, server errors, malformed bodies and timeouts. It binds to 127.0.0.1 on a free port
-only, serves ``POST /v1/chat/completions`` and ``POST /chat/completions``, and records every
-request (body and headers), the number of requests and the highest number in flight at once.
+It lets the tests drive the *real* ``openai`` client (no mocks of the client). With
+``require_audio=True`` (:class:`AudioChatServer`) every request's user message must carry exactly
+one audio content part (``input_audio`` with base64 WAV,
+or ``audio_url`` with a ``data:audio/wav;base64,`` URL) whose WAV decodes to 16 kHz mono PCM16;
+a request that does not is answered 400 and counted in ``bad_audio``. Each decoded clip is kept
+(``clips``, float32) so tests can compare it with what they sent. It drives the *real* ``openai``
+client through success, rate limits, server errors, malformed bodies and timeouts; binds to
+127.0.0.1 on a free port; records every request (body and headers), the number of requests and the
+highest number in flight at once. ``n > 1`` is answered with ``n`` choices unless the server is
+built with ``supports_n=False`` (then 400, as servers without ``n`` do).
 
 Each request is answered by ``responder(body, n)`` (``n`` counts requests from 0) returning one of
-the actions below; a plain string means :class:`Reply` with that text.
+the actions below; a plain string means :class:`Reply` with that text; a :class:`Reply` whose
+``texts`` is set answers one text per choice.
 
-    with ChatServer(lambda body, n: Reply("dog")) as server:
+    with ChatServer(lambda body, n: Reply("dog")) as server:        # text (the LLM normalizer)
+    with AudioChatServer(lambda body, n: Reply("dog")) as server:   # audio parts required
         client = OpenAI(api_key="x", base_url=server.base_url)
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import threading
+import wave
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Union
@@ -27,6 +39,8 @@ class Reply:
     """A well-formed completion whose message content is ``text``."""
 
     text: str
+    texts: list[str] | None = None  # one per choice (default: ``text`` for every choice)
+    finish_reason: str = "stop"
     prompt_tokens: int = 100
     completion_tokens: int = 3
     delay: float = 0.0  # seconds to wait before answering (to hold requests in flight)
@@ -64,14 +78,55 @@ Responder = Callable[[dict[str, Any], int], Action]
 
 
 def user_prompt(body: dict[str, Any]) -> str:
-    """The text of the last user message of a chat request."""
+    """The text part(s) of the last user message of a chat request."""
     messages = body.get("messages") or []
-    return str(messages[-1].get("content", "")) if messages else ""
+    if not messages:
+        return ""
+    content = messages[-1].get("content", "")
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
+
+
+def decode_audio(body: dict[str, Any]) -> tuple[Any, str]:
+    """``(float32 samples, audio part type)`` of the request's single audio part; ValueError if invalid."""
+    import numpy as np
+
+    messages = body.get("messages") or []
+    content = messages[-1].get("content") if messages else None
+    if not isinstance(content, list):
+        raise ValueError("user content is not a list of parts")
+    parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("input_audio", "audio_url")]
+    if len(parts) != 1:
+        raise ValueError(f"{len(parts)} audio parts")
+    part = parts[0]
+    if part["type"] == "input_audio":
+        if part["input_audio"].get("format") != "wav":
+            raise ValueError("input_audio format is not wav")
+        data = part["input_audio"]["data"]
+    else:
+        url = part["audio_url"]["url"]
+        prefix = "data:audio/wav;base64,"
+        if not url.startswith(prefix):
+            raise ValueError("audio_url is not a data:audio/wav;base64 URL")
+        data = url[len(prefix):]
+    raw = base64.b64decode(data, validate=True)
+    with wave.open(io.BytesIO(raw), "rb") as wav:
+        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (16000, 1, 2):
+            raise ValueError(f"WAV is {wav.getframerate()} Hz, {wav.getnchannels()} channels, "
+                             f"{8 * wav.getsampwidth()} bit; 16000 Hz mono 16 bit expected")
+        frames = wav.readframes(wav.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32767.0, part["type"]
 
 
 class ChatServer:
-    def __init__(self, responder: Responder):
+    def __init__(self, responder: Responder, *, supports_n: bool = True, require_audio: bool = False):
         self.responder = responder
+        self.require_audio = require_audio
+        self.supports_n = supports_n
+        self.clips: list[Any] = []  # decoded audio of each valid request, in arrival order
+        self.audio_types: list[str] = []
+        self.bad_audio = 0
         self.requests: list[dict[str, Any]] = []  # parsed JSON bodies, in arrival order
         self.headers: list[dict[str, str]] = []
         self.in_flight = 0
@@ -97,9 +152,23 @@ class ChatServer:
                 except json.JSONDecodeError:
                     self._send(400, b'{"error": {"message": "bad json"}}')
                     return
+                clip = kind = None
+                if server.require_audio:
+                    try:
+                        clip, kind = decode_audio(body)
+                    except (ValueError, KeyError, TypeError, wave.Error) as err:
+                        with server._lock:
+                            server.bad_audio += 1
+                        self._send(400, json.dumps({"error": {"message": f"bad audio: {err}"}}).encode())
+                        return
+                if int(body.get("n") or 1) > 1 and not server.supports_n:
+                    self._send(400, b'{"error": {"message": "n > 1 is not supported"}}')
+                    return
                 with server._lock:
                     n = len(server.requests)
                     server.requests.append(body)
+                    server.clips.append(clip)
+                    server.audio_types.append(kind)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -180,14 +249,23 @@ class ChatServer:
         self.stop()
 
 
+class AudioChatServer(ChatServer):
+    """The server for audio-LM tests: every request must carry one valid 16 kHz mono WAV part."""
+
+    def __init__(self, responder: Responder, *, supports_n: bool = True):
+        super().__init__(responder, supports_n=supports_n, require_audio=True)
+
+
 def completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    n = int(body.get("n") or 1)
+    texts = reply.texts if reply.texts is not None else [reply.text] * n
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": 0,
         "model": body.get("model", "test-model"),
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": reply.text}}],
+        "choices": [{"index": i, "finish_reason": reply.finish_reason,
+                     "message": {"role": "assistant", "content": t}} for i, t in enumerate(texts)],
         "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                   "total_tokens": reply.prompt_tokens + reply.completion_tokens},
     }

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from audio_chat_server import AudioChatServer, Hang, Raw, Reply, Status, user_prompt  # noqa: E402
+from chat_server import AudioChatServer, Hang, Raw, Reply, Status, user_prompt  # noqa: E402
 from inference_fixtures import write_wav  # noqa: E402
 
 from reliable_lalm.core.items import BenchmarkItem, load_audio  # noqa: E402
