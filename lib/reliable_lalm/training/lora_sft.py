@@ -50,6 +50,10 @@ MERGE_REPORT = "merge_report.json"
 # configuration
 
 
+# LoraSFTConfig.lr_schedule -> the name transformers.get_scheduler knows it by.
+LR_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine"}
+
+
 @dataclass
 class LoraSFTConfig:
     """Hyper-parameters of one LoRA SFT run.
@@ -86,7 +90,7 @@ class LoraSFTConfig:
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
+        if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be constant, linear or cosine, not {self.lr_schedule!r}")
         for name in ("rank", "epochs", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
@@ -105,6 +109,10 @@ class LoraSFTConfig:
         data = self.to_dict()
         for key in ("save_every", "keep_checkpoints"):
             data.pop(key)
+        if self.warmup_steps:
+            # The warm-up ramp of transformers.get_scheduler (step / warmup) differs from the one
+            # before it ((step + 1) / warmup): other weights, so another key (see lr_scheduler).
+            data["warmup_ramp"] = "transformers.get_scheduler"
         return data
 
     def lora_config(self):
@@ -249,18 +257,24 @@ def steps_per_epoch(n_examples: int, config: LoraSFTConfig, world_size: int = 1)
     return math.ceil(n_examples / (config.batch_size * world_size * config.grad_accum))
 
 
-def lr_lambda(config: LoraSFTConfig, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if config.warmup_steps and step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.lr_schedule == "constant":
-            return 1.0
-        span = max(1, total_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-        if config.lr_schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
+def lr_scheduler(optimizer, config: LoraSFTConfig, total_steps: int):
+    """The learning-rate schedule of ``config`` over ``total_steps`` optimizer steps, built by
+    ``transformers.get_scheduler`` (the schedules the Trainer uses) rather than by hand.
+
+    ``constant`` / ``linear`` (to 0) / ``cosine`` (half a cycle, to 0) after ``warmup_steps`` of
+    linear warm-up. Without warm-up (every shipped run and profile) the per-step rates equal the
+    hand-written schedule this replaced (tests/test_training.py checks it). With warm-up they
+    cannot be equal: transformers ramps ``step / warmup`` (0 at the first step, the peak at step
+    ``warmup``) where the old schedule ramped ``(step + 1) / warmup``; the schedule's kind and its
+    decay after warm-up are unchanged, and :meth:`LoraSFTConfig.training_fingerprint` names the
+    new ramp so no adapter trained under the old one is reused.
+    """
+    from transformers import get_scheduler
+
+    name = LR_SCHEDULES[config.lr_schedule]
+    if name == "constant" and config.warmup_steps:
+        name = "constant_with_warmup"
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +478,7 @@ class _TorchStepper:
         self.params = [p for p in loss_module.parameters() if p.requires_grad]
         self.config = config
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_steps))
+        self.scheduler = lr_scheduler(self.optimizer, config, total_steps)
 
     def micro_step(self, batch: dict, n_micro: int) -> float:
         loss = self.module(**batch)
@@ -534,7 +548,7 @@ class _DeepSpeedStepper:
         self.ds_config = ds_config
         params = [p for p in loss_module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
+        scheduler = lr_scheduler(optimizer, config, total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=loss_module, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler,
             config=ds_config)
