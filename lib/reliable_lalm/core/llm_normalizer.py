@@ -37,7 +37,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 import unicodedata
@@ -48,6 +47,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from reliable_lalm import paths
+from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
 from reliable_lalm.core.prompts import build_normalization_prompt
@@ -174,22 +174,7 @@ class ReplyCache:
         return entry
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh, ensure_ascii=False, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_json(self.path(key), entry, indent=None, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, BenchmarkItem, LoadedBenchmark, RejectedRecord, load_benchmark,
                    read_json_records)
 from reliable_lalm.core.metrics import outcome_of, summarize
@@ -614,11 +614,7 @@ def _write_text(text: str, path: str | None) -> None:
     if path is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 def nothing_scored_reason(result: Mapping[str, Any], what: str = "scored") -> str:

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
 from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
 from reliable_lalm.core.results import ResultStore, record_line
@@ -246,13 +247,7 @@ def drop_error_records(store: ResultStore) -> int:
     kept = [r for r in records if r.get("error") is None]
     removed = len(records) - len(kept)
     if removed:
-        tmp = store.records_path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for r in kept:
-                fh.write(record_line(r))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, store.records_path)
+        atomic_write_text(store.records_path, "".join(record_line(r) for r in kept))
     return removed
 
 

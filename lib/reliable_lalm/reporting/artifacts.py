@@ -35,8 +35,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import pandas as pd
 
 from reliable_lalm.reporting.reference import load_reference
-from reliable_lalm.reporting.tables import (MODALITY_LABELS, NOT_APPLICABLE_ATTR, _number, modality_label,
-                                            plot_alpha_ablation, plot_idk_threshold, plot_rgi_heatmap)
+from reliable_lalm.reporting.tables import (NOT_APPLICABLE_ATTR, _number, modality_label, plot_alpha_ablation,
+                                            plot_idk_threshold, plot_rgi_heatmap)
 
 PAPER_MODALITIES: tuple[str, ...] = ("sound", "music", "speech")
 TOTAL = "total"
