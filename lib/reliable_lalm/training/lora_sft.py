@@ -122,19 +122,18 @@ class LoraSFTConfig:
                           target_modules=self.target_modules, bias="none")
 
 
-def resolve_dtype(name: str | None, device: str):
-    import torch
+def resolve_dtype(name: Any, device: str):
+    """The model loader's dtype rule (:func:`reliable_lalm.models.hf_loading.resolve_dtype`), one for
+    inference and training: ``auto`` is bf16 on GPU, fp32 on CPU."""
+    from reliable_lalm.models.hf_loading import resolve_dtype as loader_dtype
 
-    if name in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[name]
+    return loader_dtype(name, device)
 
 
 def default_device() -> str:
-    import torch
+    from reliable_lalm.models.hf_loading import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,15 +634,14 @@ def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def load_base(model_path: str | Path, *, device: str, dtype):
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+def load_base(model_path: str | Path, *, device: str, dtype, adapter: str | Path | None = None):
+    """The base model (and, with ``adapter``, the LoRA on top, not merged) and its processor, loaded
+    by the one model loader inference uses (:func:`reliable_lalm.models.hf_loading.load_model_and_processor`:
+    "demo", a folder or a cached hub id, never a download). Its left padding does not reach training:
+    :func:`reliable_lalm.training.sft_data.collate_sft` pads on the right itself."""
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
-    from reliable_lalm.models.hf_loading import resolve_model_source
-
-    source, local = resolve_model_source(model_path)  # "demo", a folder, or a cached hub id; never a download
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(source, dtype=dtype, local_files_only=not local)
-    processor = AutoProcessor.from_pretrained(source, local_files_only=not local)
-    return model.to(device), processor
+    return load_model_and_processor(model_path, device=device, dtype=dtype, adapter=adapter, merge_adapter=False)
 
 
 def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
@@ -801,14 +799,8 @@ def read_summary(adapter_dir: str | Path) -> dict | None:
 
 
 def load_adapter_model(base_path: str | Path, adapter_dir: str | Path, *, device: str = "cpu", dtype=None):
-    """Base model + adapter (``PeftModel.from_pretrained``), in eval mode, and the processor."""
-    from peft import PeftModel
-
-    dtype = dtype or resolve_dtype("auto", device)
-    base, processor = load_base(base_path, device=device, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    model.eval()
-    return model, processor
+    """Base model + adapter (``PeftModel``, not merged), in eval mode, and the processor."""
+    return load_base(base_path, device=device, dtype=dtype or resolve_dtype("auto", device), adapter=adapter_dir)
 
 
 def _single_inputs(model, processor, example: SFTExample) -> dict:
