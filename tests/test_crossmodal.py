@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from reliable_lalm import reporting
 from reliable_lalm.experiments import crossmodal as C
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore
@@ -101,18 +102,31 @@ def test_crossmodal_rows_against_the_base_model(handmade):
     assert sound["rgi_low"] is not None and sound["rgi_low"] <= sound["rgi"] <= sound["rgi_high"]
     assert sound["baseline_acc"] == pytest.approx(0.5) and sound["alpha"] == 16
 
-    heat = C.rgi_heatmap(frame)
-    assert list(heat.index) == ["speech"] and list(heat.columns) == list(TASKS)
-    assert heat.loc["speech", "sound"] == pytest.approx(math.log10(2)) and np.isnan(heat.loc["speech", "speech"])
-    t10, t11, t12 = C.table10(frame), C.table11(frame), C.table12(frame)
-    assert t10.loc["speech", ("sound", "Acc%")] == pytest.approx(100 * 2 / 6)
-    assert ("speech", "Acc%") not in t10.columns  # diagonal left out, as in Tables 10-11
-    assert t11.loc["speech", ("music", "RGI")] == pytest.approx(math.log10(0.5))
-    assert t12.loc["speech", "sound"] == pytest.approx(50.0) and "IDK Dataset" in t12.columns
+    # The notebooks' layouts of these cells (reliable_lalm.reporting.artifacts), paper labels.
+    fig3 = reporting.figure3(frame)
+    heat = fig3.data
+    assert list(heat.index) == ["Speech"] and list(heat.columns) == ["Sound", "Music", "Speech"]
+    assert heat.loc["Speech", "Sound"] == pytest.approx(math.log10(2)) and np.isnan(heat.loc["Speech", "Speech"])
+    t10, t11, t12 = reporting.table10(frame), reporting.table11(frame), reporting.table12(frame)
+    assert t10.loc["Speech", ("Sound", "Acc%")] == pytest.approx(100 * 2 / 6)
+    assert np.isnan(t10.loc["Speech", ("Speech", "Acc%")])  # train = test prints "-", as in Tables 10-11
+    assert "| Speech | 33.33 |" in reporting.to_markdown(t10) and reporting.to_markdown(t10).endswith("| - | - | - |\n")
+    assert t11.loc["Speech", ("Music", "RGI")] == pytest.approx(math.log10(0.5))
+    assert t12.loc["Speech", ("Rejection Rate (%)", "Sound")] == pytest.approx(50.0)
+    assert ("Rejection Rate (%)", "IDK Dataset") in t12.columns
+    import matplotlib.pyplot as plt
+
+    plt.close(fig3.figure)
 
 
 def test_alpha_sweep_rows_and_pooled(handmade):
     frame = handmade.alpha_sweep(alphas=(16, 64))
+    fig4 = reporting.figure4(frame)
+    assert list(fig4.data.index.names) == ["alpha", "modality"] and len(fig4.figure.axes) == 3
+    assert fig4.data.loc[(64.0, "sound"), "rej"] == pytest.approx(100.0)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig4.figure)
     assert len(frame) == 2 * 3 and set(frame["test"]) == {"sound", "music", "sound+music"}
     pooled = frame[(frame["alpha"] == 16) & (frame["test"] == "sound+music")].iloc[0]
     # Pooled: Nc = 6, Ncc = 3, Nw = 6, Nww = 3 -> ΔCon = ΔHum = 3/12, RGI = 0.

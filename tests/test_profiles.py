@@ -307,3 +307,25 @@ def test_broken_notebook_blocks_only_its_own_runs(dirs):
     assert prof.errors(["01_alpha"]) == []  # e.g. rlalm reproduce --only 01 while 03 is being edited
     (err,) = prof.errors()
     assert "03_broken.ipynb" in err and "line 1" in err
+
+
+def test_papermill_inspection_agrees_where_it_sees_a_parameter_and_misses_optional_ones():
+    """Why parse_parameters_source is ours: papermill's own inspection drops ``X | None`` parameters.
+    Where papermill does see a parameter (``papermill --help-notebook``), name, annotation, default
+    and help text agree with ours. When a papermill release reads the optional ones too, the last
+    assertion fails: then inspection can be built on papermill's."""
+    import ast
+
+    import papermill
+
+    from reliable_lalm import paths
+
+    nb = paths.NOTEBOOKS_DIR / "04_sft.ipynb"
+    ours = notebook_parameters(nb)
+    theirs = papermill.inspect_notebook(str(nb))
+    assert theirs and set(theirs) <= set(ours)
+    for name, seen in theirs.items():
+        assert seen["inferred_type_name"] == ours[name].type_name, name
+        assert ast.literal_eval(seen["default"]) == ours[name].default, name
+        assert seen["help"] == ours[name].comment, name
+    assert sorted(set(ours) - set(theirs)) == ["audio_dir", "batch_size", "limit_per_task", "lora_alpha"]

@@ -13,11 +13,10 @@ import pytest  # noqa: E402
 
 from reliable_lalm import paths
 from reliable_lalm import reporting  # noqa: E402
-from reliable_lalm.reporting.tables import (alpha_frame, compare_with_reference, format_number, gain_table,  # noqa: E402
-                                     metrics_table, paper_table, plot_alpha_ablation, plot_idk_threshold,
-                                     plot_rgi_heatmap, read_table, rejection_table, rgi_matrix, save_figure,
-                                     save_table)
-
+from reliable_lalm.reporting import (compare_with_reference, figure3, figure4, figure5, format_number,  # noqa: E402
+                                     paper_figure5_points, paper_table, plot_alpha_ablation, plot_idk_threshold,
+                                     plot_rgi_heatmap, read_table, save_figure, save_table, table1, table2, table3,
+                                     table10, table11, table12)
 
 def group(nc: int, nr: int, nw: int, *, ncc: int | None = None, nww: int | None = None,
           base_c: int | None = None, base_w: int | None = None) -> dict:
@@ -47,7 +46,7 @@ IDK_SOUND = group(194, 60, 79, ncc=167, nww=63, base_c=203, base_w=130)
 def test_metrics_table_layout_and_percent():
     rows = {"Baseline": score({"sound": group(203, 0, 130), "music": group(184, 0, 150)}, group(387, 0, 280)),
             "IDK Prompting": score({"sound": IDK_SOUND}, group(194, 60, 79))}
-    df = metrics_table(rows, modalities=("sound", "music", "total"))
+    df = table1(rows, modalities=("sound", "music"))
     assert list(df.index) == ["Baseline", "IDK Prompting"] and df.index.name == "Method"
     assert list(df.columns) == [(m, k) for m in ("Sound", "Music", "Total") for k in ("Acc%", "Tru%", "Rel%")]
     assert df.loc["Baseline", ("Sound", "Acc%")] == pytest.approx(60.96, abs=5e-3)
@@ -60,41 +59,80 @@ def test_metrics_table_layout_and_percent():
 def test_gain_table_conventions_and_undefined_rgi():
     undefined = {**IDK_SOUND, "rgi": None, "rgi_subset": float("nan")}
     rows = {"IDK Prompting": score({"sound": IDK_SOUND}, IDK_SOUND), "Broken": score({"sound": undefined}, undefined)}
-    sub = gain_table(rows, modalities=("sound",))
-    assert list(sub.columns) == [("Sound", "ΔCon%"), ("Sound", "ΔHum%"), ("Sound", "RGI")]
+    sub = table2(rows, modalities=())
+    assert list(sub.columns) == [("Total", "ΔCon%"), ("Total", "ΔHum%"), ("Total", "RGI")]
     assert [round(v, 2) for v in sub.loc["IDK Prompting"]] == [10.81, 20.12, 0.27]
-    cls = gain_table(rows, "class", modalities=("sound",))
+    cls = table2(rows, "class", modalities=())
     assert [round(v, 2) for v in cls.loc["IDK Prompting"]] == [17.73, 51.54, 0.46]
-    assert math.isnan(sub.loc["Broken", ("Sound", "RGI")]) and math.isnan(cls.loc["Broken", ("Sound", "RGI")])
+    assert math.isnan(sub.loc["Broken", ("Total", "RGI")]) and math.isnan(cls.loc["Broken", ("Total", "RGI")])
     with pytest.raises(ValueError, match="convention"):
-        gain_table(rows, "log")
+        table2(rows, "log")
+
+
+def test_modality_groups_come_from_the_scores():
+    # A benchmark with other modality groups (MMAR has seven) gets its own columns, in its order.
+    rows = {"Baseline": score({"speech": group(2, 0, 2), "mix-sound-music": group(1, 1, 2)}, group(3, 1, 4))}
+    df = table1(rows)
+    assert [c[0] for c in df.columns[::3]] == ["Speech", "Mix Sound Music", "Total"]
+    assert df.loc["Baseline", ("Mix Sound Music", "Acc%")] == 25.0
+    t3 = table3({("demo", "no"): rows["Baseline"], ("demo", "yes"): rows["Baseline"]})
+    assert t3.index.names == ["Models", "IDK Prompting"] and list(t3.index) == [("demo", "no"), ("demo", "yes")]
 
 
 def test_metrics_of_summarize_output_are_read_from_total():
     # reliable_lalm.core.metrics.summarize nests the total under "total".
     summary = {"total": group(1, 1, 2), "by_task": {"sound": group(1, 1, 2)}}
-    df = metrics_table({"x": summary}, modalities=("sound", "total"))
+    df = table1({"x": summary}, modalities=("sound",))
     assert df.loc["x", ("Total", "Acc%")] == 25.0 and df.loc["x", ("Sound", "Tru%")] == 50.0
 
 
-def test_cross_modal_tables_skip_the_diagonal():
-    fold = lambda: score({m: group(5, 2, 3) for m in ("sound", "music", "speech")}, group(15, 6, 9))  # noqa: E731
-    rows = {"sound": fold(), "music": fold()}
-    df = metrics_table(rows, modalities=reporting.tables.MODALITIES, skip="diagonal", index_name="Training Modality")
-    assert list(df.index) == ["Sound", "Music"]  # modality rows get the paper's labels
-    assert math.isnan(df.loc["Sound", ("Sound", "Acc%")]) and df.loc["Sound", ("Music", "Acc%")] == 50.0
-    md = reporting.to_markdown(df)
-    assert "| Sound | - | - | - | 50.00 |" in md  # "-" where the layout leaves a cell empty
+def _cells(rgi_by_cell: dict | None = None) -> pd.DataFrame:
+    """Cross-modal cells as CrossModal.results() gives them (fractions), every train x test pair."""
+    rows = []
+    for train in ("sound", "music", "speech"):
+        for test in ("sound", "music", "speech"):
+            rows.append({"train": train, "test": test, "acc": 0.5, "tru": 0.7, "rej": 0.2, "rel": 0.64,
+                         "d_con": 0.1, "d_hum": 0.2, "rgi": (rgi_by_cell or {}).get((train, test), 0.3),
+                         "train_idk_fraction": {"sound": 0.6306, "music": 0.6198, "speech": 0.6547}[train]})
+    return pd.DataFrame(rows)
 
-    rej = rejection_table(rows, {"sound": 0.6306, "music": 0.6198})
-    assert list(rej.columns) == [("Rejection Rate (%)", c) for c in ("IDK Dataset", "Sound", "Music", "Speech")]
-    assert rej.loc["Music", ("Rejection Rate (%)", "IDK Dataset")] == pytest.approx(61.98)
-    assert rej.loc["Sound", ("Rejection Rate (%)", "Speech")] == pytest.approx(20.0)
 
-    mat = rgi_matrix({"sound": score({"music": {"rgi_subset": 0.19}, "sound": {"rgi_subset": 9.0}}, {}),
-                      "music": score({"sound": {"rgi_subset": 0.36}}, {})})
+def test_cross_modal_tables_in_the_paper_layout():
+    cells = _cells()
+    t10, t11, t12 = table10(cells), table11(cells), table12(cells)
+    for ours, name in ((t10, "table10"), (t11, "table11"), (t12, "table12")):
+        ref = paper_table(name)
+        assert list(ours.index) == list(ref.index) == ["Sound", "Music", "Speech"]  # the paper's labels
+        assert ours.index.name == ref.index.name == "Training Modality"
+        assert list(ours.columns) == list(ref.columns)
+    assert math.isnan(t10.loc["Sound", ("Sound", "Acc%")]) and t10.loc["Sound", ("Music", "Acc%")] == 50.0
+    md = reporting.to_markdown(t10)
+    assert "| Training Modality | Sound Acc% | Sound Tru% |" in md
+    assert "| Sound | - | - | - | 50.00 |" in md  # "-" where the paper leaves the cell empty
+    assert t11.loc["Music", ("Sound", "RGI")] == pytest.approx(0.3)
+    assert list(t12.columns) == [("Rejection Rate (%)", c) for c in ("IDK Dataset", "Sound", "Music", "Speech")]
+    assert t12.loc["Music", ("Rejection Rate (%)", "IDK Dataset")] == pytest.approx(61.98)
+    assert t12.loc["Sound", ("Rejection Rate (%)", "Sound")] == pytest.approx(20.0)  # in-domain cell shown
+    # Side by side with the paper: every cell of ours finds the paper's, the diagonal is dropped.
+    side = compare_with_reference(t10, paper_table("table10"))
+    assert len(side) == 18 and not side["paper"].isna().any()
+    # One training modality (notebook 04's row): all test columns, "-" on its own.
+    row = table10(cells[cells["train"] == "music"])
+    assert list(row.index) == ["Music"] and row.shape == (1, 9) and math.isnan(row.loc["Music", ("Music", "Rel%")])
+    # Column and row order follow `modalities` when given.
+    assert list(table12(cells, modalities=("speech", "sound")).index) == ["Speech", "Sound", "Music"]
+
+
+def test_figure3_data_blanks_the_diagonal():
+    import matplotlib.pyplot as plt
+
+    fig = figure3(_cells({("sound", "music"): 0.19, ("music", "sound"): 0.36, ("sound", "sound"): 9.0}))
+    mat = fig.data
+    assert mat.index.name == "Training Modality" and mat.columns.name == "Test Modality"
     assert mat.loc["Sound", "Music"] == 0.19 and math.isnan(mat.loc["Sound", "Sound"])  # diagonal blanked
-    assert mat.loc["Music", "Sound"] == 0.36 and math.isnan(mat.loc["Music", "Speech"])
+    assert mat.loc["Music", "Sound"] == 0.36
+    assert fig.figure.axes[0].get_ylabel() == "Training Modality"
+    plt.close(fig.figure)
 
 
 @pytest.mark.parametrize("value, text", [
@@ -108,7 +146,8 @@ def test_format_number_rounds_half_up_like_the_paper(value, text):
 def test_save_table_writes_csv_md_tex(tmp_path):
     undefined = {**IDK_SOUND, "rgi_subset": None}
     rows = {"IDK Prompting": score({"sound": IDK_SOUND, "music": undefined}, IDK_SOUND)}
-    df = gain_table(rows, modalities=("sound", "music"))
+    df = table2(rows, modalities=("sound", "music"))[[(m, k) for m in ("Sound", "Music")
+                                                      for k in ("ΔCon%", "ΔHum%", "RGI")]]
     out = save_table(df, "table2", "demo", caption="Relative gains & RGI_subset", out_dir=tmp_path)
     assert set(out) == {"csv", "md", "tex"} and all(p.parent == tmp_path for p in out.values())
 
@@ -133,15 +172,14 @@ def test_save_table_writes_csv_md_tex(tmp_path):
 
 def test_save_table_default_location_is_tables_profile(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "TABLES_DIR", tmp_path)
-    df = metrics_table({"A": score({}, group(1, 0, 1))}, modalities=("total",))
+    df = table1({"A": score({}, group(1, 0, 1))}, modalities=())
     out = save_table(df, "t", "ci", caption="c")
     assert out["csv"] == tmp_path / "ci" / "t.csv" and out["tex"].is_file()
 
 
 def test_side_by_side_with_reference(tmp_path):
-    ours = metrics_table({"Baseline": score({"sound": group(203, 0, 130)}, group(203, 0, 130)),
-                          "Extra": score({"sound": group(1, 0, 1)}, group(1, 0, 1))},
-                         modalities=("sound", "total"))
+    ours = table1({"Baseline": score({"sound": group(203, 0, 130)}, group(203, 0, 130)),
+                   "Extra": score({"sound": group(1, 0, 1)}, group(1, 0, 1))})
     cols = ours.columns
     reference = pd.DataFrame([[60.96, 60.96, 60.96, 55.60, 55.60, 55.60],
                               [26.72, 26.72, 26.72, 26.00, 26.00, 26.00]],
@@ -177,7 +215,8 @@ def test_side_by_side_with_reference(tmp_path):
 @pytest.mark.skipif(not (paths.REFERENCE_TABLES_DIR / "table2.csv").is_file(), reason="reference tables absent")
 def test_paper_tables_in_builder_layout_compare_cleanly():
     t2 = paper_table("table2")
-    ours = gain_table({"IDK Prompting": score({"sound": IDK_SOUND}, IDK_SOUND)}, modalities=("sound",))
+    ours = table2({"IDK Prompting": score({"sound": IDK_SOUND}, IDK_SOUND)})[[("Sound", c) for c in
+                                                                              ("ΔCon%", "ΔHum%", "RGI")]]
     side = compare_with_reference(ours, t2[[("Sound", c) for c in ("ΔCon%", "ΔHum%", "RGI")]])
     # The printed numbers are reproduced from integer counts to the paper's two decimals.
     assert side["diff"].abs().max() < 0.005
@@ -194,8 +233,8 @@ def test_paper_tables_in_builder_layout_compare_cleanly():
 
 def _heatmap_df() -> pd.DataFrame:
     return pd.DataFrame([[np.nan, 0.19, 0.23], [0.36, np.nan, 0.15], [0.35, 0.27, np.nan]],
-                        index=pd.Index(["Sound", "Music", "Speech"], name="Training modality"),
-                        columns=pd.Index(["Sound", "Music", "Speech"], name="Test modality"))
+                        index=pd.Index(["Sound", "Music", "Speech"], name="Training Modality"),
+                        columns=pd.Index(["Sound", "Music", "Speech"], name="Test Modality"))
 
 
 def test_figures_are_byte_identical_on_rerun(tmp_path):
@@ -231,19 +270,25 @@ def test_rgi_heatmap_marks_missing_cells():
     texts = [t.get_text() for t in ax.texts]
     assert texts == ["-", "0.19", "0.23", "0.36", "-", "0.15", "0.35", "0.27", "-"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Sound", "Music", "Speech"]
-    assert ax.get_ylabel() == "Training modality"
+    assert ax.get_ylabel() == "Training Modality"
     plt.close(fig)
 
 
 def test_alpha_ablation_three_panels_with_error_bars():
     import matplotlib.pyplot as plt
 
-    def fold(rej: float, rgi: float) -> dict:
-        g = {"rej": rej, "rel": 0.6, "rgi_subset": rgi, "ci": {"rej": {"low": rej - 0.02, "high": rej + 0.03}}}
-        return score({"sound": g, "music": g}, g)
+    def cell(alpha: float, test: str, rej: float, rgi: float) -> dict:
+        # One line of CrossModal.alpha_sweep(): fractions, bootstrap bounds for the rejection rate only.
+        return {"alpha": alpha, "test": test, "rej": rej, "rej_low": rej - 0.02, "rej_high": rej + 0.03,
+                "rel": 0.6, "rgi": rgi}
 
-    frame = alpha_frame({1: fold(0.05, 0.5), 16: fold(0.2, 0.1), 64: fold(0.4, -0.1)})
-    assert list(frame.columns) == ["alpha", "modality", "rej", "rej_low", "rej_high", "rel", "rgi"]
+    sweep = pd.DataFrame([cell(a, t, rej, rgi) for a, rej, rgi in ((1, 0.05, 0.5), (16, 0.2, 0.1), (64, 0.4, -0.1))
+                          for t in ("sound", "music")])
+    built = figure4(sweep)
+    plt.close(built.figure)
+    assert list(built.data.columns) == ["rej", "rej_low", "rej_high", "rel", "rgi"]
+    assert built.data.index.names == ["alpha", "modality"]
+    frame = built.data.reset_index()
     assert frame["rej"].tolist() == pytest.approx([5, 5, 20, 20, 40, 40])
     assert frame["rgi"].tolist() == [0.5, 0.5, 0.1, 0.1, -0.1, -0.1]
     fig = plot_alpha_ablation(frame)
@@ -261,7 +306,8 @@ def test_alpha_ablation_three_panels_with_error_bars():
 def test_idk_threshold_bars_and_paper_points():
     import matplotlib.pyplot as plt
 
-    fig = plot_idk_threshold(pd.DataFrame({"k": [5, 1, 2, 3, 4], "idk_fraction": [0.64, 0.5, 0.55, 0.58, 0.6]}))
+    fig = plot_idk_threshold(pd.DataFrame({"k": [5, 1, 2, 3, 4], "idk_fraction": [0.64, 0.5, 0.55, 0.58, 0.6]}),
+                             reference=paper_figure5_points())
     ax = fig.axes[0]
     assert [round(p.get_height(), 6) for p in ax.patches] == [50.0, 55.0, 58.0, 60.0, 64.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1@5", "2@5", "3@5", "4@5", "5@5"]
@@ -270,3 +316,19 @@ def test_idk_threshold_bars_and_paper_points():
     plt.close(fig)
     with pytest.raises(ValueError, match="idk_percent"):
         plot_idk_threshold(pd.DataFrame({"k": [1], "share": [0.5]}))
+
+
+def test_figure5_from_the_idk_fractions():
+    import matplotlib.pyplot as plt
+
+    fractions = pd.DataFrame({"sound": [20.0, 60.0], "all": [18.0, 70.0]}, index=pd.Index([1, 5], name="k"))
+    built = figure5(fractions, with_paper=True)
+    ax = built.figure.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [18.0, 70.0] and built.data is fractions
+    assert [line.get_label() for line in ax.lines] == ["paper"]
+    plt.close(built.figure)
+    without = figure5(fractions)
+    assert not without.figure.axes[0].lines
+    plt.close(without.figure)
+    with pytest.raises(ValueError, match="'all'"):
+        figure5(fractions.drop(columns=["all"]))

@@ -107,6 +107,51 @@ def test_answer_loss_equals_the_models_own_loss(demo, examples):
     assert (batch["labels"] != -100).sum() < 0.2 * batch["attention_mask"].sum()
 
 
+def _hand_written_lr_factor(config, total_steps: int, step: int) -> float:
+    """The schedule lora_sft computed by hand before transformers.get_scheduler (kept to compare)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    if config.lr_schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + np.cos(np.pi * progress))
+
+
+def _per_step_lrs(config, total_steps: int) -> list[float]:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.learning_rate)
+    scheduler = T.lr_scheduler(optimizer, config, total_steps)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(scheduler.get_last_lr()[0])  # the rate the optimizer step at this index uses
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_schedule_without_warmup_equals_the_hand_written_one(schedule):
+    config = T.LoraSFTConfig(learning_rate=3e-3, lr_schedule=schedule)
+    expected = [3e-3 * _hand_written_lr_factor(config, 17, s) for s in range(17)]
+    assert _per_step_lrs(config, 17) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    if schedule != "constant":
+        assert _per_step_lrs(config, 17)[-1] < 3e-3 / 10  # decays towards 0
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_schedule_warmup_is_transformers_ramp(schedule):
+    # transformers ramps step / warmup (0 first); after the warm-up the decay is the old one.
+    config = T.LoraSFTConfig(learning_rate=1.0, lr_schedule=schedule, warmup_steps=4)
+    lrs = _per_step_lrs(config, 20)
+    assert lrs[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert lrs[4:] == pytest.approx([_hand_written_lr_factor(config, 20, s) for s in range(4, 20)])
+    # Another ramp means other weights: the training key says so, only where a warm-up is set.
+    assert config.training_fingerprint()["warmup_ramp"] == "transformers.get_scheduler"
+    assert "warmup_ramp" not in T.LoraSFTConfig(lr_schedule=schedule).training_fingerprint()
+
+
 def test_epoch_batches_shard_and_cover():
     shards = [T.epoch_batches(7, epoch=0, seed=1, batch_size=2, grad_accum=1, world_size=2, rank=r) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 2  # ceil(7 / 4) steps, same count on both ranks

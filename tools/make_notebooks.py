@@ -86,20 +86,19 @@ NOTEBOOKS["01_baselines"] = notebook(
     "outputs (Table 1, *MMAU (Unnormalized)*) and our normalizer (*Ours (Normalized)*), with the reference rows "
     "(random guess, most frequent choice) computed on the same items. Also Table 3's baseline rows for every "
     "configured model.",
-    "table3_models: list = []  # further models (registry names, checkpoint folders) evaluated for Table 3",
+    "table3_models: list = [\"audio-flamingo-3-tiny-random\"]  # further models (registry names, checkpoint folders) for Table 3; the demo's is a random-weight second family",
     [
         ("code", 'normalized = exp.score("baseline", baseline=None)\n'
                  'unnormalized = exp.score_unnormalized("baseline")\n'
                  'rows = {"MMAU (Unnormalized)": unnormalized, "Ours (Normalized)": normalized, **exp.reference_rows()}\n'
-                 'table1_baselines = reporting.metrics_table(rows)\n'
+                 'table1_baselines = reporting.table1(rows)\n'
                  + table_cell("table1_baselines", "01_baselines__table1_rows",
                               "Table 1, baseline and reference rows: Acc/Tru/Rel (%).", "table1")),
         ("code", 'display(Markdown("95% bootstrap intervals"))\n'
                  'experiments.ci_table({"Ours (Normalized)": normalized})'),
         ("code", 'display(Markdown("How the normalizer decided (rule names and counts)"))\n'
                  'normalized["normalizer"]'),
-        ("code", 'table3_baselines = reporting.metrics_table(experiments.table3_scores(exp, table3_models, idk=False),\n'
-                 '                                          index_name=("Models", "IDK Prompting"))\n'
+        ("code", 'table3_baselines = reporting.table3(experiments.table3_scores(exp, table3_models, idk=False))\n'
                  + table_cell("table3_baselines", "01_baselines__table3_rows",
                               "Table 3, baseline rows: Acc/Tru/Rel (%).", None)),
     ])
@@ -110,22 +109,21 @@ NOTEBOOKS["02_idk_prompting"] = notebook(
     "The IDK prompt (paper Table 5) against the baseline on the same items: Acc/Tru/Rel (Table 1 rows), ΔCon, "
     "ΔHum and RGI in both conventions (Table 2 rows; *subset* is what the paper prints, *class* is its equations "
     "8–9), and Table 3 (baseline and IDK rows of every configured model).",
-    "table3_models: list = []  # further models (registry names, checkpoint folders) evaluated for Table 3",
+    "table3_models: list = [\"audio-flamingo-3-tiny-random\"]  # further models (registry names, checkpoint folders) for Table 3; the demo's is a random-weight second family",
     [
         ("code", 'idk = exp.score("idk")\n'
-                 'table1_idk = reporting.metrics_table({"IDK Prompting": idk})\n'
+                 'table1_idk = reporting.table1({"IDK Prompting": idk})\n'
                  + table_cell("table1_idk", "02_idk_prompting__table1_rows", "Table 1, IDK prompting: Acc/Tru/Rel (%).", None)),
-        ("code", 'table2_idk = reporting.gain_table({"IDK Prompting": idk}, "subset")\n'
+        ("code", 'table2_idk = reporting.table2({"IDK Prompting": idk}, "subset")\n'
                  + table_cell("table2_idk", "02_idk_prompting__table2_rows",
                               "Table 2, IDK prompting: ΔCon%, ΔHum% (divided by the subset size N) and RGI.", None)),
-        ("code", 'table2_idk_class = reporting.gain_table({"IDK Prompting": idk}, "class")\n'
+        ("code", 'table2_idk_class = reporting.table2({"IDK Prompting": idk}, "class")\n'
                  + table_cell("table2_idk_class", "02_idk_prompting__table2_rows_class",
                               "Table 2, IDK prompting, class convention (equations 8-9: divided by Nc and Nw).", None)),
         ("code", 'display(Markdown("Transitions baseline → IDK prompt, and 95% bootstrap intervals (paired for the gains)"))\n'
                  'display({k: idk[k] for k in ("ncc", "ncr", "ncw", "nwc", "nwr", "nww", "nrc", "nrr", "nrw")})\n'
                  'experiments.ci_table({"IDK Prompting": idk}, metrics=("acc", "rej", "rel", "d_con_subset", "d_hum_subset", "rgi_subset"))'),
-        ("code", 'table3 = reporting.metrics_table(experiments.table3_scores(exp, table3_models, idk=True),\n'
-                 '                                 index_name=("Models", "IDK Prompting"))\n'
+        ("code", 'table3 = reporting.table3(experiments.table3_scores(exp, table3_models, idk=True))\n'
                  + table_cell("table3", "table3", "Table 3: baseline and IDK prompting, Acc/Tru/Rel (%).", "table3")),
     ])
 
@@ -138,13 +136,13 @@ NOTEBOOKS["03_mcot_and_agent"] = notebook(
     "",
     [
         ("code", 'mcot = exp.score("mcot")\nagent = exp.score("agent")\nrows = {"MCoT Prompting": mcot, "Task Agent": agent}\n'
-                 'table1_mcot_agent = reporting.metrics_table(rows)\n'
+                 'table1_mcot_agent = reporting.table1(rows)\n'
                  + table_cell("table1_mcot_agent", "03_mcot_and_agent__table1_rows",
                               "Table 1, MCoT prompting and task agent: Acc/Tru/Rel (%).", None)),
-        ("code", 'table2_mcot_agent = reporting.gain_table(rows, "subset")\n'
+        ("code", 'table2_mcot_agent = reporting.table2(rows, "subset")\n'
                  + table_cell("table2_mcot_agent", "03_mcot_and_agent__table2_rows",
                               "Table 2, MCoT prompting and task agent: ΔCon%, ΔHum% (subset convention) and RGI.", None)),
-        ("code", 'table2_mcot_agent_class = reporting.gain_table(rows, "class")\n'
+        ("code", 'table2_mcot_agent_class = reporting.table2(rows, "class")\n'
                  + table_cell("table2_mcot_agent_class", "03_mcot_and_agent__table2_rows_class",
                               "Table 2, MCoT prompting and task agent, class convention (equations 8-9).", None)),
         ("code", 'display(Markdown("A few outputs of each step (first items of each modality)"))\n'
@@ -167,9 +165,8 @@ NOTEBOOKS["06_idk_threshold"] = notebook(
         ("code", 'figure5 = exp.idk_fractions(n_samples=knn_samples, temperature=knn_temperature, top_p=knn_top_p)\n'
                  'display(Markdown(f"Items left out of the K@N labels: {figure5.attrs[\'skipped\']}"))\n'
                  + table_cell("figure5", "figure5", "Figure 5 data: IDK share (%) of the K@N training set.", None)),
-        ("code", 'fig = reporting.plot_idk_threshold(figure5.reset_index().rename(columns={"all": "idk_percent"}),\n'
-                 '                                   reference=reporting.PAPER_FIGURE5 if compare else None)\n'
-                 'reporting.save_figure(fig, "figure5", output.tag, data=figure5)'),
+        ("code", 'fig5 = reporting.figure5(figure5, with_paper=compare)  # the paper\'s quoted 1@5 and 5@5 on MMAU\n'
+                 'reporting.save_figure(fig5.figure, "figure5", output.tag, data=fig5.data)'),
     ])
 
 SFT_PARAMETERS = KNN_PARAMETERS + '''
@@ -202,14 +199,13 @@ NOTEBOOKS["04_sft"] = notebook(
         ("code", 'rows = cm.run_cell(modality, list(exp.modalities))\n'
                  'cells = experiments.frame(rows)\n'
                  'cells[["train", "test", "in_domain", "n", "acc", "tru", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
-        ("code", 'from reliable_lalm.experiments import crossmodal\n'
-                 'table10_row = crossmodal.table10(cells)\n'
+        ("code", 'table10_row = reporting.table10(cells)\n'
                  + table_cell("table10_row", "04_sft__modality-{modality}__table10_row",
                               "Table 10 row: Acc/Tru/Rel (%) of the adapter trained on this modality.", None)),
-        ("code", 'table11_row = crossmodal.table11(cells)\n'
+        ("code", 'table11_row = reporting.table11(cells)\n'
                  + table_cell("table11_row", "04_sft__modality-{modality}__table11_row",
                               "Table 11 row: ΔCon%, ΔHum% (subset convention) and RGI.", None)),
-        ("code", 'table12_row = crossmodal.table12(cells)\n'
+        ("code", 'table12_row = reporting.table12(cells)\n'
                  + table_cell("table12_row", "04_sft__modality-{modality}__table12_row",
                               "Table 12 row: IDK share of the training set and rejection rate (%), in-domain cell included.", None)),
     ])
@@ -225,25 +221,23 @@ NOTEBOOKS["05_cross_modal"] = notebook(
     [
         ("code", SFT_SETUP + '\ncells = cm.results()\n'
                  'cells[["train", "test", "in_domain", "acc", "rej", "rel", "d_con", "d_hum", "rgi", "rgi_low", "rgi_high"]]'),
-        ("code", 'from reliable_lalm.experiments import crossmodal\n'
-                 'heatmap = crossmodal.rgi_heatmap(cells, include_diagonal=False)\n'
-                 'fig = reporting.plot_rgi_heatmap(heatmap, title="RGI, train (rows) to test")\n'
-                 'reporting.save_figure(fig, "figure3", output.tag, data=heatmap)\n'
-                 'heatmap'),
-        ("code", 'table10 = crossmodal.table10(cells)\n'
-                 + table_cell("table10", "table10", "Table 10: Acc/Tru/Rel (%) of LoRA fine-tuning, trained on one modality (rows), tested on another.", None)),
-        ("code", 'table11 = crossmodal.table11(cells)\n'
-                 + table_cell("table11", "table11", "Table 11: ΔCon%, ΔHum% (subset convention) and RGI of LoRA fine-tuning.", None)),
-        ("code", 'table12 = crossmodal.table12(cells)\n'
-                 + table_cell("table12", "table12", "Table 12: IDK share of each training set and rejection rate (%) per test modality.", None)),
+        ("code", 'figure3 = reporting.figure3(cells, title="RGI, train (rows) to test")\n'
+                 'reporting.save_figure(figure3.figure, "figure3", output.tag, data=figure3.data)\n'
+                 'figure3.data'),
+        ("code", 'table10 = reporting.table10(cells)\n'
+                 + table_cell("table10", "table10", "Table 10: Acc/Tru/Rel (%) of LoRA fine-tuning, trained on one modality (rows), tested on another.", "table10")),
+        ("code", 'table11 = reporting.table11(cells)\n'
+                 + table_cell("table11", "table11", "Table 11: ΔCon%, ΔHum% (subset convention) and RGI of LoRA fine-tuning.", "table11")),
+        ("code", 'table12 = reporting.table12(cells)\n'
+                 + table_cell("table12", "table12", "Table 12: IDK share of each training set and rejection rate (%) per test modality.", "table12")),
         ("code", 'lora = experiments.cross_validated(experiments.lora_scores(cm))\n'
                  'rows = {"IDK Prompting": exp.score("idk"), "MCoT Prompting": exp.score("mcot"),\n'
                  '        "Task Agent": exp.score("agent"), "LoRA Fine-tuning": lora}\n'
-                 'table1 = reporting.metrics_table({"Ours (Normalized)": exp.score("baseline", baseline=None), **rows})\n'
+                 'table1 = reporting.table1({"Ours (Normalized)": exp.score("baseline", baseline=None), **rows})\n'
                  + table_cell("table1", "table1", "Table 1: Acc/Tru/Rel (%) of the baseline and every reliable method.", "table1")),
-        ("code", 'table2 = reporting.gain_table(rows, "subset")\n'
+        ("code", 'table2 = reporting.table2(rows, "subset")\n'
                  + table_cell("table2", "table2", "Table 2: ΔCon%, ΔHum% (divided by the subset size N, as the paper prints) and RGI.", "table2")),
-        ("code", 'table2_class = reporting.gain_table(rows, "class")\n'
+        ("code", 'table2_class = reporting.table2(rows, "class")\n'
                  + table_cell("table2_class", "table2_class", "Table 2 in the class convention (equations 8-9: ΔCon over Nc, ΔHum over Nw).", None)),
     ])
 
@@ -260,10 +254,9 @@ alphas: list = [4, 16, 64]  # LoRA alphas of the sweep (the paper's axis values 
                  + SFT_SETUP + '\ntests = [t for t in exp.modalities if t != train_modality]\n'
                  'sweep = cm.alpha_sweep(alphas, train_task=train_modality, test_tasks=tests)\n'
                  'sweep[["alpha", "test", "n", "rej", "rel", "rgi", "rgi_low", "rgi_high", "rgi_reason"]]'),
-        ("code", 'figure4 = experiments.alpha_figure_frame(sweep)\n'
-                 + table_cell("figure4", "figure4", "Figure 4 data: rejection rate (%), reliability (%) and RGI against LoRA alpha.", None)),
-        ("code", 'fig = reporting.plot_alpha_ablation(figure4.reset_index())\n'
-                 'reporting.save_figure(fig, "figure4", output.tag, data=figure4)'),
+        ("code", 'figure4 = reporting.figure4(sweep)\n'
+                 + table_cell("figure4.data", "figure4", "Figure 4 data: rejection rate (%), reliability (%) and RGI against LoRA alpha.", None)),
+        ("code", 'reporting.save_figure(figure4.figure, "figure4", output.tag, data=figure4.data)'),
     ])
 
 NOTEBOOKS["08_abstention_beyond_the_paper"] = notebook(

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.metrics import outcome_of
 from reliable_lalm.core.normalize_types import Normalizer
 from reliable_lalm.core.scoring import (OUTPUT_FIELD, NothingScoredError, _load_join_benchmark, _load_side, add_normalizer_arguments,
@@ -82,16 +82,7 @@ def export_records(records: Iterable[Any], normalizer: Normalizer | str | None =
 
 def write_json(records: Sequence[dict[str, Any]], out: str | Path) -> Path:
     """Write a JSON list atomically (temporary file + rename), like MMAU's own JSON files."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(list(records), fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
-    return out
+    return atomic_write_json(out, list(records))
 
 
 def export_store(store: Any, benchmark: Any, out: str | Path, normalizer: Normalizer | str | None = None, *,

@@ -60,11 +60,10 @@ def _load_memo(path: Path) -> None:
 
 
 def _save_memo(path: Path) -> None:
+    from reliable_lalm.core.atomic import atomic_write_json
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(_memo, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, _memo, indent=None, sort_keys=True)
     except OSError:
         pass  # a read-only cache folder only costs re-hashing
 

@@ -116,6 +116,39 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def clean_choices(choices_raw: Any, *, dedupe: bool = True) -> tuple[list[str], list[str]]:
+    """``(choices, notes)``: the choice texts stripped, checked and (with ``dedupe``) de-duplicated,
+    or ``ValueError`` with the reason. The one check of a choice list: benchmark records
+    (:func:`validate_record`), prediction records (:func:`reliable_lalm.core.scoring.check_record`)
+    and items about to be prompted (:func:`reliable_lalm.methods.runners.check_choices`), so a
+    record is never accepted by one and refused by another."""
+    if not isinstance(choices_raw, (list, tuple)):
+        raise ValueError(f"choices must be a list, got {type(choices_raw).__name__}")
+    choices = [str(c).strip() for c in choices_raw]
+    if any(not c for c in choices):
+        raise ValueError("a choice is empty")
+    notes: list[str] = []
+    if len(set(choices)) != len(choices):
+        if not dedupe:
+            raise ValueError(f"duplicated choices {choices}")
+        deduped = list(dict.fromkeys(choices))  # MMAU has a few duplicated options
+        notes.append(f"duplicated choices removed: {choices} -> {deduped}")
+        choices = deduped
+    if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
+        raise ValueError(f"{len(choices)} distinct choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
+    return choices, notes
+
+
+def checked_answer(answer: Any, choices: Sequence[str], *, require_answer: bool = True) -> str:
+    """The answer, stripped, if it is one of ``choices`` (else ``ValueError``); without
+    ``require_answer`` a missing answer (a hidden test split) is ``""``."""
+    if not require_answer and (answer is None or answer == ""):
+        return ""  # a hidden test split: inference and export only, never scored
+    if not isinstance(answer, str) or answer.strip() not in choices:
+        raise ValueError(f"answer {answer!r} is not among the choices {list(choices)}")
+    return answer.strip()
+
+
 def validate_record(
     record: dict[str, Any],
     audio_dir: str | Path | None,
@@ -140,26 +173,11 @@ def validate_record(
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ItemError(item_id, "empty question")
-    choices_raw = record.get("choices")
-    if not isinstance(choices_raw, (list, tuple)):
-        raise ItemError(item_id, f"choices must be a list, got {type(choices_raw).__name__}")
-    choices = [str(c).strip() for c in choices_raw]
-    if any(not c for c in choices):
-        raise ItemError(item_id, "a choice is empty")
-    notes: list[str] = []
-    if len(set(choices)) != len(choices):
-        if not dedupe_choices:
-            raise ItemError(item_id, f"duplicated choices {choices}")
-        deduped = list(dict.fromkeys(choices))
-        notes.append(f"duplicated choices removed: {choices} -> {deduped}")
-        choices = deduped
-    if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
-        raise ItemError(item_id, f"{len(choices)} distinct choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
-    answer = record.get("answer")
-    if not require_answer and (answer is None or answer == ""):
-        answer = ""  # a hidden test split: inference and export only, never scored
-    elif not isinstance(answer, str) or answer.strip() not in choices:
-        raise ItemError(item_id, f"answer {answer!r} is not among the choices {choices}")
+    try:
+        choices, notes = clean_choices(record.get("choices"), dedupe=dedupe_choices)
+        answer = checked_answer(record.get("answer"), choices, require_answer=require_answer)
+    except ValueError as err:
+        raise ItemError(item_id, str(err)) from None
     task = str(record.get("task") or "").strip().lower()
     if task not in modalities:
         raise ItemError(item_id, f"task {record.get('task')!r} is not one of {tuple(modalities)}")
@@ -179,7 +197,7 @@ def validate_record(
         audio_path=str(audio_path),
         question=question.strip(),
         choices=tuple(choices),
-        answer=answer.strip(),
+        answer=answer,
         task=task,
         category=_as_text(record.get("category")),
         sub_category=_as_text(record.get("sub-category", record.get("sub_category"))),

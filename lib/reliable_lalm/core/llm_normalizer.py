@@ -13,9 +13,11 @@ re-run cheaply and safely:
   choice or ``IDK`` are cached (an unparseable one, or a failure, is asked again next run, and an
   unparseable entry left by an older version is not trusted); ``refresh_cache=True`` (``rlalm score
   --refresh-cache``) asks again whatever the cache holds, and rewrites it.
-* At most ``max_concurrency`` requests are in flight. 429, 5xx, timeouts, connection errors and
-  malformed bodies are retried with exponential backoff and jitter; after ``max_retries`` the
-  item keeps its rule-based result with method ``"llm-failed"`` and the run goes on
+* At most ``max_concurrency`` requests are in flight. 429, 408/409, 5xx, timeouts and connection
+  errors are retried by the openai client itself (``max_retries``, exponential backoff with
+  jitter, ``Retry-After`` honoured); malformed 200 bodies, which the client takes for success, are
+  asked again here (up to ``max_retries`` times); after that the item keeps its rule-based result
+  with method ``"llm-failed"`` and the run goes on
   (``last_details`` says which items and why). 401/403/404 and an exhausted quota are *fatal*
   (``summary()["fatal_error"]``): nothing more is sent, and ``rlalm score`` exits non-zero rather
   than print rule-based numbers under the LLM's name.
@@ -35,7 +37,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 import unicodedata
@@ -46,6 +47,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from reliable_lalm import paths
+from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
 from reliable_lalm.core.prompts import build_normalization_prompt
@@ -172,22 +174,7 @@ class ReplyCache:
         return entry
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh, ensure_ascii=False, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_json(self.path(key), entry, indent=None, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +207,8 @@ class OpenAINormalizer:
 
     The API key comes from ``OPENAI_API_KEY`` only; with a ``base_url`` (argument or
     ``OPENAI_BASE_URL``) and no key, the placeholder ``"EMPTY"`` is sent (key-less local servers).
+    ``max_retries`` bounds both the client's transport retries and the re-asks after a malformed
+    body; ``backoff_base`` / ``backoff_max`` (seconds) space the re-asks, the client its own.
     """
 
     name = "openai"
@@ -235,7 +224,8 @@ class OpenAINormalizer:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
-        from openai import OpenAI  # imported here so the rule-only path never needs it
+        import openai  # imported here so the rule-only path never needs it
+        from openai import OpenAI
 
         self.model = model
         self.base_url = base_url or _env(BASE_URL_ENV)
@@ -247,8 +237,14 @@ class OpenAINormalizer:
             key = LOCAL_DUMMY_KEY
         # Kept only to scrub it from error texts; never logged, cached or summarized.
         self._secret = key if key != LOCAL_DUMMY_KEY else None
-        # max_retries=0: the client must not retry on its own, our loop counts and bounds retries.
-        self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        # Transport errors are retried by the client (max_retries, backoff, Retry-After). The hooks
+        # add what it lacks: a count of the HTTP requests really sent (retries included, for
+        # summary()), and no retry of a 429 that says the quota is exhausted (waiting never brings
+        # credit back), by setting the header the client obeys, ``x-should-retry: false``.
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_request],
+                                                             "response": [_no_retry_when_quota_exhausted]})
+        self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=int(max_retries),
+                              http_client=http_client)
         self.mode = mode
         self.max_concurrency = int(max_concurrency)
         self.max_retries = int(max_retries)
@@ -268,6 +264,7 @@ class OpenAINormalizer:
         self._fatal: str | None = None
         self._stats = {"calls": 0, "cache_hits": 0, "failures": 0, "retries": 0, "unparsed": 0,
                        "llm_items": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._prompts_sent = 0  # first sends; every other HTTP request is a retry
         self._errors: list[str] = []
         # Per item of the latest normalize_many call: None (rules decided) or
         # {"reply", "cached", "error"} for audit trails.
@@ -339,6 +336,7 @@ class OpenAINormalizer:
         disk; the cost is estimated from the reported token usage of successful calls."""
         with self._lock:
             stats = dict(self._stats)
+            stats["retries"] = stats["calls"] - self._prompts_sent
             errors = list(self._errors[:10])
         cost = (stats["prompt_tokens"] * self.price_input_per_1m
                 + stats["completion_tokens"] * self.price_output_per_1m) / 1e6
@@ -387,19 +385,25 @@ class OpenAINormalizer:
         except OSError as err:  # a full disk loses the cache entry, not the answer
             logger.warning("could not write LLM cache entry: %s", err)
 
+    def _count_request(self, request: Any) -> None:
+        """httpx request hook: one more HTTP request sent (the client's retries included)."""
+        with self._lock:
+            self._stats["calls"] += 1
+
     def _request_with_retries(self, prompt: str) -> tuple[str, dict[str, int]]:
+        """One prompt's reply. Transport errors were already retried by the client; what is left
+        here is classifying them (fatal or this item's failure) and asking again after a 200 with a
+        malformed body (broken JSON, no choices, no text), which the client takes for success."""
         import openai
 
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries + 1):
             if self._fatal is not None:
                 skipped = _Fatal(f"not sent after an earlier fatal error: {self._fatal}")
                 skipped.not_sent = True
                 raise skipped
-            with self._lock:
-                self._stats["calls"] += 1
-                self._stats["retries"] += attempt > 0
-            retry_after: float | None = None
+            if attempt == 0:
+                with self._lock:
+                    self._prompts_sent += 1
             try:
                 return self._request(prompt)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
@@ -407,25 +411,16 @@ class OpenAINormalizer:
                 self._fatal = self._scrub(f"{type(err).__name__}: {err}")
                 raise _Fatal(self._fatal) from None
             except openai.RateLimitError as err:
-                if getattr(err, "code", None) == "insufficient_quota" or err.type == "insufficient_quota":
-                    # No credit left: waiting will not help, and every item would wait for nothing.
+                if _quota_exhausted(getattr(err, "code", None), getattr(err, "type", None)):
+                    # No credit left: every item would fail alike (the client did not retry it).
                     self._fatal = self._scrub(f"{type(err).__name__}: {err}")
                     raise _Fatal(self._fatal) from None
+                raise  # the client's retries are spent
+            except _Malformed:
                 if attempt >= self.max_retries:
                     raise
-                retry_after = _retry_after(err)
-            except openai.APIStatusError as err:
-                if not (err.status_code == 429 or err.status_code >= 500) or attempt >= self.max_retries:
-                    raise
-                retry_after = _retry_after(err)
-            except (openai.APIConnectionError, _Malformed):  # timeouts are APIConnectionError too
-                if attempt >= self.max_retries:
-                    raise
-            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.backoff_max))
-            time.sleep(delay)
-            attempt += 1
+            time.sleep(min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _request(self, prompt: str) -> tuple[str, dict[str, int]]:
         try:
@@ -454,12 +449,22 @@ class OpenAINormalizer:
         return text
 
 
-def _retry_after(err: Any) -> float | None:
+def _quota_exhausted(code: Any, kind: Any) -> bool:
+    return "insufficient_quota" in (code, kind)
+
+
+def _no_retry_when_quota_exhausted(response: Any) -> None:
+    """httpx response hook: a 429 whose error says ``insufficient_quota`` gets the header the
+    openai client obeys (``x-should-retry: false``), so it is not retried like a rate limit."""
+    if response.status_code != 429:
+        return
+    response.read()
     try:
-        value = err.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
-        return None  # an HTTP-date or nothing: the backoff alone decides
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(error, dict) and _quota_exhausted(error.get("code"), error.get("type")):
+        response.headers["x-should-retry"] = "false"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reliable_lalm import paths
+from reliable_lalm.core.atomic import atomic_write_json
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -135,14 +136,9 @@ def record_line(record: dict[str, Any]) -> str:
     return line + "\n"
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _write_manifest(path: Path, data: Any) -> None:
+    # ensure_ascii as json.dump's default: manifests written before keep their exact bytes.
+    atomic_write_json(path, data, sort_keys=True, ensure_ascii=True, default=str)
 
 
 class ParamsMismatch(RuntimeError):
@@ -206,7 +202,7 @@ class ResultStore:
                     f"{store.directory} holds results for other parameters ({differs or 'fingerprint'} "
                     f"differ); use another directory or delete it")
         else:
-            _atomic_write_json(store.manifest_path, provenance(params, seed=seed, device=device))
+            _write_manifest(store.manifest_path, provenance(params, seed=seed, device=device))
         store._repair_tail()
         return store
 
@@ -257,7 +253,7 @@ class ResultStore:
         manifest = self.manifest()
         manifest.update(_redact(fields))
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _atomic_write_json(self.manifest_path, manifest)
+        _write_manifest(self.manifest_path, manifest)
 
     def _repair_tail(self) -> None:
         """Cut a torn last line left by a crash mid-write."""

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, BenchmarkItem, LoadedBenchmark, RejectedRecord, load_benchmark,
+from reliable_lalm.core.atomic import atomic_write_text
+from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, checked_answer, clean_choices, BenchmarkItem, LoadedBenchmark, RejectedRecord, load_benchmark,
                    read_json_records)
 from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
@@ -174,22 +174,15 @@ def check_record(record: Any, index: int, source: str = "pred",
     output = record[output_field]
     if not isinstance(output, str):
         return bad(f"{output_field} is a {type(output).__name__}, not a string")
-    choices_raw = record.get("choices")
-    if not isinstance(choices_raw, (list, tuple)):
-        return bad(f"choices must be a list, got {type(choices_raw).__name__}")
-    choices = [str(c).strip() for c in choices_raw]
-    if any(not c for c in choices):
-        return bad("a choice is empty")
-    choices = list(dict.fromkeys(choices))  # MMAU has a few duplicated options; same as the loader
-    if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
-        return bad(f"{len(choices)} distinct choices; {MIN_CHOICES}-{MAX_CHOICES} are supported")
-    answer = record.get("answer")
-    if not isinstance(answer, str) or answer.strip() not in choices:
-        return bad(f"answer {answer!r} is not among the choices {choices}")
+    try:  # the loader's own checks, so a record the loader accepts is scored and vice versa
+        choices, _ = clean_choices(record.get("choices"))
+        answer = checked_answer(record.get("answer"), choices)
+    except ValueError as err:
+        return bad(str(err))
     task = str(record.get("task") or "").strip().lower()
     if not task:
         return bad("no task")
-    return ScoredRecord(item_id, task, tuple(choices), answer.strip(), output, record)
+    return ScoredRecord(item_id, task, tuple(choices), answer, output, record)
 
 
 def check_records(records: Iterable[Any], source: str = "pred", output_field: str = OUTPUT_FIELD
@@ -614,11 +607,7 @@ def _write_text(text: str, path: str | None) -> None:
     if path is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 def nothing_scored_reason(result: Mapping[str, Any], what: str = "scored") -> str:

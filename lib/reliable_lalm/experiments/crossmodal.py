@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from reliable_lalm.core.items import TASKS, BenchmarkItem
+from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore, params_fingerprint
 
 PAPER_K = 5  # 5@5 (see the module docstring)
@@ -332,76 +332,30 @@ class CrossModal:
             rows.append(self._row(train_task, "+".join(test_tasks), list(test_tasks), alpha, adapter_dir, store))
         return rows
 
-    def results(self, train_tasks: Sequence[str] = TASKS, test_tasks: Sequence[str] = TASKS):
-        """One row per (train modality, test modality): Tables 10-12 and Figure 3 in long form."""
+    @property
+    def modalities(self) -> list[str]:
+        """The modality groups of the evaluated items, in the order the benchmark lists them."""
+        return list(dict.fromkeys(it.task for it in self.eval_items))
+
+    def results(self, train_tasks: Sequence[str] | None = None, test_tasks: Sequence[str] | None = None):
+        """One row per (train modality, test modality), by default every modality of the evaluated
+        items both ways: the cells :func:`reliable_lalm.reporting.table10` (11, 12) and
+        :func:`~reliable_lalm.reporting.figure3` lay out."""
         import pandas as pd
 
         rows = []
-        for train in train_tasks:
-            rows += self.run_cell(train, list(test_tasks))
+        for train in (self.modalities if train_tasks is None else train_tasks):
+            rows += self.run_cell(train, list(self.modalities if test_tasks is None else test_tasks))
         return pd.DataFrame(rows)
 
     def alpha_sweep(self, alphas: Sequence[float] = PAPER_ALPHA_SWEEP, *, train_task: str = "speech",
                     test_tasks: Sequence[str] = ("sound", "music")):
-        """Figure 4: train on ``train_task`` with each LoRA alpha, test on ``test_tasks`` (and pooled)."""
+        """Figure 4's cells (:func:`reliable_lalm.reporting.figure4`): train on ``train_task`` with each
+        LoRA alpha, test on ``test_tasks`` (and pooled); the defaults are the paper's (speech, tested
+        on sound and music)."""
         import pandas as pd
 
         rows = []
         for alpha in alphas:
             rows += self.run_cell(train_task, list(test_tasks), alpha=alpha, pooled=True)
         return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------------
-# Paper-shaped views of the long results frame
-
-
-def rgi_heatmap(frame, *, include_diagonal: bool = True, column: str = "rgi"):
-    """Figure 3: RGI as a train (rows) x test (columns) DataFrame; NaN where undefined."""
-    import numpy as np
-
-    data = frame if include_diagonal else frame[frame["train"] != frame["test"]]
-    pivot = data.pivot(index="train", columns="test", values=column).astype(float)
-    order = [t for t in TASKS if t in pivot.index], [t for t in TASKS if t in pivot.columns]
-    pivot = pivot.reindex(index=order[0], columns=order[1])
-    if not include_diagonal:
-        for t in set(pivot.index) & set(pivot.columns):
-            pivot.loc[t, t] = np.nan
-    return pivot
-
-
-def _percent_table(frame, metrics: dict[str, str], *, include_diagonal: bool, scale: dict[str, float]):
-    import pandas as pd
-
-    data = frame if include_diagonal else frame[frame["train"] != frame["test"]]
-    tables = {}
-    for label, column in metrics.items():
-        pivot = data.pivot(index="train", columns="test", values=column).astype(float) * scale.get(label, 100.0)
-        tables[label] = pivot
-    out = pd.concat(tables, axis=1).swaplevel(axis=1)
-    tests = [t for t in TASKS if t in out.columns.get_level_values(0)]
-    out = out.reindex(columns=pd.MultiIndex.from_product([tests, list(metrics)]))
-    return out.reindex(index=[t for t in TASKS if t in out.index])
-
-
-def table10(frame, *, include_diagonal: bool = False):
-    """Acc / Tru / Rel (%) of the fine-tuned model, train (rows) x test (column groups)."""
-    return _percent_table(frame, {"Acc%": "acc", "Tru%": "tru", "Rel%": "rel"}, include_diagonal=include_diagonal,
-                          scale={})
-
-
-def table11(frame, *, include_diagonal: bool = False):
-    """ΔCon% / ΔHum% / RGI, train (rows) x test (column groups), in the frame's convention."""
-    return _percent_table(frame, {"ΔCon%": "d_con", "ΔHum%": "d_hum", "RGI": "rgi"},
-                          include_diagonal=include_diagonal, scale={"RGI": 1.0})
-
-
-def table12(frame):
-    """IDK share of each training set and the rejection rate (%) on every test modality."""
-    import pandas as pd
-
-    idk = frame.groupby("train")["train_idk_fraction"].first().astype(float) * 100
-    rej = frame.pivot(index="train", columns="test", values="rej").astype(float) * 100
-    out = pd.concat({"IDK Dataset": idk}, axis=1).join(rej)
-    cols = ["IDK Dataset"] + [t for t in TASKS if t in rej.columns]
-    return out.reindex(index=[t for t in TASKS if t in out.index], columns=cols)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reliable_lalm import paths
-from reliable_lalm.core.items import TASKS, BenchmarkItem, LoadedBenchmark, load_benchmark
+from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,8 @@ def paper_comparable(benchmark: str) -> bool:
 
 
 def table3_scores(exp: Experiment, models: Sequence[str], *, idk: bool) -> dict[tuple[str, str], dict[str, Any]]:
-    """Table 3 rows: each model's baseline (and with ``idk`` its IDK-prompting) scores.
+    """The scores of Table 3's rows (laid out by :func:`reliable_lalm.reporting.table3`): each
+    model's baseline (and with ``idk`` its IDK-prompting) scores, keyed ``(model label, "no"/"yes")``.
 
     Every model is evaluated on the same items with the same settings as ``exp``.
     """
@@ -393,26 +394,34 @@ def ci_table(rows: dict[Any, dict[str, Any]], metrics: Sequence[str] = ("acc", "
     return pd.DataFrame.from_records(records)
 
 
-def lora_scores(cm, train_tasks: Sequence[str] = TASKS) -> dict[str, dict[str, Any]]:
-    """Score dict of each training modality's adapter on the *other* modalities (paired with the base)."""
+def lora_scores(cm, train_tasks: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Score dict of each training modality's adapter (default: every modality of ``cm``'s items)
+    on the *other* modalities, paired with the base model."""
     out = {}
-    for train in train_tasks:
+    for train in (cm.modalities if train_tasks is None else train_tasks):
         store = cm.evaluate(cm.adapter(train))
-        out[train] = cm.score(store, [t for t in TASKS if t != train])
+        out[train] = cm.score(store, [t for t in cm.modalities if t != train])
     return out
 
 
 def cross_validated(scores_by_train: dict[str, dict[str, Any]],
                     keys: Sequence[str] = ("acc", "tru", "rej", "rel", "d_con", "d_hum", "rgi",
-                                           "d_con_subset", "d_hum_subset", "rgi_subset")) -> dict[str, Any]:
+                                           "d_con_subset", "d_hum_subset", "rgi_subset"),
+                    *, modalities: Sequence[str] | None = None) -> dict[str, Any]:
     """The paper's "LoRA Fine-tuning" row: for each test modality, the mean over the adapters trained
-    on the other modalities; the total is the mean of the three modalities (as the paper's tables).
+    on the other modalities; the total is the mean over the modalities (as the paper's tables), and
+    undefined unless every modality has a value.
 
     ``scores_by_train`` maps the training modality to the score dict of its adapter (with by_task
-    for the modalities it was tested on). Undefined values (None) are left out of a mean.
+    for the modalities it was tested on). ``modalities``: the modalities of the row (default: the
+    training modalities, then any other one tested; in a cross-validation each is also tested by
+    the other adapters). Undefined values (None) are left out of a mean.
     """
+    if modalities is None:
+        tested = [t for s in scores_by_train.values() for t in s.get("by_task", {})]
+        modalities = list(dict.fromkeys([*scores_by_train, *tested]))
     by_task: dict[str, dict[str, Any]] = {}
-    for test in TASKS:
+    for test in modalities:
         groups = [s["by_task"][test] for train, s in scores_by_train.items() if train != test and test in s.get("by_task", {})]
         if not groups:
             continue
@@ -423,7 +432,7 @@ def cross_validated(scores_by_train: dict[str, dict[str, Any]],
     total: dict[str, Any] = {}
     for key in keys:
         values = [g[key] for g in by_task.values() if g.get(key) is not None]
-        total[key] = sum(values) / len(values) if len(values) == len(TASKS) else None
+        total[key] = sum(values) / len(values) if values and len(values) == len(modalities) else None
     return {**total, "by_task": by_task, "cross_validated_from": sorted(scores_by_train)}
 
 
@@ -442,14 +451,3 @@ def adapter_summary(adapter_dir: str | Path) -> dict[str, Any]:
     summary.pop("log", None)
     summary.pop("losses", None)
     return summary
-
-
-def alpha_figure_frame(sweep):
-    """Figure 4 data from :meth:`CrossModal.alpha_sweep`: alpha, modality, rej and rel in percent,
-    RGI, and their bootstrap bounds (the layout :func:`reporting.plot_alpha_ablation` draws)."""
-    out = sweep.rename(columns={"test": "modality"})[["alpha", "modality"]].copy()
-    for name, scale in (("rej", 100.0), ("rel", 100.0), ("rgi", 1.0)):
-        for suffix in ("", "_low", "_high"):
-            column = name + suffix
-            out[column] = sweep[column].astype(float) * scale
-    return out.set_index(["alpha", "modality"])

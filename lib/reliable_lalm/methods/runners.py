@@ -48,8 +48,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
-from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, load_audio
+from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, clean_choices, load_audio
 from reliable_lalm.core.results import ResultStore, record_line
 from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings, _one_line
 
@@ -94,13 +95,12 @@ class _Prepared:
 
 
 def check_choices(item: BenchmarkItem) -> None:
-    choices = [str(c).strip() for c in item.choices]
-    if len(choices) < 2:
-        raise ItemError(item.id, f"{len(choices)} choices")
-    if any(not c for c in choices):
-        raise ItemError(item.id, "a choice is empty")
-    if len(set(choices)) != len(choices):
-        raise ItemError(item.id, f"duplicated choices {choices}")
+    """An item's choices before it is prompted, by the loader's check (:func:`clean_choices`);
+    duplicates are an error here: an item built in code has not been through the loader."""
+    try:
+        clean_choices(item.choices, dedupe=False)
+    except ValueError as err:
+        raise ItemError(item.id, str(err)) from None
 
 
 def prepare_item(item: BenchmarkItem, window_seconds: float, sampling_rate: int = SAMPLING_RATE) -> _Prepared:
@@ -246,13 +246,7 @@ def drop_error_records(store: ResultStore) -> int:
     kept = [r for r in records if r.get("error") is None]
     removed = len(records) - len(kept)
     if removed:
-        tmp = store.records_path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for r in kept:
-                fh.write(record_line(r))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, store.records_path)
+        atomic_write_text(store.records_path, "".join(record_line(r) for r in kept))
     return removed
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore
 
@@ -214,12 +215,7 @@ def merge_shards(out: str | os.PathLike, *, allow_incomplete: bool = False) -> M
     if existing and existing != lines:
         raise ShardError(f"{target.records_path} already holds other records; merge into an empty folder")
     if existing != lines:
-        tmp = target.records_path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target.records_path)
+        atomic_write_text(target.records_path, lines)
     target.update_manifest(merged_from=[
         {"shard": dirs[i].name, "by": by, "items": len(manifests[i]["shard"]["item_ids"]),
          "git_sha": manifests[i].get("git_sha"), "git_dirty": manifests[i].get("git_dirty"),

@@ -1,22 +1,15 @@
-"""Tables and figures of the paper from score dicts (what ``rlalm score`` returns).
+"""Writers and drawers of the paper's tables and figures (the builders are :mod:`.artifacts`).
 
-Units: score dicts hold fractions in [0, 1]; every DataFrame built here holds the numbers *as the
-paper prints them*: rates and ΔCon/ΔHum in percent, RGI as a plain number. :func:`save_table`
-prints them with two decimals (rounded half up, like the paper), missing values (None/NaN, e.g.
-an undefined RGI) as ``n/a`` and cells that do not apply (train = test modality in Tables 10/11)
-as ``-``.
+Units: every DataFrame given here holds the numbers *as the paper prints them*: rates and
+ΔCon/ΔHum in percent, RGI as a plain number. :func:`save_table` prints them with two decimals
+(rounded half up, like the paper), missing values (None/NaN, e.g. an undefined RGI) as ``n/a``
+and cells the layout leaves empty on purpose (train = test modality in Tables 10/11) as ``-``.
 
-Table builders (paper layouts, columns ``(modality, metric)``):
-
-* :func:`metrics_table` - Tables 1, 3, 10: Acc% / Tru% / Rel% per modality and total.
-* :func:`gain_table` - Tables 2, 11: ΔCon% / ΔHum% / RGI.
-* :func:`rejection_table` - Table 12: IDK share of the training set and rejection rate per test modality.
-* :func:`rgi_matrix` / :func:`alpha_frame` - the data of Figures 3 and 4.
-* :func:`paper_table` - the paper's numbers (``tables/reference/*.csv``) in the same layouts,
-  to pass as ``reference=`` to :func:`save_table`.
-
-Writers: :func:`save_table` (CSV, Markdown, LaTeX, and ``<name>_vs_paper`` side by side) and
-:func:`save_figure` (PNG and PDF with no embedded dates: rerunning gives identical bytes).
+Writers: :func:`save_table` (CSV, Markdown, LaTeX, and ``<name>_vs_paper`` side by side, see
+:func:`compare_with_reference`), :func:`read_table`, and :func:`save_figure` (PNG and PDF with no
+embedded dates: rerunning gives identical bytes). Drawers: :func:`plot_rgi_heatmap` (Figure 3),
+:func:`plot_alpha_ablation` (Figure 4), :func:`plot_idk_threshold` (Figure 5), which the figure
+builders of :mod:`.artifacts` call with the numbers they lay out.
 """
 from __future__ import annotations
 
@@ -31,17 +24,8 @@ import pandas as pd
 
 from reliable_lalm import paths
 
-MODALITIES: tuple[str, ...] = ("sound", "music", "speech")
-GROUPS: tuple[str, ...] = MODALITIES + ("total",)
+# The paper's labels of its modality groups (other groups are title-cased, see modality_label).
 MODALITY_LABELS: dict[str, str] = {"sound": "Sound", "music": "Music", "speech": "Speech", "total": "Total"}
-METRIC_LABELS: dict[str, str] = {"acc": "Acc%", "tru": "Tru%", "rel": "Rel%", "rej": "Rej%",
-                                 "d_con": "ΔCon%", "d_hum": "ΔHum%", "rgi": "RGI"}
-PERCENT_METRICS = frozenset({"acc", "tru", "rel", "rej", "d_con", "d_hum"})
-CONVENTIONS = ("subset", "class")
-REJECTION_HEADER = "Rejection Rate (%)"
-IDK_DATASET_LABEL = "IDK Dataset"
-# Figure 5 numbers quoted in section 5.4 of the paper (K@5: 1@5 and 5@5).
-PAPER_FIGURE5: dict[int, float] = {1: 50.2, 5: 63.5}
 NA_TEXT = "n/a"        # undefined (None/NaN)
 NOT_APPLICABLE = "-"   # a cell the layout leaves empty on purpose
 # df.attrs key: list of (row, column) cells that print as "-" instead of "n/a".
@@ -50,47 +34,17 @@ FIGURE_DPI = 200
 
 
 # ------------------------------------------------------------------------------------------------
-# Score dicts -> numbers
+# Numbers and labels shared with the builders (reporting.artifacts)
 # ------------------------------------------------------------------------------------------------
 
-def score_group(score: Mapping[str, Any], group: str) -> Mapping[str, Any] | None:
-    """The numbers of one modality (``score["by_task"][group]``) or of the total (the top level).
-
-    Also accepts :func:`reliable_lalm.core.metrics.summarize` output (``{"total": ..., "by_task": ...}``).
-    """
-    if group == "total":
-        total = score.get("total")
-        return total if isinstance(total, Mapping) and "acc" not in score else score
-    by_task = score.get("by_task") or {}
-    return by_task.get(group)
-
-
 def _number(value: Any) -> float:
+    """A cell as a float; None, booleans and text that is no number are NaN (printed "n/a")."""
     if value is None or isinstance(value, bool):
         return math.nan
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
-    return out
-
-
-def _metric(group: Mapping[str, Any] | None, key: str, metric: str) -> float:
-    """Paper units: percent for rates and deltas (``metric`` names the kind), RGI as is."""
-    if not group:
-        return math.nan
-    value = _number(group.get(key))
-    return 100.0 * value if metric in PERCENT_METRICS else value
-
-
-def _ci(group: Mapping[str, Any] | None, key: str, metric: str) -> tuple[float, float]:
-    ci = ((group or {}).get("ci") or {}).get(key) or {}
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    return scale * _number(ci.get("low")), scale * _number(ci.get("high"))
-
-
-def _row_label(key: Any) -> Any:
-    return MODALITY_LABELS.get(key, key) if isinstance(key, str) else key
 
 
 def _norm(label: Any) -> tuple[str, ...]:
@@ -99,216 +53,9 @@ def _norm(label: Any) -> tuple[str, ...]:
     return tuple(str(p).strip().casefold() for p in parts)
 
 
-def _skipped(skip: Any, row: Any, group: str) -> bool:
-    if skip is None:
-        return False
-    if skip == "diagonal":
-        return _norm(row) == (group,) or _norm(row) == _norm(MODALITY_LABELS.get(group, group))
-    if isinstance(skip, Mapping):
-        cells = skip.get(row, ())
-        return group in cells or MODALITY_LABELS.get(group) in cells
-    raise ValueError(f"skip must be None, 'diagonal' or a mapping row -> modalities, got {skip!r}")
-
-
-def _index(keys: Sequence[Any], index_name: str | Sequence[str] | None) -> pd.Index:
-    labels = [_row_label(k) for k in keys]
-    if labels and all(isinstance(k, tuple) for k in labels):
-        names = list(index_name) if isinstance(index_name, (list, tuple)) else None
-        return pd.MultiIndex.from_tuples(labels, names=names)
-    return pd.Index(labels, name=index_name if isinstance(index_name, str) else None, dtype=object)
-
-
 def modality_label(group: str) -> str:
-    """Column label of a modality group: the paper's for its three, else the group's name in title case."""
+    """Label of a modality group: the paper's for its three and the total, else the name title-cased."""
     return MODALITY_LABELS.get(group) or str(group).replace("-", " ").replace("_", " ").title()
-
-
-def _wide(rows: Mapping[Any, Mapping[str, Any]], metrics: Sequence[tuple[str, str]], groups: Sequence[str],
-          skip: Any, index_name: str | Sequence[str] | None) -> pd.DataFrame:
-    """rows x (group label, metric label); ``metrics`` = (score key, metric kind)."""
-    # Any benchmark's modality groups (MMAR has seven); the paper's three keep their printed labels.
-    columns = pd.MultiIndex.from_tuples([(modality_label(g), METRIC_LABELS[m]) for g in groups for _, m in metrics],
-                                        names=["Modality", "Metric"])
-    data, not_applicable = [], []
-    index = _index(list(rows), index_name)
-    for key, label in zip(rows, index):
-        score = rows[key]
-        values = []
-        for g in groups:
-            skipped = _skipped(skip, key, g) or _skipped(skip, label, g)
-            group = None if skipped else score_group(score, g)
-            for score_key, metric in metrics:
-                values.append(math.nan if skipped else _metric(group, score_key, metric))
-                if skipped:
-                    not_applicable.append((label, (MODALITY_LABELS[g], METRIC_LABELS[metric])))
-        data.append(values)
-    df = pd.DataFrame(data, index=index, columns=columns, dtype=float)
-    df.attrs[NOT_APPLICABLE_ATTR] = not_applicable
-    return df
-
-
-def metrics_table(rows: Mapping[Any, Mapping[str, Any]], *, modalities: Sequence[str] = GROUPS,
-                  skip: Any = None, index_name: str | Sequence[str] | None = "Method") -> pd.DataFrame:
-    """Tables 1/3/10: rows x (Sound/Music/Speech/Total) x (Acc%, Tru%, Rel%), in percent.
-
-    ``rows`` maps a row label (tuple labels give a MultiIndex, e.g. Table 3's (model, IDK prompting))
-    to a score dict. ``skip="diagonal"`` (Table 10) or ``{row: [modality, ...]}`` leaves cells
-    empty ("-"); a modality missing from ``by_task`` prints "n/a".
-    """
-    return _wide(rows, [("acc", "acc"), ("tru", "tru"), ("rel", "rel")], modalities, skip, index_name)
-
-
-def gain_table(rows: Mapping[Any, Mapping[str, Any]], convention: str = "subset", *,
-               modalities: Sequence[str] = GROUPS, skip: Any = None,
-               index_name: str | Sequence[str] | None = "Method") -> pd.DataFrame:
-    """Tables 2/11: rows x modality x (ΔCon%, ΔHum%, RGI).
-
-    ``convention="subset"`` (``d_con_subset``...; what the paper's tables print) or ``"class"``
-    (``d_con``...; equations 8-9 as written), see :mod:`reliable_lalm.core.metrics`.
-    """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    suffix = "_subset" if convention == "subset" else ""
-    return _wide(rows, [("d_con" + suffix, "d_con"), ("d_hum" + suffix, "d_hum"), ("rgi" + suffix, "rgi")],
-                 modalities, skip, index_name)
-
-
-def rejection_table(rows: Mapping[Any, Mapping[str, Any]], idk_dataset: Mapping[Any, float] | None = None, *,
-                    modalities: Sequence[str] = MODALITIES, skip: Any = None,
-                    index_name: str | Sequence[str] | None = "Training Modality") -> pd.DataFrame:
-    """Table 12: training modality x ("Rejection Rate (%)", IDK Dataset / Sound / Music / Speech).
-
-    ``rows`` maps the training modality to the score dict of its model; ``idk_dataset`` maps it
-    to the IDK fraction (in [0, 1]) of its training set (column left out when not given).
-    """
-    cols: list[tuple[str, str]] = []
-    if idk_dataset is not None:
-        cols.append((REJECTION_HEADER, IDK_DATASET_LABEL))
-    cols += [(REJECTION_HEADER, MODALITY_LABELS[g]) for g in modalities]
-    index = _index(list(rows), index_name)
-    data, not_applicable = [], []
-    for key, label in zip(rows, index):
-        values = []
-        if idk_dataset is not None:
-            values.append(100.0 * _number(idk_dataset.get(key, idk_dataset.get(label))))
-        for g in modalities:
-            if _skipped(skip, key, g) or _skipped(skip, label, g):
-                values.append(math.nan)
-                not_applicable.append((label, (REJECTION_HEADER, MODALITY_LABELS[g])))
-            else:
-                values.append(_metric(score_group(rows[key], g), "rej", "rej"))
-        data.append(values)
-    df = pd.DataFrame(data, index=index, columns=pd.MultiIndex.from_tuples(cols, names=["Metric", "Modality"]),
-                      dtype=float)
-    df.attrs[NOT_APPLICABLE_ATTR] = not_applicable
-    return df
-
-
-def rgi_matrix(rows: Mapping[str, Mapping[str, Any]], convention: str = "subset", *,
-               modalities: Sequence[str] = MODALITIES, diagonal: bool = False) -> pd.DataFrame:
-    """Figure 3 data: RGI of the model trained on ``row`` (index) tested on each modality (columns).
-
-    The diagonal (train = test) is NaN unless ``diagonal=True``.
-    """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    key = "rgi_subset" if convention == "subset" else "rgi"
-    data = [[math.nan if (not diagonal and _norm(train) == (g,)) else _metric(score_group(score, g), key, "rgi")
-             for g in modalities] for train, score in rows.items()]
-    return pd.DataFrame(data, index=pd.Index([_row_label(k) for k in rows], name="Training modality"),
-                        columns=pd.Index([MODALITY_LABELS[g] for g in modalities], name="Test modality"),
-                        dtype=float)
-
-
-def alpha_frame(runs: Mapping[float, Mapping[str, Any]], *, modalities: Sequence[str] = ("sound", "music"),
-                convention: str = "subset") -> pd.DataFrame:
-    """Figure 4 data, long format: columns alpha, modality, rej, rel (percent), rgi, plus
-    ``<metric>_low/_high`` where the score dicts carry bootstrap intervals (``ci``)."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    rgi_key = "rgi_subset" if convention == "subset" else "rgi"
-    records = []
-    for alpha, score in runs.items():
-        for g in modalities:
-            group = score_group(score, g)
-            rec: dict[str, Any] = {"alpha": float(alpha), "modality": g}
-            for name, key in (("rej", "rej"), ("rel", "rel"), ("rgi", rgi_key)):
-                rec[name] = _metric(group, key, name)
-                low, high = _ci(group, key, name)
-                if not (math.isnan(low) and math.isnan(high)):
-                    rec[f"{name}_low"], rec[f"{name}_high"] = low, high
-            records.append(rec)
-    return pd.DataFrame.from_records(records)
-
-
-# ------------------------------------------------------------------------------------------------
-# The paper's numbers in the same layouts
-# ------------------------------------------------------------------------------------------------
-
-def from_long(df: pd.DataFrame, *, row: str | Sequence[str], metrics: Sequence[str], modality: str = "modality",
-              groups: Sequence[str] | None = None, index_name: str | Sequence[str] | None = None) -> pd.DataFrame:
-    """A long table (one line per row and modality, e.g. ``tables/reference/table1.csv``) in the
-    builders' wide layout: rows x (modality label, metric label). Missing cells are "-"."""
-    row_cols = [row] if isinstance(row, str) else list(row)
-    for col in [*row_cols, modality, *metrics]:
-        if col not in df.columns:
-            raise ValueError(f"column {col!r} missing; the table has {list(df.columns)}")
-    present = [str(m).strip().lower() for m in df[modality]]
-    groups = list(groups) if groups is not None else [g for g in GROUPS if g in present]
-    keys: list[Any] = []
-    for values in df[row_cols].itertuples(index=False, name=None):
-        key = values[0] if len(values) == 1 else tuple(values)
-        if key not in keys:
-            keys.append(key)
-    rows = {k: {"by_task": {}} for k in keys}
-    for rec, mod in zip(df.to_dict("records"), present):
-        key = rec[row_cols[0]] if len(row_cols) == 1 else tuple(rec[c] for c in row_cols)
-        # Values are already in paper units: divide percentages so the builders' scaling restores them.
-        group = {m: (_number(rec[m]) / 100.0 if m in PERCENT_METRICS else _number(rec[m])) for m in metrics}
-        if mod == "total":
-            rows[key].update(group)
-        else:
-            rows[key]["by_task"][mod] = group
-    # A modality the long table has no line for is a cell the paper leaves empty ("-").
-    skip = {k: [g for g in groups if not (g in rows[k]["by_task"] or (g == "total" and metrics[0] in rows[k]))]
-            for k in keys}
-    return _wide(rows, [(m, m) for m in metrics], groups, skip,
-                 index_name if index_name is not None else (row if isinstance(row, str) else list(row)))
-
-
-_PAPER_SPECS: dict[str, dict[str, Any]] = {
-    "table1": dict(row="method", metrics=("acc", "tru", "rel"), index_name="Method"),
-    "table2": dict(row="method", metrics=("d_con", "d_hum", "rgi"), index_name="Method"),
-    "table3": dict(row=("model", "idk_prompting"), metrics=("acc", "tru", "rel"),
-                   index_name=("Models", "IDK Prompting")),
-    "table10": dict(row="train_modality", metrics=("acc", "tru", "rel"), modality="test_modality",
-                    groups=MODALITIES, index_name="Training Modality"),
-    "table11": dict(row="train_modality", metrics=("d_con", "d_hum", "rgi"), modality="test_modality",
-                    groups=MODALITIES, index_name="Training Modality"),
-}
-
-
-def paper_table(name: str, directory: str | Path | None = None) -> pd.DataFrame:
-    """The paper's Table 1, 2, 3, 10, 11 or 12 (``tables/reference/<name>.csv``) in the layout of
-    :func:`metrics_table` / :func:`gain_table` / :func:`rejection_table`; ``figure5`` as k, idk_percent."""
-    path = Path(directory or paths.REFERENCE_TABLES_DIR) / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"reference table missing: {path}")
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    if name == "figure5":
-        return df[["k", "idk_percent"]].copy()
-    if name == "table12":
-        rows: dict[str, dict[str, Any]] = {}
-        idk: dict[str, float] = {}
-        for rec in df.to_dict("records"):
-            train = str(rec["train_modality"]).strip().lower()
-            idk[train] = _number(rec["idk_dataset"]) / 100.0
-            rows.setdefault(train, {"by_task": {}})["by_task"][str(rec["test_modality"]).strip().lower()] = \
-                {"rej": _number(rec["rej"]) / 100.0}
-        return rejection_table(rows, idk)
-    if name not in _PAPER_SPECS:
-        raise KeyError(f"no layout for reference {name!r}; known: {', '.join([*_PAPER_SPECS, 'table12', 'figure5'])}")
-    return from_long(df, **_PAPER_SPECS[name])  # modality rows ("sound") come out labelled "Sound"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -594,7 +341,7 @@ _ALPHA_PANELS = (("rej", "Rejection Rate (%)"), ("rel", "Reliability (%)"), ("rg
 def plot_alpha_ablation(df: pd.DataFrame, *, x: str = "alpha", modality: str = "modality",
                         panels: Sequence[tuple[str, str]] = _ALPHA_PANELS, logx: bool | str = "auto") -> Any:
     """Figure 4 (a-c): rejection rate, reliability and RGI against the LoRA alpha, one line per
-    test modality (long format, e.g. :func:`alpha_frame`); ``<metric>_low/_high`` columns give
+    test modality (long format, as :func:`.artifacts.figure4` lays it out); ``<metric>_low/_high`` columns give
     error bars. ``logx="auto"`` uses a log2 axis when the alphas span a factor of 8 or more."""
     plt = _pyplot()
     needed = [x, modality] + [m for m, _ in panels]
@@ -617,7 +364,7 @@ def plot_alpha_ablation(df: pd.DataFrame, *, x: str = "alpha", modality: str = "
                 low, high = part[f"{metric}_low"].to_numpy(float), part[f"{metric}_high"].to_numpy(float)
                 yerr = np.nan_to_num(np.vstack([yv - low, high - yv]), nan=0.0).clip(min=0.0)
             ax.errorbar(xv, yv, yerr=yerr, marker="o", capsize=3 if yerr is not None else 0,
-                        label=MODALITY_LABELS.get(mod, str(mod)), color=f"C{i}")
+                        label=modality_label(mod) if "+" not in str(mod) else str(mod), color=f"C{i}")
         if metric == "rgi":
             ax.axhline(0.0, color="0.5", linestyle="--", linewidth=1)
         if logx:
@@ -633,12 +380,13 @@ def plot_alpha_ablation(df: pd.DataFrame, *, x: str = "alpha", modality: str = "
     return fig
 
 
-def plot_idk_threshold(df: pd.DataFrame, *, reference: Mapping[int, float] | pd.DataFrame | None = PAPER_FIGURE5,
+def plot_idk_threshold(df: pd.DataFrame, *, reference: Mapping[int, float] | pd.DataFrame | None = None,
                        n: int = 5, ax: Any = None, decimals: int = 1) -> Any:
     """Figure 5: IDK percentage of the training set for the K@N threshold, K = 1..N (bars).
 
     ``df`` has columns ``k`` and ``idk_percent`` (or ``idk_fraction`` in [0, 1]); ``reference``
-    (default: the paper's 1@5 = 50.2 and 5@5 = 63.5) is drawn as points.
+    (e.g. the paper's 1@5 = 50.2 and 5@5 = 63.5, :func:`.artifacts.paper_figure5_points`) is drawn
+    as points.
     """
     plt = _pyplot()
     if "k" not in df.columns:

@@ -21,7 +21,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
 from reliable_lalm import paths
+from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.runner.profiles import (PROFILE_KEY, Profile, ProfileError, load_profile, notebook_parameters, parameters_cell_index,
                        read_notebook_cells, validate_parameters)
 
@@ -291,10 +291,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written report
+    atomic_write_json(path, data, default=str)  # a crash never leaves a half-written report
 
 
 def _loud(stream: TextIO, text: str) -> None:

@@ -50,6 +50,10 @@ MERGE_REPORT = "merge_report.json"
 # configuration
 
 
+# LoraSFTConfig.lr_schedule -> the name transformers.get_scheduler knows it by.
+LR_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine"}
+
+
 @dataclass
 class LoraSFTConfig:
     """Hyper-parameters of one LoRA SFT run.
@@ -86,7 +90,7 @@ class LoraSFTConfig:
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
+        if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be constant, linear or cosine, not {self.lr_schedule!r}")
         for name in ("rank", "epochs", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
@@ -105,6 +109,10 @@ class LoraSFTConfig:
         data = self.to_dict()
         for key in ("save_every", "keep_checkpoints"):
             data.pop(key)
+        if self.warmup_steps:
+            # The warm-up ramp of transformers.get_scheduler (step / warmup) differs from the one
+            # before it ((step + 1) / warmup): other weights, so another key (see lr_scheduler).
+            data["warmup_ramp"] = "transformers.get_scheduler"
         return data
 
     def lora_config(self):
@@ -114,19 +122,18 @@ class LoraSFTConfig:
                           target_modules=self.target_modules, bias="none")
 
 
-def resolve_dtype(name: str | None, device: str):
-    import torch
+def resolve_dtype(name: Any, device: str):
+    """The model loader's dtype rule (:func:`reliable_lalm.models.hf_loading.resolve_dtype`), one for
+    inference and training: ``auto`` is bf16 on GPU, fp32 on CPU."""
+    from reliable_lalm.models.hf_loading import resolve_dtype as loader_dtype
 
-    if name in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[name]
+    return loader_dtype(name, device)
 
 
 def default_device() -> str:
-    import torch
+    from reliable_lalm.models.hf_loading import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,18 +256,24 @@ def steps_per_epoch(n_examples: int, config: LoraSFTConfig, world_size: int = 1)
     return math.ceil(n_examples / (config.batch_size * world_size * config.grad_accum))
 
 
-def lr_lambda(config: LoraSFTConfig, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if config.warmup_steps and step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.lr_schedule == "constant":
-            return 1.0
-        span = max(1, total_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-        if config.lr_schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
+def lr_scheduler(optimizer, config: LoraSFTConfig, total_steps: int):
+    """The learning-rate schedule of ``config`` over ``total_steps`` optimizer steps, built by
+    ``transformers.get_scheduler`` (the schedules the Trainer uses) rather than by hand.
+
+    ``constant`` / ``linear`` (to 0) / ``cosine`` (half a cycle, to 0) after ``warmup_steps`` of
+    linear warm-up. Without warm-up (every shipped run and profile) the per-step rates equal the
+    hand-written schedule this replaced (tests/test_training.py checks it). With warm-up they
+    cannot be equal: transformers ramps ``step / warmup`` (0 at the first step, the peak at step
+    ``warmup``) where the old schedule ramped ``(step + 1) / warmup``; the schedule's kind and its
+    decay after warm-up are unchanged, and :meth:`LoraSFTConfig.training_fingerprint` names the
+    new ramp so no adapter trained under the old one is reused.
+    """
+    from transformers import get_scheduler
+
+    name = LR_SCHEDULES[config.lr_schedule]
+    if name == "constant" and config.warmup_steps:
+        name = "constant_with_warmup"
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +477,7 @@ class _TorchStepper:
         self.params = [p for p in loss_module.parameters() if p.requires_grad]
         self.config = config
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_steps))
+        self.scheduler = lr_scheduler(self.optimizer, config, total_steps)
 
     def micro_step(self, batch: dict, n_micro: int) -> float:
         loss = self.module(**batch)
@@ -534,7 +547,7 @@ class _DeepSpeedStepper:
         self.ds_config = ds_config
         params = [p for p in loss_module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
+        scheduler = lr_scheduler(optimizer, config, total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=loss_module, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler,
             config=ds_config)
@@ -621,15 +634,14 @@ def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def load_base(model_path: str | Path, *, device: str, dtype):
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+def load_base(model_path: str | Path, *, device: str, dtype, adapter: str | Path | None = None):
+    """The base model (and, with ``adapter``, the LoRA on top, not merged) and its processor, loaded
+    by the one model loader inference uses (:func:`reliable_lalm.models.hf_loading.load_model_and_processor`:
+    "demo", a folder or a cached hub id, never a download). Its left padding does not reach training:
+    :func:`reliable_lalm.training.sft_data.collate_sft` pads on the right itself."""
+    from reliable_lalm.models.hf_loading import load_model_and_processor
 
-    from reliable_lalm.models.hf_loading import resolve_model_source
-
-    source, local = resolve_model_source(model_path)  # "demo", a folder, or a cached hub id; never a download
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(source, dtype=dtype, local_files_only=not local)
-    processor = AutoProcessor.from_pretrained(source, local_files_only=not local)
-    return model.to(device), processor
+    return load_model_and_processor(model_path, device=device, dtype=dtype, adapter=adapter, merge_adapter=False)
 
 
 def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
@@ -787,14 +799,8 @@ def read_summary(adapter_dir: str | Path) -> dict | None:
 
 
 def load_adapter_model(base_path: str | Path, adapter_dir: str | Path, *, device: str = "cpu", dtype=None):
-    """Base model + adapter (``PeftModel.from_pretrained``), in eval mode, and the processor."""
-    from peft import PeftModel
-
-    dtype = dtype or resolve_dtype("auto", device)
-    base, processor = load_base(base_path, device=device, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    model.eval()
-    return model, processor
+    """Base model + adapter (``PeftModel``, not merged), in eval mode, and the processor."""
+    return load_base(base_path, device=device, dtype=dtype or resolve_dtype("auto", device), adapter=adapter_dir)
 
 
 def _single_inputs(model, processor, example: SFTExample) -> dict:
