@@ -349,6 +349,14 @@ class HFBackend(Backend):
                                dtype=torch.float64)
                     for r, idx in zip(batch, samples) for s in idx]).to(dev)
             eos = torch.tensor(self.eos_ids, device=dev)
+            # Repetition penalty (HF's): every token of the prompt (padding excluded, so a batch
+            # equals batch size 1) and of the answer so far, one row of the vocabulary per row.
+            seen = None
+            if settings.repetition_penalty != 1.0:
+                seen = torch.zeros((len(batch), logits.shape[-1]), dtype=torch.bool, device=dev)
+                seen.scatter_(1, input_ids.clamp(max=logits.shape[-1] - 1), enc["attention_mask"].to(dev).bool())
+                if n > 1:
+                    seen = seen.repeat_interleave(n, dim=0)
             generated = torch.full((rows, steps), self.pad_id, dtype=torch.long, device=dev)
             n_new = torch.zeros(rows, dtype=torch.long, device=dev)
             finished = torch.zeros(rows, dtype=torch.bool, device=dev)
@@ -356,8 +364,12 @@ class HFBackend(Backend):
             stopped = torch.zeros(rows, dtype=torch.bool, device=dev)  # per row of the current batch
             pad = torch.full((), self.pad_id, dtype=torch.long, device=dev)
             for t in range(steps):
+                if seen is not None:
+                    logits = penalize_repetitions(logits, seen, settings.repetition_penalty)
                 tokens = self._choose(logits, settings, None if uniforms is None else uniforms[live, t])
                 tokens = torch.where(stopped, pad, tokens)  # rows that hit EOS only wait for compaction
+                if seen is not None:
+                    seen[torch.arange(len(live), device=dev), tokens] = True
                 generated[live, t] = tokens
                 n_new[live[~stopped]] = t + 1
                 newly = torch.isin(tokens, eos) & ~stopped
@@ -371,6 +383,8 @@ class HFBackend(Backend):
                     cache.batch_select_indices(keep)
                     self.stats["compactions"] += 1
                     live, tokens, stopped = live[keep], tokens[keep], stopped[keep]
+                    if seen is not None:
+                        seen = seen[keep]
                     attention, last_pos = attention[keep], last_pos[keep]
                 attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
                 last_pos = last_pos + 1
@@ -410,5 +424,10 @@ class HFBackend(Backend):
         return order.gather(1, pick).squeeze(1)
 
 
-# --------------------------------------------------------------------------------------------------
-# Runners
+def penalize_repetitions(logits, seen, penalty: float):
+    """HF's ``RepetitionPenaltyLogitsProcessor`` on a boolean mask of the tokens already seen per row:
+    a seen token's logit is divided by ``penalty`` when positive, multiplied when negative."""
+    import torch
+
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalized, logits)
