@@ -77,6 +77,9 @@ class GenerationRequest:
     prompt: str  # user text (a filled prompt template); the chat format is added by the backend
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     sample_indices: tuple[int, ...] | None = None  # default: range(settings.num_samples)
+    # User text placed BEFORE the audio in the chat turn (MCoT's few-shot examples, Table 6); only
+    # sent to backends with ``places_text_before_audio`` (others get it joined into ``prompt``).
+    text_before_audio: str = ""
 
     @property
     def samples(self) -> tuple[int, ...]:
@@ -107,6 +110,7 @@ class Backend(abc.ABC):
     """Turns requests into generations. ``generate`` returns them in request order."""
 
     window_seconds: float = 30.0  # audio the model hears; longer audio is truncated by the runner
+    places_text_before_audio: bool = False  # honours GenerationRequest.text_before_audio
     sampling_rate: int = SAMPLING_RATE
 
     @abc.abstractmethod

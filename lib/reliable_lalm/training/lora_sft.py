@@ -7,8 +7,13 @@ One data/loss code path, two optimisation back-ends:
   or several processes: ``torchrun --nproc_per_node 2 -m reliable_lalm.cli.train sft ...
   --deepspeed params/deepspeed_zero2.json``. NCCL on GPUs, gloo on CPUs.
 
-LoRA goes on the language model's q/k/v projections only (Table 9); the audio encoder, projector,
-embeddings and every other weight stay frozen, which :func:`assert_only_lora_trainable` enforces.
+Which modules get LoRA is a choice (``lora_targets``, :data:`LORA_TARGETS`). Table 9 names
+{q_proj, k_proj, v_proj}. Given to PEFT as those plain names (``paper_names``) they match every
+layer so named, the Whisper audio encoder's attention included; the default
+``language_model_only`` restricts them to the language model (audio encoder, projector, embeddings
+and every other weight frozen, which :func:`assert_only_lora_trainable` enforces): the paper
+fine-tunes "the LLM" for IDK answers, and its audio encoder is not said to change. Either may be
+what the authors ran; both are a profile setting.
 The loss is on the answer tokens only (:func:`reliable_lalm.training.sft_data.collate_sft` labels), computed
 from the hidden states of those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary
 projection is never materialised for the ~330 prompt/audio positions of a batch.
@@ -38,6 +43,11 @@ import torch
 from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample, collate_sft
 
 DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj)"
+# lora_targets -> PEFT target_modules. paper_names: Table 9's names as PEFT reads a list (every module
+# whose name ends in one of them: the Whisper encoder's q/k/v too); language_model_only: the default.
+LORA_TARGETS: dict[str, Any] = {"language_model_only": DEFAULT_TARGET_MODULES,
+                                "paper_names": ["q_proj", "k_proj", "v_proj"]}
+DEFAULT_LORA_TARGETS = "language_model_only"
 # Table 9: LoRA alpha per training modality (rank 8, lr 3e-5, q/k/v for all three).
 TABLE9_ALPHA = {"sound": 32.0, "music": 32.0, "speech": 16.0}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -61,7 +71,8 @@ class LoraSFTConfig:
     rank: int = 8
     alpha: float = 32.0
     dropout: float = 0.05  # not stated in the paper
-    target_modules: str = DEFAULT_TARGET_MODULES
+    target_modules: Any = None  # None: LORA_TARGETS[lora_targets] (a regex, or a list of names)
+    lora_targets: str = DEFAULT_LORA_TARGETS  # language_model_only | paper_names (module docstring)
     learning_rate: float = 3e-5
     epochs: int = 1
     batch_size: int = 8  # micro-batch per process; not stated in the paper
@@ -83,9 +94,18 @@ class LoraSFTConfig:
         if modality not in TABLE9_ALPHA:
             raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(TABLE9_ALPHA)}")
         config = cls(alpha=TABLE9_ALPHA[modality], modality=modality)
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if "lora_targets" in overrides and "target_modules" not in overrides:
+            overrides["target_modules"] = None  # re-derived from the new lora_targets
+        return replace(config, **overrides)
 
     def __post_init__(self) -> None:
+        if self.lora_targets not in LORA_TARGETS:
+            raise ValueError(f"lora_targets must be one of {', '.join(LORA_TARGETS)}, not {self.lora_targets!r}")
+        if self.target_modules is None:
+            self.target_modules = LORA_TARGETS[self.lora_targets]
+        elif isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError(f"lr_schedule must be constant, linear or cosine, not {self.lr_schedule!r}")
         for name in ("rank", "epochs", "batch_size", "grad_accum"):
@@ -103,9 +123,13 @@ class LoraSFTConfig:
     def training_fingerprint(self) -> dict[str, Any]:
         """The fields that change the trained weights (checkpoint bookkeeping excluded)."""
         data = self.to_dict()
-        for key in ("save_every", "keep_checkpoints"):
+        for key in ("save_every", "keep_checkpoints", "lora_targets"):  # lora_targets acts via target_modules
             data.pop(key)
         return data
+
+    @property
+    def wraps_audio_encoder(self) -> bool:
+        return not (isinstance(self.target_modules, str) and "language_model" in self.target_modules)
 
     def lora_config(self):
         from peft import LoraConfig
@@ -133,15 +157,21 @@ def default_device() -> str:
 # model preparation and loss
 
 
-def lora_target_names(model, pattern: str = DEFAULT_TARGET_MODULES) -> list[str]:
-    """Names of the ``nn.Linear`` modules LoRA will wrap (peft matches a string with ``re.fullmatch``)."""
+def lora_target_names(model, pattern: Any = DEFAULT_TARGET_MODULES) -> list[str]:
+    """Names of the ``nn.Linear`` modules LoRA will wrap, matched as peft does: a string with
+    ``re.fullmatch``, a list of names by the module name's last parts (``q_proj`` matches
+    ``...self_attn.q_proj`` anywhere in the model)."""
     import torch
 
-    return [name for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and re.fullmatch(pattern, name)]
+    def matches(name: str) -> bool:
+        if isinstance(pattern, str):
+            return re.fullmatch(pattern, name) is not None
+        return any(name == t or name.endswith(f".{t}") for t in pattern)
+
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and matches(name)]
 
 
-def assert_only_lora_trainable(model) -> int:
+def assert_only_lora_trainable(model, *, language_model_only: bool = True) -> int:
     """Raise unless every parameter that requires grad is a LoRA parameter; return their count."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n, _ in trainable if "lora_" not in n]
@@ -150,7 +180,7 @@ def assert_only_lora_trainable(model) -> int:
     if not trainable:
         raise AssertionError("no trainable parameter: LoRA was not applied")
     outside_lm = [n for n, _ in trainable if "language_model" not in n]
-    if outside_lm:
+    if outside_lm and language_model_only:
         raise AssertionError(f"LoRA parameters outside the language model: {outside_lm[:3]}")
     return sum(p.numel() for _, p in trainable)
 
@@ -163,7 +193,7 @@ def add_lora(model, config: LoraSFTConfig):
     targets = lora_target_names(model, config.target_modules)
     if not targets:
         raise ValueError(f"target_modules {config.target_modules!r} matches no linear layer")
-    if any("language_model" not in name for name in targets):
+    if not config.wraps_audio_encoder and any("language_model" not in name for name in targets):
         raise ValueError(f"target_modules {config.target_modules!r} matches layers outside the language model")
     for param in model.parameters():
         param.requires_grad_(False)
@@ -173,7 +203,7 @@ def add_lora(model, config: LoraSFTConfig):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)  # lora_A initialisation
     peft_model = get_peft_model(model, config.lora_config())
-    assert_only_lora_trainable(peft_model)
+    assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
     return peft_model
 
 
@@ -673,7 +703,7 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
     base, processor = load_base(model_path, device=device, dtype=dtype)
     expected_modules = lora_target_names(base, config.target_modules)
     peft_model = add_lora(base, config)
-    trainable = assert_only_lora_trainable(peft_model)
+    trainable = assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
     loss_module = AnswerLoss(peft_model)
     loss_module.train()
 
