@@ -25,7 +25,10 @@ audio_dir: str | None = None  # folder the benchmark's audio_id paths are relati
 limit_per_task: int | None = None  # evaluate only the first N items of each modality (ci profile)
 batch_size: int | None = None  # inference batch size (None: chosen by the engine)
 device: str = "auto"  # "auto", "cpu" or "cuda"
-normalizer: str = "rule"  # "rule", "auto" or "openai"; the key comes from OPENAI_API_KEY, never a parameter
+normalizer: str = "rule"  # "rule", "auto", "openai" or "all" (the paper: the LLM judges every output); key from OPENAI_API_KEY
+knn_normalizer: str | None = None  # what judges the K@N samples (04-07); None: the same as normalizer
+decoding: str = "greedy"  # "greedy" (the paper states none) or "generation_config" (the checkpoint's published sampling)
+few_shot_file: str | None = None  # MCoT few-shot examples (JSON); None: the checkpoint's training.json
 bootstrap: int = 1000  # bootstrap resamples for the 95% confidence intervals (0: none)
 seed: int = 0  # seed of sampling and of the bootstrap'''
 
@@ -41,7 +44,8 @@ from reliable_lalm.runner.outputs import notebook_setup
 output = notebook_setup("{stem}", globals())
 exp = Experiment(profile=profile, model=model, benchmark=benchmark, audio_dir=audio_dir,
                  limit_per_task=limit_per_task, batch_size=batch_size, device=device,
-                 normalizer=normalizer, bootstrap=bootstrap, seed=seed)
+                 normalizer=normalizer, knn_normalizer=knn_normalizer, decoding=decoding,
+                 few_shot_file=few_shot_file, bootstrap=bootstrap, seed=seed)
 compare = experiments.paper_comparable(benchmark)  # on MMAU, tables are shown beside the paper's numbers
 display(exp.loaded_benchmark.summary())'''
 
@@ -73,7 +77,7 @@ def table_cell(var: str, name: str, caption: str, paper: str | None) -> str:
     """Save a table under tables/<profile>/ (beside the paper's numbers on MMAU) and show it."""
     reference = f'reporting.paper_table("{paper}") if compare else None' if paper else "None"
     name_source = f'f"{name}"' if "{" in name else f'"{name}"'  # names may carry parameters
-    return (f'reporting.save_table({var}, {name_source}, output.tag, caption="{caption}",\n'
+    return (f'reporting.save_table({var}, {name_source}, output.tag, caption="{caption} " + exp.normalizer_caption,\n'
             f'                     reference={reference})\n{var}')
 
 
@@ -120,6 +124,20 @@ NOTEBOOKS["02_idk_prompting"] = notebook(
         ("code", 'table2_idk_class = reporting.table2({"IDK Prompting": idk}, "class")\n'
                  + table_cell("table2_idk_class", "02_idk_prompting__table2_rows_class",
                               "Table 2, IDK prompting, class convention (equations 8-9: divided by Nc and Nw).", None)),
+        ("md", "**Which RGI convention?** A method that rejects items at random knows nothing, so a gain index should "
+               "give it 0. Below, the expected ΔCon, ΔHum and RGI of rejecting a random 20 % of the items, computed by the "
+               "library (`metrics.random_rejection_gains`) from this baseline's own correct (Nc) and wrong (Nw) counts: "
+               "the *class* convention (equations 8-9) gives 0; the *subset* convention, which the paper's Tables 2 and 11 "
+               "print, gives log10(Nw/Nc), positive wherever the baseline is wrong more often than right "
+               "(docs/rgi_conventions.md)."),
+        ("code", 'from reliable_lalm.core import metrics\n'
+                 'random_rows = []\n'
+                 'for group, g in [*idk["by_task"].items(), ("total", idk)]:\n'
+                 '    nc, nw = g["ncc"] + g["ncr"] + g["ncw"], g["nwc"] + g["nwr"] + g["nww"]\n'
+                 '    gains = metrics.random_rejection_gains(nc, nw, rate=0.2) if nc and nw else {}\n'
+                 '    random_rows.append({"group": group, "Nc": nc, "Nw": nw,\n'
+                 '                        **{f"{c} {k}": getattr(gains[c], k) for c in gains for k in ("d_con", "d_hum", "rgi")}})\n'
+                 'experiments.frame(random_rows)'),
         ("code", 'display(Markdown("Transitions baseline → IDK prompt, and 95% bootstrap intervals (paired for the gains)"))\n'
                  'display({k: idk[k] for k in ("ncc", "ncr", "ncw", "nwc", "nwr", "nww", "nrc", "nrr", "nrw")})\n'
                  'experiments.ci_table({"IDK Prompting": idk}, metrics=("acc", "rej", "rel", "d_con_subset", "d_hum_subset", "rgi_subset"))'),
@@ -175,10 +193,11 @@ sft_learning_rate: float = 3e-3  # LoRA SFT learning rate; the paper's 3e-5 (Tab
 sft_epochs: int = 10  # passes over the IDK set (paper: 1; the tiny demo needs more)
 sft_batch_size: int = 8  # micro-batch of the LoRA SFT
 lora_rank: int = 8  # LoRA rank (Table 9)
-lora_alpha: float | None = None  # None: Table 9 (32 for sound and music, 16 for speech)'''
+lora_alpha: float | None = None  # None: Table 9 (32 for sound and music, 16 for speech)
+lora_targets: str = "language_model_only"  # or "paper_names": Table 9's q/k/v names as PEFT reads them (audio encoder too)'''
 
 SFT_SETUP = ('sft = dict(learning_rate=sft_learning_rate, epochs=sft_epochs, batch_size=sft_batch_size, rank=lora_rank,\n'
-             '           alpha=lora_alpha)\n'
+             '           alpha=lora_alpha, lora_targets=lora_targets)\n'
              'cm = exp.crossmodal(knn_samples=knn_samples, knn_k=knn_k, knn_temperature=knn_temperature,\n'
              '                    knn_top_p=knn_top_p, sft=sft)')
 

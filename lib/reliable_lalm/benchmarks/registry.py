@@ -66,6 +66,12 @@ class BenchmarkEntry:
 BUILTIN_BENCHMARKS: dict[str, BenchmarkEntry] = {e.name: e for e in (
     BenchmarkEntry("mmau-test-mini", "reliable_lalm.benchmarks.mmau:load", paper_reference=True,
                    description="MMAU test-mini (1000 items; the 2025-03-25 release matches the paper)"),
+    # The paper-dryrun profile's benchmark: the mmau-test-mini loader on the real metadata of a few
+    # items per modality with generated audio (reliable_lalm.benchmarks.mmau_standin), written on first use.
+    BenchmarkEntry("mmau-test-mini-standin", "reliable_lalm.benchmarks.mmau:load", paper_reference=True,
+                   default_path=lambda: load_reference("reliable_lalm.benchmarks.mmau_standin:default_path")(),
+                   description="MMAU test-mini metadata (../shared/mmau/, 2025-03-25), first 4 items per "
+                               "modality, generated stand-in audio (CPU dry run of the paper profile)"),
     BenchmarkEntry(DEFAULT_KIND, "reliable_lalm.benchmarks.mmau:load",
                    description="any file of the MMAU schema (sound/music/speech); no paper values"),
     BenchmarkEntry("mmau-test", "reliable_lalm.benchmarks.mmau:load_test", has_answers=False,

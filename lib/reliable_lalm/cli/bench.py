@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="greedy rows: HF's repetition penalty in both paths (Qwen2-Audio's published config: 1.1)")
     p.add_argument("--round-size", type=int, default=None,
                    help="questions per interleaved round (default: 32 on CPU, all on CUDA)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, random_weights=args.random_weights, model=args.model, n_questions=args.n_questions,
         batch_size=args.batch_size, samples=args.samples, max_new_tokens=args.max_new_tokens,
         audio_seconds=args.audio_seconds, temperature=args.temperature, threads=args.threads, seed=args.seed,
-        round_size=args.round_size)
+        round_size=args.round_size, repetition_penalty=args.repetition_penalty)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
@@ -156,7 +158,8 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
                     n_questions: int | None = None, batch_size: int | None = None, samples: int = 5,
                     max_new_tokens: int | None = None, audio_seconds: float | None = None,
                     temperature: float = 1.0, threads: int | None = None, seed: int = 0,
-                    round_size: int | None = None, print_fn=print) -> dict[str, Any]:
+                    round_size: int | None = None, repetition_penalty: float = 1.0,
+                    print_fn=print) -> dict[str, Any]:
     import torch
 
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
@@ -177,7 +180,10 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     questions = make_questions(n_questions, seed=seed, audio_seconds=audio_seconds)
     backend = HFBackend(model_obj, processor, batch_size=batch_size)
     loop = _Loop(model_obj, processor, max_new_tokens)
-    greedy = GenerationSettings(max_new_tokens=max_new_tokens)
+    # The greedy rows compare the two paths' texts: both apply the same repetition penalty (the
+    # loop through HF generate's logits processor, the engine in its own decoding loop).
+    greedy = GenerationSettings(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
+    hf_greedy = {"do_sample": False, "repetition_penalty": repetition_penalty}
     knn = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                              num_samples=samples, seed=seed)
     hf_sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
@@ -218,7 +224,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
         return [text for text, _ in answers]
 
     # Warm-up (allocator, kernels, lazy imports), untimed, for both paths.
-    loop.answer(questions[0], do_sample=False)
+    loop.answer(questions[0], **hf_greedy)
     loop.answer(questions[0], **hf_sampling)
     backend.generate([GenerationRequest(q.item_id, q.audio, q.prompt, s) for q in questions[:4] for s in (greedy, knn)])
 
@@ -227,7 +233,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     for r, start in enumerate(range(0, n, round_size)):
         qs = questions[start:start + round_size]
         steps = [
-            lambda: loop_texts.extend(loop_run(names[0], 1, {"do_sample": False}, qs)),
+            lambda: loop_texts.extend(loop_run(names[0], 1, hf_greedy, qs)),
             lambda: engine_texts.extend(g.text for g in engine(names[1], greedy, qs)),
             lambda: loop_run(names[2], samples, hf_sampling, qs),
             lambda: engine(names[3], knn, qs),
@@ -244,6 +250,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
         "device": device, "device_name": device_name, "torch_threads": torch.get_num_threads(),
         "model": model_desc, "dtype": str(backend._inner.dtype), "params": params, "n_questions": n,
         "samples": samples, "max_new_tokens": max_new_tokens, "audio_seconds": audio_seconds,
+        "repetition_penalty": repetition_penalty,
         "batch_size": batch_size or "auto", "prompt_tokens_mean": prompt_tokens / n,
         "greedy_identical": f"{same}/{n}", "round_size": round_size, "rows": {},
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

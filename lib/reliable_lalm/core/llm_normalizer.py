@@ -471,14 +471,17 @@ def _no_retry_when_quota_exhausted(response: Any) -> None:
 # Factory
 # ----------------------------------------------------------------------------------------------
 
-NORMALIZER_KINDS = ("rule", "openai", "auto")  # what build_normalizer accepts (profiles check against it)
+NORMALIZER_KINDS = ("rule", "openai", "auto", "all")  # what build_normalizer accepts (profiles check against it)
 
 
 def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: str | None = None,
                      cache_dir: str | Path | None = None, mode: str = "fallback", **kw: Any) -> Normalizer:
     """``"rule"``: the rule-based normalizer. ``"openai"``: :class:`OpenAINormalizer` (needs
     ``OPENAI_API_KEY`` or a base URL). ``"auto"``: OpenAI when a key or base URL is set, else the
-    rules, saying so once per process. ``kw`` goes to :class:`OpenAINormalizer`."""
+    rules, saying so once per process. ``"all"``: the paper's setting (Table 8): *every* output is
+    normalized by the LLM (``mode="all"``) when a key or base URL is set; without one, the rules,
+    with a warning (callers that report results say so: :func:`fell_back_to_rules`).
+    ``kw`` goes to :class:`OpenAINormalizer`."""
     for name in kw:
         if re.search(r"key|token|secret", name, re.IGNORECASE):
             raise TypeError(f"{name!r} is not accepted: the API key is read only from ${API_KEY_ENV}")
@@ -486,6 +489,8 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
         return RuleBasedNormalizer()
     if kind not in NORMALIZER_KINDS:
         raise ValueError(f"unknown normalizer kind {kind!r} ({', '.join(NORMALIZER_KINDS)})")
+    if kind == "all":
+        kind, mode = "auto", "all"
     base = base_url or _env(BASE_URL_ENV)
     if _env(API_KEY_ENV) is None and base is None:
         if kind == "openai":
@@ -494,6 +499,26 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
         _warn_auto_fallback()
         return RuleBasedNormalizer()
     return OpenAINormalizer(model=model or DEFAULT_MODEL, base_url=base, cache_dir=cache_dir, mode=mode, **kw)
+
+FALLBACK_WARNING = ("WARNING (rlalm): LLM answer normalization was asked for ({kind!r}) but neither "
+                    f"{API_KEY_ENV} nor {BASE_URL_ENV} is set: every output was normalized by the RULES "
+                    "instead (not the paper's GPT-4o-mini setting)")
+
+
+def fell_back_to_rules(kind: str, normalizer: Normalizer) -> bool:
+    """Whether a normalizer built for ``kind`` is the rules although the LLM was asked for."""
+    return kind in ("auto", "all") and not isinstance(normalizer, OpenAINormalizer)
+
+
+def describe_normalizer(kind: str, normalizer: Normalizer) -> str:
+    """One sentence naming what normalized the answers (for table captions)."""
+    if isinstance(normalizer, OpenAINormalizer):
+        which = "every output" if normalizer.mode == "all" else "outputs the rules cannot map"
+        return f"Answers normalized by {normalizer.model} at {_host(normalizer.base_url)} ({which}; Table 8 prompt)."
+    if fell_back_to_rules(kind, normalizer):
+        return (f"Answers normalized by the rule-based normalizer: LLM normalization ({kind!r}) was asked for but "
+                f"no {API_KEY_ENV} / {BASE_URL_ENV} was set.")
+    return "Answers normalized by the rule-based normalizer."
 
 
 def _warn_auto_fallback() -> None:

@@ -437,3 +437,19 @@ def counts_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     for name, g in summary["by_task"].items():
         rows.append({"group": name, **{k: v for k, v in g.items() if k not in ("ci", "baseline")}})
     return rows
+
+
+def random_rejection_gains(nc: int, nw: int, rate: float = 0.2) -> dict[str, Gain]:
+    """ΔCon, ΔHum and RGI of a method that rejects a random ``rate`` of the items, in both conventions.
+
+    In expectation such a method rejects ``rate * nc`` of the baseline's correct answers and
+    ``rate * nw`` of its wrong ones (the expected counts are used, so the values are exact). It
+    knows nothing, so a gain index should give it 0: the *class* convention (equations 8-9, divided
+    by Nc and Nw) does (ΔCon = ΔHum = rate); the *subset* convention (divided by N = Nc + Nw, what
+    the paper's Tables 2 and 11 print) gives log10(Nw / Nc), positive wherever the baseline is
+    wrong more often than right (docs/rgi_conventions.md).
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    kept_correct, kept_wrong = (1 - rate) * nc, (1 - rate) * nw
+    return {convention: gain_from_counts(nc, kept_correct, nw, kept_wrong, convention) for convention in CONVENTIONS}

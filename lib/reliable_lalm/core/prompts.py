@@ -9,7 +9,10 @@ layout below is ours; the words are the paper's, with ASCII quotes instead of ty
 * Choices are plain option text, one per line, in the given order, without letters (as in the paper).
 * A fixed instruction sentence sits on its own line, right after the last choice.
 * MCoT few-shot examples come first, each separated from the next and from the query by one
-  blank line (``"\\n\\n"``). An example is rendered as ``Example {i}:``, its question, the selection
+  blank line (``"\\n\\n"``). Table 6 orders the turn "{Few-shot Examples} {Audio} {Question} ...":
+  :func:`mcot_prompt_parts` gives the text before the audio (the examples) and after it (the
+  query); backends that place text before the audio in the chat turn do so (Qwen2-Audio's content
+  list: text, audio, text), others get the joined text after the audio. An example is rendered as ``Example {i}:``, its question, the selection
   line and its choices, then ``Reasoning: {reasoning}`` and ``Answer: {answer}`` (the paper does not
   show an example's layout; ``Answer:`` on the last line is the cue the rule-based normalizer reads).
 
@@ -125,11 +128,33 @@ def render_few_shot(examples: Sequence[FewShotExample]) -> str:
     return "\n\n".join(blocks)
 
 
+@dataclass(frozen=True)
+class PromptParts:
+    """A user turn's text around its audio: ``before_audio`` (may be empty), the audio, ``after_audio``."""
+
+    before_audio: str
+    after_audio: str
+
+    @property
+    def text(self) -> str:
+        """The joined text (what a backend without a text part before the audio receives)."""
+        return f"{self.before_audio}\n\n{self.after_audio}" if self.before_audio else self.after_audio
+
+    @property
+    def key_text(self) -> str:
+        """The text with the audio's position marked (results are keyed on it: order matters)."""
+        return f"{self.before_audio}\n\x1e{{Audio}}\x1e\n{self.after_audio}" if self.before_audio else self.after_audio
+
+
+def mcot_prompt_parts(question: str, choices: Sequence[str], few_shot: Sequence[FewShotExample] = ()) -> PromptParts:
+    """Table 6 in its order: the few-shot examples before the audio, the query after it."""
+    return PromptParts(render_few_shot(few_shot), f"{_question_block(question, choices)}\n{MCOT_INSTRUCTION}")
+
+
 def mcot_prompt(question: str, choices: Sequence[str], few_shot: Sequence[FewShotExample] = ()) -> str:
-    """Table 6: few-shot examples (passed by the caller, e.g. from a training split), then the query."""
-    query = f"{_question_block(question, choices)}\n{MCOT_INSTRUCTION}"
-    examples = render_few_shot(few_shot)
-    return f"{examples}\n\n{query}" if examples else query
+    """Table 6 as one text: few-shot examples (passed by the caller, e.g. from a training split), then
+    the query (:func:`mcot_prompt_parts` keeps the audio's place between them)."""
+    return mcot_prompt_parts(question, choices, few_shot).text
 
 
 def build_prompt(method: str, question: str, choices: Sequence[str], *,

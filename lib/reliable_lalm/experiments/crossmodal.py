@@ -57,7 +57,12 @@ class CrossModalConfig:
     device: str | None = None
     dtype: str = "auto"
     eval_batch_size: int | None = None
-    normalizer: str = "rule"  # rule | openai | auto (reliable_lalm.core.llm_normalizer)
+    normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.core.llm_normalizer)
+    # What judges the K@N samples' correctness for the IDK set; None: the evaluation's normalizer.
+    knn_normalizer: str | None = None
+    # Decoding of the evaluation beyond greedy (GenerationSettings keywords, e.g. the checkpoint's
+    # published do_sample/top_k/top_p/temperature/repetition_penalty); {}: greedy.
+    eval_decoding: dict[str, Any] = field(default_factory=dict)
     n_boot: int = 1000
     seed: int = 0  # bootstrap seed
     convention: str = "subset"  # ΔCon/ΔHum convention of the headline RGI (subset = the paper's printed values)
@@ -155,7 +160,13 @@ class CrossModal:
             "train_prompt": self.config.train_prompt, "sft": config.training_fingerprint(),
             "deepspeed": load_deepspeed_config(self.config.deepspeed_config) if self.config.deepspeed_config else None,
         }
+        if self.knn_normalizer_kind != "rule":  # the rules were the only judge before: their keys stay
+            params["knn_normalizer"] = self.knn_normalizer_kind
         return params_fingerprint(params)
+
+    @property
+    def knn_normalizer_kind(self) -> str:
+        return self.config.knn_normalizer or self.config.normalizer
 
     def adapter_dir(self, train_task: str, alpha: float | None = None) -> Path:
         config = self.sft_config(train_task, alpha)
@@ -204,8 +215,11 @@ class CrossModal:
             store = ResultStore(Path(self.config.knn_store))
             if not self.config.allow_foreign_knn:
                 check_knn_store_matches(store, self.config.base_model)
+            judge = self.normalizer() if self.knn_normalizer_kind == self.config.normalizer else \
+                self._resolve_normalizer(self.knn_normalizer_kind)
             cached[train_task] = (store, build_idk_dataset(self._train_items_of(train_task), store, self.config.k,
-                                                           self.config.n, prompt_method=self.config.train_prompt))
+                                                           self.config.n, prompt_method=self.config.train_prompt,
+                                                           normalizer=judge))
         return cached[train_task]
 
     def training_key(self, train_task: str, alpha: float | None = None) -> str | None:
@@ -237,7 +251,9 @@ class CrossModal:
     def eval_settings(self):
         from reliable_lalm.models.base import GenerationSettings
 
-        return GenerationSettings(max_new_tokens=self.config.eval_max_new_tokens)  # greedy
+        return GenerationSettings(max_new_tokens=self.config.eval_max_new_tokens,  # greedy unless eval_decoding
+                                  **({"seed": self.config.seed, **self.config.eval_decoding}
+                                     if self.config.eval_decoding else {}))
 
     def eval_store_dir(self, adapter_dir: Path | None) -> Path:
         from reliable_lalm.core.fingerprint import directory_fingerprint
@@ -249,7 +265,8 @@ class CrossModal:
         return self.cache / "eval" / f"{name}-{params_fingerprint(params)}"
 
     def evaluate(self, adapter_dir: Path | None) -> ResultStore:
-        """Greedy ``eval_method`` outputs of base (+ adapter, merged) on every eval item; resumable."""
+        """``eval_method`` outputs (greedy unless ``eval_decoding``) of base (+ adapter: merged in fp32, unmerged
+        in bf16, see hf_loading.merges_exactly_enough) on every eval item; resumable."""
         from reliable_lalm.models.qwen2_audio import HFBackend
         from reliable_lalm.methods.runners import run_method
 
@@ -273,11 +290,15 @@ class CrossModal:
     def baseline_store(self) -> ResultStore:
         return self.evaluate(None)
 
+    @staticmethod
+    def _resolve_normalizer(kind: str):
+        from reliable_lalm.core.scoring import resolve_normalizer
+
+        return resolve_normalizer(kind)
+
     def normalizer(self):
         if self._normalizer is None:
-            from reliable_lalm.core.scoring import resolve_normalizer
-
-            self._normalizer = resolve_normalizer(self.config.normalizer)
+            self._normalizer = self._resolve_normalizer(self.config.normalizer)
         return self._normalizer
 
     def score(self, store: ResultStore, tasks: Iterable[str]) -> dict[str, Any]:

@@ -45,6 +45,10 @@ class Experiment:
     seed: int = 0
     max_new_tokens: int | None = None  # None: the engine's per-method default
     few_shot_file: str | None = None  # MCoT few-shot examples (JSON list); demo: from its training record
+    # "greedy" (the default: the paper does not state its decoding) or "generation_config" (the
+    # checkpoint's published sampling settings, repetition penalty included).
+    decoding: str = "greedy"
+    knn_normalizer: str | None = None  # what judges K@N samples; None: the evaluation's ``normalizer``
     results_root: Path | None = None
     _backends: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -52,7 +56,7 @@ class Experiment:
         """The constructor arguments (for an experiment on another model with the same settings)."""
         return {name: getattr(self, name) for name in (
             "profile", "model", "benchmark", "audio_dir", "limit_per_task", "batch_size", "device", "normalizer",
-            "bootstrap", "seed", "max_new_tokens", "few_shot_file", "results_root")}
+            "bootstrap", "seed", "max_new_tokens", "few_shot_file", "decoding", "knn_normalizer", "results_root")}
 
     # ---------------------------------------------------------------- data and model
     @cached_property
@@ -161,6 +165,8 @@ class Experiment:
         from reliable_lalm.core.prompts import FewShotExample
 
         source = Path(self.few_shot_file) if self.few_shot_file else None
+        if source is not None and not source.is_absolute() and not source.exists():
+            source = paths.REPO_ROOT / source  # profiles name files relative to the repository
         if source is None and self.model_path is not None:
             source = self.model_path / "training.json"
         if source is None or not source.is_file():
@@ -173,12 +179,23 @@ class Experiment:
             raise ValueError(f"{source}: no few-shot examples in it")
         return [FewShotExample(**ex) for ex in examples]
 
+    @cached_property
+    def decoding_settings(self) -> dict[str, Any]:
+        """GenerationSettings keywords of the ``decoding`` choice ({} for greedy)."""
+        if self.decoding == "greedy":
+            return {}
+        if self.decoding == "generation_config":
+            from reliable_lalm.models.hf_loading import published_generation_settings
+
+            return published_generation_settings(self.model_source)
+        raise ValueError(f"decoding must be 'greedy' or 'generation_config', not {self.decoding!r}")
+
     def settings(self, method: str):
         from reliable_lalm.methods.runners import DEFAULT_MAX_NEW_TOKENS
         from reliable_lalm.models.base import GenerationSettings
 
         return GenerationSettings(max_new_tokens=self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[method],
-                                  seed=self.seed)
+                                  seed=self.seed, **self.decoding_settings)
 
     # ---------------------------------------------------------------- generation (cached)
     def cached_store(self, name: str, method: str, items, settings, few_shot=(), n_samples: int = 1,
@@ -238,8 +255,9 @@ class Experiment:
 
         from reliable_lalm.methods.runners import sample_knn
 
+        # K@N has its own sampling settings (knn_* parameters), whatever the evaluation's decoding.
         settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
-                           num_samples=n_samples)
+                           top_k=0, repetition_penalty=1.0, num_samples=n_samples)
         store_dir, complete = self.cached_store("knn/baseline", "baseline", self.items, settings,
                                                  n_samples=n_samples, kind="knn")
         if complete:
@@ -256,7 +274,7 @@ class Experiment:
         from reliable_lalm.core.results import ResultStore
 
         store = ResultStore(self.knn_store(n_samples=n_samples, temperature=temperature, top_p=top_p))
-        frame = idk_fraction_frame(store, self.items, n=n_samples)
+        frame = idk_fraction_frame(store, self.items, n=n_samples, normalizer=self.knn_normalizer_object)
         frame.index.name = "k"
         return frame
 
@@ -272,7 +290,8 @@ class Experiment:
             knn_store=str(store), cache_dir=str(self.results_dir / "crossmodal"), k=knn_k, n=knn_samples,
             sft={k: v for k, v in (sft or {}).items() if v is not None},
             device=None if self.device == "auto" else self.device, eval_batch_size=self.batch_size,
-            normalizer=self.normalizer, n_boot=self.bootstrap, seed=self.seed)
+            normalizer=self.normalizer, knn_normalizer=self.knn_normalizer, eval_decoding=self.decoding_settings,
+            n_boot=self.bootstrap, seed=self.seed)
         return CrossModal(config, eval_items=self.items)
 
     # ---------------------------------------------------------------- scoring
@@ -314,9 +333,35 @@ class Experiment:
 
     @cached_property
     def normalizer_object(self):
+        """The evaluation's normalizer; an LLM normalization that fell back to the rules (no key) is
+        said loudly: a warning in the output (``rlalm reproduce`` records it in its report)."""
+        from reliable_lalm.core.llm_normalizer import FALLBACK_WARNING, build_normalizer, fell_back_to_rules
+
+        normalizer = build_normalizer(self.normalizer)
+        if fell_back_to_rules(self.normalizer, normalizer):
+            import sys
+            import warnings
+
+            message = FALLBACK_WARNING.format(kind=self.normalizer)
+            print(message, file=sys.stderr, flush=True)
+            warnings.warn(message, stacklevel=2)
+        return normalizer
+
+    @cached_property
+    def knn_normalizer_object(self):
+        """What judges K@N samples (the evaluation's normalizer unless ``knn_normalizer`` is set)."""
         from reliable_lalm.core.llm_normalizer import build_normalizer
 
-        return build_normalizer(self.normalizer)
+        if self.knn_normalizer in (None, self.normalizer):
+            return self.normalizer_object
+        return build_normalizer(self.knn_normalizer)
+
+    @property
+    def normalizer_caption(self) -> str:
+        """One sentence for table captions: what normalized the answers."""
+        from reliable_lalm.core.llm_normalizer import describe_normalizer
+
+        return describe_normalizer(self.normalizer, self.normalizer_object)
 
     def score(self, method: str, *, baseline: str | None = "baseline", tasks: Sequence[str] | str | None = None,
               adapter: str | Path | None = None) -> dict[str, Any]:

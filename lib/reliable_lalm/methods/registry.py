@@ -24,6 +24,7 @@ class MethodEntry:
     default_max_new_tokens: int  # for the real 7B model; the demo's profile passes shorter ones
     prompt: Callable[..., str] | None = None  # (question, choices[, few_shot]) -> text, for SINGLE
     uses_few_shot: bool = False  # MCoT: few-shot examples come before the audio and the question
+    prompt_parts: Callable[..., prompts.PromptParts] | None = None  # text before/after the audio (MCoT)
     paper_template: str = ""  # where the paper prints the prompt
     description: str = ""
 
@@ -34,6 +35,15 @@ class MethodEntry:
             raise ValueError(f"few-shot examples are only used by 'mcot', not {self.name!r}")
         return self.prompt(question, choices, few_shot) if self.uses_few_shot else self.prompt(question, choices)
 
+    def build_parts(self, question: str, choices: Sequence[str],
+                    few_shot: Sequence[prompts.FewShotExample] = ()) -> prompts.PromptParts:
+        """The prompt split around the audio (MCoT: the examples before it, Table 6); else all after it."""
+        if self.prompt_parts is not None:
+            if few_shot and not self.uses_few_shot:
+                raise ValueError(f"few-shot examples are only used by 'mcot', not {self.name!r}")
+            return self.prompt_parts(question, choices, few_shot)
+        return prompts.PromptParts("", self.build_prompt(question, choices, few_shot))
+
 
 METHODS: dict[str, MethodEntry] = {e.name: e for e in (
     MethodEntry("baseline", SINGLE, 64, prompts.baseline_prompt, paper_template="Table 4",
@@ -41,6 +51,7 @@ METHODS: dict[str, MethodEntry] = {e.name: e for e in (
     MethodEntry("idk", SINGLE, 64, prompts.idk_prompt, paper_template="Table 5",
                 description="the baseline prompt plus: answer IDK when unsure"),
     MethodEntry("mcot", SINGLE, 256, prompts.mcot_prompt, uses_few_shot=True, paper_template="Table 6",
+                prompt_parts=prompts.mcot_prompt_parts,
                 description="multimodal chain-of-thought: few-shot examples, then reason step by step"),
     MethodEntry("agent", MULTI_STEP, 128, paper_template="Table 7",
                 description="task agent: audio type, then a content description, then the answer"),

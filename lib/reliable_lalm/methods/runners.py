@@ -203,7 +203,7 @@ def method_inputs(items: Sequence[BenchmarkItem], method: str, few_shot=()) -> d
     entry = get_method(method)
     few = tuple(few_shot)
     prompt_of = agent_key_prompt if entry.kind == MULTI_STEP else (
-        lambda it: entry.build_prompt(it.question, it.choices, few))
+        lambda it: entry.build_parts(it.question, it.choices, few).key_text)
     return {it.id: input_fingerprint(it, prompt_of) for it in items}
 
 
@@ -326,8 +326,16 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
     Item errors go to ``error_store`` (default: ``store``), one error record per missing key; an item
     with an error record there is not retried.
     """
+    from reliable_lalm.core.prompts import PromptParts
+
     error_store = error_store or store
-    inputs = {item.id: input_fingerprint(item, key_prompt or make_prompt) for item in items}
+
+    def key_of(item):  # a prompt split around the audio is keyed with the audio's position
+        made = (key_prompt or make_prompt)(item)
+        return made.key_text if isinstance(made, PromptParts) else made
+
+    inputs = {item.id: input_fingerprint(item, key_of) for item in items}
+    before_audio_ok = bool(getattr(backend, "places_text_before_audio", False))
     done = valid_done_keys(store, inputs)
     err_done = valid_done_keys(error_store, inputs) if error_store is not store else set()
     todo: list[tuple[BenchmarkItem, tuple[int, ...]]] = []
@@ -345,6 +353,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
             requests: list[GenerationRequest] = []
             warnings: dict[str, str | None] = {}
             errors: list[dict[str, Any]] = []
+            before: dict[str, str] = {}
             for p in prepared:
                 prompt = None
                 if p.error is None:
@@ -353,7 +362,14 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                     except (ValueError, TypeError) as err:  # e.g. a choice the template cannot render
                         p.error = f"prompt: {err}"
                     else:
-                        p.error = backend.check_prompt(prompt)
+                        if isinstance(prompt, PromptParts):
+                            if before_audio_ok and prompt.before_audio:
+                                before[p.item.id] = prompt.before_audio
+                                p.error = backend.check_prompt(prompt.before_audio)
+                                prompt = prompt.after_audio
+                            else:
+                                prompt = prompt.text
+                        p.error = p.error or backend.check_prompt(prompt)
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
@@ -363,7 +379,8 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                     continue
                 warnings[p.item.id] = p.warning
                 requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings,
-                                                  sample_indices=missing_of[p.item.id]))
+                                                  sample_indices=missing_of[p.item.id],
+                                                  text_before_audio=before.get(p.item.id, "")))
             if errors:
                 error_store.extend(errors)
                 bar.update(len({e["item_id"] for e in errors}))
@@ -372,7 +389,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                 if failed:
                     errors = [{"item_id": requests[i].item_id, "sample_index": j, "method": method,
                                "input": inputs[requests[i].item_id],
-                               "prompt": requests[i].prompt, "model_output": None, "error": cause, "warning": None,
+                               "prompt": _shown_prompt(requests[i]), "model_output": None, "error": cause, "warning": None,
                                "settings": settings.to_dict(), **_item_fields(by_id[requests[i].item_id])}
                               for i, cause in failed.items() for j in requests[i].samples]
                     error_store.extend(errors)
@@ -385,7 +402,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                     item, req = by_id[g.item_id], requests[i]
                     if getattr(g, "error", None) is not None:  # the backend failed this item: error records
                         backend_failed.extend({"item_id": item.id, "sample_index": j, "method": method,
-                                       "input": inputs[item.id], "prompt": req.prompt,
+                                       "input": inputs[item.id], "prompt": _shown_prompt(req),
                                        "model_output": None, "error": f"generation failed: {g.error}",
                                        "warning": warnings.get(item.id), "settings": settings.to_dict(),
                                        **_item_fields(item)} for j in req.samples)
@@ -394,7 +411,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
                                         "input": inputs[item.id],
-                                        "prompt": req.prompt, "error": None, "warning": warnings.get(item.id),
+                                        "prompt": _shown_prompt(req), "error": None, "warning": warnings.get(item.id),
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
                                         **_item_fields(item), **extra})
                 store.extend(records)  # one write per batch: a crash loses at most this batch
@@ -448,7 +465,7 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
         else:
             few = tuple(few_shot)
             _run_prompts(backend, items, store, method=method, settings=settings,
-                         make_prompt=lambda it: entry.build_prompt(it.question, it.choices, few),
+                         make_prompt=lambda it: entry.build_parts(it.question, it.choices, few),
                          progress=progress, on_batch=on_batch, chunk=chunk)
         summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
         store.update_manifest(last_run=summary.to_dict())
@@ -570,6 +587,13 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
                  make_record=answer_record, progress=progress, desc="agent 3/3 answer", on_batch=on_batch,
                  key_prompt=key_prompt,
                  chunk=chunk)
+
+
+def _shown_prompt(req: GenerationRequest) -> str:
+    """The user text of a request as recorded: text before the audio, the audio's place, the rest."""
+    if req.text_before_audio:
+        return f"{req.text_before_audio}\n\n{{Audio}}\n\n{req.prompt}"
+    return req.prompt
 
 
 def _join(*parts: str | None) -> str | None:

@@ -29,10 +29,15 @@ class AudioNotReachedError(RuntimeError):
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings, all explicit (the checkpoint's generation_config only supplies EOS ids).
+    """Decoding settings, all explicit (the checkpoint's generation_config only supplies EOS ids;
+    :func:`reliable_lalm.models.hf_loading.published_generation_settings` reads its sampling
+    values when a profile asks for ``decoding: generation_config``).
 
     Greedy unless ``do_sample``. ``top_k=0`` and ``top_p=1.0`` switch those filters off.
-    ``num_samples`` continuations are drawn per prompt from one shared prefill.
+    ``repetition_penalty`` is HF's (CTRL-style): the logit of every token already in the prompt or
+    the answer is divided by it when positive, multiplied when negative, before greedy choice or
+    sampling; 1.0 switches it off. ``num_samples`` continuations are drawn per prompt from one
+    shared prefill.
     """
 
     max_new_tokens: int = 32
@@ -42,13 +47,14 @@ class GenerationSettings:
     top_k: int = 0
     num_samples: int = 1
     seed: int = 0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if self.num_samples < 1:
             raise ValueError("num_samples must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
             raise ValueError(f"invalid sampling settings {self}")
 
     @property
@@ -56,7 +62,12 @@ class GenerationSettings:
         return not self.do_sample or self.temperature == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Off (1.0) is left out, so result stores keyed before the penalty existed keep their keys:
+        # their outputs were computed without one.
+        if data["repetition_penalty"] == 1.0:
+            data.pop("repetition_penalty")
+        return data
 
 
 @dataclass
@@ -66,6 +77,9 @@ class GenerationRequest:
     prompt: str  # user text (a filled prompt template); the chat format is added by the backend
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     sample_indices: tuple[int, ...] | None = None  # default: range(settings.num_samples)
+    # User text placed BEFORE the audio in the chat turn (MCoT's few-shot examples, Table 6); only
+    # sent to backends with ``places_text_before_audio`` (others get it joined into ``prompt``).
+    text_before_audio: str = ""
 
     @property
     def samples(self) -> tuple[int, ...]:
@@ -96,6 +110,7 @@ class Backend(abc.ABC):
     """Turns requests into generations. ``generate`` returns them in request order."""
 
     window_seconds: float = 30.0  # audio the model hears; longer audio is truncated by the runner
+    places_text_before_audio: bool = False  # honours GenerationRequest.text_before_audio
     sampling_rate: int = SAMPLING_RATE
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -32,6 +32,77 @@ QWEN2_AUDIO_7B = {
 }
 
 
+# The chat template of Qwen/Qwen2-Audio-7B-Instruct's processor (the hub checkpoint's
+# chat_template), with its default system prompt. Reconstructed from public sources, not read from
+# the hub (offline): transformers' Qwen2AudioProcessor.default_chat_template ("kept only because
+# the hub config is not yet updated", i.e. the hub's template; the installed transformers 5.x copy
+# adds `content['type'] == 'audio'` to the audio test) and the same text in alibaba/rtp-llm's
+# QwenV2AudioRenderer (rtp_llm/openai/renderers/qwen_v2_audio_renderer.py). Both render our
+# conversations identically (tests/test_paper_dryrun.py checks it against the installed transformers).
+QWEN2_AUDIO_INSTRUCT_SYSTEM_PROMPT = "You are a helpful assistant."
+QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\n" + QWEN2_AUDIO_INSTRUCT_SYSTEM_PROMPT + "<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}"
+    "{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n"
+    "{% endif %}"
+)
+# Qwen2-Audio-7B-Instruct's generation_config.json sampling values (the model card's "published"
+# decoding; also in zlai-llm/zlai's Qwen2Audio7BInstructGenerateConfig). The card's example calls
+# generate(max_length=256); this project bounds new tokens per method instead.
+QWEN2_AUDIO_INSTRUCT_GENERATION = {"do_sample": True, "top_k": 20, "top_p": 0.5, "temperature": 0.7,
+                                   "repetition_penalty": 1.1}
+# Which keys of a generation_config.json become GenerationSettings (and their "off" values).
+PUBLISHED_SAMPLING_KEYS = {"do_sample": False, "top_k": 0, "top_p": 1.0, "temperature": 1.0,
+                           "repetition_penalty": 1.0}
+
+
+def published_generation_settings(source: str) -> dict:
+    """The sampling settings of a checkpoint's ``generation_config.json`` (local folder or HF cache),
+    as :class:`~reliable_lalm.models.base.GenerationSettings` keywords; a key the file does not
+    set takes transformers' default (off). ``FileNotFoundError`` when the checkpoint has no file."""
+    import json
+
+    path = Path(source).expanduser() / "generation_config.json"
+    if not path.is_file():
+        cached = None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(source), "generation_config.json")
+        except (ImportError, ValueError):
+            pass
+        if not isinstance(cached, str):
+            raise FileNotFoundError(f"{source}: no generation_config.json (decoding: generation_config needs "
+                                    f"the checkpoint's published settings)")
+        path = Path(cached)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out = {k: data.get(k, off) if data.get(k) is not None else off for k, off in PUBLISHED_SAMPLING_KEYS.items()}
+    out["do_sample"] = bool(out["do_sample"])
+    out["top_k"] = int(out["top_k"])
+    for k in ("top_p", "temperature", "repetition_penalty"):
+        out[k] = float(out[k])
+    return out
+
+
 def resolve_device(device: str | None = "auto") -> str:
     import torch
 
@@ -97,16 +168,31 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     return name, False
 
 
+def merges_exactly_enough(dtype) -> bool:
+    """Whether a LoRA update survives being merged into weights of ``dtype``.
+
+    In fp32 the merge rounds at ~6e-8 of a weight, far below an update (at lr 3e-5 for one epoch
+    the update is ~1e-3 of a weight); in bf16 (8 mantissa bits, ~4e-3) the update is about one
+    rounding unit, so a large share of it is lost (docs/training.md). Only fp32 is merged.
+    """
+    import torch
+
+    return dtype == torch.float32
+
+
 def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "auto", dtype: Any = "auto",
                              device_map: Any = None, adapter: str | Path | None = None,
-                             merge_adapter: bool = True, attn_implementation: str | None = None):
+                             merge_adapter: bool | None = None, attn_implementation: str | None = None):
     """Load any ``Qwen2AudioForConditionalGeneration`` checkpoint and its processor, ready for generation.
 
     ``name_or_path``: a local folder (e.g. :data:`reliable_lalm.paths.DEMO_MODEL_DIR`) or a hub id such
     as ``Qwen/Qwen2-Audio-7B-Instruct`` that is already in the Hugging Face cache (with
     ``HF_HUB_OFFLINE=1`` nothing is downloaded). ``device_map="auto"`` spreads the model over several
-    GPUs (accelerate); otherwise the model is moved to ``device``. ``adapter``: a PEFT (LoRA) folder,
-    merged into the weights by default so inference pays no adapter overhead.
+    GPUs (accelerate); otherwise the model is moved to ``device``. ``adapter``: a PEFT (LoRA) folder.
+    ``merge_adapter=None`` (default) merges it into the weights only in fp32, where the merge keeps
+    the update (:func:`merges_exactly_enough`); in bf16/fp16 the adapter stays unmerged (a
+    ``PeftModel``, its LoRA weights in fp32, the update added to each layer's output), because a
+    bf16 merge rounds most of a small update away. ``True``/``False`` force either.
 
     The tokenizer pads on the LEFT: batched generation must see every prompt end at the same column.
     """
@@ -139,6 +225,8 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        if merge_adapter is None:
+            merge_adapter = merges_exactly_enough(torch_dtype)
         if merge_adapter:
             model = model.merge_and_unload()
     model.eval()

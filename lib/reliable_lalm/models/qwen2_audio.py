@@ -70,6 +70,7 @@ class HFBackend(Backend):
 
     CPU_BATCH_SIZE = 32
     MAX_AUTO_BATCH = 128
+    places_text_before_audio = True  # MCoT's examples go before the audio (chat content: text, audio, text)
 
     def __init__(self, model, processor, *, batch_size: int | None = None, check_audio: bool = True,
                  compact: bool = True, feature_device: str | None = None, prefetch: bool = True):
@@ -107,7 +108,7 @@ class HFBackend(Backend):
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self.check_audio = check_audio
         self._audio_calls: list[tuple[int, bool]] = []
-        self._chat_cache: dict[str, str] = {}
+        self._chat_cache: dict[tuple[str, str], str] = {}
         self._hook = audio_tower(model).register_forward_pre_hook(self._record_audio, with_kwargs=True)
         self.special_tokens = self._special_token_strings(processor)
         text_config = getattr(self._inner.config, "text_config", self._inner.config)
@@ -200,14 +201,15 @@ class HFBackend(Backend):
             raise ValueError(f"audio must be mono 1-D, got shape {audio.shape}")
         return audio[: self.window_samples]
 
-    def _chat_text(self, prompt: str) -> str:
+    def _chat_text(self, prompt: str, text_before_audio: str = "") -> str:
         # Prompts repeat (agent step 1, K@N, several methods over one benchmark); the chat
         # template is a Jinja render (~1 ms), worth caching.
-        text = self._chat_cache.get(prompt)
+        key = (text_before_audio, prompt)
+        text = self._chat_cache.get(key)
         if text is None:
             if len(self._chat_cache) > 4096:
                 self._chat_cache.clear()
-            text = self._chat_cache[prompt] = chat_text(self.processor, prompt)
+            text = self._chat_cache[key] = chat_text(self.processor, prompt, text_before_audio)
         return text
 
     def _prompt_lengths(self, requests: Sequence[GenerationRequest], texts: Sequence[str] | None = None) -> list[int]:
@@ -216,7 +218,7 @@ class HFBackend(Backend):
         The text part is estimated from its UTF-8 size (about 3 bytes a token, an overestimate for
         English): tokenizing every prompt twice would cost more than it saves.
         """
-        texts = texts if texts is not None else [self._chat_text(r.prompt) for r in requests]
+        texts = texts if texts is not None else [self._chat_text(r.prompt, r.text_before_audio) for r in requests]
         return [len(t.encode("utf-8")) // 3 + audio_token_count(min(len(r.audio), self.window_samples), self.hop_length)
                 for t, r in zip(texts, requests)]
 
@@ -233,7 +235,7 @@ class HFBackend(Backend):
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[list[int], list[Generation]]]:
         if not requests:
             return
-        texts = [self._chat_text(r.prompt) for r in requests]  # rendered once, used twice
+        texts = [self._chat_text(r.prompt, r.text_before_audio) for r in requests]  # rendered once, used twice
         lengths = self._prompt_lengths(requests, texts)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):  # a batch shares its decoding settings and sample count
@@ -286,7 +288,7 @@ class HFBackend(Backend):
 
     def encode(self, requests: Sequence[GenerationRequest], texts: Sequence[str] | None = None):
         """Processor output for a batch: chat-formatted, left-padded, audio passed as ``audio=``."""
-        texts = list(texts) if texts is not None else [self._chat_text(r.prompt) for r in requests]
+        texts = list(texts) if texts is not None else [self._chat_text(r.prompt, r.text_before_audio) for r in requests]
         audios = [self.fit_audio(r.audio) for r in requests]
         extra = {} if self.feature_device == "cpu" else {"device": self.feature_device}
         with self._tokenizer_lock:
@@ -343,6 +345,14 @@ class HFBackend(Backend):
                                dtype=torch.float64)
                     for r, idx in zip(batch, samples) for s in idx]).to(dev)
             eos = torch.tensor(self.eos_ids, device=dev)
+            # Repetition penalty (HF's): every token of the prompt (padding excluded, so a batch
+            # equals batch size 1) and of the answer so far, one row of the vocabulary per row.
+            seen = None
+            if settings.repetition_penalty != 1.0:
+                seen = torch.zeros((len(batch), logits.shape[-1]), dtype=torch.bool, device=dev)
+                seen.scatter_(1, input_ids.clamp(max=logits.shape[-1] - 1), enc["attention_mask"].to(dev).bool())
+                if n > 1:
+                    seen = seen.repeat_interleave(n, dim=0)
             generated = torch.full((rows, steps), self.pad_id, dtype=torch.long, device=dev)
             n_new = torch.zeros(rows, dtype=torch.long, device=dev)
             finished = torch.zeros(rows, dtype=torch.bool, device=dev)
@@ -350,8 +360,12 @@ class HFBackend(Backend):
             stopped = torch.zeros(rows, dtype=torch.bool, device=dev)  # per row of the current batch
             pad = torch.full((), self.pad_id, dtype=torch.long, device=dev)
             for t in range(steps):
+                if seen is not None:
+                    logits = penalize_repetitions(logits, seen, settings.repetition_penalty)
                 tokens = self._choose(logits, settings, None if uniforms is None else uniforms[live, t])
                 tokens = torch.where(stopped, pad, tokens)  # rows that hit EOS only wait for compaction
+                if seen is not None:
+                    seen[torch.arange(len(live), device=dev), tokens] = True
                 generated[live, t] = tokens
                 n_new[live[~stopped]] = t + 1
                 newly = torch.isin(tokens, eos) & ~stopped
@@ -365,6 +379,8 @@ class HFBackend(Backend):
                     cache.batch_select_indices(keep)
                     self.stats["compactions"] += 1
                     live, tokens, stopped = live[keep], tokens[keep], stopped[keep]
+                    if seen is not None:
+                        seen = seen[keep]
                     attention, last_pos = attention[keep], last_pos[keep]
                 attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
                 last_pos = last_pos + 1
@@ -532,5 +548,10 @@ class HFBackend(Backend):
         return out_scores
 
 
-# --------------------------------------------------------------------------------------------------
-# Runners
+def penalize_repetitions(logits, seen, penalty: float):
+    """HF's ``RepetitionPenaltyLogitsProcessor`` on a boolean mask of the tokens already seen per row:
+    a seen token's logit is divided by ``penalty`` when positive, multiplied when negative."""
+    import torch
+
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalized, logits)

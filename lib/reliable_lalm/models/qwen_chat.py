@@ -9,12 +9,16 @@ from typing import Any
 AUDIO_PLACEHOLDER = "audio"  # the chat template only needs to know an audio part is there
 
 
-def conversation(prompt: str) -> list[dict[str, Any]]:
-    """One user turn: the audio first, then the text (Qwen2-Audio's documented order)."""
-    return [{"role": "user", "content": [{"type": "audio", "audio_url": AUDIO_PLACEHOLDER},
+def conversation(prompt: str, text_before_audio: str = "") -> list[dict[str, Any]]:
+    """One user turn: the audio, then the text (Qwen2-Audio's documented order); with
+    ``text_before_audio`` (MCoT's few-shot examples, paper Table 6) a text part comes first:
+    text, audio, text."""
+    before = [{"type": "text", "text": text_before_audio + "\n"}] if text_before_audio else []
+    return [{"role": "user", "content": [*before, {"type": "audio", "audio_url": AUDIO_PLACEHOLDER},
                                          {"type": "text", "text": prompt}]}]
 
 
-def chat_text(processor, prompt: str) -> str:
+def chat_text(processor, prompt: str, text_before_audio: str = "") -> str:
     """The chat-formatted prompt ending in the assistant header (no audio tokens expanded yet)."""
-    return processor.apply_chat_template(conversation(prompt), add_generation_prompt=True, tokenize=False)
+    return processor.apply_chat_template(conversation(prompt, text_before_audio), add_generation_prompt=True,
+                                         tokenize=False)

@@ -52,6 +52,19 @@ class ModelEntry:
         return self.backend_class().from_pretrained(self.resolve_source(), **{**self.options, **kwargs})
 
 
+class _LazyReference:
+    """A ``"module:function"`` source, imported and called only when the model is loaded."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+
+    def __call__(self) -> str:
+        return str(load_reference(self.reference)())
+
+    def __repr__(self) -> str:
+        return f"<built by {self.reference}>"
+
+
 # transformers model_type -> backend serving that architecture
 BACKENDS_BY_MODEL_TYPE: dict[str, str] = {
     "qwen2_audio": "reliable_lalm.models.qwen2_audio:HFBackend",
@@ -65,6 +78,12 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
     ModelEntry("qwen2-audio-7b-instruct", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B-Instruct",
                paper_label="Qwen2-Audio-Instruct", family="qwen2_audio",
                description="Qwen2-Audio-7B-Instruct, the paper's main model"),
+    # The paper-dryrun profile's substitute (reliable_lalm.models.standin): built on first use, no
+    # paper label (a row the paper does not have).
+    ModelEntry("qwen2-audio-7b-layout-random", BACKENDS_BY_MODEL_TYPE["qwen2_audio"],
+               _LazyReference("reliable_lalm.models.standin:layout_random_source"), family="qwen2_audio",
+               description="random weights in the Qwen2-Audio-7B-Instruct layout, scaled down, with the real "
+                           "processor configuration (CPU dry run of the paper profile; answers are noise)"),
     ModelEntry("qwen2-audio-7b", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B",
                family="qwen2_audio", description="Qwen2-Audio-7B base (pre-trained, not instruction-tuned)"),
     ModelEntry("audio-flamingo-3", BACKENDS_BY_MODEL_TYPE["audioflamingo3"], "nvidia/audio-flamingo-3-hf",

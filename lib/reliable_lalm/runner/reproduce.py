@@ -252,6 +252,29 @@ def _run_papermill(run: PlannedRun, *, kernel_name: str | None, log_output: bool
         raise NotebookFailed(run.stem, run.output, ename=type(err).__name__, evalue=str(err).strip()[:2000]) from err
 
 
+WARNING_PREFIX = "WARNING (rlalm):"  # what the library prints for a result the reader must know about
+
+
+def notebook_warnings(path: Path) -> list[str]:
+    """Distinct ``WARNING (rlalm): ...`` lines the executed notebook printed (e.g. an LLM normalization
+    that fell back to the rules), in order; recorded in the run report."""
+    try:
+        cells = read_notebook_cells(path)
+    except ProfileError:
+        return []
+    found: list[str] = []
+    for cell in cells:
+        for output in cell.get("outputs") or []:
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            for line in text.splitlines():
+                line = line.strip()
+                start = line.find(WARNING_PREFIX)
+                if start >= 0 and line[start:] not in found:
+                    found.append(line[start:])
+    return found
+
+
 def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None = None, *,
                      notebooks_dir: str | Path | None = None, runs_root: str | Path | None = None,
                      name_params: Mapping[str, Any] | None = None, kernel_name: str | None = None,
@@ -361,6 +384,9 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
                 _loud(stream, err.message())
             else:
                 entry["status"] = "ok"
+            entry["warnings"] = notebook_warnings(run.output)
+            for warning in entry["warnings"]:
+                bar.write(f"{tag}: {warning}", file=stream)
             elapsed = time.perf_counter() - t0
             entry["seconds"] = round(elapsed, 3)
             bar.write(f"{tag}: {entry['status']} in {_fmt_seconds(elapsed)}", file=stream)

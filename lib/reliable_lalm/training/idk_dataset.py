@@ -1,8 +1,9 @@
 """The model-specific K@N IDK dataset (paper section 3.2, Figure 5).
 
 For every item the model is sampled N times (``inference.sample_knn``: one result-store record
-per ``(item_id, sample_index)``). Each sample is normalized with
-:func:`reliable_lalm.core.normalize.normalize_answer`; an item whose samples are correct at least K
+per ``(item_id, sample_index)``). Each sample is normalized by the evaluation's normalizer (the
+``normalizer`` argument: a normalizer object such as the LLM judge of Table 8, all samples in one
+``normalize_many`` call; default the rules, :func:`reliable_lalm.core.normalize.normalize_answer`); an item whose samples are correct at least K
 times keeps its answer as the SFT target, any other item gets the target ``IDK``, the refusal
 word the IDK prompt asks for (Table 5, :data:`reliable_lalm.core.prompts.IDK_INSTRUCTION`). ``0@N`` keeps
 every label; ``N@N`` keeps an item only when all N samples are correct.
@@ -132,8 +133,16 @@ def sampling_settings(store) -> dict[str, Any]:
     return dict(settings) if isinstance(settings, dict) else {}
 
 
+def _normalize_all(normalizer, outputs: list[str], choices: list[Sequence[str]]) -> list[Any]:
+    """Every sample normalized: one ``normalize_many`` call for a normalizer object, else per sample."""
+    many = getattr(normalizer, "normalize_many", None)
+    if callable(many):
+        return list(many(outputs, choices)) if outputs else []
+    return [normalizer(o, c) for o, c in zip(outputs, choices)]
+
+
 def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
-              normalizer: Callable[[str, Sequence[str]], Any] = normalize_answer) -> KnnTable:
+              normalizer: Any = normalize_answer) -> KnnTable:
     """Normalize every stored sample of ``items`` and count correct ones per item.
 
     ``n``: the N of K@N; default the sampler's recorded N (manifest), else the largest number of
@@ -150,6 +159,7 @@ def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
     if n < 1:
         raise ValueError("N must be >= 1 (no samples in the store and none recorded)")
     table = KnnTable(n=n, items=[])
+    kept: list[tuple[BenchmarkItem, tuple[str, ...]]] = []
     for item in items:
         records = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
         records = [r for r in records if int(r.get("sample_index", 0)) < n]
@@ -162,8 +172,11 @@ def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
         if len(records) < n:
             table.skipped.setdefault(TOO_FEW_SAMPLES, []).append(item.id)
             continue
-        outputs = tuple(r["model_output"] for r in records)
-        normalized = [normalizer(o, item.choices) for o in outputs]
+        kept.append((item, tuple(r["model_output"] for r in records)))
+    flat = _normalize_all(normalizer, [o for _, outs in kept for o in outs],
+                          [item.choices for item, outs in kept for _ in outs])
+    for k, (item, outputs) in enumerate(kept):
+        normalized = flat[k * n:(k + 1) * n]
         correct = sum(outcome_of(x, item.answer) == CORRECT for x in normalized)
         table.items.append(KnnItem(item_id=item.id, task=item.task, n_samples=n, n_correct=int(correct),
                                    n_idk=sum(x.kind == "idk" for x in normalized), outputs=outputs,
@@ -181,11 +194,12 @@ def idk_fraction_by_k(store, items: Sequence[BenchmarkItem], *, n: int | None = 
     return knn_table(store, items, n=n).idk_fraction_by_k(task)
 
 
-def idk_fraction_frame(store, items: Sequence[BenchmarkItem], *, n: int | None = None):
+def idk_fraction_frame(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
+                       normalizer: Any = normalize_answer):
     """Figure 5 as a DataFrame: rows K = 1..N, columns per task and ``all`` (IDK share in %)."""
     import pandas as pd
 
-    table = knn_table(store, items, n=n)
+    table = knn_table(store, items, n=n, normalizer=normalizer)
     tasks = sorted({it.task for it in table.items}, key=lambda t: ("sound", "music", "speech").index(t)
                    if t in ("sound", "music", "speech") else 9)
     data = {task: table.idk_fraction_by_k(task) for task in tasks}
@@ -230,11 +244,13 @@ def sft_target(item: BenchmarkItem, knn: KnnItem, k: int) -> str:
 
 def build_idk_dataset(items: Sequence[BenchmarkItem], store, k: int, n: int | None = None,
                       prompt_method: str = "baseline", *, table: KnnTable | None = None,
-                      audio_loader: Callable[..., np.ndarray] = load_audio) -> IdkDataset:
-    """The K@N IDK training set of ``items`` from a sample ``store`` (audio loaded per item)."""
+                      audio_loader: Callable[..., np.ndarray] = load_audio,
+                      normalizer: Any = normalize_answer) -> IdkDataset:
+    """The K@N IDK training set of ``items`` from a sample ``store`` (audio loaded per item);
+    ``normalizer`` judges the samples (pass the evaluation's, as the paper's GPT-4o-mini judge)."""
     if prompt_method not in TRAIN_PROMPT_METHODS:
         raise ValueError(f"prompt_method must be one of {TRAIN_PROMPT_METHODS}, not {prompt_method!r}")
-    table = table or knn_table(store, items, n=n)
+    table = table or knn_table(store, items, n=n, normalizer=normalizer)
     if not 0 <= k <= table.n:
         raise ValueError(f"K must be in 0..N={table.n}, got {k}")
     by_id = {it.item_id: it for it in table.items}

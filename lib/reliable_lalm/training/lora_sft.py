@@ -7,8 +7,13 @@ One data/loss code path, two optimisation back-ends:
   or several processes: ``torchrun --nproc_per_node 2 -m reliable_lalm.cli.train sft ...
   --deepspeed params/deepspeed_zero2.json``. NCCL on GPUs, gloo on CPUs.
 
-LoRA goes on the language model's q/k/v projections only (Table 9); the audio encoder, projector,
-embeddings and every other weight stay frozen, which :func:`assert_only_lora_trainable` enforces.
+Which modules get LoRA is a choice (``lora_targets``, :data:`LORA_TARGETS`). Table 9 names
+{q_proj, k_proj, v_proj}. Given to PEFT as those plain names (``paper_names``) they match every
+layer so named, the Whisper audio encoder's attention included; the default
+``language_model_only`` restricts them to the language model (audio encoder, projector, embeddings
+and every other weight frozen, which :func:`assert_only_lora_trainable` enforces): the paper
+fine-tunes "the LLM" for IDK answers, and its audio encoder is not said to change. Either may be
+what the authors ran; both are a profile setting.
 The loss is on the answer tokens only (:func:`reliable_lalm.training.sft_data.collate_sft` labels), computed
 from the hidden states of those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary
 projection is never materialised for the ~330 prompt/audio positions of a batch.
@@ -38,6 +43,11 @@ import torch
 from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample, collate_sft
 
 DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj)"
+# lora_targets -> PEFT target_modules. paper_names: Table 9's names as PEFT reads a list (every module
+# whose name ends in one of them: the Whisper encoder's q/k/v too); language_model_only: the default.
+LORA_TARGETS: dict[str, Any] = {"language_model_only": DEFAULT_TARGET_MODULES,
+                                "paper_names": ["q_proj", "k_proj", "v_proj"]}
+DEFAULT_LORA_TARGETS = "language_model_only"
 # Table 9: LoRA alpha per training modality (rank 8, lr 3e-5, q/k/v for all three).
 TABLE9_ALPHA = {"sound": 32.0, "music": 32.0, "speech": 16.0}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -65,7 +75,8 @@ class LoraSFTConfig:
     rank: int = 8
     alpha: float = 32.0
     dropout: float = 0.05  # not stated in the paper
-    target_modules: str = DEFAULT_TARGET_MODULES
+    target_modules: Any = None  # None: LORA_TARGETS[lora_targets] (a regex, or a list of names)
+    lora_targets: str = DEFAULT_LORA_TARGETS  # language_model_only | paper_names (module docstring)
     learning_rate: float = 3e-5
     epochs: int = 1
     batch_size: int = 8  # micro-batch per process; not stated in the paper
@@ -87,9 +98,18 @@ class LoraSFTConfig:
         if modality not in TABLE9_ALPHA:
             raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(TABLE9_ALPHA)}")
         config = cls(alpha=TABLE9_ALPHA[modality], modality=modality)
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if "lora_targets" in overrides and "target_modules" not in overrides:
+            overrides["target_modules"] = None  # re-derived from the new lora_targets
+        return replace(config, **overrides)
 
     def __post_init__(self) -> None:
+        if self.lora_targets not in LORA_TARGETS:
+            raise ValueError(f"lora_targets must be one of {', '.join(LORA_TARGETS)}, not {self.lora_targets!r}")
+        if self.target_modules is None:
+            self.target_modules = LORA_TARGETS[self.lora_targets]
+        elif isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be constant, linear or cosine, not {self.lr_schedule!r}")
         for name in ("rank", "epochs", "batch_size", "grad_accum"):
@@ -107,13 +127,17 @@ class LoraSFTConfig:
     def training_fingerprint(self) -> dict[str, Any]:
         """The fields that change the trained weights (checkpoint bookkeeping excluded)."""
         data = self.to_dict()
-        for key in ("save_every", "keep_checkpoints"):
+        for key in ("save_every", "keep_checkpoints", "lora_targets"):  # lora_targets acts via target_modules
             data.pop(key)
         if self.warmup_steps:
             # The warm-up ramp of transformers.get_scheduler (step / warmup) differs from the one
             # before it ((step + 1) / warmup): other weights, so another key (see lr_scheduler).
             data["warmup_ramp"] = "transformers.get_scheduler"
         return data
+
+    @property
+    def wraps_audio_encoder(self) -> bool:
+        return not (isinstance(self.target_modules, str) and "language_model" in self.target_modules)
 
     def lora_config(self):
         from peft import LoraConfig
@@ -140,15 +164,21 @@ def default_device() -> str:
 # model preparation and loss
 
 
-def lora_target_names(model, pattern: str = DEFAULT_TARGET_MODULES) -> list[str]:
-    """Names of the ``nn.Linear`` modules LoRA will wrap (peft matches a string with ``re.fullmatch``)."""
+def lora_target_names(model, pattern: Any = DEFAULT_TARGET_MODULES) -> list[str]:
+    """Names of the ``nn.Linear`` modules LoRA will wrap, matched as peft does: a string with
+    ``re.fullmatch``, a list of names by the module name's last parts (``q_proj`` matches
+    ``...self_attn.q_proj`` anywhere in the model)."""
     import torch
 
-    return [name for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and re.fullmatch(pattern, name)]
+    def matches(name: str) -> bool:
+        if isinstance(pattern, str):
+            return re.fullmatch(pattern, name) is not None
+        return any(name == t or name.endswith(f".{t}") for t in pattern)
+
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and matches(name)]
 
 
-def assert_only_lora_trainable(model) -> int:
+def assert_only_lora_trainable(model, *, language_model_only: bool = True) -> int:
     """Raise unless every parameter that requires grad is a LoRA parameter; return their count."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n, _ in trainable if "lora_" not in n]
@@ -157,7 +187,7 @@ def assert_only_lora_trainable(model) -> int:
     if not trainable:
         raise AssertionError("no trainable parameter: LoRA was not applied")
     outside_lm = [n for n, _ in trainable if "language_model" not in n]
-    if outside_lm:
+    if outside_lm and language_model_only:
         raise AssertionError(f"LoRA parameters outside the language model: {outside_lm[:3]}")
     return sum(p.numel() for _, p in trainable)
 
@@ -170,7 +200,7 @@ def add_lora(model, config: LoraSFTConfig):
     targets = lora_target_names(model, config.target_modules)
     if not targets:
         raise ValueError(f"target_modules {config.target_modules!r} matches no linear layer")
-    if any("language_model" not in name for name in targets):
+    if not config.wraps_audio_encoder and any("language_model" not in name for name in targets):
         raise ValueError(f"target_modules {config.target_modules!r} matches layers outside the language model")
     for param in model.parameters():
         param.requires_grad_(False)
@@ -180,7 +210,7 @@ def add_lora(model, config: LoraSFTConfig):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)  # lora_A initialisation
     peft_model = get_peft_model(model, config.lora_config())
-    assert_only_lora_trainable(peft_model)
+    assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
     return peft_model
 
 
@@ -685,7 +715,7 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
     base, processor = load_base(model_path, device=device, dtype=dtype)
     expected_modules = lora_target_names(base, config.target_modules)
     peft_model = add_lora(base, config)
-    trainable = assert_only_lora_trainable(peft_model)
+    trainable = assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
     loss_module = AnswerLoss(peft_model)
     loss_module.train()
 
@@ -881,6 +911,48 @@ def merge_adapter(base_path: str | Path, adapter_dir: str | Path, out_dir: str |
     if mismatched:
         raise MergeMismatch(f"merged greedy outputs differ from adapter outputs for {mismatched}")
     return report
+
+
+def merge_rounding_loss(base_path: str | Path, adapter_dir: str | Path, *, dtype: str = "bfloat16",
+                        device: str = "cpu") -> dict[str, float]:
+    """What merging ``adapter_dir`` into the base weights held in ``dtype`` keeps of the LoRA update.
+
+    Per wrapped layer, the exact update is ``scaling * B @ A`` in fp32; the merge (PEFT's
+    ``merge_and_unload``, as evaluation used to do) writes ``W + update`` back in ``dtype``.
+    Returns ``update_lost`` (L1 norm of (merged - base) - update over L1 norm of the update: the share
+    of the update the rounding loses) and ``touched_unchanged`` (share of the weights with a nonzero
+    update whose stored value does not change at all), summed over all wrapped layers.
+    """
+    from peft import PeftModel
+
+    torch_dtype = resolve_dtype(dtype, device)
+    base, _ = load_base(base_path, device=device, dtype=torch_dtype)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    lost = total = unchanged = touched = 0.0
+    layers = [(name, module) for name, module in model.named_modules() if hasattr(module, "get_delta_weight")
+              and hasattr(module, "base_layer")]
+    before = {name: module.base_layer.weight.detach().clone() for name, module in layers}
+    updates = {}
+    for name, module in layers:
+        name_adapter = module.active_adapters[0]
+        a = module.lora_A[name_adapter].weight.detach().float()
+        b = module.lora_B[name_adapter].weight.detach().float()
+        updates[name] = (b @ a) * float(module.scaling[name_adapter])
+    merged = model.merge_and_unload()
+    after = dict(merged.named_modules())
+    for name, _ in layers:
+        key = name.removeprefix("base_model.model.")
+        new = after[key].weight.detach()
+        applied = new.float() - before[name].float()
+        update = updates[name]
+        lost += float((applied - update).abs().sum())
+        total += float(update.abs().sum())
+        nonzero = update != 0
+        touched += float(nonzero.sum())
+        unchanged += float(((new == before[name]) & nonzero).sum())
+    return {"dtype": str(torch_dtype).replace("torch.", ""), "layers": len(layers),
+            "update_lost": lost / total if total else 0.0,
+            "touched_unchanged": unchanged / touched if touched else 0.0}
 
 
 # --------------------------------------------------------------------------------------------
