@@ -296,6 +296,10 @@ code that runs the 7B model.
 - Model: {sizes}{training.get('n_parameters', 0) / 1e6:.2f} M parameters.
 - Training: {cfg['steps']} steps, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (cosine), seed {cfg['seed']};
   prompt formats and shares: {json.dumps(cfg['mix'])}; loss averaged per example.
+- Audio first: {cfg.get('audio_pretrain_steps', 0)} steps of the audio encoder and projector alone (stage 1), then all
+  the steps above with a training-only auxiliary loss (weight {cfg.get('audio_answer_weight', 0):g}): the mean of an
+  item's projected audio features must point, among the tied embeddings of its options' first
+  tokens, to the answer's. Neither adds a parameter to the shipped model.
 - No IDK rule: under the IDK prompt (and MCoT) the target is `IDK` exactly when the model, as it
   is at that training step, answers that training item wrong with the baseline prompt (its
   highest-scoring option), else the answer. No difficulty label, noise clip or share decides a
