@@ -30,23 +30,47 @@ def test_demo_loads_offline_as_the_real_class(monkeypatch):
     assert size < 25 * 2**20
 
 
-def test_demo_reproduces_its_card_and_is_not_degenerate():
+@pytest.fixture(scope="module")
+def measured():
     from reliable_lalm.demo.cli import evaluate_demo
 
+    return evaluate_demo(progress=False)
+
+
+def test_demo_reproduces_its_card_and_is_not_degenerate(measured):
     card = json.loads((paths.DEMO_MODEL_DIR / CARD_METRICS_FILE).read_text())
-    measured = evaluate_demo(progress=False)
-    # Exactly: greedy decoding of a fixed checkpoint on a fixed, seeded benchmark.
-    assert measured["acc"] == card["acc"]
-    assert measured["idk_prompt_rej"] == card["idk_prompt_rej"]
-    for task in ("sound", "music", "speech"):
-        assert measured["by_task"][task] == card["by_task"][task]
+    # Exactly: greedy decoding (and seeded sampling) of a fixed checkpoint on a fixed, seeded benchmark.
+    assert measured == card
     # Not degenerate: no single output dominates, and the IDK prompt makes it refuse some items.
     assert measured["most_common_output_share"] < 0.25
-    assert measured["idk_prompt_rej"] > 0
-    assert measured["acc"] > measured["chance_acc"] + 0.05  # hears something: above a random choice
-    assert measured["acc"] < 0.9  # partial knowledge, as Qwen2-Audio on MMAU
-    # IDK-prompt refusals follow difficulty: hard items are refused far more often than easy ones.
+    assert 0 < measured["idk_prompt_rej"] < 0.9
+    assert measured["acc"] < 0.95  # partial knowledge, as Qwen2-Audio on MMAU
+    # No rule that ignores the audio gets far: the answers are balanced.
+    for name, row in measured["baselines"].items():
+        assert row["total"] < measured["chance_acc"] + 0.05, name
+    # It hears the audio: above the best such rule and above itself with silent clips, in every modality.
+    from reliable_lalm.demo.cli import best_prior_baseline
+
+    for task in ("sound", "music", "speech"):
+        s = measured["by_task"][task]
+        assert s["acc"] >= best_prior_baseline(measured, task)[1] + 0.05, task
+        assert s["acc"] >= s["silent_audio_acc"] + 0.05, task
+    # Knowledge falls with difficulty, and the IDK prompt refuses what it gets wrong more often.
     levels = measured["by_difficulty"]
-    assert levels == card["by_difficulty"]
-    assert levels["hard"]["idk_prompt_rej"] > levels["medium"]["idk_prompt_rej"] >= levels["easy"]["idk_prompt_rej"]
-    assert levels["hard"]["idk_prompt_rej"] > 0.2
+    assert levels["easy"]["acc"] > levels["medium"]["acc"] > levels["hard"]["acc"]
+    assert measured["idk_prompt_rej_on_wrong"] > measured["idk_prompt_rej_on_right"] + 0.1
+    assert measured["knn_agreement"]["on_right"] > measured["knn_agreement"]["on_wrong"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15's bar, not yet reached by the shipped checkpoint (see its card)")
+def test_demo_meets_the_issue_15_bar(measured):
+    from reliable_lalm.demo.cli import best_prior_baseline
+
+    for task in ("sound", "music", "speech"):
+        s = measured["by_task"][task]
+        assert s["acc"] >= best_prior_baseline(measured, task)[1] + 0.15, task
+        assert s["acc"] >= s["silent_audio_acc"] + 0.15, task
+    levels = measured["by_difficulty"]
+    assert levels["easy"]["acc"] >= levels["hard"]["acc"] + 0.2
+    assert measured["idk_prompt_rej"] < 0.6
+    assert measured["knn_agreement"]["on_right"] > measured["knn_agreement"]["on_wrong"] + 0.1

@@ -1,9 +1,8 @@
-"""The demo model's training recipe (``rlalm demo train``): which examples teach IDK, determinism,
-and the retrain check against a model card."""
+"""The demo model's training recipe (``rlalm demo train``): which examples teach IDK (those the model
+itself gets wrong), determinism, resumption, and the retrain check against a model card."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -20,25 +19,55 @@ def pool():
 
 
 @pytest.mark.parametrize("fmt", ["idk", "mcot"])
-def test_idk_targets_come_from_noise_or_hard_items_only(pool, fmt):
+def test_idk_targets_follow_what_the_model_knows_only(pool, fmt):
+    """Under the IDK and MCoT prompts the target is a refusal exactly when the model got the item
+    wrong, whatever its difficulty; the audio is always the item's own."""
     cfg = DemoTrainConfig()
     rng = np.random.default_rng(0)
-    seen = Counter()
-    for _ in range(3):
-        for audio, record in pool:
-            example = make_example(fmt, audio, record, rng, cfg, [])
-            refused = IDK_TARGET in example.target
-            kept_audio = example.audio is audio
-            seen[(record["difficulty"], refused, kept_audio)] += 1
-            if refused and kept_audio:
-                assert record["difficulty"] == "hard", record["id"]
-            if not refused:
-                assert kept_audio and record["answer"] in example.target
-    # Both kinds of refusal occur, and hard items with their own audio are refused about
-    # hard_idk_share of the time (not always, not never).
-    assert sum(v for (d, r, k), v in seen.items() if r and not k) > 0
-    hard_kept = seen[("hard", True, True)] + seen[("hard", False, True)]
-    assert 0.2 < seen[("hard", True, True)] / hard_kept < 0.5
+    for audio, record in pool:
+        for knows in (True, False):
+            example = make_example(fmt, audio, record, rng, cfg, [], knows=knows)
+            assert example.audio is audio
+            assert (IDK_TARGET in example.target) == (not knows), (record["difficulty"], knows, example.target)
+            if knows:
+                assert record["answer"] in example.target
+
+
+class _FakeModel:
+    """Scores, at each row's last real position, the first token of a chosen option highest."""
+
+    def __init__(self, tokenizer, pick):
+        self.tokenizer, self.pick = tokenizer, pick
+
+    def __call__(self, input_ids, attention_mask, **kwargs):
+        import torch
+
+        logits = torch.zeros(*input_ids.shape, len(self.tokenizer))
+        last = attention_mask.sum(dim=1) - 1
+        for row, option in enumerate(self.pick):
+            token = self.tokenizer(option, add_special_tokens=False)["input_ids"][0]
+            logits[row, int(last[row]), token] = 5.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_model_knows_reads_the_models_own_answer(pool, one_torch_thread):
+    from transformers import AutoProcessor
+
+    from reliable_lalm import paths
+    from reliable_lalm.demo.train import model_knows
+
+    if not (paths.DEMO_MODEL_DIR / "config.json").exists():
+        pytest.skip("no shipped demo checkpoint")
+    processor = AutoProcessor.from_pretrained(paths.DEMO_MODEL_DIR)
+    # Items of different lengths, so that right padding puts the last real token at different places.
+    items = [pool[0], pool[1], pool[5], pool[7]]
+    right = [r["answer"] for _, r in items]
+    wrong = [next(c for c in r["choices"] if c != r["answer"]) for _, r in items]
+    assert model_knows(_FakeModel(processor.tokenizer, right), processor, items) == [True] * 4
+    assert model_knows(_FakeModel(processor.tokenizer, wrong), processor, items) == [False] * 4
+    mixed = [right[0], wrong[1], right[2], wrong[3]]
+    assert model_knows(_FakeModel(processor.tokenizer, mixed), processor, items) == [True, False, True, False]
+    assert model_knows(_FakeModel(processor.tokenizer, []), processor, []) == []
 
 
 def test_baseline_and_agent_formats_never_refuse(pool):
@@ -54,7 +83,7 @@ def test_training_is_deterministic(tmp_path, one_torch_thread):
     import torch
 
     cfg = DemoTrainConfig(steps=2, batch_size=4, pool_per_task=2, warmup_steps=1, checkpoint_every=1, log_every=1,
-                          threads=1)
+                          threads=1, audio_pretrain_steps=2)
     a = train_demo(tmp_path / "a", cfg, progress=False)
     b = train_demo(tmp_path / "b", cfg, progress=False)
     from safetensors.torch import load_file
@@ -113,14 +142,23 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thre
     cfg, rng = DemoTrainConfig(), np.random.default_rng(3)
     fmts = ["baseline", "mcot", "agent_content", "idk", "baseline", "agent_type", "mcot"]
     examples = [make_example(f, *pool[i], rng, cfg, []) for i, f in enumerate(fmts)]
-    grads, losses = [], []
-    for n in (1, 2, 3):
-        model.zero_grad(set_to_none=True)
-        losses.append(accumulate_gradients(model, processor, examples, n))
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
-    assert torch.allclose(grads[0], grads[2], rtol=1e-4, atol=1e-6)
+    tok = processor.tokenizer
+    # The audio-to-answer loss on some of the examples (an item id without an entry adds nothing).
+    answers = {ex.item_id: ([tok(c, add_special_tokens=False)["input_ids"][0] for c in pool[i][1]["choices"]],
+                            list(pool[i][1]["choices"]).index(pool[i][1]["answer"]))
+               for i, ex in enumerate(examples) if i % 2 == 0}
+    for extra in ({}, {"answers": answers, "answer_weight": 0.7}):
+        grads, losses = [], []
+        for n in (1, 2, 3):
+            model.zero_grad(set_to_none=True)
+            losses.append(accumulate_gradients(model, processor, examples, n, **extra))
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
+        assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+        assert torch.allclose(grads[0], grads[2], rtol=1e-4, atol=1e-6)
+        if not extra:
+            plain = losses[0]
+    assert losses[0] > plain  # the auxiliary loss is on
 
 
 def test_a_crashed_training_run_resumes_to_the_same_weights(tmp_path, one_torch_thread, monkeypatch):
@@ -130,7 +168,7 @@ def test_a_crashed_training_run_resumes_to_the_same_weights(tmp_path, one_torch_
     from reliable_lalm.demo import train as demo_train
 
     cfg = DemoTrainConfig(steps=4, batch_size=4, pool_per_task=2, warmup_steps=1, checkpoint_every=2, log_every=1,
-                          threads=1)
+                          threads=1, audio_pretrain_steps=2)
     whole = train_demo(tmp_path / "whole", cfg, progress=False)
 
     real_step, calls = demo_train.accumulate_gradients, []

@@ -21,6 +21,7 @@ Records follow the MMAU schema, plus ``content`` (what is audible), ``audio_type
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ from scipy.fft import next_fast_len
 from scipy.signal import butter, lfilter, sosfilt
 
 # Bump whenever the generated audio or records change: cached benchmarks are keyed on it.
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "2.0"
 DATASET = "synthetic-v1"
 SAMPLING_RATE = 16_000
 SR = SAMPLING_RATE
@@ -82,6 +83,7 @@ SNR_DB: dict[str, dict[str, tuple[float, float]]] = {
     "speech": {"easy": (10.0, 20.0), "medium": (-2.0, 6.0), "hard": (-10.0, -3.0)},
 }
 
+MAX_OPTIONS = 4
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 TIMES_WORDS = ["never", "once", "twice", "three times", "four times", "five times"]
 
@@ -180,20 +182,37 @@ def _noise_phrase(snr_db: float) -> str:
     return "with heavy background noise"
 
 
-def _choices(rng: np.random.Generator, answer: str, pool: list[str], k_range: tuple[int, int],
-             required: list[str] | None = None) -> list[str]:
-    """The answer plus distractors drawn uniformly from the other classes, then shuffled.
+# What the split schedule fixes for the item being generated: the answer's class index and its
+# option position (None: drawn from the item's RNG). Set by generate_item only.
+_PLAN: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.ContextVar("plan", default=(None, None))
 
-    Distractors are uniform and the answer is uniform over its classes, so the choice list alone
-    says nothing about the answer; positions are shuffled with the item's RNG."""
+
+def n_options(classes: list[str]) -> int:
+    """Every question of a type has the same number of options: all its classes, at most 4."""
+    return min(MAX_OPTIONS, len(classes))
+
+
+def _answer(rng: np.random.Generator, classes: list[str]) -> str:
+    """The answer class: uniform, or the one the split schedule deals (balanced per type)."""
+    label, _ = _PLAN.get()
+    return _pick(rng, classes) if label is None else classes[label % len(classes)]
+
+
+def _choices(rng: np.random.Generator, answer: str, pool: list[str], required: list[str] | None = None) -> list[str]:
+    """The answer plus distractors drawn uniformly from the other classes, ``n_options(pool)`` in all.
+
+    The answer is uniform over its classes and the distractors uniform over the others, so the
+    option texts alone say nothing about the answer; its position is uniform (drawn from the item's
+    RNG, or dealt by the split schedule so that each position is correct equally often)."""
     required = list(dict.fromkeys([answer] + (required or [])))
     others = [c for c in pool if c not in required]
-    k_lo = max(k_range[0], len(required), 2)
-    k_hi = min(k_range[1], len(required) + len(others), 5)
-    k = int(rng.integers(k_lo, k_hi + 1)) if k_hi > k_lo else k_lo
+    k = max(n_options(pool), len(required))
     extra = [others[i] for i in rng.permutation(len(others))[: k - len(required)]]
-    chosen = required + extra
-    return [chosen[i] for i in rng.permutation(len(chosen))]
+    rest = required[1:] + extra
+    rest = [rest[i] for i in rng.permutation(len(rest))]
+    _, position = _PLAN.get()
+    position = int(rng.integers(k)) if position is None else position % k
+    return rest[:position] + [answer] + rest[position:]
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -206,6 +225,7 @@ def _pick(rng: np.random.Generator, options: list | tuple):
 
 # ----------------------------------------------------------------------------- sound events
 
+COUNTS = ["1", "2", "3", "4"]
 SOUND_EVENTS = ["knock", "siren", "engine", "dog bark", "rain", "wind", "bell"]
 # Events made of discrete strikes (countable) vs. sustained textures.
 DISCRETE_EVENTS = ("knock", "dog bark", "bell")
@@ -555,7 +575,7 @@ def _speak(rng: np.random.Generator, *, spk: dict[str, float], syllables: list[t
 # ----------------------------------------------------------------------------- question builders
 
 def _sound_identification(rng, diff):
-    event = _pick(rng, SOUND_EVENTS)
+    event = _answer(rng, SOUND_EVENTS)
     p = _event_params(rng, event)
     seconds = {"easy": (1.2, 3.0), "medium": (0.6, 1.4), "hard": (0.25, 0.6)}[diff]
     dur = _uniform(rng, seconds)
@@ -569,13 +589,13 @@ def _sound_identification(rng, diff):
     else:
         phrase = SUSTAINED_PHRASE[event]
     q = _pick(rng, ["Which sound event can be heard in the clip?", "What is the source of the sound?"])
-    choices = _choices(rng, event, SOUND_EVENTS, (2, 5))
+    choices = _choices(rng, event, SOUND_EVENTS)
     return buf, q, choices, event, phrase, f"The clip contains {phrase}, so the sound event is {event}."
 
 
 def _sound_counting(rng, diff):
     event = _pick(rng, list(DISCRETE_EVENTS))
-    count = int(rng.integers(1, 6))
+    count = int(_answer(rng, COUNTS))
     p = _event_params(rng, event)
     ioi = {"knock": {"easy": (0.4, 0.6), "medium": (0.2, 0.3), "hard": (0.07, 0.13)},
            "dog bark": {"easy": (0.45, 0.65), "medium": (0.27, 0.36), "hard": (0.15, 0.22)},
@@ -591,7 +611,7 @@ def _sound_counting(rng, diff):
     noun = EVENT_NOUN[event][1]
     q = f"How many {noun} are heard in the clip?"
     answer = str(count)
-    choices = _choices(rng, answer, [str(i) for i in range(1, 6)], (2, 5))
+    choices = _choices(rng, answer, COUNTS)
     if count == 1:
         phrase = EVENT_NOUN[event][0]
         why = f"Only {phrase} is heard, so the count is one."
@@ -604,7 +624,11 @@ def _sound_counting(rng, diff):
 
 def _sound_order(rng, diff):
     n_events = 2 if diff == "easy" or rng.random() < 0.5 else 3
-    events = [SOUND_EVENTS[i] for i in rng.permutation(len(SOUND_EVENTS))[:n_events]]
+    ask_last = rng.random() < 0.5
+    answer = _answer(rng, SOUND_EVENTS)
+    others = [e for e in SOUND_EVENTS if e != answer]
+    others = [others[i] for i in rng.permutation(len(others))[:n_events - 1]]
+    events = others + [answer] if ask_last else [answer] + others
     gap = {"easy": (0.15, 0.35), "medium": (0.0, 0.12), "hard": (-0.3, -0.1)}[diff]
     level_db = {"easy": 2.0, "medium": 5.0, "hard": 10.0}[diff]
     max_len = (3.6 - 0.1 - (n_events - 1) * max(gap[1], 0)) / n_events
@@ -618,8 +642,6 @@ def _sound_order(rng, diff):
         t += max(len(sig) / SR + _uniform(rng, gap), 0.12)
     total = min(MAX_SECONDS, t - min(0, gap[0]) + 0.3)
     buf = _sequence(parts, total)
-    ask_last = rng.random() < 0.4
-    answer = events[-1] if ask_last else events[0]
     q = "Which sound is heard last?" if ask_last else "Which sound is heard first?"
     names = [EVENT_NOUN[e][0] if e in DISCRETE_EVENTS else SUSTAINED_PHRASE[e] for e in events]
     if n_events == 2:
@@ -628,7 +650,7 @@ def _sound_order(rng, diff):
         phrase = f"{names[0]}, then {names[1]}, then {names[2]}"
     if diff == "hard":
         phrase += ", overlapping"
-    choices = _choices(rng, answer, SOUND_EVENTS, (n_events, 5), required=events)
+    choices = _choices(rng, answer, SOUND_EVENTS, required=events)
     where = "last" if ask_last else "first"
     return buf, q, choices, answer, phrase, f"The {answer} sound comes {where} in the sequence."
 
@@ -640,7 +662,7 @@ def _sound_loudness(rng, diff):
     event = _pick(rng, ["knock", "dog bark", "bell", "siren"])
     p = _event_params(rng, event)
     sig, _ = _event_unit(rng, event, p, rng.uniform(0.4, 0.7), strikes=1)
-    answer = _pick(rng, LOUDNESS)
+    answer = _answer(rng, LOUDNESS)
     delta = _uniform(rng, {"easy": (8.0, 12.0), "medium": (3.5, 6.0), "hard": (1.0, 2.5)}[diff])
     delta_db = {"louder": delta, "quieter": -delta, "about the same": 0.0}[answer]
     # The same sound twice (a copy), so only the level differs.
@@ -652,7 +674,7 @@ def _sound_loudness(rng, diff):
     buf = _sequence([(sig, t1, g1), (sig, t2, g2)], total)
     noun = EVENT_NOUN[event][0].split(" ", 1)[1]  # "knock", "dog bark", "bell strike", "siren"
     q = f"Compared with the first {noun}, how loud is the second one?"
-    choices = _choices(rng, answer, LOUDNESS, (2, 3))
+    choices = _choices(rng, answer, LOUDNESS)
     if answer == "about the same":
         phrase, why = f"two {noun}s at the same level", "Both sounds have the same level."
     else:
@@ -686,20 +708,20 @@ def _count_phrase(k: int, adj: str, inst: str) -> str:
 
 
 def _music_instrument(rng, diff):
-    inst = _pick(rng, INSTRUMENTS)
+    inst = _answer(rng, INSTRUMENTS)
     k = int(rng.integers(1, 5))
     lo, hi = {"easy": (50, 72), "medium": (55, 78), "hard": (70, 84)}[diff]
     midis = rng.integers(lo, hi + 1, k)
     parts, t = _notes(rng, inst, midis, NOTE_SECONDS[diff])
     buf = _sequence(parts, min(MAX_SECONDS, t + 0.2))
     q = _pick(rng, ["Which instrument is playing?", "What instrument produces the notes?"])
-    choices = _choices(rng, inst, INSTRUMENTS, (2, 4))
+    choices = _choices(rng, inst, INSTRUMENTS)
     phrase = _count_phrase(k, "", inst).replace("  ", " ")
     return buf, q, choices, inst, phrase, f"The notes have {INSTRUMENT_CUE[inst]}."
 
 
 def _music_register(rng, diff):
-    reg = _pick(rng, REGISTERS)
+    reg = _answer(rng, REGISTERS)
     inst = _pick(rng, INSTRUMENTS)
     k = int(rng.integers(1, 4))
     lo, hi = REGISTER_MIDI[reg][diff]
@@ -707,7 +729,7 @@ def _music_register(rng, diff):
     parts, t = _notes(rng, inst, midis, NOTE_SECONDS[diff] if diff != "easy" else (0.5, 1.0))
     buf = _sequence(parts, min(MAX_SECONDS, t + 0.2))
     q = "Is the music in a low, middle or high register?" if k > 1 else "Is the note low, middle or high in pitch?"
-    choices = _choices(rng, reg, REGISTERS, (2, 3))
+    choices = _choices(rng, reg, REGISTERS)
     hz = round(_midi_hz(float(np.mean(midis))), -1)
     return (buf, q, choices, reg, _count_phrase(k, reg, inst),
             f"The pitch is around {int(hz)} hertz, which is in the {reg} register.")
@@ -718,7 +740,7 @@ DIRECTIONS = ["higher", "lower", "the same"]
 
 def _music_direction(rng, diff):
     inst = _pick(rng, INSTRUMENTS)
-    answer = _pick(rng, DIRECTIONS)
+    answer = _answer(rng, DIRECTIONS)
     if answer == "the same":
         step = 0.0
     else:
@@ -730,7 +752,7 @@ def _music_direction(rng, diff):
     parts, t = _notes(rng, inst, [m1, m1 + step], seconds, gap=(0.05, 0.2))
     buf = _sequence(parts, min(MAX_SECONDS, t + 0.2))
     q = "Is the second note higher, lower, or the same pitch as the first?"
-    choices = _choices(rng, answer, DIRECTIONS, (2, 3))
+    choices = _choices(rng, answer, DIRECTIONS)
     adj = INSTRUMENT_ADJ[inst]
     if step == 0:
         return buf, q, choices, answer, f"the same {adj} note played twice", "Both notes have the same pitch."
@@ -747,7 +769,7 @@ INTERVAL_STEPS = {"unison": [0], "third": [3, 4], "fifth": [7], "octave": [12]}
 
 def _music_interval(rng, diff):
     inst = _pick(rng, INSTRUMENTS)
-    name = _pick(rng, INTERVALS)
+    name = _answer(rng, INTERVALS)
     step = _pick(rng, INTERVAL_STEPS[name]) * (1 if rng.random() < 0.6 else -1)
     m1 = float(rng.integers(52, 70))
     adj = INSTRUMENT_ADJ[inst]
@@ -767,7 +789,7 @@ def _music_interval(rng, diff):
             phrase = f"a {adj} note then a {'higher' if step > 0 else 'lower'} one, {'an' if name == 'octave' else 'a'} {name} apart"
     buf = _sequence(parts, min(MAX_SECONDS, t + 0.2))
     q = "What is the interval between the two notes?"
-    choices = _choices(rng, name, INTERVALS, (2, 4))
+    choices = _choices(rng, name, INTERVALS)
     why = ("The two notes have the same pitch, which is a unison." if step == 0 else
            f"The notes are {NUMBER_WORDS[abs(step)]} semitones apart, which is {'an' if name == 'octave' else 'a'} {name}.")
     return buf, q, choices, name, phrase, why
@@ -778,7 +800,7 @@ QUALITIES = ["major", "minor"]
 
 def _music_chord(rng, diff):
     inst = _pick(rng, INSTRUMENTS if diff != "easy" else ["flute", "clarinet", "guitar"])
-    quality = _pick(rng, QUALITIES)
+    quality = _answer(rng, QUALITIES)
     root = float(rng.integers(48, 65))
     third = 4 if quality == "major" else 3
     pitches = [root, root + third, root + 7]
@@ -799,7 +821,7 @@ def _music_chord(rng, diff):
         parts.append((_note(rng, inst, m, d), t, third_gain if i == 1 else rng.uniform(0.7, 1.0)))
     buf = _sequence(parts, min(MAX_SECONDS, t + d + 0.2))
     q = _pick(rng, ["Is the chord major or minor?", "What is the quality of the chord?"])
-    choices = _choices(rng, quality, QUALITIES, (2, 2))
+    choices = _choices(rng, quality, QUALITIES)
     how = ", first note by note then together" if arpeggio else ", with a faint third" if diff == "hard" else ""
     phrase = f"a {quality} chord on {'strings' if inst == 'strings' else INSTRUMENT_ADJ[inst]}{how}"
     why = f"The chord has a {quality} third above its root, so it sounds {quality}."
@@ -815,7 +837,7 @@ TEMPO_BPM = {  # slow < 90 <= medium <= 130 < fast; hard items sit near the boun
 
 
 def _music_tempo(rng, diff):
-    label = _pick(rng, TEMPI)
+    label = _answer(rng, TEMPI)
     bpm = rng.uniform(*_pick(rng, TEMPO_BPM[label][diff]))
     beat = 60.0 / bpm
     total = rng.uniform(3.2, 4.0)
@@ -837,7 +859,7 @@ def _music_tempo(rng, diff):
         i += 1
     buf = _sequence(parts, total)
     q = _pick(rng, ["What is the tempo of the beat?", "How fast is the beat?"])
-    choices = _choices(rng, label, TEMPI, (2, 3))
+    choices = _choices(rng, label, TEMPI)
     src = "guitar" if inst == "guitar" else "knock"
     b = int(round(bpm))  # exact: a rounded figure would sit on both sides of a class boundary
     phrase = f"a steady {src} beat at about {b} beats per minute" + (", with soft off-beats" if offbeat else "")
@@ -875,12 +897,12 @@ def _utterance(rng, spk, k, diff, *, final_move=None, accent=None, rate=None, st
 
 
 def _speech_speaker(rng, diff):
-    who = _pick(rng, SPEAKERS)
+    who = _answer(rng, SPEAKERS)
     spk = _speaker(rng, who, diff)
     k = int(rng.integers(2, 6))
     sig = _utterance(rng, spk, k, diff)
     q = _pick(rng, ["Who is most likely speaking?", "What kind of speaker is talking?"])
-    choices = _choices(rng, who, SPEAKERS, (2, 3))
+    choices = _choices(rng, who, SPEAKERS)
     phrase = f"{SPEAKER_NOUN[who]} saying {NUMBER_WORDS[k]} syllables"
     typical = {"man": "a low voice", "woman": "a medium voice", "child": "a high voice"}[who]
     return (sig, q, choices, who, phrase,
@@ -890,7 +912,7 @@ def _speech_speaker(rng, diff):
 def _speech_syllables(rng, diff):
     who = _pick(rng, SPEAKERS)
     spk = _speaker(rng, who)
-    k = int(rng.integers(1, 6))
+    k = int(_answer(rng, COUNTS))
     syl_len = {"easy": (0.22, 0.32), "medium": (0.16, 0.22), "hard": (0.11, 0.16)}[diff]
     gap = {"easy": (0.08, 0.16), "medium": (0.02, 0.06), "hard": (-0.04, 0.0)}[diff]
     durs = [_uniform(rng, syl_len) for _ in range(k)]
@@ -904,7 +926,7 @@ def _speech_syllables(rng, diff):
                  final_move=rng.uniform(-0.15, 0.15), accent=0.04, **_speech_noise_params(diff))
     q = _pick(rng, ["How many syllables does the speaker say?", "How many syllables are spoken?"])
     answer = str(k)
-    choices = _choices(rng, answer, [str(i) for i in range(1, 6)], (2, 5))
+    choices = _choices(rng, answer, COUNTS)
     word = "syllable" if k == 1 else "syllables"
     phrase = f"{SPEAKER_NOUN[who]} saying {NUMBER_WORDS[k]} {word}" + (" quickly, run together" if diff == "hard" else "")
     return sig, q, choices, answer, phrase, f"The voice has {NUMBER_WORDS[k]} separate vowel sounds, so there are {NUMBER_WORDS[k]} {word}."
@@ -914,7 +936,7 @@ def _speech_vowel(rng, diff):
     # Hard: mostly high voices, whose sparse harmonics sample the formants poorly.
     who = _pick(rng, ["woman", "child", "child"] if diff == "hard" else SPEAKERS)
     spk = _speaker(rng, who)
-    vowel = _pick(rng, VOWELS)
+    vowel = _answer(rng, VOWELS)
     d = _uniform(rng, {"easy": (1.0, 2.0), "medium": (0.6, 1.1), "hard": (0.3, 0.6)}[diff])
     params = _speech_noise_params(diff)
     params.update({"easy": dict(bw_scale=1.0, formant_jitter=0.03), "medium": dict(bw_scale=2.0, formant_jitter=0.09),
@@ -923,7 +945,7 @@ def _speech_vowel(rng, diff):
     sig = _speak(rng, spk=spk, syllables=[(cons, vowel)], durations=[d], gaps=[0.0], onset=rng.uniform(0.1, 0.4),
                  final_move=rng.uniform(-0.1, 0.05), accent=0.0, **params)
     q = _pick(rng, ["Which vowel does the speaker hold?", "Which vowel sound is sustained in the clip?"])
-    choices = _choices(rng, vowel, VOWELS, (2, 5))
+    choices = _choices(rng, vowel, VOWELS)
     f1, f2, _ = VOWEL_FORMANTS[vowel]
     height = "low" if f1 < 400 else "high" if f1 > 650 else "middle"
     front = "front" if f2 > 1500 else "back"
@@ -937,14 +959,14 @@ INTONATIONS = ["question", "statement"]
 def _speech_intonation(rng, diff):
     who = _pick(rng, SPEAKERS)
     spk = _speaker(rng, who)
-    label = _pick(rng, INTONATIONS)
+    label = _answer(rng, INTONATIONS)
     r = _uniform(rng, {"easy": (0.3, 0.5), "medium": (0.12, 0.2), "hard": (0.03, 0.07)}[diff])
     accent = {"easy": 0.0, "medium": 0.05, "hard": 0.12}[diff]
     k = int(rng.integers(2, 6))
     sig = _utterance(rng, spk, k, diff, final_move=r if label == "question" else -r, accent=accent)
     q = _pick(rng, ["Is the speaker asking a question or making a statement?",
                     "Does the utterance sound like a question or a statement?"])
-    choices = _choices(rng, label, INTONATIONS, (2, 2))
+    choices = _choices(rng, label, INTONATIONS)
     move = "rising" if label == "question" else "falling"
     return (sig, q, choices, label, f"{SPEAKER_NOUN[who]} saying {NUMBER_WORDS[k]} syllables with {move} intonation",
             f"The pitch is {move} at the end, which marks a {label}.")
@@ -961,13 +983,13 @@ RATE_SPS = {  # syllables per second: slow < 2.8 <= normal <= 4.5 < fast
 def _speech_rate(rng, diff):
     who = _pick(rng, SPEAKERS)
     spk = _speaker(rng, who)
-    label = _pick(rng, RATES)
+    label = _answer(rng, RATES)
     rate = rng.uniform(*_pick(rng, RATE_SPS[label][diff]))
     span = rng.uniform(2.0, 3.3)
     k = max(3, int(round(rate * span)))
     sig = _utterance(rng, spk, k, diff, rate=rate)
     q = _pick(rng, ["How fast is the person speaking?", "What is the speaking rate?"])
-    choices = _choices(rng, label, RATES, (2, 3))
+    choices = _choices(rng, label, RATES)
     adverb = {"slow": "slowly", "normal": "at a normal pace", "fast": "quickly"}[label]
     r = f"{rate:.1f}"  # one decimal: the ranges above keep it off the class boundaries
     return (sig, q, choices, label, f"{SPEAKER_NOUN[who]} speaking {adverb}, about {r} syllables per second",
@@ -985,6 +1007,16 @@ BUILDERS: dict[str, dict[str, Callable[[np.random.Generator, str], tuple]]] = {
                "speaking rate": _speech_rate},
 }
 assert {t: list(b) for t, b in BUILDERS.items()} == QUESTION_TYPES
+# The classes each question type's answer is drawn from (uniformly; dealt in balanced blocks in a split).
+ANSWER_CLASSES: dict[str, list[str]] = {
+    "event identification": SOUND_EVENTS, "event counting": COUNTS, "event order": SOUND_EVENTS,
+    "loudness comparison": LOUDNESS,
+    "instrument identification": INSTRUMENTS, "pitch register": REGISTERS, "interval direction": DIRECTIONS,
+    "interval size": INTERVALS, "chord quality": QUALITIES, "tempo": TEMPI,
+    "speaker identification": SPEAKERS, "syllable counting": COUNTS, "vowel identification": VOWELS,
+    "intonation": INTONATIONS, "speaking rate": RATES,
+}
+assert set(ANSWER_CLASSES) == set(CATEGORIES)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -997,11 +1029,13 @@ def _fingerprint(audio: np.ndarray, question: str) -> str:
 
 def generate_item(rng: np.random.Generator, task: str, *, difficulty: str | None = None,
                   question_type: str | None = None, split: str = "train",
-                  item_id: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                  item_id: str | None = None, label: int | None = None,
+                  position: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One question: (audio, MMAU-schema record). All randomness comes from ``rng``.
 
-    ``difficulty`` and ``question_type`` are drawn from ``rng`` when not given. Without
-    ``item_id`` the id is a content hash (unique for in-memory generation).
+    ``difficulty`` and ``question_type`` are drawn from ``rng`` when not given, and so are the
+    answer (index ``label`` into ``ANSWER_CLASSES[question_type]``) and its option ``position``.
+    Without ``item_id`` the id is a content hash (unique for in-memory generation).
     """
     if task not in QUESTION_TYPES:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -1013,7 +1047,11 @@ def generate_item(rng: np.random.Generator, task: str, *, difficulty: str | None
         question_type = _pick(rng, QUESTION_TYPES[task])
     if question_type not in QUESTION_TYPES[task]:
         raise ValueError(f"unknown {task} question type {question_type!r}; expected one of {QUESTION_TYPES[task]}")
-    sig, question, choices, answer, content, reasoning = BUILDERS[task][question_type](rng, difficulty)
+    token = _PLAN.set((label, position))
+    try:
+        sig, question, choices, answer, content, reasoning = BUILDERS[task][question_type](rng, difficulty)
+    finally:
+        _PLAN.reset(token)
     snr = _uniform(rng, SNR_DB[task][difficulty])
     audio = _finish(rng, sig, snr)
     content = f"{content}, {_noise_phrase(snr)}"
@@ -1044,28 +1082,41 @@ def _item_rng(seed: int, split: str, task: str, index: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(split.encode()), TASKS.index(task), index])
 
 
-def _schedule(seed: int, split: str, task: str, n: int) -> list[tuple[str, str]]:
-    """(question type, difficulty) per item. Each is dealt round-robin from shuffled blocks, so
-    every prefix of the benchmark is balanced within one item in both."""
-    def deal(labels):
-        # Its own stream per label kind, so the first items do not depend on n.
-        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), TASKS.index(task), 2**31 - len(labels)])
-        out: list[str] = []
-        while len(out) < n:
-            out += [labels[i] for i in rng.permutation(len(labels))]
-        return out[:n]
+def _schedule(seed: int, split: str, task: str, n: int) -> list[tuple[str, str, int, int]]:
+    """(question type, difficulty, answer class index, answer position) per item.
 
-    return list(zip(deal(QUESTION_TYPES[task]), deal(list(DIFFICULTIES))))
+    Question types and difficulties are dealt round-robin from shuffled blocks, so every prefix of
+    the benchmark is balanced within one item in both; within each question type, so are the
+    answer classes and the answer's option position: each option text and each position is
+    correct equally often (within one), and no rule that ignores the audio beats chance by more
+    than that rounding."""
+    def deal(labels, n_items, stream):
+        # Its own stream per label kind, so the first items do not depend on n.
+        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), TASKS.index(task), stream])
+        out: list = []
+        while len(out) < n_items:
+            out += [labels[i] for i in rng.permutation(len(labels))]
+        return out[:n_items]
+
+    qtypes = deal(QUESTION_TYPES[task], n, 2**31 - len(QUESTION_TYPES[task]))
+    diffs = deal(list(DIFFICULTIES), n, 2**31 - len(DIFFICULTIES))
+    per_type = {q: qtypes.count(q) for q in QUESTION_TYPES[task]}
+    labels, positions = {}, {}
+    for j, q in enumerate(QUESTION_TYPES[task]):
+        classes = ANSWER_CLASSES[q]
+        labels[q] = iter(deal(list(range(len(classes))), per_type[q], 2**30 + 2 * j))
+        positions[q] = iter(deal(list(range(n_options(classes))), per_type[q], 2**30 + 2 * j + 1))
+    return [(q, d, next(labels[q]), next(positions[q])) for q, d in zip(qtypes, diffs)]
 
 
 def generate_split(seed: int, n_per_task: int, split: str):
     """Yield (audio, record) for every item of a split, in the order build_benchmark writes them."""
     width = max(4, len(str(n_per_task)))
     for task in TASKS:
-        for i, (qtype, diff) in enumerate(_schedule(seed, split, task, n_per_task)):
+        for i, (qtype, diff, label, position) in enumerate(_schedule(seed, split, task, n_per_task)):
             item_id = f"syn-{split}-{task}-{i + 1:0{width}d}"
-            yield generate_item(_item_rng(seed, split, task, i), task, difficulty=diff,
-                                question_type=qtype, split=split, item_id=item_id)
+            yield generate_item(_item_rng(seed, split, task, i), task, difficulty=diff, question_type=qtype,
+                                split=split, item_id=item_id, label=label, position=position)
 
 
 def _meta_path(out_dir: Path, split: str) -> Path:

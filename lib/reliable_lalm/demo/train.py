@@ -4,16 +4,19 @@ The demo model learns, from the synthetic benchmark's *training* generator (neve
 every behaviour the notebooks exercise, in the very prompt formats used at evaluation:
 
 - multiple-choice answers with the baseline prompt (paper Table 4);
-- the IDK prompt (Table 5): the answer, or ``IDK`` on a share of unanswerable clips (the
-  question's audio replaced by noise) and of *hard* items (the benchmark's noisiest, subtlest
-  level), so that training-free IDK prompting has something to act on and its refusals follow
-  difficulty, as an instruction-tuned LALM's do;
+- the IDK prompt (Table 5): the answer when the model itself currently answers the item right
+  with the baseline prompt, and ``IDK`` when it answers it wrong. Which items those are is decided
+  during training from the model's own prediction on that very example (the option whose first
+  token it scores highest), never from a difficulty label or a recipe rule: the refusals it
+  learns follow what it does not know (how well they transfer to unseen items is what the card
+  measures);
 - the audio type (task agent step 1), a content description (step 2), the answer given the
   content (step 3);
 - a step-by-step answer for the MCoT prompt (Table 6).
 
 Partial knowledge comes from the benchmark's difficulty (noise, subtlety), not from undertraining:
-the training runs long enough for easy items to saturate.
+the training runs long enough for easy items to saturate. No answer prior helps: the synthetic
+answers are uniform over each question type's classes and option positions.
 
 The run is resumable: a checkpoint (model, optimizer, scheduler, RNG states, step) is written every
 ``checkpoint_every`` steps and picked up by the same command after a crash.
@@ -41,30 +44,33 @@ FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answ
 @dataclass
 class DemoTrainConfig:
     seed: int = 0
-    steps: int = 3300
+    steps: int = 2000
     batch_size: int = 32
     # Each batch runs as this many micro-batches of similar length (gradients accumulated): MCoT
     # prompts are ~2x longer than the rest, and padding every row to them wastes ~20% of a step.
     micro_batches: int = 2
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 150
+    warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     pool_per_task: int = 3000  # training items generated once per modality, reused across formats
     pool_seed: int = 777  # generator seed of the training pool (the test split uses its own seed)
     # Share of each prompt format in a batch.
     mix: dict[str, float] = field(default_factory=lambda: {
-        "baseline": 0.45, "idk": 0.15, "mcot": 0.08,
-        "agent_type": 0.07, "agent_content": 0.15, "agent_answer": 0.10,
+        "baseline": 0.5, "idk": 0.15, "mcot": 0.07,
+        "agent_type": 0.05, "agent_content": 0.13, "agent_answer": 0.10,
     })
-    unanswerable_share: float = 0.25  # of IDK-instructed examples whose audio is replaced by noise
-    # Of IDK-instructed examples on hard items, the share whose target is IDK (the rest: the answer).
-    # Below one half, so the model refuses a hard item only when no option is likely enough.
-    hard_idk_share: float = 0.35
+    # Stage 1: steps of audio-encoder pretraining on audio_answer_loss alone (pretrain_audio).
+    audio_pretrain_steps: int = 300
+    # Weight of the training-only audio-to-answer loss (audio_answer_loss); 0 switches it off.
+    audio_answer_weight: float = 1.0
+    # Sizes of the model (fields of reliable_lalm.demo.model.DemoModelConfig) that differ from its defaults.
+    model: dict[str, Any] = field(default_factory=lambda: {"encoder_d_model": 128, "encoder_ffn_dim": 512})
     mcot_few_shot: int = 1  # few-shot examples shown in MCoT prompts (kept short: 4 s clips, tiny model)
     checkpoint_every: int = 250
-    threads: int = 2
+    # One thread: on 2 shared, oversubscribed cores, two OpenMP threads spin-wait and run far slower.
+    threads: int = 1
     log_every: int = 50
 
     def to_json(self) -> dict[str, Any]:
@@ -86,27 +92,45 @@ def few_shot_examples(pool: list[tuple[np.ndarray, dict]], n: int) -> list[promp
     return out
 
 
-def _noise_like(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
-    """An unanswerable clip: the question's audio buried under coloured noise (or noise alone).
+def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[bool]:
+    """Whether the model, as it is now, answers each item right with the baseline prompt.
 
-    Half of these keep the signal 20-35 dB below the noise, so what the model learns to refuse
-    resembles the benchmark's hardest (noisiest) items rather than only pure noise.
+    Its answer is the option whose first token gets the highest next-token logit after the prompt
+    (what greedy decoding starts with); an option sharing its first token with another counts as
+    wrong. One no-grad forward pass over the items.
     """
-    from scipy.signal import lfilter
+    import torch
 
-    white = rng.standard_normal(len(audio)).astype(np.float32)
-    alpha = rng.uniform(0.0, 0.95)  # one-pole low-pass: from white to strongly coloured noise
-    noise = lfilter([1 - alpha], [1, -alpha], white).astype(np.float32)
-    noise /= np.sqrt(np.mean(noise ** 2)) + 1e-8
-    if rng.random() < 0.5:
-        signal_rms = np.sqrt(np.mean(audio ** 2)) + 1e-8
-        snr_db = rng.uniform(-35.0, -20.0)
-        noise = audio / signal_rms * 10 ** (snr_db / 20) + noise
-    return (noise * (0.5 / (np.abs(noise).max() + 1e-8))).astype(np.float32)
+    from reliable_lalm.models.qwen_chat import chat_text
+
+    if not items:
+        return []
+    tok = processor.tokenizer
+    texts = [chat_text(processor, prompts.build_prompt("baseline", r["question"], list(r["choices"]))) for _, r in items]
+    previous_side = tok.padding_side
+    tok.padding_side = "right"
+    try:
+        batch = processor(text=texts, audio=[a for a, _ in items], sampling_rate=16000, return_tensors="pt",
+                          padding=True)
+    finally:
+        tok.padding_side = previous_side
+    with torch.no_grad():
+        logits = model(**batch).logits
+    last = batch["attention_mask"].sum(dim=1) - 1
+    out = []
+    for row, (_, record) in enumerate(items):
+        first = [tok(c, add_special_tokens=False)["input_ids"][0] for c in record["choices"]]
+        scores = logits[row, int(last[row]), first]
+        pick = first[int(torch.argmax(scores))]
+        right = first[list(record["choices"]).index(record["answer"])]
+        out.append(pick == right and first.count(right) == 1)
+    return out
 
 
 def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.random.Generator,
-                 cfg: DemoTrainConfig, few_shot: list[prompts.FewShotExample]) -> SFTExample:
+                 cfg: DemoTrainConfig, few_shot: list[prompts.FewShotExample], knows: bool = True) -> SFTExample:
+    """One training example. ``knows``: whether the model currently answers the item right (see
+    :func:`model_knows`); under the IDK and MCoT prompts the target is the answer if so, else a refusal."""
     question, choices, answer = record["question"], list(record["choices"]), record["answer"]
     item_id = record["id"]
     if fmt == "baseline":
@@ -115,11 +139,7 @@ def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.ra
         prompt = (prompts.build_prompt("idk", question, choices) if fmt == "idk"
                   else prompts.build_prompt("mcot", question, choices, few_shot=few_shot))
         refusal = IDK_TARGET if fmt == "idk" else f"The audio is unclear. {IDK_TARGET}"
-        if rng.random() < cfg.unanswerable_share:
-            return SFTExample(_noise_like(rng, audio), prompt, refusal, item_id)
-        # Draw for every item (not only hard ones) so the RNG stream does not depend on difficulty.
-        refuse_hard = rng.random() < cfg.hard_idk_share
-        if refuse_hard and record.get("difficulty") == "hard":
+        if not knows:
             return SFTExample(audio, prompt, refusal, item_id)
         return SFTExample(audio, prompt, answer if fmt == "idk" else mcot_target(record, answer), item_id)
     if fmt == "agent_type":
@@ -130,6 +150,24 @@ def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.ra
         prompt = prompts.agent_answer_prompt(record["audio_type"], record["content"], question, choices)
         return SFTExample(audio, prompt, answer, item_id)
     raise ValueError(f"unknown training format {fmt!r}")
+
+
+def answer_prior(records) -> dict[str, Any]:
+    """Training-pool statistics for the question-text-only classifiers of :func:`reliable_lalm.demo.cli.text_only_baselines`."""
+    answers: dict[str, dict[str, int]] = {}
+    offered: dict[str, dict[str, int]] = {}
+    positions: dict[str, dict[str, int]] = {}
+    for r in records:
+        q, choices = r["question"], list(r["choices"])
+        answers.setdefault(q, {}).setdefault(r["answer"], 0)
+        answers[q][r["answer"]] += 1
+        for c in choices:
+            offered.setdefault(q, {}).setdefault(c, 0)
+            offered[q][c] += 1
+        key, pos = f"{q}|{len(choices)}", str(choices.index(r["answer"]))
+        positions.setdefault(key, {}).setdefault(pos, 0)
+        positions[key][pos] += 1
+    return {"answers": answers, "offered": offered, "positions": positions}
 
 
 def build_pool(cfg: DemoTrainConfig, *, progress: bool = True) -> list[tuple[np.ndarray, dict]]:
@@ -187,14 +225,101 @@ def _length_buckets(examples: list[SFTExample], n: int) -> list[list[SFTExample]
     return [[examples[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
 
 
-def accumulate_gradients(model, processor, examples: list[SFTExample], micro_batches: int) -> float:
+def audio_answer_loss(model, audio_features, input_ids, answers: list[tuple[list[int], int] | None]):
+    """Training-only auxiliary loss, no extra parameters: the mean of an example's projected audio
+    features (what replaces its ``<|AUDIO|>`` tokens) should point, among the (tied) embeddings of
+    its options' first tokens, to the answer's (cosine similarity x 10, cross-entropy).
+
+    It gives the audio encoder a direct gradient from the first step, where the language-model loss
+    reaches it only through attention that does not yet look at the audio; the shipped model is
+    the plain Qwen2-Audio class, this loss is not part of it. Summed over the examples with an
+    entry in ``answers``, divided by the number of examples.
+    """
+    import torch
+
+    audio_token = model.config.audio_token_id
+    embeddings = model.get_input_embeddings().weight
+    total = audio_features.new_zeros(())
+    for row, entry in enumerate(answers):
+        if entry is None:
+            continue
+        tokens, answer = entry
+        n = int((input_ids[row] == audio_token).sum())
+        pooled = audio_features[row, :n].mean(dim=0)
+        sims = 10 * torch.nn.functional.cosine_similarity(pooled[None, :], embeddings[tokens], dim=-1)
+        total = total + torch.nn.functional.cross_entropy(sims[None, :], torch.tensor([answer]))
+    return total / max(1, len(answers))
+
+
+def pretrain_audio(model, processor, pool: list[tuple[np.ndarray, dict]], answers: dict[str, tuple[list[int], int]],
+                   cfg: "DemoTrainConfig") -> list[dict[str, Any]]:
+    """Stage 1: the audio encoder and projector alone learn :func:`audio_answer_loss` (the decoder
+    is not run, so a step is cheap). Returns its log."""
+    import torch
+
+    from transformers.masking_utils import create_bidirectional_mask
+
+    params = list(model.model.audio_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tower = model.model.audio_tower
+    log, running = [], None
+    for step in range(cfg.audio_pretrain_steps):
+        rng = np.random.default_rng([cfg.seed, 2**20, step])
+        picks = rng.integers(0, len(pool), size=cfg.batch_size)
+        feats = processor.feature_extractor([pool[i][0] for i in picks], sampling_rate=16000,
+                                            return_attention_mask=True, return_tensors="pt")
+        features = feats["input_features"]
+        # The encoder's padding mask, built as Qwen2AudioForConditionalGeneration.forward builds it.
+        feat_lengths, out_lengths = tower._get_feat_extract_output_lengths(feats["attention_mask"].sum(-1))
+        max_len = (features.shape[-1] - 2) // 2 + 1
+        mask_2d = (torch.arange(max_len)[None, :] < feat_lengths[:, None]).long()
+        mask = create_bidirectional_mask(config=tower.config, inputs_embeds=torch.zeros(len(picks), max_len, 1),
+                                         attention_mask=mask_2d)
+        projected = model.model.multi_modal_projector(tower(features, attention_mask=mask).last_hidden_state)
+        embeddings = model.get_input_embeddings().weight.detach()
+        loss = projected.new_zeros(())
+        for row, i in enumerate(picks):
+            tokens, answer = answers[pool[i][1]["id"]]
+            pooled = projected[row, : int(out_lengths[row])].mean(dim=0)
+            sims = 10 * torch.nn.functional.cosine_similarity(pooled[None, :], embeddings[tokens], dim=-1)
+            loss = loss + torch.nn.functional.cross_entropy(sims[None, :], torch.tensor([answer]))
+        loss = loss / len(picks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        value = float(loss.detach())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if (step + 1) % cfg.log_every == 0:
+            log.append({"step": step + 1, "loss": running})
+    model.zero_grad(set_to_none=True)
+    return log
+
+
+def accumulate_gradients(model, processor, examples: list[SFTExample], micro_batches: int,
+                         answers: dict[str, tuple[list[int], int]] | None = None, answer_weight: float = 0.0) -> float:
     """Backpropagate the batch's loss (mean over its examples) in length-grouped micro-batches;
-    returns the loss."""
+    returns the loss. With ``answers`` (item id -> option first tokens, answer index) and a
+    positive ``answer_weight``, :func:`audio_answer_loss` is added."""
     value = 0.0
     for chunk in _length_buckets(examples, micro_batches):
         batch = collate_sft(processor, chunk)
         labels = batch.pop("labels")
-        loss = per_example_loss(model(**batch).logits, labels) * (len(chunk) / len(examples))
+        captured: dict[str, Any] = {}
+        hook = None
+        if answers and answer_weight:
+            hook = model.model.multi_modal_projector.register_forward_hook(
+                lambda module, args, output: captured.__setitem__("audio", output))
+        try:
+            logits = model(**batch).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        loss = per_example_loss(logits, labels)
+        if "audio" in captured:
+            loss = loss + answer_weight * audio_answer_loss(model, captured["audio"], batch["input_ids"],
+                                                            [answers.get(ex.item_id) for ex in chunk])
+        loss = loss * (len(chunk) / len(examples))
         loss.backward()
         value += float(loss.detach())
     return value
@@ -232,7 +357,8 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     few_shot = few_shot_examples(pool, cfg.mcot_few_shot)
     init_dir = work_dir / "init"
     if not (init_dir / "config.json").exists():
-        demo_model.create_untrained(init_dir, tokenizer_corpus(pool, few_shot), seed=cfg.seed)
+        demo_model.create_untrained(init_dir, tokenizer_corpus(pool, few_shot),
+                                    demo_model.DemoModelConfig(**cfg.model), seed=cfg.seed)
     processor = AutoProcessor.from_pretrained(init_dir)
     ckpt_path = work_dir / "checkpoint.pt"
     model = Qwen2AudioForConditionalGeneration.from_pretrained(init_dir, dtype=torch.float32)
@@ -250,11 +376,18 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start_step, log, running = state["step"], state["log"], state.get("running_loss")
+    tok = processor.tokenizer
+    answers = {r["id"]: ([tok(c, add_special_tokens=False)["input_ids"][0] for c in r["choices"]],
+                         list(r["choices"]).index(r["answer"])) for _, r in pool}
     model.train()
+    pretrain_log = state.get("pretrain_log", []) if ckpt_path.exists() else None
+    if pretrain_log is None:  # stage 1 is deterministic: after a crash inside it, it reruns
+        pretrain_log = pretrain_audio(model, processor, pool, answers, cfg)
     formats = list(cfg.mix)
     weights = np.array([cfg.mix[f] for f in formats], dtype=float)
     weights /= weights.sum()
     started = time.time()
+    n_asked = n_refused = 0
     bar = tqdm(range(start_step, cfg.steps), desc="demo training", disable=not progress,
                initial=start_step, total=cfg.steps)
     for step in bar:
@@ -262,21 +395,30 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         rng = np.random.default_rng([cfg.seed, step])
         picks = rng.integers(0, len(pool), size=cfg.batch_size)
         fmts = rng.choice(len(formats), size=cfg.batch_size, p=weights)
-        examples = [make_example(formats[f], *pool[i], rng, cfg, few_shot) for i, f in zip(picks, fmts)]
+        asks = [j for j, f in enumerate(fmts) if formats[f] in ("idk", "mcot")]
+        knows = dict(zip(asks, model_knows(model, processor, [pool[picks[j]] for j in asks])))
+        examples = [make_example(formats[f], *pool[i], rng, cfg, few_shot, knows=knows.get(j, True))
+                    for j, (i, f) in enumerate(zip(picks, fmts))]
+        n_asked += len(asks)
+        n_refused += sum(not k for k in knows.values())
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         optimizer.zero_grad(set_to_none=True)
-        value = accumulate_gradients(model, processor, examples, cfg.micro_batches)
+        value = accumulate_gradients(model, processor, examples, cfg.micro_batches, answers, cfg.audio_answer_weight)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.set_postfix(loss=f"{running:.3f}")
         if (step + 1) % cfg.log_every == 0:
-            log.append({"step": step + 1, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started})
+            # idk_target_share: of the IDK/MCoT examples since the last entry, those the model got wrong.
+            log.append({"step": step + 1, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started,
+                        "idk_target_share": n_refused / max(1, n_asked)})
+            n_asked = n_refused = 0
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                         "torch_rng": torch.get_rng_state(), "config": cfg.to_json(), "log": log,
+                        "pretrain_log": pretrain_log,
                         "running_loss": running}, tmp)
             os.replace(tmp, ckpt_path)
     model.eval()
@@ -286,8 +428,16 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     (out_dir / "demo_config.json").write_text((init_dir / "demo_config.json").read_text())
     from reliable_lalm.demo import synthetic
 
+    shares = [r["idk_target_share"] for r in log if "idk_target_share" in r]
+    tenth = max(1, len(shares) // 10)
     (out_dir / "training.json").write_text(json.dumps({
-        "config": cfg.to_json(), "log": log, "generator_version": synthetic.GENERATOR_VERSION,
+        "config": cfg.to_json(), "log": log, "pretrain_log": pretrain_log, "generator_version": synthetic.GENERATOR_VERSION,
+        "model_config": json.loads((init_dir / "demo_config.json").read_text()),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        # Share of IDK targets among IDK/MCoT examples over the first and the last tenth of training.
+        "idk_target_share_first": float(np.mean(shares[:tenth])) if shares else None,
+        "idk_target_share_last": float(np.mean(shares[-tenth:])) if shares else None,
         "few_shot": [asdict(ex) for ex in few_shot],
+        "answer_prior": answer_prior(record for _, record in pool),
     }, indent=2) + "\n")
     return out_dir
