@@ -250,4 +250,5 @@ def test_notebook_02_shows_the_worked_example_computed_by_the_library():
     cells = json.loads((paths.NOTEBOOKS_DIR / "02_idk_prompting.ipynb").read_text())["cells"]
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     assert any("metrics.random_rejection_gains(" in c for c in code)
-    assert (paths.REPO_ROOT / "docs" / "rgi_conventions.md").is_file()
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    assert "## Which RGI?" in readme and "log10(Nw / Nc)" in readme

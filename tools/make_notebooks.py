@@ -129,7 +129,7 @@ NOTEBOOKS["02_idk_prompting"] = notebook(
                "library (`metrics.random_rejection_gains`) from this baseline's own correct (Nc) and wrong (Nw) counts: "
                "the *class* convention (equations 8-9) gives 0; the *subset* convention, which the paper's Tables 2 and 11 "
                "print, gives log10(Nw/Nc), positive wherever the baseline is wrong more often than right "
-               "(docs/rgi_conventions.md)."),
+               "(README, section 'Which RGI?')."),
         ("code", 'from reliable_lalm.core import metrics\n'
                  'random_rows = []\n'
                  'for group, g in [*idk["by_task"].items(), ("total", idk)]:\n'

@@ -447,7 +447,7 @@ def random_rejection_gains(nc: int, nw: int, rate: float = 0.2) -> dict[str, Gai
     knows nothing, so a gain index should give it 0: the *class* convention (equations 8-9, divided
     by Nc and Nw) does (ΔCon = ΔHum = rate); the *subset* convention (divided by N = Nc + Nw, what
     the paper's Tables 2 and 11 print) gives log10(Nw / Nc), positive wherever the baseline is
-    wrong more often than right (docs/rgi_conventions.md).
+    wrong more often than right (README, "Which RGI?").
     """
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
