@@ -263,3 +263,15 @@ def test_cli_openai_normalizer_against_a_local_server(tmp_path, capsys):
 def test_format_table_without_baseline():
     text = format_table(score_records(predictions()))
     assert "ΔCon" not in text and "normalizer: rule" in text
+
+
+def test_reference_rows_on_a_benchmark_with_other_modality_groups():
+    """MMAR's groups (e.g. mix-sound-music) get reference rows too, not a KeyError."""
+    from reliable_lalm.core.items import BenchmarkItem
+    from reliable_lalm.core.scoring import score_reference_baselines
+
+    items = [BenchmarkItem(id=f"x{i}", audio_path="a.wav", question="q?", choices=("a", "b"),
+                           answer="a" if i < 3 else "b", task="mix-sound-music") for i in range(4)]
+    rows = score_reference_baselines(items)
+    frequent = rows["Most Frequent Choice"]["by_task"]["mix-sound-music"]
+    assert frequent["n"] == 4 and frequent["n_correct"] == 3  # "a" is the answer 3 times of 4

@@ -692,7 +692,7 @@ def score_reference_baselines(items: Sequence[BenchmarkItem], *, seed: int = 0) 
     rng = np.random.default_rng(seed)
     tasks = [it.task for it in items]
     random_outcomes = ["correct" if it.choices[rng.integers(len(it.choices))] == it.answer else "wrong" for it in items]
-    frequency = {task: Counter(it.answer for it in items if it.task == task) for task in TASKS}
+    frequency = {task: Counter(it.answer for it in items if it.task == task) for task in set(tasks)}
     frequent_outcomes = []
     for it in items:
         pick = max(it.choices, key=lambda c: (frequency[it.task][c], -it.choices.index(c)))
