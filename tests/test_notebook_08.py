@@ -66,7 +66,8 @@ def test_unanswerable_tables(run08):
     total = table.xs("total", level=1)
     assert {"baseline", "IDK prompting"} <= set(total.index)
     parts = total[["refusal% unanswerable", "hallucination%", "invalid% unanswerable"]].apply(pd.to_numeric)
-    assert ((parts.sum(axis=1) - 100).abs() < 1e-6).all()  # refused + hallucinated + invalid = all
+    # refused + hallucinated + invalid = all (each cell is rounded: 1e-4 of slack per sum)
+    assert ((parts.sum(axis=1) - 100).abs() < 1e-3).all()
 
 
 def test_circular_table(run08):
