@@ -58,6 +58,25 @@ def _edit_question(bench: Path) -> None:
     bench.write_text(json.dumps(records))
 
 
+def _change(change: str, model: Path, bench: Path, items, monkeypatch) -> dict:
+    """Make one change to the inputs; returns the setting changes (name -> value) it needs."""
+    if change == "audio":
+        write_wav(Path(items[2].audio_path), 1.0, seed=999)
+    elif change == "question":
+        _edit_question(bench)
+    elif change == "weights":
+        _perturb_weights(model)
+    elif change == "prompt":
+        from reliable_lalm.core import prompts
+
+        monkeypatch.setattr(prompts, "SELECT_INSTRUCTION", "Pick exactly one of these:")
+    elif change == "seed":
+        return {"seed": 7}
+    else:
+        return {"max_new_tokens": 4}
+    return {}
+
+
 def test_file_hashes_are_content_not_path(tmp_path):
     a = write_wav(tmp_path / "a.wav", 0.5, seed=1)
     b = tmp_path / "b.wav"
@@ -86,21 +105,8 @@ def test_rlalm_infer_never_reuses_results_of_other_inputs(setup, tmp_path, chang
     assert len(first) == 4
     assert _infer(model, bench, out) == 0  # unchanged inputs: everything is reused
     assert ResultStore(out).records() == first
-    extra: list[str] = []
-    if change == "audio":
-        write_wav(Path(items[2].audio_path), 1.0, seed=999)
-    elif change == "question":
-        _edit_question(bench)
-    elif change == "weights":
-        _perturb_weights(model)
-    elif change == "prompt":
-        from reliable_lalm.core import prompts
-
-        monkeypatch.setattr(prompts, "SELECT_INSTRUCTION", "Pick exactly one of these:")
-    elif change == "seed":
-        extra = ["--seed", "7"]
-    else:
-        extra = ["--max-new-tokens", "4"]
+    settings = _change(change, model, bench, items, monkeypatch)
+    extra = [arg for name, value in settings.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
     capsys.readouterr()
     rc = _infer(model, bench, out, *extra)  # a later --max-new-tokens overrides the default one
     err = capsys.readouterr().err
@@ -136,21 +142,7 @@ def test_experiment_computes_afresh_when_an_input_changes(setup, tmp_path, chang
     monkeypatch.setattr(type(again), "backend", lambda self, adapter=None: pytest.fail("cached run loaded the model"))
     assert again.run("baseline", progress=False) == first_dir  # the fast path: nothing recomputed
     monkeypatch.undo()
-    kwargs = {}
-    if change == "audio":
-        write_wav(Path(items[2].audio_path), 1.0, seed=999)
-    elif change == "question":
-        _edit_question(bench)
-    elif change == "weights":
-        _perturb_weights(model)
-    elif change == "prompt":
-        from reliable_lalm.core import prompts
-
-        monkeypatch.setattr(prompts, "SELECT_INSTRUCTION", "Pick exactly one of these:")
-    elif change == "seed":
-        kwargs = {"seed": 7}
-    else:
-        kwargs = {"max_new_tokens": 4}
+    kwargs = _change(change, model, bench, items, monkeypatch)
     second_dir = experiment(**kwargs).run("baseline", progress=False)
     assert second_dir != first_dir
     second = ResultStore(second_dir).records()

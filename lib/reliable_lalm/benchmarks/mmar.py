@@ -23,12 +23,12 @@ scored by MMAR's rule exactly as we score it, up to the items it lists.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reliable_lalm.benchmarks._common import NOTES_KEY, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
+from reliable_lalm.core.normalize import mmau_string_match
 
 MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech",
                                "mix-music-speech", "mix-sound-music-speech")
@@ -70,34 +70,18 @@ def load(path: str | Path, audio_dir: str | Path | None = None, *, modalities: S
 
 
 # ------------------------------------------------------------------------------------------------
-# MMAR's official rule, re-implemented (not copied) from its published evaluation code
+# MMAR's official rule (its published evaluation code uses MMAU's)
 # ------------------------------------------------------------------------------------------------
-
-_WORD = re.compile(r"\b\w+\b")
-
-
-def _tokens(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
 
 
 def mmar_string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
     """MMAR's ``string_match``: does ``prediction`` count as ``answer``?
 
-    Follows ``code/evaluation.py`` of github.com/ddlBoJack/MMAR (itself MMAU's rule): lower-cased
-    ``\\b\\w+\\b`` token sets; a prediction without tokens never matches; every answer token must be
-    in the prediction; the prediction may contain no token of another choice, where a choice with
-    the answer's token set is ignored and the answer's own tokens are removed from the others.
+    ``code/evaluation.py`` of github.com/ddlBoJack/MMAR uses MMAU's token rule unchanged (lower-cased
+    ``\\b\\w+\\b`` token sets; all answer tokens present, no token of another choice outside the
+    answer's), so this is :func:`reliable_lalm.core.normalize.mmau_string_match`, named for MMAR.
     """
-    predicted = _tokens(prediction)
-    if not predicted:
-        return False
-    wanted = _tokens(answer)
-    others: set[str] = set()
-    for choice in choices:
-        tokens = _tokens(choice)
-        if tokens != wanted:
-            others |= tokens - wanted
-    return wanted <= predicted and predicted.isdisjoint(others)
+    return mmau_string_match(answer, prediction, choices)
 
 
 def mmar_evaluate(records: Iterable[dict[str, Any]], output_field: str = OUTPUT_FIELD) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.metrics import outcome_of
 from reliable_lalm.core.normalize_types import Normalizer
-from reliable_lalm.core.scoring import (OUTPUT_FIELD, NothingScoredError, _load_join_benchmark, _load_side, add_normalizer_arguments,
+from reliable_lalm.core.scoring import (OUTPUT_FIELD, join_summary, NothingScoredError, _load_join_benchmark, _load_side, add_normalizer_arguments,
                       check_llm_refusal, check_records, llm_failures, normalizer_from_args, normalizer_summary,
                       nothing_scored_reason, records_from_store, rejected_summary, resolve_normalizer,
                       strict_problems)
@@ -101,10 +101,7 @@ def export_store(store: Any, benchmark: Any, out: str | Path, normalizer: Normal
     write_json(exported, out)
     summary["out"] = str(out)
     if items is not None:
-        have = {r["id"] for r in records}
-        missing = [i for i in items if i not in have]
-        summary["missing"] = {"n": len(missing), "ids": missing[:100]}
-        summary["rejected"] = rejected_summary(rejected)
+        summary.update(join_summary(items, records, rejected))
     return summary
 
 

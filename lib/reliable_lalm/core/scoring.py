@@ -363,6 +363,15 @@ def _benchmark_items(benchmark: LoadedBenchmark | Sequence[BenchmarkItem] | str 
     return _load_join_benchmark(benchmark)[0]
 
 
+def join_summary(items: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                 rejected: Sequence[RejectedRecord]) -> dict[str, Any]:
+    """``missing`` (benchmark items without a record) and ``rejected`` (records rejected at load time)
+    of a result store joined with its benchmark, for score and export output alike."""
+    have = {r["id"] for r in records}
+    missing = [i for i in items if i not in have]
+    return {"missing": {"n": len(missing), "ids": missing[:100]}, "rejected": rejected_summary(rejected)}
+
+
 def rejected_summary(rejected: Sequence[RejectedRecord]) -> dict[str, Any]:
     """``{"n", "records": [{id, index, line, reason}]}`` of benchmark records rejected at load time."""
     return {"n": len(rejected), "records": [r.to_dict() for r in rejected]}
@@ -438,10 +447,7 @@ def score_store(store: Any, benchmark: LoadedBenchmark | Sequence[BenchmarkItem]
                                   sample_index=sample_index, output_field=output_field)
     result = score_records(pred, base, normalizer, **kw)
     if items is not None:
-        have = {r["id"] for r in pred}
-        missing = [i for i in items if i not in have]
-        result["missing"] = {"n": len(missing), "ids": missing[:100]}
-        result["rejected"] = rejected_summary(rejected)
+        result.update(join_summary(items, pred, rejected))
     return result
 
 

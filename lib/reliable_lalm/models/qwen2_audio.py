@@ -314,13 +314,8 @@ class HFBackend(Backend):
         n = len(samples[0])
         if enc is None:
             enc = self.encode(batch, texts)
-        if "input_features" not in enc:
-            raise AudioNotReachedError("the processor returned no input_features for this batch")
         dev = self.device
-        input_ids = enc["input_ids"].to(dev)
-        attention = enc["attention_mask"].to(dev)
-        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
-        prompt_tokens = attention.sum(-1).tolist()
+        input_ids, attention, positions, prompt_tokens = self._prefill_inputs(enc)
         self._audio_calls = []
         with torch.inference_mode():
             logits, cache = self._forward(
@@ -491,6 +486,16 @@ class HFBackend(Backend):
             return
         yield indices, result
 
+    def _prefill_inputs(self, enc):
+        """``(input_ids, attention_mask, position ids, prompt lengths)`` of an encoded, left-padded
+        batch on the model's device (generation and continuation scoring prefill alike)."""
+        if "input_features" not in enc:
+            raise AudioNotReachedError("the processor returned no input_features for this batch")
+        input_ids = enc["input_ids"].to(self.device)
+        attention = enc["attention_mask"].to(self.device)
+        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+        return input_ids, attention, positions, attention.sum(-1).tolist()
+
     def _score_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str],
                      conts: Sequence[Sequence[Sequence[int]]], names: Sequence[Sequence[str]]
                      ) -> list[ContinuationScores]:
@@ -498,13 +503,8 @@ class HFBackend(Backend):
         from transformers import DynamicCache
 
         enc = self.encode(batch, texts)
-        if "input_features" not in enc:
-            raise AudioNotReachedError("the processor returned no input_features for this batch")
         dev = self.device
-        input_ids = enc["input_ids"].to(dev)
-        attention = enc["attention_mask"].to(dev)
-        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
-        prompt_tokens = attention.sum(-1).tolist()
+        input_ids, attention, positions, prompt_tokens = self._prefill_inputs(enc)
         row_item = [b for b, cs in enumerate(conts) for _ in cs]
         flat = [list(c) for cs in conts for c in cs]
         lens = torch.tensor([len(c) for c in flat], device=dev)
