@@ -12,7 +12,10 @@ written after the family's documented prompt format:
 * Qwen3-Omni: ChatML without a default system turn, ``<|audio_start|><|audio_pad|><|audio_end|>``.
 
 The templates are ours (the checkpoints' own files cannot be read offline); real checkpoints bring
-their own. AF3's tiny feature window is 2 s (real: 30 s) so that a 3 s clip spans two windows and
+their own. Voxtral (needs mistral-common) is the exception: its prompts are built by mistral-common's
+code, not a template, so the tiny one renders as the real one does; only its Tekken tokenizer file is
+ours (the same BPE as tiktoken ranks, Voxtral's special tokens and audio settings), written to a
+temporary folder, and its feature window is the real 30 s. AF3's tiny feature window is 2 s (real: 30 s) so that a 3 s clip spans two windows and
 the "feature rows are windows, not prompts" path is exercised.
 """
 from __future__ import annotations
