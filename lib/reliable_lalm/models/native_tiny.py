@@ -24,6 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from reliable_lalm.models.local_tokenizers import QWEN2_PRETOKENIZE_REGEX, train_byte_level_bpe
+
 # Special tokens per family: (plain list of added special tokens, named ones the processor reads).
 CHATML = ["<|im_start|>", "<|im_end|>"]
 
@@ -54,31 +56,11 @@ def _corpus() -> list[str]:
     ] * 10
 
 
-def _train_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-level BPE trained on the prompts: its vocab and merges (GPT-2 byte-to-unicode symbols)."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from reliable_lalm.demo.model import QWEN2_PRETOKENIZE_REGEX
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return model["vocab"], merges
-
-
 def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int = 512):
     """A ``Qwen2Tokenizer`` over a BPE trained on the prompts, with ``special`` and ``named`` tokens."""
     from transformers import Qwen2Tokenizer
 
-    vocab, merges = _train_bpe(vocab_size)
+    vocab, merges = train_byte_level_bpe(_corpus(), vocab_size)
     extra = [t for t in dict.fromkeys(CHATML + special + list(named.values()))]
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
                                pad_token="<|endoftext|>", additional_special_tokens=extra,
@@ -227,10 +209,9 @@ def tekken_json(vocab_size: int = 512) -> dict:
 
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from reliable_lalm.demo.model import QWEN2_PRETOKENIZE_REGEX
 
     byte_of = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
-    _, merges = _train_bpe(vocab_size)
+    _, merges = train_byte_level_bpe(_corpus(), vocab_size)
     pieces = [bytes([b]) for b in range(256)]
     for left, right in merges:
         piece = bytes(byte_of[c] for c in left + right)
