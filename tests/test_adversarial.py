@@ -378,13 +378,13 @@ def test_planted_demo_training_checkpoint_is_not_run(tmp_path, one_torch_thread)
 
     from reliable_lalm.demo.train import DemoTrainConfig, train_demo
 
-    cfg = DemoTrainConfig(steps=2, batch_size=2, pool_per_task=1, warmup_steps=1, checkpoint_every=1, log_every=1,
-                          threads=1)
-    work = tmp_path / "model-work"
-    work.mkdir()
+    cfg = DemoTrainConfig(steps=1, batch_size=2, pool_per_task=1, warmup_steps=1, checkpoint_every=1, log_every=1,
+                          threads=1, audio_pretrain_steps=1)
+    train_demo(tmp_path / "model", cfg, progress=False)  # a finished run keeps its last checkpoint
+    [checkpoint] = (tmp_path / "model-work" / "checkpoints").glob("step-*")
     marker = tmp_path / "PWNED"
-    torch.save({"config": cfg.to_json(), "model": _Planted(marker)}, work / "checkpoint.pt")
-    with pytest.raises(Exception, match="checkpoint.pt"):
+    torch.save({"optimizer": _Planted(marker), "scheduler": {}}, checkpoint / "optimizer.pt")
+    with pytest.raises(Exception, match="optimizer.pt"):
         train_demo(tmp_path / "model", cfg, progress=False)
     assert not marker.exists()
 

@@ -133,7 +133,8 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thre
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     from reliable_lalm import paths
-    from reliable_lalm.demo.train import accumulate_gradients
+    from reliable_lalm.demo.train import DemoLoss, micro_batches
+    from reliable_lalm.training.loop import backward
 
     if not (paths.DEMO_MODEL_DIR / "config.json").exists():
         pytest.skip("no shipped demo checkpoint")
@@ -147,16 +148,19 @@ def test_micro_batches_give_the_gradient_of_the_whole_batch(pool, one_torch_thre
     answers = {ex.item_id: ([tok(c, add_special_tokens=False)["input_ids"][0] for c in pool[i][1]["choices"]],
                             list(pool[i][1]["choices"]).index(pool[i][1]["answer"]))
                for i, ex in enumerate(examples) if i % 2 == 0}
-    for extra in ({}, {"answers": answers, "answer_weight": 0.7}):
+    for answer_weight in (0.0, 0.7):
+        loss_module = DemoLoss(model, answer_weight)
         grads, losses = [], []
         for n in (1, 2, 3):
             model.zero_grad(set_to_none=True)
-            losses.append(accumulate_gradients(model, processor, examples, n, **extra))
+            batches = micro_batches(processor, examples, n, answers, answer_weight)
+            assert len(batches) == n and sum(b.share for b in batches) == pytest.approx(1.0)
+            losses.append(sum(backward(loss_module, b, len(batches)) for b in batches))
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
         assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
         assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
         assert torch.allclose(grads[0], grads[2], rtol=1e-4, atol=1e-6)
-        if not extra:
+        if not answer_weight:
             plain = losses[0]
     assert losses[0] > plain  # the auxiliary loss is on
 
@@ -171,19 +175,21 @@ def test_a_crashed_training_run_resumes_to_the_same_weights(tmp_path, one_torch_
                           threads=1, audio_pretrain_steps=2)
     whole = train_demo(tmp_path / "whole", cfg, progress=False)
 
-    real_step, calls = demo_train.accumulate_gradients, []
+    real_batches, calls = demo_train.micro_batches, []
 
     def crash_in_step_three(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt("simulated crash")
-        return real_step(*args, **kwargs)
+        return real_batches(*args, **kwargs)
 
-    monkeypatch.setattr(demo_train, "accumulate_gradients", crash_in_step_three)
+    monkeypatch.setattr(demo_train, "micro_batches", crash_in_step_three)
     with pytest.raises(KeyboardInterrupt):
         train_demo(tmp_path / "resumed", cfg, progress=False)
-    assert torch.load(tmp_path / "resumed-work" / "checkpoint.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(demo_train, "accumulate_gradients", real_step)
+    checkpoints = tmp_path / "resumed-work" / "checkpoints"
+    assert [p.name for p in checkpoints.glob("step-*")] == ["step-0000002"]
+    assert json.loads((checkpoints / "step-0000002" / "state.json").read_text())["step"] == 2
+    monkeypatch.setattr(demo_train, "micro_batches", real_batches)
     resumed = train_demo(tmp_path / "resumed", cfg, progress=False)
 
     wa, wb = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")

@@ -17,7 +17,8 @@ import torch
 from reliable_lalm.demo.model import create_untrained
 from reliable_lalm.core.prompts import build_prompt
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.training.sft_data import SFTExample, collate_sft
+from reliable_lalm.training.adapters import adapter_for_model
+from reliable_lalm.training.sft_data import SFTExample
 from reliable_lalm.training import lora_sft as T
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_answer_loss_equals_the_models_own_loss(demo, examples):
     model, processor = T.load_base(demo, device="cpu", dtype=torch.float32)
     peft_model = T.add_lora(model, T.LoraSFTConfig())
     peft_model.eval()
-    batch = collate_sft(processor, examples[:3])
+    batch = adapter_for_model(model).collate(processor, examples[:3])
     with torch.no_grad():
         ours = T.answer_loss(peft_model, batch)
         theirs = peft_model(**batch).loss
@@ -384,7 +385,8 @@ ds = T.load_deepspeed_config(sys.argv[4])
 # Persistence threshold 0: every parameter, LoRA included, is partitioned (the default 1e5 keeps small ones whole).
 ds["zero_optimization"] = {"stage": 3, "stage3_param_persistence_threshold": 0}
 if not gather:
-    T._DeepSpeedStepper.lora_state_dict = lambda self: None  # what a naive save_pretrained on rank 0 does
+    from reliable_lalm.training import loop
+    loop.DeepSpeedOptimization.gathered_state_dict = lambda self: None  # what a naive save_pretrained on rank 0 does
 T.train_lora_sft(demo, ex, out, T.LoraSFTConfig(learning_rate=2e-2, batch_size=2), deepspeed_config=ds, progress=False)
 """
 

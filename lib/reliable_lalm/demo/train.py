@@ -18,14 +18,17 @@ Partial knowledge comes from the benchmark's difficulty (noise, subtlety), not f
 the training runs long enough for easy items to saturate. No answer prior helps: the synthetic
 answers are uniform over each question type's classes and option positions.
 
-The run is resumable: a checkpoint (model, optimizer, scheduler, RNG states, step) is written every
-``checkpoint_every`` steps and picked up by the same command after a crash.
+The optimisation runs on the library's one training loop (:mod:`reliable_lalm.training.loop`:
+AdamW, micro-batches, clipping, the schedule, checkpoints); this recipe supplies each step's batch
+(drawn from the pool, IDK targets decided by the model in the loop), its loss (per-example
+cross-entropy plus the auxiliary audio-to-answer loss), the stage-1 audio pretraining and its log.
+The run is resumable: a checkpoint (model, optimizer, scheduler, RNG states, step, log) is written
+every ``checkpoint_every`` steps and picked up by the same command after a crash.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +38,12 @@ import numpy as np
 
 from reliable_lalm.core import prompts
 from reliable_lalm.core.items import TASKS
-from reliable_lalm.training.sft_data import SFTExample, collate_sft
+from reliable_lalm.training import loop
+from reliable_lalm.training.adapters import Qwen2AudioTraining
+from reliable_lalm.training.sft_data import SFTExample
+
+# The demo model is a Qwen2AudioForConditionalGeneration: its batches are collated as that family's.
+DEMO_FAMILY = Qwen2AudioTraining()
 
 IDK_TARGET = "IDK"
 FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answer")
@@ -296,33 +304,46 @@ def pretrain_audio(model, processor, pool: list[tuple[np.ndarray, dict]], answer
     return log
 
 
-def accumulate_gradients(model, processor, examples: list[SFTExample], micro_batches: int,
-                         answers: dict[str, tuple[list[int], int]] | None = None, answer_weight: float = 0.0) -> float:
-    """Backpropagate the batch's loss (mean over its examples) in length-grouped micro-batches;
-    returns the loss. With ``answers`` (item id -> option first tokens, answer index) and a
-    positive ``answer_weight``, :func:`audio_answer_loss` is added."""
-    value = 0.0
-    for chunk in _length_buckets(examples, micro_batches):
-        batch = collate_sft(processor, chunk)
-        labels = batch.pop("labels")
+class DemoLoss:
+    """The recipe's loss of one micro-batch: :func:`per_example_loss`, plus ``answer_weight`` times
+    :func:`audio_answer_loss` on the rows whose ``answers`` entry is given (``answers=None``: off)."""
+
+    def __init__(self, model, answer_weight: float = 0.0):
+        self.model = model
+        self.answer_weight = answer_weight
+
+    def __call__(self, labels, answers=None, **inputs):
         captured: dict[str, Any] = {}
         hook = None
-        if answers and answer_weight:
-            hook = model.model.multi_modal_projector.register_forward_hook(
+        if answers is not None:
+            hook = self.model.model.multi_modal_projector.register_forward_hook(
                 lambda module, args, output: captured.__setitem__("audio", output))
         try:
-            logits = model(**batch).logits
+            logits = self.model(**inputs).logits
         finally:
             if hook is not None:
                 hook.remove()
         loss = per_example_loss(logits, labels)
         if "audio" in captured:
-            loss = loss + answer_weight * audio_answer_loss(model, captured["audio"], batch["input_ids"],
-                                                            [answers.get(ex.item_id) for ex in chunk])
-        loss = loss * (len(chunk) / len(examples))
-        loss.backward()
-        value += float(loss.detach())
-    return value
+            loss = loss + self.answer_weight * audio_answer_loss(self.model, captured["audio"], inputs["input_ids"],
+                                                                 answers)
+        return loss
+
+
+def micro_batches(processor, examples: list[SFTExample], n: int,
+                  answers: dict[str, tuple[list[int], int]] | None = None,
+                  answer_weight: float = 0.0) -> list[loop.MicroBatch]:
+    """The batch as ``n`` length-grouped micro-batches, each weighted by its share of the examples
+    (the step's loss is the mean over all its examples). With ``answers`` (item id -> option first
+    tokens, answer index) and a positive ``answer_weight``, each carries its rows' entries for
+    :func:`audio_answer_loss`."""
+    out = []
+    for chunk in _length_buckets(examples, n):
+        inputs = DEMO_FAMILY.collate(processor, chunk)
+        if answers and answer_weight:
+            inputs["answers"] = [answers.get(ex.item_id) for ex in chunk]
+        out.append(loop.MicroBatch(inputs, share=len(chunk) / len(examples)))
+    return out
 
 
 def _lr_at(step: int, cfg: DemoTrainConfig) -> float:
@@ -333,6 +354,19 @@ def _lr_at(step: int, cfg: DemoTrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
+def lr_schedule(optimizer, cfg: DemoTrainConfig):
+    """:func:`_lr_at` as a ``torch.optim`` scheduler: linear warm-up to ``lr`` (``(step + 1) / warmup``),
+    then a cosine to ``min_lr_ratio * lr``. Not ``transformers.get_scheduler``'s ``cosine_with_min_lr``:
+    its warm-up ramps ``step / warmup`` (0 at the first step), other weights than the shipped model's."""
+    from torch.optim.lr_scheduler import LRScheduler
+
+    class DemoSchedule(LRScheduler):
+        def get_lr(self):
+            return [_lr_at(self.last_epoch, cfg) for _ in self.optimizer.param_groups]
+
+    return DemoSchedule(optimizer)
+
+
 def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_dir: str | Path | None = None,
                progress: bool = True) -> Path:
     """Build the tokenizer and model, train them, and save the checkpoint to ``out_dir``.
@@ -340,7 +374,6 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     ``work_dir`` keeps resumable checkpoints (default: ``out_dir/../<name>-work``).
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     from reliable_lalm.demo import model as demo_model
@@ -360,37 +393,34 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         demo_model.create_untrained(init_dir, tokenizer_corpus(pool, few_shot),
                                     demo_model.DemoModelConfig(**cfg.model), seed=cfg.seed)
     processor = AutoProcessor.from_pretrained(init_dir)
-    ckpt_path = work_dir / "checkpoint.pt"
     model = Qwen2AudioForConditionalGeneration.from_pretrained(init_dir, dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_step = 0
-    log: list[dict[str, Any]] = []
-    running = None  # the logged loss is an EMA, resumed with the rest
-    if ckpt_path.exists():
-        from reliable_lalm.training.lora_sft import load_torch_state
-
-        state = load_torch_state(ckpt_path)  # weights_only: a planted checkpoint.pt cannot run code
-        if state["config"] != cfg.to_json():
-            raise RuntimeError(f"{ckpt_path} was written with another training config; delete {work_dir} to restart")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step, log, running = state["step"], state["log"], state.get("running_loss")
+    optimization = loop.TorchOptimization(DemoLoss(model, cfg.audio_answer_weight), model.parameters(), optimizer,
+                                          lr_schedule(optimizer, cfg), max_grad_norm=cfg.grad_clip,
+                                          weights_of=model, keep_checkpoints=1)
+    training = loop.TrainingLoop(optimization, total_steps=cfg.steps, checkpoint_dir=work_dir / "checkpoints",
+                                 save_every=cfg.checkpoint_every, checkpoint_at_end=True, identity=cfg.to_json(),
+                                 show_progress=progress, desc="demo training",
+                                 other_run_hint=f"it was written with another training config; delete {work_dir} "
+                                                "to restart")
+    resumed = training.resume()  # weights_only: a planted checkpoint cannot run code
     tok = processor.tokenizer
     answers = {r["id"]: ([tok(c, add_special_tokens=False)["input_ids"][0] for c in r["choices"]],
                          list(r["choices"]).index(r["answer"])) for _, r in pool}
     model.train()
-    pretrain_log = state.get("pretrain_log", []) if ckpt_path.exists() else None
-    if pretrain_log is None:  # stage 1 is deterministic: after a crash inside it, it reruns
-        pretrain_log = pretrain_audio(model, processor, pool, answers, cfg)
+    # The logged loss is an EMA, resumed with the rest; stage 1 is deterministic: after a crash
+    # inside it, it reruns.
+    log: list[dict[str, Any]] = list(resumed["log"]) if resumed is not None else []
+    running = resumed["running_loss"] if resumed is not None else None
+    pretrain_log = resumed["pretrain_log"] if resumed is not None else pretrain_audio(model, processor, pool, answers,
+                                                                                       cfg)
     formats = list(cfg.mix)
     weights = np.array([cfg.mix[f] for f in formats], dtype=float)
     weights /= weights.sum()
     started = time.time()
-    n_asked = n_refused = 0
-    bar = tqdm(range(start_step, cfg.steps), desc="demo training", disable=not progress,
-               initial=start_step, total=cfg.steps)
-    for step in bar:
+    counts = {"asked": 0, "refused": 0}
+
+    def step_batches(step: int) -> list[loop.MicroBatch]:
         # Per-step RNG from (seed, step): a resumed run draws exactly the batches it would have drawn.
         rng = np.random.default_rng([cfg.seed, step])
         picks = rng.integers(0, len(pool), size=cfg.batch_size)
@@ -399,28 +429,21 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
         knows = dict(zip(asks, model_knows(model, processor, [pool[picks[j]] for j in asks])))
         examples = [make_example(formats[f], *pool[i], rng, cfg, few_shot, knows=knows.get(j, True))
                     for j, (i, f) in enumerate(zip(picks, fmts))]
-        n_asked += len(asks)
-        n_refused += sum(not k for k in knows.values())
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        value = accumulate_gradients(model, processor, examples, cfg.micro_batches, answers, cfg.audio_answer_weight)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        counts["asked"] += len(asks)
+        counts["refused"] += sum(not k for k in knows.values())
+        return micro_batches(processor, examples, cfg.micro_batches, answers, cfg.audio_answer_weight)
+
+    def record(done: int, value: float) -> None:
+        nonlocal running
         running = value if running is None else 0.98 * running + 0.02 * value
-        bar.set_postfix(loss=f"{running:.3f}")
-        if (step + 1) % cfg.log_every == 0:
+        if done % cfg.log_every == 0:
             # idk_target_share: of the IDK/MCoT examples since the last entry, those the model got wrong.
-            log.append({"step": step + 1, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started,
-                        "idk_target_share": n_refused / max(1, n_asked)})
-            n_asked = n_refused = 0
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "torch_rng": torch.get_rng_state(), "config": cfg.to_json(), "log": log,
-                        "pretrain_log": pretrain_log,
-                        "running_loss": running}, tmp)
-            os.replace(tmp, ckpt_path)
+            log.append({"step": done, "loss": running, "lr": _lr_at(done - 1, cfg), "elapsed_s": time.time() - started,
+                        "idk_target_share": counts["refused"] / max(1, counts["asked"])})
+            counts["asked"] = counts["refused"] = 0
+
+    training.run(step_batches, record=record,
+                 recipe_state=lambda: {"log": log, "pretrain_log": pretrain_log, "running_loss": running})
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -135,6 +135,15 @@ class Backend(abc.ABC):
         return {"backend": type(self).__name__}
 
     @classmethod
+    def training_adapter(cls, model_type: str):
+        """What LoRA SFT needs to know about checkpoints of ``model_type`` served by this backend
+        (a :class:`reliable_lalm.training.adapters.TrainingAdapter`); backends that cannot be
+        fine-tuned (endpoints, workers) keep this default."""
+        from reliable_lalm.training.adapters import TrainingNotSupported
+
+        raise TrainingNotSupported(f"{cls.__name__} cannot be fine-tuned here (model_type {model_type!r})")
+
+    @classmethod
     def describe_checkpoint(cls, source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
         """What identifies a loaded checkpoint in result keys (by content, never by path), computable
         without loading it: the experiments' "already complete" check uses the same function."""

@@ -214,6 +214,47 @@ def load_processor(source: str, family: NativeFamily, *, local_files_only: bool 
                                 chat_template=template)
 
 
+def audio_window_seconds(processor, family: NativeFamily) -> float:
+    """Seconds of audio the model hears (longer clips are truncated): the processor's own limit where
+    the family has one (AF3's ``max_audio_len``), else the feature extractor's window."""
+    fe = processor.feature_extractor
+    if family.window_attr and getattr(processor, family.window_attr, None):
+        return float(getattr(processor, family.window_attr))
+    return float(fe.n_samples) / float(fe.sampling_rate)
+
+
+def load_model_and_processor(name_or_path, *, device="auto", dtype="auto", device_map=None, adapter=None,
+                             merge_adapter: bool | None = None, attn_implementation: str | None = None):
+    """``(model, processor, family)`` of a checkpoint of any native family (by its ``model_type``),
+    in eval mode; ``adapter`` attached as for Qwen2-Audio (merged only in fp32:
+    :func:`reliable_lalm.models.hf_loading.attach_adapter`)."""
+    import transformers
+
+    from reliable_lalm.models.hf_loading import attach_adapter, resolve_device, resolve_dtype
+
+    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+    local_only = not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
+    family = family_for_model_type(config.model_type)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
+    if attn_implementation:
+        load_kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        load_kwargs["device_map"] = device_map
+    # The thinker class loads from a full Omni checkpoint (transformers maps away "thinker."
+    # and ignores the talker / token2wav weights).
+    model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
+    if device_map is None:
+        model = model.to(device)
+    if adapter is not None:
+        model = attach_adapter(model, adapter, torch_dtype, merge=merge_adapter)
+    model.eval()
+    model.rlalm_source = {"model": source, "adapter": str(adapter) if adapter is not None else None}
+    return model, load_processor(source, family, local_files_only=local_only), family
+
+
 # --------------------------------------------------------------------------------------------------
 # Sampling
 
@@ -299,12 +340,8 @@ class NativeHFBackend(Backend):
         self.check_audio = check_audio
         self._inner = _base_model(model)
         self.device = self._inner.get_input_embeddings().weight.device
-        fe = processor.feature_extractor
-        self.sampling_rate = int(fe.sampling_rate)
-        if self.family.window_attr and getattr(processor, self.family.window_attr, None):
-            self.window_seconds = float(getattr(processor, self.family.window_attr))
-        else:
-            self.window_seconds = float(fe.n_samples) / float(fe.sampling_rate)
+        self.sampling_rate = int(processor.feature_extractor.sampling_rate)
+        self.window_seconds = audio_window_seconds(processor, self.family)
         self.window_samples = int(round(self.window_seconds * self.sampling_rate))
         eos = getattr(self._inner.generation_config, "eos_token_id", None)
         if eos is None:
@@ -326,33 +363,16 @@ class NativeHFBackend(Backend):
                         device_map=None, adapter=None, attn_implementation: str | None = None,
                         **kwargs) -> "NativeHFBackend":
         """Load a checkpoint of any native family (chosen by its config's ``model_type``)."""
-        import transformers
-
-        from reliable_lalm.models.hf_loading import resolve_device, resolve_dtype
-
-        source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
-        local_only = not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
-        family = family_for_model_type(config.model_type)
-        device = resolve_device(device)
-        load_kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "local_files_only": local_only}
-        if attn_implementation:
-            load_kwargs["attn_implementation"] = attn_implementation
-        if device_map is not None:
-            load_kwargs["device_map"] = device_map
-        # The thinker class loads from a full Omni checkpoint (transformers maps away "thinker."
-        # and ignores the talker / token2wav weights).
-        model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
-        if device_map is None:
-            model = model.to(device)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        model.eval()
-        model.rlalm_source = {"model": source, "adapter": str(adapter) if adapter is not None else None}
-        processor = load_processor(source, family, local_files_only=local_only)
+        model, processor, _ = load_model_and_processor(name_or_path, device=device, dtype=dtype,
+                                                       device_map=device_map, adapter=adapter,
+                                                       attn_implementation=attn_implementation)
         return cls(model, processor, batch_size=batch_size, **kwargs)
+
+    @classmethod
+    def training_adapter(cls, model_type: str):
+        from reliable_lalm.training.adapters import NativeTraining
+
+        return NativeTraining(family_for_model_type(model_type))
 
     def describe(self) -> dict[str, Any]:
         """The model by content: checkpoint and adapter hashes and the dtype (never a path)."""

@@ -180,6 +180,21 @@ def merges_exactly_enough(dtype) -> bool:
     return dtype == torch.float32
 
 
+def attach_adapter(model, adapter: str | Path, dtype, *, merge: bool | None = None):
+    """``model`` with the PEFT (LoRA) adapter at ``adapter`` on top, for every model family.
+
+    ``merge=None`` merges it into the weights only when they are fp32 (:func:`merges_exactly_enough`);
+    in bf16/fp16 it stays a ``PeftModel`` (LoRA weights in fp32, the update added to each layer's
+    output), as a bf16 merge rounds most of a small update away. ``True``/``False`` force either.
+    """
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter))
+    if merge is None:
+        merge = merges_exactly_enough(dtype)
+    return model.merge_and_unload() if merge else model
+
+
 def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "auto", dtype: Any = "auto",
                              device_map: Any = None, adapter: str | Path | None = None,
                              merge_adapter: bool | None = None, attn_implementation: str | None = None):
@@ -189,10 +204,7 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
     as ``Qwen/Qwen2-Audio-7B-Instruct`` that is already in the Hugging Face cache (with
     ``HF_HUB_OFFLINE=1`` nothing is downloaded). ``device_map="auto"`` spreads the model over several
     GPUs (accelerate); otherwise the model is moved to ``device``. ``adapter``: a PEFT (LoRA) folder.
-    ``merge_adapter=None`` (default) merges it into the weights only in fp32, where the merge keeps
-    the update (:func:`merges_exactly_enough`); in bf16/fp16 the adapter stays unmerged (a
-    ``PeftModel``, its LoRA weights in fp32, the update added to each layer's output), because a
-    bf16 merge rounds most of a small update away. ``True``/``False`` force either.
+    ``merge_adapter``: :func:`attach_adapter`'s ``merge`` (``None``: merged only in fp32).
 
     The tokenizer pads on the LEFT: batched generation must see every prompt end at the same column.
     """
@@ -222,13 +234,7 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
     if device_map is None:
         model = model.to(device)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-        if merge_adapter is None:
-            merge_adapter = merges_exactly_enough(torch_dtype)
-        if merge_adapter:
-            model = model.merge_and_unload()
+        model = attach_adapter(model, adapter, torch_dtype, merge=merge_adapter)
     model.eval()
     processor.tokenizer.padding_side = "left"
     # What result stores record as the model (checkpoint + adapter).

@@ -126,6 +126,12 @@ class HFBackend(Backend):
                                                     device_map=device_map, adapter=adapter)
         return cls(model, processor, batch_size=batch_size, **kwargs)
 
+    @classmethod
+    def training_adapter(cls, model_type: str):
+        from reliable_lalm.training.adapters import Qwen2AudioTraining
+
+        return Qwen2AudioTraining()
+
     @staticmethod
     def _special_token_strings(processor) -> tuple[str, ...]:
         """Every special token string of the tokenizer (and the processor's audio markers), longest first."""

@@ -1,6 +1,9 @@
-"""LoRA supervised fine-tuning of Qwen2-Audio on an IDK dataset (paper section 3.2, Appendix D).
+"""LoRA supervised fine-tuning of an audio LM on an IDK dataset (paper section 3.2, Appendix D).
 
-One data/loss code path, two optimisation back-ends:
+The model family is reached only through its :class:`~reliable_lalm.training.adapters.TrainingAdapter`
+(Qwen2-Audio, Audio Flamingo 3, the Omni thinkers): loading, collation, the answer-loss forward, where
+its language model is. One data/loss code path and the one training loop
+(:mod:`reliable_lalm.training.loop`), with two optimisation back-ends:
 
 * a plain single-process PyTorch loop (AdamW, gradient accumulation, checkpoints, resume);
 * DeepSpeed (``deepspeed.initialize``; ZeRO-2 by default, ``params/deepspeed_zero2.json``), for one
@@ -14,15 +17,17 @@ layer so named, the Whisper audio encoder's attention included; the default
 and every other weight frozen, which :func:`assert_only_lora_trainable` enforces): the paper
 fine-tunes "the LLM" for IDK answers, and its audio encoder is not said to change. Either may be
 what the authors ran; both are a profile setting.
-The loss is on the answer tokens only (:func:`reliable_lalm.training.sft_data.collate_sft` labels), computed
-from the hidden states of those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary
-projection is never materialised for the ~330 prompt/audio positions of a batch.
+The loss is on the answer tokens only (:meth:`TrainingAdapter.collate` labels), the LM head run on
+those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary projection is never
+materialised for the ~330 prompt/audio positions of a batch.
 
 Adapters are written in the standard peft format (``save_pretrained``, rank 0 only) and checked
 after saving (:func:`verify_adapter`): every LoRA tensor present, non-empty and finite, ``lora_B``
 not all zeros after training. This catches the ZeRO-3 pitfall of saving partitioned (empty)
 parameters. :func:`merge_adapter` folds an adapter into the base weights for serving (vLLM cannot
 load LoRA adapters for Qwen2-Audio) and checks that greedy outputs are unchanged by the merge.
+Loading base + adapter for evaluation merges only in fp32, for every family
+(:func:`reliable_lalm.models.hf_loading.attach_adapter`).
 """
 from __future__ import annotations
 
@@ -40,13 +45,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample, collate_sft
+from reliable_lalm.training import loop
+from reliable_lalm.training.adapters import (LANGUAGE_MODEL_QKV, LORA_TARGETS, TrainingAdapter, adapter_for_model,
+                                             adapter_for_model_type, adapter_for_source)
+from reliable_lalm.training.loop import UnsafeCheckpointError, load_torch_state  # noqa: F401 - public API
+from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample
 
-DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj)"
-# lora_targets -> PEFT target_modules. paper_names: Table 9's names as PEFT reads a list (every module
-# whose name ends in one of them: the Whisper encoder's q/k/v too); language_model_only: the default.
-LORA_TARGETS: dict[str, Any] = {"language_model_only": DEFAULT_TARGET_MODULES,
-                                "paper_names": ["q_proj", "k_proj", "v_proj"]}
+DEFAULT_TARGET_MODULES = LANGUAGE_MODEL_QKV
 DEFAULT_LORA_TARGETS = "language_model_only"
 # Table 9: LoRA alpha per training modality (rank 8, lr 3e-5, q/k/v for all three).
 TABLE9_ALPHA = {"sound": 32.0, "music": 32.0, "speech": 16.0}
@@ -178,29 +183,34 @@ def lora_target_names(model, pattern: Any = DEFAULT_TARGET_MODULES) -> list[str]
     return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and matches(name)]
 
 
-def assert_only_lora_trainable(model, *, language_model_only: bool = True) -> int:
-    """Raise unless every parameter that requires grad is a LoRA parameter; return their count."""
+def assert_only_lora_trainable(model, *, language_model_only: bool = True,
+                               adapter: TrainingAdapter | None = None) -> int:
+    """Raise unless every parameter that requires grad is a LoRA parameter (and, with
+    ``language_model_only``, inside the language model as ``adapter`` places it); return their count."""
+    adapter = adapter or adapter_for_model(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n, _ in trainable if "lora_" not in n]
     if bad:
         raise AssertionError(f"{len(bad)} non-LoRA parameters would be trained, e.g. {bad[:3]}")
     if not trainable:
         raise AssertionError("no trainable parameter: LoRA was not applied")
-    outside_lm = [n for n, _ in trainable if "language_model" not in n]
+    outside_lm = [n for n, _ in trainable if not adapter.in_language_model(n)]
     if outside_lm and language_model_only:
         raise AssertionError(f"LoRA parameters outside the language model: {outside_lm[:3]}")
     return sum(p.numel() for _, p in trainable)
 
 
-def add_lora(model, config: LoraSFTConfig):
-    """Wrap ``model`` with LoRA on the language model's q/k/v; everything else frozen."""
+def add_lora(model, config: LoraSFTConfig, adapter: TrainingAdapter | None = None):
+    """Wrap ``model`` with LoRA on ``config.target_modules`` (by default the language model's q/k/v);
+    everything else frozen."""
     import torch
     from peft import get_peft_model
 
+    adapter = adapter or adapter_for_model(model)
     targets = lora_target_names(model, config.target_modules)
     if not targets:
         raise ValueError(f"target_modules {config.target_modules!r} matches no linear layer")
-    if not config.wraps_audio_encoder and any("language_model" not in name for name in targets):
+    if not config.wraps_audio_encoder and not all(adapter.in_language_model(name) for name in targets):
         raise ValueError(f"target_modules {config.target_modules!r} matches layers outside the language model")
     for param in model.parameters():
         param.requires_grad_(False)
@@ -210,51 +220,36 @@ def add_lora(model, config: LoraSFTConfig):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)  # lora_A initialisation
     peft_model = get_peft_model(model, config.lora_config())
-    assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
+    assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder, adapter=adapter)
     return peft_model
 
 
 class AnswerLoss(torch.nn.Module):
-    """Mean next-token cross-entropy over the label (answer) positions of a ``collate_sft`` batch.
+    """Mean next-token cross-entropy over the label (answer) positions of a collated batch.
 
-    Same value as ``Qwen2AudioForConditionalGeneration(..., labels=...).loss``, but the LM head runs
-    on the answer positions only and the softmax is in float32. Both back-ends train this module.
+    Same value as the model's own ``(..., labels=...).loss``, but the LM head runs on the answer
+    positions only and the softmax is in float32. Both back-ends train this module.
     """
 
-    def __init__(self, peft_model):
+    def __init__(self, peft_model, adapter: TrainingAdapter | None = None):
         super().__init__()
         self.model = peft_model  # the PeftModel; adapters are saved through it
+        self.adapter = adapter or adapter_for_model(peft_model)
 
-    def forward(self, input_ids, attention_mask, input_features, feature_attention_mask, labels):
-        return answer_loss(self.model, dict(input_ids=input_ids, attention_mask=attention_mask,
-                                            input_features=input_features,
-                                            feature_attention_mask=feature_attention_mask, labels=labels))
-
-
-def _causal_lm(model):
-    """The ``Qwen2AudioForConditionalGeneration`` inside a PeftModel (LoRA layers are in place)."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    def forward(self, **batch):
+        return answer_loss(self.model, batch, self.adapter)
 
 
-def answer_loss(model, batch: dict):
-    import torch
+def answer_loss(model, batch: dict, adapter: TrainingAdapter | None = None):
     import torch.nn.functional as F
 
-    lm = _causal_lm(model)
-    features = batch["input_features"]
-    # The audio encoder's conv has no input cast: match its dtype (bf16 under DeepSpeed/bf16).
-    features = features.to(lm.model.audio_tower.conv1.weight.dtype)
-    out = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], input_features=features,
-                   feature_attention_mask=batch["feature_attention_mask"], use_cache=False)
-    hidden = out.last_hidden_state
+    adapter = adapter or adapter_for_model(model)
     labels = batch["labels"]
     shift_labels = labels[:, 1:]
     keep = (shift_labels != IGNORE_INDEX) & (batch["attention_mask"][:, 1:] != 0)
     if not bool(keep.any()):
         raise ValueError("batch has no answer token to train on")
-    logits = lm.lm_head(hidden[:, :-1][keep]).float()
+    logits = adapter.answer_logits(model, batch, keep)
     return F.cross_entropy(logits, shift_labels[keep].to(logits.device))
 
 
@@ -495,169 +490,16 @@ class SFTResult:
     config: LoraSFTConfig = field(default_factory=LoraSFTConfig)
 
 
-class _TorchStepper:
-    """Plain PyTorch: AdamW, manual accumulation and clipping."""
-
-    name = "torch"
-
-    def __init__(self, loss_module, config: LoraSFTConfig, total_steps: int):
-        import torch
-
-        self.module = loss_module
-        self.params = [p for p in loss_module.parameters() if p.requires_grad]
-        self.config = config
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = lr_scheduler(self.optimizer, config, total_steps)
-
-    def micro_step(self, batch: dict, n_micro: int) -> float:
-        loss = self.module(**batch)
-        (loss / n_micro).backward()
-        return float(loss.detach())
-
-    def optimizer_step(self) -> None:
-        import torch
-
-        if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def peft_model(self):
-        return self.module.model
-
-    def lr(self) -> float:
-        return float(self.scheduler.get_last_lr()[0])
-
-    # Checkpoints: adapter + optimizer + scheduler, written to a temporary folder then renamed, so a
-    # crash mid-save never leaves a checkpoint that looks complete.
-    def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
-        import torch
-
-        final = directory / f"step-{step:07d}"
-        tmp = directory / f".tmp-step-{step:07d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.peft_model().save_pretrained(tmp)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                   tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _prune_checkpoints(directory, self.config.keep_checkpoints)
-
-    def load_checkpoint(self, directory: Path) -> dict | None:
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        done = sorted(p for p in directory.glob("step-*") if (p / "state.json").is_file())
-        if not done:
-            return None
-        last = done[-1]
-        set_peft_model_state_dict(self.peft_model(), load_file(str(last / ADAPTER_WEIGHTS)))
-        saved = load_torch_state(last / "optimizer.pt")
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        return json.loads((last / "state.json").read_text())
-
-    def lora_state_dict(self):
-        return None  # parameters are whole on this process: save_pretrained reads them directly
-
-
-class _DeepSpeedStepper:
-    """DeepSpeed engine: it owns accumulation, clipping and the (client) AdamW + schedule."""
-
-    name = "deepspeed"
-
-    def __init__(self, loss_module, config: LoraSFTConfig, total_steps: int, ds_config: dict):
-        import deepspeed
-        import torch
-
-        self.config = config
-        self.ds_config = ds_config
-        params = [p for p in loss_module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = lr_scheduler(optimizer, config, total_steps)
-        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=loss_module, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler,
-            config=ds_config)
-
-    def micro_step(self, batch: dict, n_micro: int) -> float:
-        loss = self.engine(**batch)
-        self.engine.backward(loss)  # scaled by 1/gradient_accumulation_steps inside
-        self.engine.step()  # optimizer step only at the accumulation boundary
-        return float(loss.detach())
-
-    def optimizer_step(self) -> None:
-        pass  # engine.step() in the last micro_step of the group was the accumulation boundary
-
-    def peft_model(self):
-        return self.engine.module.model
-
-    def lr(self) -> float:
-        return float(self.engine.get_lr()[0])
-
-    def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
-        # Collective: every rank writes its optimizer partition. Frozen base weights are left out
-        # (a 7B base would otherwise be copied into every checkpoint).
-        self.engine.save_checkpoint(str(directory), tag=f"step-{step:07d}", client_state={"rlalm": state},
-                                    exclude_frozen_parameters=True)
-        import torch.distributed as dist
-
-        dist.barrier()
-        if dist.get_rank() == 0:
-            _prune_checkpoints(directory, self.config.keep_checkpoints)
-        dist.barrier()
-
-    def load_checkpoint(self, directory: Path) -> dict | None:
-        if not (directory / "latest").is_file():
-            return None
-        path, client = self.engine.load_checkpoint(str(directory), load_module_strict=False)
-        if path is None:
-            return None
-        return (client or {}).get("rlalm")
-
-    def lora_state_dict(self):
-        """ZeRO-3 partitions parameters: gather the LoRA ones (collective) before rank 0 saves."""
-        if zero_stage(self.ds_config) < 3:
-            return None
-        import deepspeed
-
-        model = self.peft_model()
-        named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
-        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
-            return {n: p.detach().cpu().clone() for n, p in named}
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint file holds more than tensors and plain containers (it would run code if unpickled)."""
-
-
-def load_torch_state(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only.
-
-    A ``.pt`` file is a pickle, and unpickling can call any function: a file planted in a checkpoint
-    folder (``optimizer.pt``) would run code on resume. Optimizer, scheduler and RNG states are plain
-    data, so the restricted unpickler loads every checkpoint this library writes and refuses anything
-    else with one line naming the file.
-    """
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint (weights_only=True "
-                                    f"would have to run code to unpickle it; delete the file if you did not "
-                                    f"write it): {reason}") from None
-
-
-def _prune_checkpoints(directory: Path, keep: int) -> None:
-    done = sorted(p for p in directory.glob("step-*") if p.is_dir())
-    for old in done[:-max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+def _optimization(loss_module, config: LoraSFTConfig, total_steps: int, ds_config: dict | None):
+    """AdamW over the LoRA parameters and the config's schedule, on the plain loop or on DeepSpeed."""
+    params = [p for p in loss_module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = lr_scheduler(optimizer, config, total_steps)
+    if ds_config is not None:
+        return loop.DeepSpeedOptimization(loss_module, params, optimizer, scheduler, ds_config,
+                                          keep_checkpoints=config.keep_checkpoints)
+    return loop.TorchOptimization(loss_module, params, optimizer, scheduler, max_grad_norm=config.max_grad_norm,
+                                  keep_checkpoints=config.keep_checkpoints)
 
 
 def _to_device(batch: dict, device: str) -> dict:
@@ -666,12 +508,10 @@ def _to_device(batch: dict, device: str) -> dict:
 
 def load_base(model_path: str | Path, *, device: str, dtype, adapter: str | Path | None = None):
     """The base model (and, with ``adapter``, the LoRA on top, not merged) and its processor, loaded
-    by the one model loader inference uses (:func:`reliable_lalm.models.hf_loading.load_model_and_processor`:
-    "demo", a folder or a cached hub id, never a download). Its left padding does not reach training:
-    :func:`reliable_lalm.training.sft_data.collate_sft` pads on the right itself."""
-    from reliable_lalm.models.hf_loading import load_model_and_processor
-
-    return load_model_and_processor(model_path, device=device, dtype=dtype, adapter=adapter, merge_adapter=False)
+    by the loader inference uses for its family ("demo", a registered name, a folder or a cached hub
+    id, never a download). Its left padding does not reach training: collation pads on the right."""
+    return adapter_for_source(model_path).load(model_path, device=device, dtype=dtype, adapter=adapter,
+                                               merge_adapter=False)
 
 
 def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
@@ -690,9 +530,6 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
     ``keep_checkpoints_after``. ``extra_summary`` (e.g. the IDK dataset and sampling settings) is
     recorded under ``data`` in ``training_summary.json``.
     """
-    import torch
-    from reliable_lalm.core.progress import progress_bar
-
     config = config or LoraSFTConfig()
     examples = list(examples)
     if not examples:
@@ -712,36 +549,29 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
         dtype = torch.float32 if not ds_config["bf16"]["enabled"] else torch.bfloat16
     is_main = rank == 0
 
-    base, processor = load_base(model_path, device=device, dtype=dtype)
+    adapter = adapter_for_source(model_path)
+    base, processor = adapter.load(model_path, device=device, dtype=dtype, merge_adapter=False)
     expected_modules = lora_target_names(base, config.target_modules)
-    peft_model = add_lora(base, config)
-    trainable = assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder)
-    loss_module = AnswerLoss(peft_model)
+    peft_model = add_lora(base, config, adapter)
+    trainable = assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder,
+                                           adapter=adapter)
+    loss_module = AnswerLoss(peft_model, adapter)
     loss_module.train()
 
     per_epoch = steps_per_epoch(len(examples), config, world_size)
     total_steps = per_epoch * config.epochs
-    stepper = (_DeepSpeedStepper(loss_module, config, total_steps, ds_config) if ds_config is not None
-               else _TorchStepper(loss_module, config, total_steps))
-
+    optimization = _optimization(loss_module, config, total_steps, ds_config)
     run_identity = {"config": config.training_fingerprint(), "examples": len(examples), "world_size": world_size,
-                    "item_ids": _ids_digest(examples), "backend": stepper.name}
-    start_step, losses = 0, []
-    if resume and (checkpoint_dir.exists()):
-        state = stepper.load_checkpoint(checkpoint_dir)
-        if state is not None:
-            if state.get("identity") != run_identity:
-                raise RuntimeError(f"{checkpoint_dir} holds a checkpoint of another run (different config, data, "
-                                   "world size or back-end); delete it or pass another checkpoint_dir")
-            start_step, losses = int(state["step"]), list(state["losses"])
-    if config.save_every:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                    "item_ids": _ids_digest(examples), "backend": optimization.name}
+    training = loop.TrainingLoop(optimization, total_steps=total_steps, checkpoint_dir=checkpoint_dir,
+                                 save_every=config.save_every, identity=run_identity, world_size=world_size,
+                                 show_progress=progress and is_main, desc="LoRA SFT")
+    if resume:
+        training.resume()
 
-    bar = progress_bar(total=total_steps, initial=start_step, enabled=progress and is_main, desc="LoRA SFT",
-               unit="step")
     epoch_cache: dict[int, list[list[int]]] = {}
-    started = time.perf_counter()
-    for step in range(start_step, total_steps):
+
+    def micro_batches(step: int):
         epoch, in_epoch = divmod(step, per_epoch)
         if epoch not in epoch_cache:
             epoch_cache.clear()
@@ -751,35 +581,22 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
         group = epoch_cache[epoch][in_epoch * config.grad_accum:(in_epoch + 1) * config.grad_accum]
         # Dropout masks depend on (seed, step, rank) only, so a resumed run replays them exactly.
         torch.manual_seed((config.seed * 1_000_003 + step * 1_009 + rank) % (2**31))
-        micro_losses = []
         for indices in group:
-            batch = _to_device(collate_sft(processor, [examples[i] for i in indices]), device)
-            micro_losses.append(stepper.micro_step(batch, len(group)))
-        stepper.optimizer_step()
-        loss = float(np.mean(micro_losses))
-        if world_size > 1:
-            loss = _mean_over_ranks(loss)
-        losses.append(loss)
-        done = step + 1
-        if config.save_every and done % config.save_every == 0 and done < total_steps:
-            stepper.save_checkpoint(checkpoint_dir, done, {"step": done, "losses": losses, "identity": run_identity})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{stepper.lr():.2e}")
-        if on_step is not None:
-            on_step(done, loss)
-    bar.close()
-    seconds = time.perf_counter() - started
+            yield loop.MicroBatch(_to_device(adapter.collate(processor, [examples[i] for i in indices]), device))
+
+    result = training.run(micro_batches, on_step=on_step)
+    start_step, losses, seconds = result.start_step, result.losses, result.seconds
     ran = total_steps - start_step
 
-    gathered = stepper.lora_state_dict()  # collective under ZeRO-3: every rank must call it
+    gathered = optimization.gathered_state_dict()  # collective under ZeRO-3: every rank must call it
     report = None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = {"state_dict": gathered} if gathered is not None else {}
-        stepper.peft_model().save_pretrained(str(out_dir), **kwargs)
+        kwargs = {"state_dict": _peft_state_dict(gathered)} if gathered is not None else {}
+        optimization.module.model.save_pretrained(str(out_dir), **kwargs)
         report = verify_adapter(out_dir, expected_modules=expected_modules, expect_trained=True)
         summary = {
-            "complete": True, "backend": stepper.name, "model_path": str(model_path), "config": config.to_dict(),
+            "complete": True, "backend": optimization.name, "model_path": str(model_path), "config": config.to_dict(),
             "deepspeed_config": ds_config, "examples": len(examples), "item_ids_sha": run_identity["item_ids"],
             "world_size": world_size, "steps": total_steps, "steps_per_epoch": per_epoch,
             "resumed_from": start_step, "losses": losses, "trainable_parameters": trainable,
@@ -796,9 +613,14 @@ def train_lora_sft(model_path: str | Path, examples: Sequence[SFTExample], out_d
         import torch.distributed as dist
 
         dist.barrier()  # other ranks wait until rank 0 has saved and checked the adapter
-    return SFTResult(adapter_dir=out_dir, backend=stepper.name, steps=total_steps, resumed_from=start_step,
+    return SFTResult(adapter_dir=out_dir, backend=optimization.name, steps=total_steps, resumed_from=start_step,
                      losses=losses, examples=len(examples), world_size=world_size, seconds=seconds,
                      seconds_per_step=seconds / max(1, ran), adapter=report, config=config)
+
+
+def _peft_state_dict(gathered: dict[str, Any]) -> dict[str, Any]:
+    """Gathered trainable parameters of the loss module (``model.<peft name>``) as the PeftModel names them."""
+    return {name.removeprefix("model."): tensor for name, tensor in gathered.items()}
 
 
 def _ids_digest(examples: Sequence[SFTExample]) -> str:
@@ -806,17 +628,6 @@ def _ids_digest(examples: Sequence[SFTExample]) -> str:
 
     blob = "\n".join(f"{ex.item_id}\t{ex.target}\t{ex.prompt}" for ex in examples)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _mean_over_ranks(value: float) -> float:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
 
 
 def read_summary(adapter_dir: str | Path) -> dict | None:
@@ -833,27 +644,15 @@ def load_adapter_model(base_path: str | Path, adapter_dir: str | Path, *, device
     return load_base(base_path, device=device, dtype=dtype or resolve_dtype("auto", device), adapter=adapter_dir)
 
 
-def _single_inputs(model, processor, example: SFTExample) -> dict:
-    """One example's prompt and audio as model inputs on the model's device and dtype."""
-    from reliable_lalm.models.qwen_chat import chat_text
-
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    inputs = processor(text=[chat_text(processor, example.prompt)], audio=[example.audio], sampling_rate=16000,
-                       return_tensors="pt", padding=True)
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    inputs["input_features"] = inputs["input_features"].to(dtype)
-    return inputs
-
-
 def greedy_token_ids(model, processor, examples: Sequence[SFTExample], *, max_new_tokens: int = 16) -> list[list[int]]:
     """Greedy continuation token ids of each example's prompt (one at a time: no padding effects)."""
     import torch
 
-    stop = {processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), processor.tokenizer.pad_token_id}
+    adapter = adapter_for_model(model)
+    stop = {processor.tokenizer.convert_tokens_to_ids(adapter.end_of_turn), processor.tokenizer.pad_token_id}
     outputs = []
     for ex in examples:
-        inputs = _single_inputs(model, processor, ex)
+        inputs = adapter.prompt_inputs(model, processor, ex.prompt, ex.audio)
         with torch.no_grad():
             generated = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
         new = generated[0, inputs["input_ids"].shape[1]:].tolist()
@@ -866,9 +665,10 @@ def logits_of(model, processor, examples: Sequence[SFTExample]):
     """Next-token logits at the end of each prompt (float32, CPU), for comparing models."""
     import torch
 
+    adapter = adapter_for_model(model)
     rows = []
     for ex in examples:
-        inputs = _single_inputs(model, processor, ex)
+        inputs = adapter.prompt_inputs(model, processor, ex.prompt, ex.audio)
         with torch.no_grad():
             rows.append(model(**inputs).logits[0, -1].float().cpu())
     return torch.stack(rows)
@@ -883,13 +683,12 @@ def merge_adapter(base_path: str | Path, adapter_dir: str | Path, out_dir: str |
                   max_new_tokens: int = 16) -> dict:
     """Fold the adapter into the base weights (``merge_and_unload``) and save model + processor.
 
-    The saved folder is a plain Qwen2-Audio checkpoint (what vLLM serves). With ``check_examples``
+    The saved folder is a plain checkpoint of the base's family (what vLLM serves). With ``check_examples``
     the merged model is reloaded from disk and its greedy outputs must equal those of base +
     adapter, else :class:`MergeMismatch`. Returns the report also written to ``merge_report.json``.
     """
-    from transformers import Qwen2AudioForConditionalGeneration
-
     verify_adapter(adapter_dir, expect_trained=False)
+    adapter = adapter_for_source(base_path)
     model, processor = load_adapter_model(base_path, adapter_dir, device=device, dtype=dtype)
     expected = greedy_token_ids(model, processor, check_examples, max_new_tokens=max_new_tokens)
     merged = model.merge_and_unload()
@@ -897,7 +696,7 @@ def merge_adapter(base_path: str | Path, adapter_dir: str | Path, out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out_dir))
     processor.save_pretrained(str(out_dir))
-    reloaded = Qwen2AudioForConditionalGeneration.from_pretrained(str(out_dir), dtype=merged.dtype).to(device)
+    reloaded = adapter.model_class().from_pretrained(str(out_dir), dtype=merged.dtype).to(device)
     reloaded.eval()
     got = greedy_token_ids(reloaded, processor, check_examples, max_new_tokens=max_new_tokens)
     mismatched = [ex.item_id for ex, a, b in zip(check_examples, expected, got) if a != b]
@@ -1005,7 +804,7 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
     Returns ms/step (mean, median), peak GPU memory, FLOP estimate and floor.
     """
     import torch
-    from transformers import AutoConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+    from transformers import AutoConfig
 
     config = config or LoraSFTConfig()
     device = device or default_device()
@@ -1014,7 +813,7 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
         from reliable_lalm.models.hf_loading import random_weights_7b_config
 
         mconf = random_weights_7b_config()
-    elif isinstance(model_config, Qwen2AudioConfig):
+    elif hasattr(model_config, "model_type"):  # a config object
         mconf = model_config
     else:
         mconf = AutoConfig.from_pretrained(str(model_config))
@@ -1025,15 +824,16 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
 
         mconf = copy.deepcopy(mconf)
         mconf.audio_token_index = mconf.text_config.vocab_size - 1
+    adapter = adapter_for_model_type(mconf.model_type)
     torch.manual_seed(seed)
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     with torch.device(device):
-        model = Qwen2AudioForConditionalGeneration._from_config(mconf, dtype=torch_dtype)
+        model = adapter.model_class()._from_config(mconf, dtype=torch_dtype)
     built_params = sum(p.numel() for p in model.parameters())
-    peft_model = add_lora(model, config)
+    peft_model = add_lora(model, config, adapter)
     peft_model.train()
-    loss_module = AnswerLoss(peft_model)
+    loss_module = AnswerLoss(peft_model, adapter)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
 
@@ -1041,8 +841,7 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
     a = mconf.audio_config
     window = a.max_source_positions * 2  # mel frames of the full window (3000 = 30 s for the 7B)
     frames = min(window, int(audio_seconds * 100))
-    _, n_audio = model.model.audio_tower._get_feat_extract_output_lengths(torch.tensor(frames))
-    n_audio = int(n_audio)
+    n_audio = adapter.audio_positions(model, frames)
     if seq_len < n_audio + answer_tokens + 4:
         raise ValueError(f"seq_len {seq_len} cannot hold {n_audio} audio tokens and an answer")
     vocab = min(mconf.text_config.vocab_size, mconf.audio_token_index)
@@ -1053,9 +852,10 @@ def benchmark_sft_step(config: LoraSFTConfig | None = None, *, model_config: Any
     labels[:, -answer_tokens:] = input_ids[:, -answer_tokens:]
     feature_mask = torch.zeros(batch, window, dtype=torch.long)
     feature_mask[:, :frames] = 1
+    features_key, mask_key = adapter.feature_keys
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-              "input_features": torch.randn(batch, a.num_mel_bins, window, generator=g),
-              "feature_attention_mask": feature_mask, "labels": labels}
+              features_key: torch.randn(batch, a.num_mel_bins, window, generator=g),
+              mask_key: feature_mask, "labels": labels}
     inputs = _to_device(inputs, device)
     inputs["input_features"] = inputs["input_features"].to(torch_dtype)
 
