@@ -1,24 +1,43 @@
-"""Native transformers LALMs (Audio Flamingo 3, Qwen2.5-Omni thinker, Qwen3-Omni thinker) on tiny
-random-weight instances of their real classes, built offline (seconds each).
+"""Native transformers LALMs (Audio Flamingo 3, Qwen2.5-Omni thinker, Qwen3-Omni thinker, Voxtral) on
+tiny random-weight instances of their real classes, built offline (seconds each).
 
 What each family must do: hear the audio (passed as ``audio=``, right-padded features, every frame
 reaching the model), batched greedy = batch-size-1, K@N reproducible and independent of batching,
 the paper's prompts through the model's own chat template, LoRA targets in the language model only,
-and load back from a checkpoint folder through the registry.
+and load back from a checkpoint folder through the registry. Voxtral needs the optional extra
+``voxtral`` (mistral-common); without it its cases are skipped, saying so.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import numpy as np
 import pytest
 
 from reliable_lalm.core import prompts
+from reliable_lalm.core.plugins import load_reference
 from reliable_lalm.models import hf_generic
 from reliable_lalm.models.base import AudioNotReachedError, GenerationRequest, GenerationSettings
 from reliable_lalm.models.native_tiny import TINY, build_tiny, save_tiny
 
-FAMILIES = sorted(TINY)
+
+def _missing(family: str) -> list[str]:
+    """Modules of an optional extra that the family's tiny instance needs and that are not installed."""
+    return [m for m in TINY[family].requires if importlib.util.find_spec(m) is None]
+
+
+FAMILIES = [pytest.param(f, marks=pytest.mark.skipif(bool(_missing(f)), reason=(
+    f"{f} needs {', '.join(_missing(f))}, not installed (its optional extra in pyproject.toml)"))) for f in sorted(TINY)]
+needs_voxtral = pytest.mark.skipif(bool(_missing("voxtral")), reason=(
+    "Voxtral needs mistral-common, not installed (pip install -e '.[voxtral]')"))
+# The end of each family's rendered prompt: where the assistant's answer begins.
+GENERATION_PROMPT_END = {"voxtral": "[/INST]"}
+CHATML_GENERATION_PROMPT_END = "<|im_start|>assistant\n"
+
+
+def backend_class(family: str):
+    return load_reference(hf_generic.FAMILIES[family].backend)
 
 QUESTION = "What is the primary sound source heard in the recording?"
 CHOICES = ["Dog barking", "Car horn", "Piano melody", "Human speech"]
@@ -32,8 +51,8 @@ def tiny(request, one_torch_thread):
 
 @pytest.fixture
 def backend(tiny):
-    _, model, processor = tiny
-    b = hf_generic.NativeHFBackend(model, processor, batch_size=4)
+    family, model, processor = tiny
+    b = backend_class(family)(model, processor, batch_size=4)
     yield b
     b.close()
 
@@ -51,6 +70,10 @@ def _requests(settings=GenerationSettings(max_new_tokens=6), **kw):
 
 
 def test_audio_is_passed_as_audio_and_features_are_right_padded(backend, monkeypatch):
+    if backend.family.name == "voxtral":
+        pytest.skip("VoxtralProcessor.__call__ takes no audio (clips go in the mistral-common chat request) and "
+                    "returns no feature mask: test_voxtral_clips_reach_mistral_common_unchanged and "
+                    "test_voxtral_text_is_left_padded_and_features_right_padded check the same trap")
     calls = []
     original = type(backend.processor).__call__
 
@@ -86,13 +109,23 @@ def test_audio_reaches_the_model_and_the_check_fires_without_it(backend, monkeyp
 
 
 def test_processor_output_without_features_is_an_error(backend, monkeypatch):
-    original = type(backend.processor).__call__
+    if backend.family.name == "voxtral":  # the audio goes in the chat request: drop it there
+        original = type(backend.processor).apply_chat_template
 
-    def drop_audio(self, *args, **kwargs):
-        kwargs.pop("audio", None)  # as if `audios=` had been passed: silently text only
-        return original(self, *args, **kwargs)
+        def drop_audio(self, conversations, *args, **kwargs):
+            text_only = [[{**m, "content": [p for p in m["content"] if p["type"] != "audio"]} for m in c]
+                         for c in conversations]
+            return original(self, text_only, *args, **kwargs)
 
-    monkeypatch.setattr(type(backend.processor), "__call__", drop_audio)
+        monkeypatch.setattr(type(backend.processor), "apply_chat_template", drop_audio)
+    else:
+        original = type(backend.processor).__call__
+
+        def drop_audio(self, *args, **kwargs):
+            kwargs.pop("audio", None)  # as if `audios=` had been passed: silently text only
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(backend.processor), "__call__", drop_audio)
     with pytest.raises((AudioNotReachedError, ValueError)):
         backend.generate(_requests()[:1])
 
@@ -114,6 +147,83 @@ def test_audio_flamingo_windows_are_not_prompts():
     enc = backend.encode([backend.chat_text("Q?")] * 2, _clips()[:2])
     assert enc["input_features"].shape[0] == 3  # 3 s clip -> two 2 s windows, 1 s clip -> one
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def voxtral(one_torch_thread):
+    from reliable_lalm.models.voxtral import VoxtralBackend
+
+    model, processor = build_tiny("voxtral")
+    b = VoxtralBackend(model, processor, batch_size=4)
+    yield b
+    b.close()
+
+
+@needs_voxtral
+def test_voxtral_clips_reach_mistral_common_unchanged(voxtral, monkeypatch):
+    received = []
+    original = type(voxtral.processor)._retrieve_input_features
+
+    def spy(self, audio, *args, **kwargs):  # the arrays mistral-common decoded from the chat request
+        received.extend(audio)
+        return original(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(type(voxtral.processor), "_retrieve_input_features", spy)
+    clips = _clips()[:2]
+    voxtral.encode([voxtral.chat_text("Q?"), voxtral.chat_text("Another question?")], clips)
+    assert len(received) == 2
+    for clip, audio in zip(clips, received):
+        assert np.array_equal(audio[: len(clip)], clip)  # bit-exact through the float WAV
+        assert len(audio) % voxtral.chunk_samples == 0 and not audio[len(clip):].any()  # silence to 30 s
+
+
+@needs_voxtral
+def test_voxtral_text_is_left_padded_and_features_right_padded(voxtral, monkeypatch):
+    clips = _clips()[1:]  # 1 s, 0.5 s
+    texts = [voxtral.chat_text("a much longer prompt than the other one, to force padding"), voxtral.chat_text("Hi")]
+    enc = voxtral.encode(texts, clips)
+    assert int(enc["attention_mask"][1, 0]) == 0 and int(enc["attention_mask"][1, -1]) == 1  # text: left-padded
+    features = enc["input_features"]
+    assert features.shape == (2, 128, voxtral.chunk_frames)  # one 30 s chunk per clip, no mask
+    for row, clip in zip(features, clips):
+        audio_frames = len(clip) // voxtral.hop_length
+        silence = row[:, audio_frames + 2:]
+        assert bool((silence == silence[0, 0]).all())  # after the clip: the silence value only
+        assert bool((row[:, :audio_frames] != silence[0, 0]).any())  # the clip itself comes first
+
+    from mistral_common.tokens.tokenizers.audio import AudioEncoder
+
+    def pad_left(self, audio_array, sampling_rate, *args, **kwargs):  # silence before the clip instead
+        target = self.next_multiple_of_chunk_frames(audio_array.shape[-1], sampling_rate)
+        return np.pad(audio_array, (target - audio_array.shape[-1], 0))
+
+    monkeypatch.setattr(AudioEncoder, "pad", pad_left)
+    with pytest.raises(AudioNotReachedError, match="right-padded"):
+        voxtral.encode(texts, clips)
+
+
+@needs_voxtral
+def test_voxtral_chunks_are_not_prompts(voxtral):
+    long_clip = (0.1 * np.random.default_rng(1).standard_normal(31 * 16000)).astype(np.float32)
+    assert voxtral.fit_audio(long_clip).shape == long_clip.shape  # not cut to one 30 s window
+    enc = voxtral.encode([voxtral.chat_text("Q?")] * 2, [long_clip, _clips()[1]])
+    assert enc["input_features"].shape[0] == 3  # 31 s clip -> two 30 s chunks, 1 s clip -> one
+    assert (enc["input_ids"] == voxtral.audio_token_id).sum(-1).tolist() == [750, 375]
+    requests = [GenerationRequest("long", long_clip, "Describe the audio.", GenerationSettings(max_new_tokens=6)),
+                *_requests()[:2]]
+    voxtral.batch_size = 3
+    batched = voxtral.generate(requests)
+    voxtral.batch_size = 1
+    assert [g.texts for g in batched] == [g.texts for g in voxtral.generate(requests)]
+    voxtral.batch_size = 4
+
+
+@needs_voxtral
+def test_voxtral_is_served_by_its_own_backend_only(voxtral):
+    with pytest.raises(TypeError, match="VoxtralBackend"):
+        hf_generic.NativeHFBackend(voxtral.model, voxtral.processor)  # its processor takes no audio= at all
+    with pytest.raises(ValueError, match="rendered by chat_text"):
+        voxtral.encode(["<s>[INST]typed by hand[/INST]"], _clips()[1:2])
 
 
 def test_knn_returns_n_samples_reproducibly_and_independent_of_batching(backend):
@@ -153,7 +263,8 @@ def test_top_k_1_sampling_is_greedy(backend):
 def test_paper_prompts_go_through_the_chat_template(backend, make_prompt):
     prompt = make_prompt(QUESTION, CHOICES)
     text = backend.chat_text(prompt)
-    assert prompt in text and text.endswith("<|im_start|>assistant\n")
+    assert prompt in text and text.endswith(GENERATION_PROMPT_END.get(backend.family.name,
+                                                                      CHATML_GENERATION_PROMPT_END))
     audio_token = backend.processor.audio_token
     assert text.index(audio_token) < text.index(prompt)  # the audio comes before the question
     enc = backend.encode([text], [_clips()[1]])
@@ -184,7 +295,8 @@ def test_registry_serves_every_native_family():
 
     for family in hf_generic.FAMILIES.values():
         for model_type in family.model_types:
-            assert BACKENDS_BY_MODEL_TYPE[model_type] == "reliable_lalm.models.hf_generic:NativeHFBackend"
+            assert BACKENDS_BY_MODEL_TYPE[model_type] == family.backend
+    assert hf_generic.FAMILIES["voxtral"].backend == "reliable_lalm.models.voxtral:VoxtralBackend"
     from reliable_lalm.models.registry import BUILTIN_MODELS
 
     entries = {e.family: e for e in BUILTIN_MODELS.values() if e.family in hf_generic.FAMILIES}
@@ -193,7 +305,11 @@ def test_registry_serves_every_native_family():
     # the demo's shipped tiny random Audio Flamingo 3 comes through an entry point, served the same way
     assert registered_models()["audio-flamingo-3-tiny-random"].backend_class() is hf_generic.NativeHFBackend
     assert entries["qwen2_5_omni_thinker"].resolve_source().startswith("Qwen/Qwen2.5-Omni-")
-    assert all(e.backend_class() is hf_generic.NativeHFBackend for e in entries.values())
+    assert {e.resolve_source() for e in BUILTIN_MODELS.values() if e.family == "voxtral"} == {
+        "mistralai/Voxtral-Mini-3B-2507", "mistralai/Voxtral-Small-24B-2507"}
+    # every backend class is the native one or a subclass of it (imports without the optional extras)
+    assert all(issubclass(e.backend_class(), hf_generic.NativeHFBackend) for e in entries.values())
+    assert all(e.backend_class() is backend_class(e.family) for e in entries.values())
 
 
 def test_a_checkpoint_folder_loads_through_the_registry(tiny, tmp_path):
@@ -202,14 +318,14 @@ def test_a_checkpoint_folder_loads_through_the_registry(tiny, tmp_path):
     family, model, processor = tiny
     folder = save_tiny(model, processor, tmp_path / family)
     entry = resolve_model(folder)
-    assert entry.backend_class() is hf_generic.NativeHFBackend
+    assert entry.backend_class() is backend_class(family)
     loaded = entry.load(device="cpu", dtype="float32")
     import transformers
 
     assert loaded.family.name == family
     assert isinstance(loaded.processor, getattr(transformers, hf_generic.FAMILIES[family].processor_class))
     assert loaded.processor.chat_template == processor.chat_template
-    fresh = hf_generic.NativeHFBackend(model, processor)
+    fresh = backend_class(family)(model, processor)
     requests = _requests()
     assert [g.texts for g in loaded.generate(requests)] == [g.texts for g in fresh.generate(requests)]
     fresh.close()
@@ -226,12 +342,18 @@ def test_rlalm_models_lists_and_checks(capsys):
         assert name in listing
     assert "NativeHFBackend" in listing and "Qwen2-Audio-Instruct" in listing
 
-    assert main(["models", "--check"]) == 0
+    # Without an optional extra its family is reported as not verified, and the check fails (by design).
+    unverified = {f for f in TINY if _missing(f)}
+    assert main(["models", "--check"]) == (1 if unverified else 0)
     lines = capsys.readouterr().out.strip().splitlines()
-    native = [e for e in registered_models().values() if e.backend.endswith(":NativeHFBackend")]
+    native_backends = {f.backend for f in hf_generic.FAMILIES.values()}
+    native = [e for e in registered_models().values() if e.backend in native_backends]
     checked = [line for line in lines if "[" in line.split(":")[0]]
-    assert len(checked) == len(native) >= 4
-    assert all(": ok (" in line for line in checked), lines
+    assert len(checked) == len(native) >= 6
+    for line in checked:
+        family = line.split("[", 1)[1].split("]", 1)[0]
+        expected = ": skipped (needs " if family in unverified else ": ok ("
+        assert expected in line, lines
 
 
 def test_rlalm_models_check_fails_when_a_family_fails(capsys, monkeypatch):

@@ -16,8 +16,6 @@ import argparse
 import importlib.util
 import time
 
-NATIVE_BACKEND = "reliable_lalm.models.hf_generic:NativeHFBackend"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
@@ -43,10 +41,10 @@ def _status(entry) -> str:
 
 def _family_of(entry) -> str | None:
     """The native family of an entry (None for non-native backends)."""
-    if entry.backend != NATIVE_BACKEND:
-        return None
     from reliable_lalm.models.hf_generic import FAMILIES, family_for_model_type
 
+    if entry.backend not in {f.backend for f in FAMILIES.values()}:
+        return None
     return entry.family if entry.family in FAMILIES else family_for_model_type(entry.family).name
 
 
@@ -62,9 +60,10 @@ def synthetic_question():
 
 def check_family(family: str) -> tuple[bool, str]:
     """Tiny instance of ``family``: baseline and IDK prompt answered through its chat template."""
+    from reliable_lalm.core.plugins import load_reference
     from reliable_lalm.core.prompts import baseline_prompt, idk_prompt
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
-    from reliable_lalm.models.hf_generic import NativeHFBackend
+    from reliable_lalm.models.hf_generic import FAMILIES
     from reliable_lalm.models.native_tiny import TINY
 
     spec = TINY.get(family)
@@ -76,7 +75,7 @@ def check_family(family: str) -> tuple[bool, str]:
     start = time.perf_counter()
     try:
         model, processor = spec.build(0)
-        backend = NativeHFBackend(model, processor, batch_size=2)
+        backend = load_reference(FAMILIES[family].backend)(model, processor, batch_size=2)
         audio, question, choices = synthetic_question()
         settings = GenerationSettings(max_new_tokens=8)
         prompts = {"baseline": baseline_prompt(question, choices), "idk": idk_prompt(question, choices)}

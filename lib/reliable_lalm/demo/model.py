@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Iterable
 
 from reliable_lalm import paths
+from reliable_lalm.models.local_tokenizers import QWEN2_AUDIO_SPECIAL_TOKENS as SPECIAL_TOKENS
+from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
 
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-# Qwen2's pre-tokenization regex, so the demo tokenizer splits text like the real one.
-QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
 # The chat template of Qwen2-Audio-7B-Instruct (transformers' Qwen2AudioProcessor default).
 CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}"
@@ -75,39 +72,12 @@ class DemoModelConfig:
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     """Train a byte-level BPE on ``corpus`` and wrap it in the real ``Qwen2Tokenizer`` class."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(corpus, trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tokenizer = Qwen2Tokenizer(
-        vocab=model["vocab"], merges=merges,
-        unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
-        padding_side="left",  # batched generation must equal batch-size-1 generation
-    )
-    tokenizer.model_max_length = 32768
-    return tokenizer
+    return train_qwen2_audio_tokenizer(corpus, vocab_size)
 
 
 def build_processor(tokenizer, config: DemoModelConfig):
-    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
-
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=config.num_mel_bins, sampling_rate=16000, hop_length=160,
-        chunk_length=config.chunk_length_s, n_fft=400, padding_value=0.0, return_attention_mask=True,
-    )
-    return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer,
-                               chat_template=CHAT_TEMPLATE)
+    return qwen2_audio_processor(tokenizer, num_mel_bins=config.num_mel_bins, chunk_length_s=config.chunk_length_s,
+                                 chat_template=CHAT_TEMPLATE)
 
 
 def build_model(tokenizer, config: DemoModelConfig, *, seed: int = 0):

@@ -1,4 +1,5 @@
-"""Native transformers LALMs behind one backend: Audio Flamingo 3, the Qwen2.5-Omni and Qwen3-Omni thinkers.
+"""Native transformers LALMs behind one backend: Audio Flamingo 3, the Qwen2.5-Omni and Qwen3-Omni thinkers
+(and Voxtral, through its subclass in :mod:`reliable_lalm.models.voxtral`).
 
 Each family is described by a :class:`NativeFamily` (model class, processor class, the feature keys
 its processor must return, its language-model prefix for LoRA). :class:`NativeHFBackend` serves all
@@ -38,6 +39,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from reliable_lalm.core.plugins import load_reference
 from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation, GenerationRequest,
                                        GenerationSettings, _row_seed)
 
@@ -52,12 +54,13 @@ class NativeFamily:
     model_class: str  # transformers class that generates text
     processor_class: str  # transformers processor class
     model_types: tuple[str, ...]  # checkpoint config.json model_types this family serves
-    mask_key: str  # processor output key of the audio-feature mask
+    mask_key: str | None  # processor output key of the audio-feature mask (None: the processor returns none)
     language_model_prefix: str = "model.language_model."  # LoRA targets live below this prefix
     vision_subprocessors: bool = False  # the processor class also wants image/video processors
     window_attr: str | None = None  # processor attribute with the longest audio in seconds (else the FE window)
-    extra_requirements: tuple[str, ...] = ()  # pip packages the family needs beyond the default install
+    extra_requirements: tuple[str, ...] = ()  # modules the family needs beyond the default install (an extra)
     description: str = ""
+    backend: str = "reliable_lalm.models.hf_generic:NativeHFBackend"  # "module:Class" serving the family
 
     @property
     def feature_keys(self) -> tuple[str, str]:
@@ -76,6 +79,10 @@ FAMILIES: dict[str, NativeFamily] = {f.name: f for f in (
                  ("qwen3_omni_moe", "qwen3_omni_moe_thinker"), mask_key="feature_attention_mask",
                  vision_subprocessors=True,
                  description="Qwen3-Omni MoE thinker (text output only)"),
+    # Prompts through mistral-common, no feature mask, 30 s chunks: the subclass in models/voxtral.py.
+    NativeFamily("voxtral", "VoxtralForConditionalGeneration", "VoxtralProcessor", ("voxtral",), mask_key=None,
+                 extra_requirements=("mistral_common",), backend="reliable_lalm.models.voxtral:VoxtralBackend",
+                 description="Voxtral (Mistral AI: Whisper-style encoder + Mistral LM; Tekken tokenizer)"),
 )}
 
 
@@ -334,6 +341,8 @@ class NativeHFBackend(Backend):
         self.model = model
         self.processor = processor
         self.family = family_of_model(model)
+        if not isinstance(self, load_reference(self.family.backend)):
+            raise TypeError(f"{self.family.model_class} is served by {self.family.backend}, not {type(self).__name__}")
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # batched generation must equal batch-size-1 generation
         self.batch_size = int(batch_size or self.DEFAULT_BATCH_SIZE)
@@ -439,8 +448,16 @@ class NativeHFBackend(Backend):
         if text is None:
             if len(self._chat_cache) > 4096:
                 self._chat_cache.clear()
-            text = self._chat_cache[prompt] = chat_text(self.processor, prompt)
+            text = self._chat_cache[prompt] = self.render_chat(prompt)
         return text
+
+    def render_chat(self, prompt: str) -> str:
+        """``prompt`` in the model's chat template (uncached; :meth:`chat_text` caches it)."""
+        return chat_text(self.processor, prompt)
+
+    def audio_frames(self, enc) -> int:
+        """Valid audio feature frames in a processor output (what the encoder must receive)."""
+        return int(enc[self.family.mask_key].sum())
 
     def encode(self, texts: Sequence[str], audios: Sequence[np.ndarray]):
         """Processor output for a batch; raises unless it carries the audio features, right-padded."""
@@ -491,7 +508,7 @@ class NativeHFBackend(Backend):
                 rows.extend(_Row(b, s, text, audio) for s in r.samples)
         enc = self.encode([row.text for row in rows], [row.audio for row in rows])
         prompt_length = int(enc["input_ids"].shape[1])
-        expected_frames = int(enc[self.family.mask_key].sum())
+        expected_frames = self.audio_frames(enc)
         inputs = {k: (v.to(self.device, self._inner.dtype) if k == "input_features" else v.to(self.device))
                   for k, v in enc.items() if hasattr(v, "to")}
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=0, do_sample=False,

@@ -314,13 +314,14 @@ def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=N
 def build_random_model_and_processor(size: str = "7b", *, device: str | None = "auto", dtype: Any = "auto",
                                      seed: int = 0):
     """A randomly initialised model of the 7B layout (``size="7b"``) or its scaled-down copy (``"tiny"``),
-    with a processor: the demo's byte-level BPE tokenizer (the real one needs a download) and a
+    with a processor: a byte-level BPE tokenizer trained locally (``local_tokenizers``; the real one
+    needs a download), the official chat template and a
     Whisper feature extractor with the real 30 s window. Built directly on ``device`` in ``dtype``.
     """
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    from reliable_lalm.demo import model as demo_model
+    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
 
     spec = {"7b": QWEN2_AUDIO_7B, "tiny": scaled_down_7b_spec()}.get(size)
     if spec is None:
@@ -328,10 +329,10 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     corpus = _tokenizer_corpus()
-    tokenizer = demo_model.train_tokenizer(corpus, vocab_size=1024)
-    processor = demo_model.build_processor(
-        tokenizer, demo_model.DemoModelConfig(num_mel_bins=spec["audio"]["num_mel_bins"],
-                                              chunk_length_s=spec["chunk_length_s"]))
+    tokenizer = train_qwen2_audio_tokenizer(corpus, vocab_size=1024)
+    processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
+                                      chunk_length_s=spec["chunk_length_s"],
+                                      chat_template=QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
                           eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)

@@ -12,7 +12,10 @@ written after the family's documented prompt format:
 * Qwen3-Omni: ChatML without a default system turn, ``<|audio_start|><|audio_pad|><|audio_end|>``.
 
 The templates are ours (the checkpoints' own files cannot be read offline); real checkpoints bring
-their own. AF3's tiny feature window is 2 s (real: 30 s) so that a 3 s clip spans two windows and
+their own. Voxtral (needs mistral-common) is the exception: its prompts are built by mistral-common's
+code, not a template, so the tiny one renders as the real one does; only its Tekken tokenizer file is
+ours (the same BPE as tiktoken ranks, Voxtral's special tokens and audio settings), written to a
+temporary folder, and its feature window is the real 30 s. AF3's tiny feature window is 2 s (real: 30 s) so that a 3 s clip spans two windows and
 the "feature rows are windows, not prompts" path is exercised.
 """
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Callable
+
+from reliable_lalm.models.local_tokenizers import QWEN2_PRETOKENIZE_REGEX, train_byte_level_bpe
 
 # Special tokens per family: (plain list of added special tokens, named ones the processor reads).
 CHATML = ["<|im_start|>", "<|im_end|>"]
@@ -53,24 +58,11 @@ def _corpus() -> list[str]:
 
 def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int = 512):
     """A ``Qwen2Tokenizer`` over a BPE trained on the prompts, with ``special`` and ``named`` tokens."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
-    from reliable_lalm.demo.model import QWEN2_PRETOKENIZE_REGEX
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    vocab, merges = train_byte_level_bpe(_corpus(), vocab_size)
     extra = [t for t in dict.fromkeys(CHATML + special + list(named.values()))]
-    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
                                pad_token="<|endoftext|>", additional_special_tokens=extra,
                                padding_side="left", **({"extra_special_tokens": named} if named else {}))
     tokenizer.model_max_length = 32768
@@ -195,6 +187,95 @@ def tiny_qwen3_omni_moe_thinker(seed: int = 0):
     return _finish(Qwen3OmniMoeThinkerForConditionalGeneration(config), tokenizer), processor
 
 
+# Tekken special tokens at the ranks mistral-common gives them (VoxtralProcessor hard-codes [AUDIO] = 24):
+# the 20 legacy control tokens, then the audio ones; the ranks in between are fillers.
+TEKKEN_SPECIAL = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]",
+                  6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]",
+                  11: "<pad>", 12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]", 16: "[SUFFIX]",
+                  17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]", 19: "[TOOL_CONTENT]", 24: "[AUDIO]",
+                  25: "[BEGIN_AUDIO]", 34: "[TRANSCRIBE]"}
+TEKKEN_NUM_SPECIAL = 100  # the real file reserves 1000
+
+
+def tekken_json(vocab_size: int = 512) -> dict:
+    """A valid Tekken tokenizer file (mistral-common's format) over a BPE trained on the prompts.
+
+    The vocab is tiktoken's: ranks 0-255 are the single bytes, then each BPE merge in training order.
+    The audio section is Voxtral's: 16 kHz, 12.5 audio tokens per second, 128 mel bins with hop
+    160 and window 400, clips padded to 30 s chunks (so each chunk is 375 ``[AUDIO]`` tokens).
+    Version v7 is the first Tekken version with audio; one user turn renders the same in later ones.
+    """
+    import base64
+
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+
+    byte_of = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
+    _, merges = train_byte_level_bpe(_corpus(), vocab_size)
+    pieces = [bytes([b]) for b in range(256)]
+    for left, right in merges:
+        piece = bytes(byte_of[c] for c in left + right)
+        if piece not in pieces:
+            pieces.append(piece)
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(p).decode("ascii"),
+              "token_str": p.decode("utf-8", errors="replace")} for i, p in enumerate(pieces)]
+    special = [{"rank": i, "token_str": TEKKEN_SPECIAL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+               for i in range(TEKKEN_NUM_SPECIAL)]
+    return {"config": {"pattern": QWEN2_PRETOKENIZE_REGEX, "num_vocab_tokens": len(vocab),
+                       "default_vocab_size": TEKKEN_NUM_SPECIAL + len(vocab),
+                       "default_num_special_tokens": TEKKEN_NUM_SPECIAL, "version": "v7"},
+            "vocab": vocab, "special_tokens": special, "version": 1, "type": "Tekken",
+            "audio": {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
+                      "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}}
+
+
+def tekken_tokenizer():
+    """transformers' mistral-common tokenizer (``MistralCommonBackend``) over :func:`tekken_json`.
+
+    The backend reads its file by path (and copies it on ``save_pretrained``), so the file lives in
+    a temporary folder owned by the tokenizer: removed when the tokenizer is garbage-collected.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from transformers import MistralCommonBackend
+
+    folder = tempfile.TemporaryDirectory(prefix="rlalm-tiny-tekken-")
+    path = Path(folder.name) / "tekken.json"
+    path.write_text(json.dumps(tekken_json()), encoding="utf-8")
+    tokenizer = MistralCommonBackend(tokenizer_path=path, padding_side="left")
+    tokenizer.rlalm_tekken_folder = folder
+    return tokenizer
+
+
+def tiny_voxtral(seed: int = 0):
+    """Voxtral: a Whisper-style encoder over 30 s chunks (1500 positions, 4 frames per audio token) and Llama."""
+    import torch
+    from transformers import (GenerationConfig, LlamaConfig, VoxtralConfig, VoxtralEncoderConfig,
+                              VoxtralForConditionalGeneration, VoxtralProcessor)
+
+    tokenizer = tekken_tokenizer()
+    processor = VoxtralProcessor(feature_extractor=feature_extractor(30), tokenizer=tokenizer)
+    eos, pad = tokenizer.convert_tokens_to_ids("</s>"), tokenizer.convert_tokens_to_ids("<pad>")
+    hidden = 16
+    config = VoxtralConfig(
+        audio_config=VoxtralEncoderConfig(num_mel_bins=128, num_hidden_layers=1, num_attention_heads=2,
+                                          hidden_size=hidden, intermediate_size=4 * hidden, max_source_positions=1500),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                                bos_token_id=tokenizer.convert_tokens_to_ids("<s>"), eos_token_id=eos,
+                                pad_token_id=pad, tie_word_embeddings=False,
+                                # At the default 0.02 every prompt gets the same random answer (the
+                                # shared "[/INST]" ending dominates); tests need answers that depend on it.
+                                initializer_range=0.3),
+        audio_token_id=processor.audio_token_id)
+    torch.manual_seed(seed)
+    model = VoxtralForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(eos_token_id=[eos], pad_token_id=pad, do_sample=False)
+    model.eval()
+    return model, processor
+
+
 @dataclass(frozen=True)
 class TinySpec:
     family: str  # key of reliable_lalm.models.hf_generic.FAMILIES
@@ -206,6 +287,7 @@ TINY: dict[str, TinySpec] = {s.family: s for s in (
     TinySpec("audioflamingo3", tiny_audioflamingo3),
     TinySpec("qwen2_5_omni_thinker", tiny_qwen2_5_omni_thinker),
     TinySpec("qwen3_omni_moe_thinker", tiny_qwen3_omni_moe_thinker),
+    TinySpec("voxtral", tiny_voxtral, requires=("mistral_common",)),
 )}
 
 

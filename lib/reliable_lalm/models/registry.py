@@ -72,6 +72,8 @@ BACKENDS_BY_MODEL_TYPE: dict[str, str] = {
     # served by their thinker (text output only).
     **{t: "reliable_lalm.models.hf_generic:NativeHFBackend" for t in (
         "audioflamingo3", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker")},
+    # Voxtral: the native backend with prompts through mistral-common (the optional extra `voxtral`).
+    "voxtral": "reliable_lalm.models.voxtral:VoxtralBackend",
 }
 
 BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
@@ -95,6 +97,12 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
     ModelEntry("qwen3-omni-30b-a3b-instruct", BACKENDS_BY_MODEL_TYPE["qwen3_omni_moe"],
                "Qwen/Qwen3-Omni-30B-A3B-Instruct", family="qwen3_omni_moe_thinker",
                description="Qwen3-Omni-30B-A3B-Instruct (MoE), thinker only (text output)"),
+    ModelEntry("voxtral-mini-3b", BACKENDS_BY_MODEL_TYPE["voxtral"], "mistralai/Voxtral-Mini-3B-2507",
+               family="voxtral", extra_requirements=("mistral_common",),
+               description="Voxtral Mini 3B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
+    ModelEntry("voxtral-small-24b", BACKENDS_BY_MODEL_TYPE["voxtral"], "mistralai/Voxtral-Small-24B-2507",
+               family="voxtral", extra_requirements=("mistral_common",),
+               description="Voxtral Small 24B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
 )}
 
 

@@ -43,17 +43,16 @@ def build_layout_random_checkpoint(out_dir: str | Path, *, seed: int = LAYOUT_RA
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    from reliable_lalm.demo import model as demo_model
+    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
     from reliable_lalm.models.hf_loading import (QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE, QWEN2_AUDIO_INSTRUCT_GENERATION,
                                                  _config_from, scaled_down_7b_spec)
 
     out_dir = Path(out_dir)
     spec = scaled_down_7b_spec()
-    tokenizer = demo_model.train_tokenizer(_tokenizer_corpus(), vocab_size=1024)
-    processor = demo_model.build_processor(
-        tokenizer, demo_model.DemoModelConfig(num_mel_bins=spec["audio"]["num_mel_bins"],
-                                              chunk_length_s=spec["chunk_length_s"]))
-    processor.chat_template = QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE
+    tokenizer = train_qwen2_audio_tokenizer(_tokenizer_corpus(), vocab_size=1024)
+    processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
+                                      chunk_length_s=spec["chunk_length_s"],
+                                      chat_template=QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
                           eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)

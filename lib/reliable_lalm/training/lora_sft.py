@@ -144,11 +144,16 @@ class LoraSFTConfig:
     def wraps_audio_encoder(self) -> bool:
         return not (isinstance(self.target_modules, str) and "language_model" in self.target_modules)
 
-    def lora_config(self):
+    def lora_config(self, module_names: Sequence[str] | None = None):
+        """PEFT's config; ``module_names``: the modules ``target_modules`` resolved to on the model.
+
+        Given the names, PEFT wraps exactly those: given a regex, transformers-5 MoE models (Qwen3-Omni)
+        have PEFT rewrite it into bare ``q_proj|k_proj|v_proj``, which also matches the audio encoder."""
         from peft import LoraConfig
 
+        targets = sorted(module_names) if module_names is not None else self.target_modules
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules, bias="none")
+                          target_modules=targets, bias="none")
 
 
 def resolve_dtype(name: Any, device: str):
@@ -219,7 +224,7 @@ def add_lora(model, config: LoraSFTConfig, adapter: TrainingAdapter | None = Non
         # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)  # lora_A initialisation
-    peft_model = get_peft_model(model, config.lora_config())
+    peft_model = get_peft_model(model, config.lora_config(targets))
     assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder, adapter=adapter)
     return peft_model
 
