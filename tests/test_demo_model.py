@@ -62,7 +62,6 @@ def test_demo_reproduces_its_card_and_is_not_degenerate(measured):
     assert measured["knn_agreement"]["on_right"] > measured["knn_agreement"]["on_wrong"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15's bar, not yet reached by the shipped checkpoint (see its card)")
 def test_demo_meets_the_issue_15_bar(measured):
     from reliable_lalm.demo.cli import best_prior_baseline
 

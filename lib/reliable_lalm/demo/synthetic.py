@@ -5,8 +5,9 @@ Qwen2-Audio on questions generated here from numpy/scipy signal models, in MMAU'
 modalities with really different structure:
 
 - sound: events from noise and simple physics (knocks, siren, engine, dog bark, rain, wind, bell);
-- music: notes with four timbres (flute, clarinet, strings, Karplus-Strong guitar), intervals,
-  chords, beats;
+- music: notes with four timbres (flute, clarinet, strings, Karplus-Strong guitar) in three
+  registers (the generator also builds intervals, chords and beats, left out of the benchmark's mix:
+  see ``BENCHMARK_QUESTION_TYPES``);
 - speech: a source-filter voice (jittered glottal pulses through vowel formant resonators,
   consonant-like noise onsets) with man/woman/child pitch and formant scaling.
 
@@ -37,7 +38,7 @@ from scipy.fft import next_fast_len
 from scipy.signal import butter, lfilter, sosfilt
 
 # Bump whenever the generated audio or records change: cached benchmarks are keyed on it.
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "3.0"
 DATASET = "synthetic-v1"
 SAMPLING_RATE = 16_000
 SR = SAMPLING_RATE
@@ -49,6 +50,7 @@ AUDIO_TYPES = {"sound": "Sound", "music": "Music", "speech": "Speech"}
 DEFAULT_SEEDS = {"test": 1234, "train": 5678}
 DEFAULT_N_PER_TASK = 200
 
+# Every question type the generator can build, per modality (``generate_item(question_type=...)``).
 QUESTION_TYPES: dict[str, list[str]] = {
     "sound": ["event identification", "event counting", "event order", "loudness comparison"],
     "music": ["instrument identification", "pitch register", "interval direction", "interval size",
@@ -56,6 +58,20 @@ QUESTION_TYPES: dict[str, list[str]] = {
     "speech": ["speaker identification", "syllable counting", "vowel identification", "intonation",
                "speaking rate"],
 }
+# The benchmark's mix: the types dealt into every split and drawn for the demo's training pool.
+# Generator 2.0 dealt all of the above, and its demo model (the same size and budget as today's)
+# stayed at chance on the eight types left out here: those that compare two parts of a clip (order,
+# loudness, interval direction and size, chord quality, intonation), the tempo of a beat and the
+# speaker (test split, 33-50 items each: 21-34 % correct against 25-50 % chance), while it learned
+# the seven kept here (45-76 % against 25-33 %). A benchmark whose questions the model cannot learn
+# at all shows no knowledge boundary, only noise; within the kept types, difficulty (noise,
+# subtlety) sets what it knows. The other builders stay for harder variants of the benchmark.
+BENCHMARK_QUESTION_TYPES: dict[str, list[str]] = {
+    "sound": ["event identification", "event counting"],
+    "music": ["instrument identification", "pitch register"],
+    "speech": ["syllable counting", "vowel identification", "speaking rate"],
+}
+assert all(set(BENCHMARK_QUESTION_TYPES[t]) <= set(QUESTION_TYPES[t]) for t in QUESTION_TYPES)
 # MMAU's two top-level skills: reading a property off the audio vs. relating several parts of it.
 CATEGORIES: dict[str, str] = {
     "event identification": "Information Extraction",
@@ -1033,7 +1049,8 @@ def generate_item(rng: np.random.Generator, task: str, *, difficulty: str | None
                   position: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One question: (audio, MMAU-schema record). All randomness comes from ``rng``.
 
-    ``difficulty`` and ``question_type`` are drawn from ``rng`` when not given, and so are the
+    ``difficulty`` and ``question_type`` (from ``BENCHMARK_QUESTION_TYPES``) are drawn from ``rng``
+    when not given, and so are the
     answer (index ``label`` into ``ANSWER_CLASSES[question_type]``) and its option ``position``.
     Without ``item_id`` the id is a content hash (unique for in-memory generation).
     """
@@ -1044,7 +1061,7 @@ def generate_item(rng: np.random.Generator, task: str, *, difficulty: str | None
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
     if question_type is None:
-        question_type = _pick(rng, QUESTION_TYPES[task])
+        question_type = _pick(rng, BENCHMARK_QUESTION_TYPES[task])
     if question_type not in QUESTION_TYPES[task]:
         raise ValueError(f"unknown {task} question type {question_type!r}; expected one of {QUESTION_TYPES[task]}")
     token = _PLAN.set((label, position))
@@ -1098,11 +1115,12 @@ def _schedule(seed: int, split: str, task: str, n: int) -> list[tuple[str, str, 
             out += [labels[i] for i in rng.permutation(len(labels))]
         return out[:n_items]
 
-    qtypes = deal(QUESTION_TYPES[task], n, 2**31 - len(QUESTION_TYPES[task]))
+    types = BENCHMARK_QUESTION_TYPES[task]
+    qtypes = deal(types, n, 2**31 - len(types))
     diffs = deal(list(DIFFICULTIES), n, 2**31 - len(DIFFICULTIES))
-    per_type = {q: qtypes.count(q) for q in QUESTION_TYPES[task]}
+    per_type = {q: qtypes.count(q) for q in types}
     labels, positions = {}, {}
-    for j, q in enumerate(QUESTION_TYPES[task]):
+    for j, q in enumerate(types):
         classes = ANSWER_CLASSES[q]
         labels[q] = iter(deal(list(range(len(classes))), per_type[q], 2**30 + 2 * j))
         positions[q] = iter(deal(list(range(n_options(classes))), per_type[q], 2**30 + 2 * j + 1))
