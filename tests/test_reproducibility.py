@@ -189,6 +189,9 @@ def test_shipped_adapters_are_small_complete_and_checked(tmp_path):
     for name, entry in manifest["adapters"].items():
         assert shipped.find_shipped(entry["training_key"]) == shipped.SHIPPED_DIR / name
         assert entry["base_model_sha256"] == shipped.model_content_digest(paths.DEMO_MODEL_DIR)
+        # No path of the machine that trained it: the base is named by its registry name.
+        config = json.loads((shipped.SHIPPED_DIR / name / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == "demo", config["base_model_name_or_path"]
     # A modified file is never used.
     copy = tmp_path / "adapters"
     shutil.copytree(shipped.SHIPPED_DIR, copy)

@@ -77,13 +77,20 @@ def find_shipped(key: str, directory: Path = SHIPPED_DIR) -> Path | None:
 
 
 def ship_adapter(source: Path, name: str, *, key: str, info: Mapping[str, Any],
-                 directory: Path = SHIPPED_DIR) -> Path:
-    """Copy a trained adapter into the package and record it in the manifest (``tools/ship_adapters.py``)."""
+                 directory: Path = SHIPPED_DIR, base_model: str = "demo") -> Path:
+    """Copy a trained adapter into the package and record it in the manifest (``tools/ship_adapters.py``).
+
+    PEFT records the base model's path on the training machine in ``adapter_config.json``; the
+    shipped copy names it by its registry name instead (the base is always passed explicitly)."""
     directory = Path(directory)
     target = directory / name
     target.mkdir(parents=True, exist_ok=True)
     for f in ADAPTER_FILES:
         shutil.copyfile(Path(source) / f, target / f)
+    config_path = target / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     manifest = read_manifest(directory)
     manifest.setdefault("adapters", {})[name] = {
         "training_key": key, **dict(info), "files": {f: sha256_file(target / f) for f in ADAPTER_FILES}}
