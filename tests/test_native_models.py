@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,6 +331,27 @@ def test_a_checkpoint_folder_loads_through_the_registry(tiny, tmp_path):
     assert [g.texts for g in loaded.generate(requests)] == [g.texts for g in fresh.generate(requests)]
     fresh.close()
     loaded.close()
+
+
+def test_rlalm_infer_serves_a_native_folder_by_its_model_type(tiny, tmp_path, capsys):
+    """``rlalm infer --model <folder>`` goes through the registry: a native checkpoint folder is
+    served by its own backend (it used to be handed to the Qwen2-Audio engine, which crashed)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from inference_fixtures import make_items, write_benchmark_json
+
+    from reliable_lalm.cli import main
+    from reliable_lalm.core.results import ResultStore
+
+    family, model, processor = tiny
+    folder = save_tiny(model, processor, tmp_path / family)
+    bench = write_benchmark_json(tmp_path / "bench.json", make_items(tmp_path / "audio", 2, max_seconds=1.5))
+    rc = main(["infer", "--model", str(folder), "--benchmark", str(bench), "--method", "idk", "--out",
+               str(tmp_path / "out"), "--device", "cpu", "--max-new-tokens", "3", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    records = ResultStore(tmp_path / "out").records()
+    assert len(records) == 2 and all(r["error"] is None for r in records), records
 
 
 def test_rlalm_models_lists_and_checks(capsys):

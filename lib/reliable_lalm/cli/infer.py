@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reliable_lalm.methods import runners as inference
-    from reliable_lalm.models import base as models_base, qwen2_audio
+    from reliable_lalm.models import base as models_base
     from reliable_lalm.core import prompts
     from reliable_lalm.benchmarks.registry import load as load_benchmark
 
@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
                     options[key.strip()] = value
             backend = resolve_model(args.model).load(**options)
         else:
-            backend = qwen2_audio.HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
-                                                            dtype=args.dtype, device_map=args.device_map,
-                                                            adapter=args.adapter)
+            from reliable_lalm.models.registry import load_backend
+
+            backend = load_backend(args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                   device_map=args.device_map, adapter=args.adapter)
         try:
             backend.check_settings(settings)
         except ValueError as err:

@@ -116,14 +116,13 @@ def _items(args):
 def _run_knn(args) -> int:
     from reliable_lalm.training.idk_dataset import idk_fraction_frame
     from reliable_lalm.models.base import GenerationSettings
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.registry import load_backend
     from reliable_lalm.methods.runners import sample_knn
 
     items = _items(args)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature,
                                   top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-    backend = HFBackend.from_pretrained(args.model, batch_size=args.batch_size, device=args.device or "auto",
-                                        dtype=args.dtype)
+    backend = load_backend(args.model, batch_size=args.batch_size, device=args.device or "auto", dtype=args.dtype)
     summary = sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings, method=args.prompt,
                          progress=not args.no_progress)
     print(json.dumps(summary.to_dict(), indent=2, default=str))
@@ -209,13 +208,14 @@ def _run_bench(args) -> int:
 def run(args: argparse.Namespace) -> int:
     from reliable_lalm.models.hf_loading import ModelNotAvailable, resolve_model_source
     from reliable_lalm.core.results import StoreLocked
+    from reliable_lalm.training.adapters import TrainingNotSupported
 
     handlers = {"knn": _run_knn, "sft": _run_sft, "merge": _run_merge, "bench-step": _run_bench}
     try:
         if getattr(args, "model", None) is not None:
             resolve_model_source(args.model)  # a model that is not available offline fails here, in one line
         return handlers[args.train_command](args)
-    except (ModelNotAvailable, StoreLocked) as err:
+    except (ModelNotAvailable, StoreLocked, TrainingNotSupported) as err:
         print(f"rlalm train {args.train_command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     finally:

@@ -267,7 +267,7 @@ class CrossModal:
     def evaluate(self, adapter_dir: Path | None) -> ResultStore:
         """``eval_method`` outputs (greedy unless ``eval_decoding``) of base (+ adapter: merged in fp32, unmerged
         in bf16, see hf_loading.merges_exactly_enough) on every eval item; resumable."""
-        from reliable_lalm.models.qwen2_audio import HFBackend
+        from reliable_lalm.models.registry import load_backend
         from reliable_lalm.methods.runners import run_method
 
         from reliable_lalm.methods.runners import pending_items
@@ -276,9 +276,9 @@ class CrossModal:
         if (directory / "manifest.json").is_file() and not pending_items(ResultStore(directory), self.eval_items,
                                                                           self.config.eval_method):
             return ResultStore(directory)
-        backend = HFBackend.from_pretrained(self.config.base_model, batch_size=self.config.eval_batch_size,
-                                            device=self.config.device or "auto", dtype=self.config.dtype,
-                                            adapter=str(adapter_dir) if adapter_dir else None)
+        backend = load_backend(self.config.base_model, batch_size=self.config.eval_batch_size,
+                               device=self.config.device or "auto", dtype=self.config.dtype,
+                               adapter=str(adapter_dir) if adapter_dir else None)
         try:
             run_method(backend, self.eval_items, self.config.eval_method, directory, settings=self.eval_settings(),
                        progress=self.config.progress)

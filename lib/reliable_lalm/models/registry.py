@@ -134,7 +134,10 @@ def _config_of(source: str) -> dict[str, Any] | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         return None
-    cached = try_to_load_from_cache(source, "config.json")
+    try:
+        cached = try_to_load_from_cache(source, "config.json")
+    except ValueError:  # not a valid hub id either (e.g. a folder path that does not exist)
+        return None
     if isinstance(cached, str) and os.path.isfile(cached):
         return json.loads(Path(cached).read_text(encoding="utf-8"))
     return None
@@ -166,6 +169,12 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     label = same[0].paper_label if same else None
     return ModelEntry(str(name_or_path), BACKENDS_BY_MODEL_TYPE[model_type], str(name_or_path),
                       paper_label=label, family=model_type)
+
+
+def load_backend(name_or_path: str, **kwargs):
+    """The ready backend of a registered name, a local checkpoint folder or a cached hub id, by the
+    registry (a folder's ``config.json`` model type picks the backend): what every command loads through."""
+    return resolve_model(str(name_or_path)).load(**kwargs)
 
 
 def with_source(entry: ModelEntry, source: str) -> ModelEntry:
