@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lora_fixtures import language_model_qkv, language_model_qkv_regex  # noqa: E402
 from reliable_lalm.core import prompts
 from reliable_lalm.core.plugins import load_reference
 from reliable_lalm.models import hf_generic
@@ -278,14 +279,14 @@ def test_lora_targets_are_the_language_models_qkv_only(tiny):
     from reliable_lalm.training.lora_sft import DEFAULT_TARGET_MODULES, lora_target_names
 
     family, model, _ = tiny
-    targets = hf_generic.lora_target_modules(model)
+    targets = language_model_qkv(model)
     audio_qkv = [n for n, _ in model.named_modules() if "audio_tower" in n and n.endswith("q_proj")]
     assert audio_qkv, "the audio encoder has attention projections too (that is the trap)"
     assert targets and not any("audio_tower" in n or "visual" in n for n in targets)
     assert {n.rsplit(".", 1)[-1] for n in targets} == {"q_proj", "k_proj", "v_proj"}
     n_layers = model.config.text_config.num_hidden_layers
     assert len(targets) == 3 * n_layers
-    regex = hf_generic.lora_target_regex(family)
+    regex = language_model_qkv_regex(family)
     assert [n for n in targets if re.fullmatch(regex, n)] == targets
     assert sorted(lora_target_names(model, regex)) == sorted(targets)
     assert sorted(lora_target_names(model, DEFAULT_TARGET_MODULES)) == sorted(targets)  # the training default too

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lora_fixtures import language_model_qkv  # noqa: E402
 from reliable_lalm.core.prompts import build_prompt
 from reliable_lalm.models import hf_generic
 from reliable_lalm.models.native_tiny import build_tiny, save_tiny
@@ -92,7 +93,7 @@ def test_lora_sft_of_audio_flamingo3_trains_only_the_language_models_lora(tiny_a
     assert np.mean(result.losses[-2:]) < np.mean(result.losses[:2])
     # Every LoRA tensor is in the language model; the audio encoder's q/k/v (there are some) got none.
     base, processor = T.load_base(tiny_af3, device="cpu", dtype=torch.float32)
-    lm_qkv = sorted(hf_generic.lora_target_modules(base))
+    lm_qkv = sorted(language_model_qkv(base))
     report = T.verify_adapter(out, expected_modules=lm_qkv)
     assert report.modules == len(lm_qkv) and report.lora_b_abs_mean > 0
     saved = load_file(str(out / T.ADAPTER_WEIGHTS))
@@ -142,7 +143,7 @@ def test_lora_sft_of_the_omni_thinkers(family, tmp_path):
     result = T.train_lora_sft(source, _examples(), out, T.LoraSFTConfig(learning_rate=5e-2, batch_size=2, epochs=1),
                               progress=False, device="cpu")
     assert result.steps == 2 and all(np.isfinite(result.losses))
-    lm_qkv = hf_generic.lora_target_modules(model)
+    lm_qkv = language_model_qkv(model)
     assert T.verify_adapter(out, expected_modules=lm_qkv).modules == len(lm_qkv)
     saved = load_file(str(out / T.ADAPTER_WEIGHTS))
     assert saved and all("language_model" in k for k in saved), sorted(saved)[:3]

@@ -110,34 +110,6 @@ def _base_model(model):
 
 
 # --------------------------------------------------------------------------------------------------
-# LoRA targets
-
-
-def lora_target_modules(model, projections: Sequence[str] = ("q_proj", "k_proj", "v_proj")) -> list[str]:
-    """Names of the language model's attention projections (``nn.Linear``), never the audio encoder's.
-
-    All three families also have ``q_proj``/``k_proj``/``v_proj`` in their audio encoders; only the
-    modules under the family's language-model prefix are returned, as the paper fine-tunes the LLM.
-    """
-    import torch
-
-    family = family_of_model(model)
-    names = [name for name, module in _base_model(model).named_modules()
-             if isinstance(module, torch.nn.Linear) and name.startswith(family.language_model_prefix)
-             and name.rsplit(".", 1)[-1] in projections]
-    if not names:
-        raise ValueError(f"no {'/'.join(projections)} under {family.language_model_prefix!r} in {type(model).__name__}")
-    return names
-
-
-def lora_target_regex(family: NativeFamily | str, projections: Sequence[str] = ("q_proj", "k_proj", "v_proj")) -> str:
-    """The same set as a peft ``target_modules`` regex (``re.fullmatch`` on module names)."""
-    family = FAMILIES[family] if isinstance(family, str) else family
-    prefix = family.language_model_prefix.replace(".", r"\.")
-    return rf"{prefix}.*\.({'|'.join(projections)})"
-
-
-# --------------------------------------------------------------------------------------------------
 # Prompts
 
 

@@ -208,7 +208,6 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
 
     The tokenizer pads on the LEFT: batched generation must see every prompt end at the same column.
     """
-    import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     source, local = resolve_model_source(name_or_path)  # fails fast for a model that is not there
@@ -311,6 +310,22 @@ def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=N
     )
 
 
+def random_layout_parts(spec: dict[str, Any]):
+    """(tokenizer, processor, config) of a random-weight Qwen2-Audio of layout ``spec``: a byte-level
+    BPE trained locally on the prompts' words, the official chat template, the spec's mel bins and
+    window, the config's special-token ids taken from that tokenizer."""
+    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
+
+    tokenizer = train_qwen2_audio_tokenizer(_tokenizer_corpus(), vocab_size=1024)
+    processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
+                                      chunk_length_s=spec["chunk_length_s"],
+                                      chat_template=QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE)
+    config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+                          eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                          pad_token_id=tokenizer.pad_token_id)
+    return tokenizer, processor, config
+
+
 def build_random_model_and_processor(size: str = "7b", *, device: str | None = "auto", dtype: Any = "auto",
                                      seed: int = 0):
     """A randomly initialised model of the 7B layout (``size="7b"``) or its scaled-down copy (``"tiny"``),
@@ -321,21 +336,13 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
-
     spec = {"7b": QWEN2_AUDIO_7B, "tiny": scaled_down_7b_spec()}.get(size)
     if spec is None:
         raise ValueError(f"unknown random-weights size {size!r}; expected '7b' or 'tiny'")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    corpus = _tokenizer_corpus()
-    tokenizer = train_qwen2_audio_tokenizer(corpus, vocab_size=1024)
-    processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
-                                      chunk_length_s=spec["chunk_length_s"],
-                                      chat_template=QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE)
+    tokenizer, processor, config = random_layout_parts(spec)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-                          eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)
     if len(tokenizer) > config.text_config.vocab_size:
         raise ValueError("tokenizer larger than the model's vocabulary")
     torch.manual_seed(seed)

@@ -32,30 +32,16 @@ def layout_random_dir() -> Path:
     return paths.CACHE_DIR / "models" / f"{LAYOUT_RANDOM_NAME}-v{LAYOUT_RANDOM_VERSION}"
 
 
-def _tokenizer_corpus() -> list[str]:
-    from reliable_lalm.models.hf_loading import _tokenizer_corpus as corpus
-
-    return corpus()
-
-
 def build_layout_random_checkpoint(out_dir: str | Path, *, seed: int = LAYOUT_RANDOM_SEED) -> Path:
     """Write the stand-in checkpoint (config, weights, processor, generation config) to ``out_dir``."""
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
-    from reliable_lalm.models.hf_loading import (QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE, QWEN2_AUDIO_INSTRUCT_GENERATION,
-                                                 _config_from, scaled_down_7b_spec)
+    from reliable_lalm.models.hf_loading import QWEN2_AUDIO_INSTRUCT_GENERATION, random_layout_parts, scaled_down_7b_spec
 
     out_dir = Path(out_dir)
-    spec = scaled_down_7b_spec()
-    tokenizer = train_qwen2_audio_tokenizer(_tokenizer_corpus(), vocab_size=1024)
-    processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
-                                      chunk_length_s=spec["chunk_length_s"],
-                                      chat_template=QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE)
+    tokenizer, processor, config = random_layout_parts(scaled_down_7b_spec())
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = _config_from(spec, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-                          eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)
     config.text_config.bos_token_id = tokenizer.pad_token_id  # the 7B's bos is <|endoftext|> too
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config).to(torch.float32).eval()
