@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from reliable_lalm.benchmarks._common import NOTES_KEY, load_translated, record_id, text_field
+from reliable_lalm.benchmarks._common import audio_field, NOTES_KEY, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
 from reliable_lalm.core.normalize import mmau_string_match
 
@@ -54,14 +54,14 @@ def _translate(record: dict[str, Any], index: int) -> dict[str, Any]:
         if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
             raise ItemError(item_id, f"{len(choices)} choices; MMAR has {MIN_CHOICES}-{MAX_CHOICES}")
     return {NOTES_KEY: notes,"id": item_id, "question": record.get("question"), "choices": choices, "answer": record.get("answer"),
-            "task": modality.strip(), "audio_id": record.get("audio_path"),
+            "task": modality.strip(), "audio_id": audio_field(record, "audio_path", "audio"),
             "category": text_field(record, "category"), "sub-category": text_field(record, "sub-category"),
             "dataset": text_field(record, "source")}
 
 
 def load(path: str | Path, audio_dir: str | Path | None = None, *, modalities: Sequence[str] = MODALITIES,
          check_audio: bool = True, dedupe_choices: bool = True, **kwargs: Any) -> LoadedBenchmark:
-    """Load MMAR metadata (JSON list or JSONL); every record is accepted or rejected with a reason.
+    """Load MMAR metadata (JSON list, JSONL or a dataset, :mod:`.hf_data`); every record is accepted or rejected with a reason.
 
     ``audio_dir``: the folder ``audio_path`` is relative to (default: the metadata file's folder).
     """

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from reliable_lalm.benchmarks._common import load_translated, record_id, text_field
+from reliable_lalm.benchmarks._common import audio_field, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
 
 MODALITIES: tuple[str, ...] = ("speech",)
@@ -32,9 +32,7 @@ def _translate(record: dict[str, Any], index: int) -> dict[str, Any]:
         raise ItemError(item_id, f"no choice fields ({', '.join(CHOICE_FIELDS)})")
     choices = [record.get(name) for name in CHOICE_FIELDS]
     choices = [c for c in choices if c is not None and str(c).strip()]
-    audio = record.get("audio")
-    if isinstance(audio, dict):  # a Hugging Face export may store {"path": ..., "bytes": ...}
-        audio = audio.get("path")
+    audio = audio_field(record, "audio", "audio_path")  # a Hub copy embeds the clip (benchmarks.hf_data)
     return {"id": item_id, "question": record.get("question"), "choices": choices,
             "answer": record.get("answer_gt"), "task": "speech", "audio_id": audio,
             "category": text_field(record, "category"), "sub-category": text_field(record, "sub-category"),
@@ -43,6 +41,6 @@ def _translate(record: dict[str, Any], index: int) -> dict[str, Any]:
 
 def load(path: str | Path, audio_dir: str | Path | None = None, *, modalities: Sequence[str] = MODALITIES,
          check_audio: bool = True, dedupe_choices: bool = True, **kwargs: Any) -> LoadedBenchmark:
-    """Load MMSU metadata (JSON list or JSONL); every record is accepted or rejected with a reason."""
+    """Load MMSU metadata (JSON list, JSONL or a dataset, :mod:`.hf_data`); every record is accepted or rejected with a reason."""
     return load_translated(path, audio_dir, _translate, modalities=tuple(modalities), check_audio=check_audio,
                            dedupe_choices=dedupe_choices, **kwargs)

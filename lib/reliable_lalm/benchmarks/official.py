@@ -11,13 +11,22 @@ benchmark whose scorer reads another key (MMAR: ``answer_prediction``) or that h
   judged by that rule on the record's own answer and choices and compared with our scoring; the
   items where they differ are listed under ``official_rule_disagreements`` by id, so the
   difference between the official count and ours is explicit, never silent;
-* a split without answers is written in the submission format (:mod:`reliable_lalm.core.submission`).
+* a split without answers is written in the submission format (:mod:`reliable_lalm.core.submission`);
+* with ``entry.verbatim_refusals`` (MMAU-Pro, whose embedding scorer has no notion of abstention),
+  a refusal or an output that maps to no option is exported as the model's own text, not as
+  ``"IDK"`` or ``""``;
+* an output file ending in ``.parquet`` is written as parquet (MMAU-Pro's scorer reads its
+  ``test.parquet`` with a ``model_output`` column), JSON otherwise.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reliable_lalm.core.atomic import TEMP_SUFFIX
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import Normalizer
 from reliable_lalm.core.plugins import load_reference
@@ -48,10 +57,14 @@ def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normali
     rule = load_reference(entry.official_rule) if entry.official_rule else None
     out: list[dict[str, Any]] = []
     disagreements: list[dict[str, Any]] = []
+    verbatim = 0
     for rec in exported:
         item_id = str(rec["id"])
         label = rec.pop(OUTPUT_FIELD)
         extra = {RAW_FIELD: rec.pop(RAW_FIELD), "normalization": rec.pop("normalization")}
+        if getattr(entry, "verbatim_refusals", False) and extra["normalization"]["kind"] != "choice":
+            label = "" if extra[RAW_FIELD] is None else str(extra[RAW_FIELD])
+            verbatim += 1
         base = dict(originals.get(item_id, rec))
         base.pop(OUTPUT_FIELD, None)
         new = {**base, entry.output_field: label, **extra}
@@ -65,6 +78,8 @@ def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normali
                                       "ours": ours, "official_rule": official})
     summary["benchmark"] = entry.name
     summary["output_field"] = entry.output_field
+    if getattr(entry, "verbatim_refusals", False):
+        summary["verbatim_outputs"] = verbatim  # refusals and unmapped outputs written as the model's text
     if rule is not None:  # the benchmark's own rule replaces MMAU's in the summary
         summary.pop("mmau_rule_disagreements", None)
         summary["official_rule"] = entry.official_rule
@@ -84,7 +99,10 @@ def export_store_for_benchmark(store: Any, spec: str, out: str | Path, normalize
     items = {item.id: item for item in bench.items}
     records = records_from_store(store, bench.items, sample_index=sample_index, output_field=output_field)
     exported, summary = export_for_benchmark(records, entry, normalizer, items=items)
-    write_json(exported, out)
+    if Path(out).suffix == ".parquet":
+        write_parquet(exported, out)
+    else:
+        write_json(exported, out)
     summary["out"] = str(out)
     have = {r["id"] for r in records}
     missing = [i for i in items if i not in have]
@@ -100,4 +118,20 @@ def needs_own_export(spec: str | None) -> bool:
     from reliable_lalm.benchmarks.registry import parse_benchmark
 
     entry, _ = parse_benchmark(spec)
-    return entry.output_field != OUTPUT_FIELD or not entry.has_answers or entry.official_rule is not None
+    return (entry.output_field != OUTPUT_FIELD or not entry.has_answers or entry.official_rule is not None
+            or entry.verbatim_refusals)
+
+
+def write_parquet(records: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """Write records as one parquet table (columns: the first record's keys, types inferred over
+    all rows), atomically: a temporary file beside ``out``, then renamed."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
+    try:
+        pq.write_table(pa.Table.from_pylist(list(records)), str(tmp))
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

@@ -9,6 +9,10 @@ Spelling of a benchmark parameter (notebooks, profiles, ``rlalm infer --benchmar
 * ``mmar:../shared/mmar/MMAR-meta.jsonl``, ``mmsu:FILE``, ``mmau-pro:FILE``: the other schemas;
 * ``mmau-test:FILE``: MMAU's hidden test split (no answers: inference and export only).
 
+``FILE`` may also be a dataset in a Hugging Face release format: a parquet file or folder, a
+``save_to_disk`` folder, or ``hf:<owner>/<name>[:split]`` from the local cache, with the audio as
+paths or embedded bytes (:mod:`reliable_lalm.benchmarks.hf_data`), e.g. ``mmau-pro:test.parquet``.
+
 ``rlalm benchmark list`` prints the registered benchmarks.
 
 Adding a benchmark: one loader module under :mod:`reliable_lalm.benchmarks` plus one
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from reliable_lalm.benchmarks.hf_data import HF_PREFIX
 from reliable_lalm.benchmarks.mmar import MODALITIES as MMAR_MODALITIES
 from reliable_lalm.benchmarks.mmau_pro import MODALITIES as MMAU_PRO_MODALITIES
 from reliable_lalm.benchmarks.mmsu import MODALITIES as MMSU_MODALITIES
@@ -48,6 +53,9 @@ class BenchmarkEntry:
     # The official scorer's rule, "module:function"(answer, prediction, choices) -> bool; an export
     # lists the items where it judges the exported answer differently from our scoring.
     official_rule: str | None = None
+    # The official scorer cannot count a refusal (MMAU-Pro's embedding match): export refusals and
+    # unmapped outputs as the model's text instead of "IDK" / "".
+    verbatim_refusals: bool = False
 
     def resolve_path(self, path: str | None) -> str:
         if path:
@@ -84,8 +92,10 @@ BUILTIN_BENCHMARKS: dict[str, BenchmarkEntry] = {e.name: e for e in (
                    description="MMSU (5000 spoken-language items, 47 sub-tasks; all speech; loader "
                                "tested on schema fixtures only)"),
     BenchmarkEntry("mmau-pro", "reliable_lalm.benchmarks.mmau_pro:load", modalities=MMAU_PRO_MODALITIES,
+                   verbatim_refusals=True,
                    description="MMAU-Pro, multiple-choice single-audio part (open-ended, instruction-"
-                               "following and multi-audio items skipped; loader tested on schema fixtures only)"),
+                               "following and multi-audio items skipped; loader tested on files built from the release's "
+                               "columns only)"),
 )}
 
 
@@ -104,6 +114,8 @@ def parse_benchmark(spec: str) -> tuple[BenchmarkEntry, str | None]:
     spec = str(spec)
     if spec in entries:
         return entries[spec], None
+    if spec.startswith(HF_PREFIX):  # hf:<repo>[:split] of the generic MMAU schema
+        return entries[DEFAULT_KIND], spec
     name, sep, path = spec.partition(":")
     if sep and name in entries:
         return entries[name], path

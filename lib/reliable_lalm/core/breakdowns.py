@@ -16,13 +16,16 @@ from typing import Any, Mapping, Sequence
 
 from reliable_lalm.core.metrics import summarize
 
-KEYS: tuple[str, ...] = ("task", "difficulty", "category", "sub-category")
+# MMAU's and MMAR's keys, then MMAU-Pro's own axes (its ``sub-cat`` is the sub-category; its skills are
+# lists, grouped by the whole list joined with '; ').
+KEYS: tuple[str, ...] = ("task", "difficulty", "category", "sub-category", "length_type", "perceptual_skills",
+                         "reasoning_skills")
 NO_VALUE = "(none)"
 JOIN = " | "
 # Group order within a key: these first (as MMAU prints them), then the others sorted.
 KNOWN_ORDER: dict[str, tuple[str, ...]] = {"task": ("sound", "music", "speech"),
                                            "difficulty": ("easy", "medium", "hard")}
-_ALIASES = {"sub_category": "sub-category", "subcategory": "sub-category", "modality": "task"}
+_ALIASES = {"sub_category": "sub-category", "subcategory": "sub-category", "sub-cat": "sub-category", "modality": "task"}
 
 
 def parse_by(spec: str | Sequence[str] | None) -> list[tuple[str, ...]]:
@@ -51,7 +54,7 @@ def parse_by(spec: str | Sequence[str] | None) -> list[tuple[str, ...]]:
 def field_value(record: Mapping[str, Any], key: str) -> str:
     """An item's value for a breakdown key (``task`` is the scored task; lists joined by '; ')."""
     if key == "sub-category":
-        value = record.get("sub-category", record.get("sub_category"))
+        value = next((record[k] for k in ("sub-category", "sub_category", "sub-cat") if k in record), None)
     else:
         value = record.get(key)
     if isinstance(value, (list, tuple)):

@@ -111,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", metavar="JSON", default=None,
                         help="the benchmark the store was run on: a JSON file or a registry spec such as "
                              "mmar:FILE or mmau-test:FILE (its records are what is exported)")
-    parser.add_argument("--out", metavar="FILE", required=True, help="the MMAU-format JSON to write")
+    parser.add_argument("--out", metavar="FILE", required=True, help="the MMAU-format JSON to write (with a registered benchmark's "
+                        "--benchmark: FILE.parquet writes parquet, e.g. for MMAU-Pro's scorer)")
     add_normalizer_arguments(parser)  # also --output-field, --refresh-cache, --strict
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of the store to export")
 

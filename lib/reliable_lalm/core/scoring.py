@@ -591,7 +591,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of a result store to score")
     parser.add_argument("--output", metavar="FILE", default=None, help="write the output here instead of stdout")
     parser.add_argument("--by", metavar="KEYS", default=None,
-                        help="breakdowns: any of task,difficulty,category,sub-category, comma-separated "
+                        help="breakdowns: any of task,difficulty,category,sub-category (MMAU-Pro: also sub-cat, "
+                             "length_type, perceptual_skills, reasoning_skills), comma-separated "
                              "('+' crosses keys, e.g. task+difficulty); JSON under 'by', extra table rows")
 
 
