@@ -10,6 +10,9 @@ not available offline, settings the model cannot run, or a store another process
 the command at once with one line (exit 2).
 ``--shard i/n`` runs shard i of n (store ``STORE_DIR/shards/i-of-n``; see
 :mod:`reliable_lalm.methods.shards`); ``rlalm merge-shards STORE_DIR`` merges the n shards.
+Started by a launcher (``torchrun``, ``accelerate launch -m reliable_lalm.cli infer ...``), each
+process runs the shard of its rank and the main process merges when all are done
+(:mod:`reliable_lalm.methods.data_parallel`).
 ``--model openai:<model>@<base_url>`` sends the items to an OpenAI-compatible endpoint;
 ``--model "worker:<command line>"`` to an isolated worker process (:mod:`reliable_lalm.models.worker`).
 """
@@ -84,11 +87,17 @@ def run(args: argparse.Namespace) -> int:
     from reliable_lalm.methods.runners import StaleResultsError
     from reliable_lalm.models.hf_loading import ModelNotAvailable
 
-    shard = out = None
-    if args.shard:
-        from reliable_lalm.methods import shards
+    from reliable_lalm.methods import data_parallel, shards
 
-        shard = shards.Shard.parse(args.shard, args.shard_by)
+    out = None
+    try:  # --shard i/n, or the rank of a process a launcher (torchrun, accelerate launch) started
+        shard, launched = data_parallel.process_shard(args.shard, args.shard_by)
+    except ValueError as err:
+        print(f"rlalm infer: error: {err}", file=sys.stderr)
+        return 2
+    if launched is not None:
+        args.device = data_parallel.process_device(args.device, launched)
+    if shard is not None:
         items = shards.select_shard(items, shard)  # after --limit: the shards of the limited run
         out = shards.shard_store_dir(args.out, shard)
         shards.check_shard_dir(out, shard, items)
@@ -139,8 +148,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if shard is not None:
         shards.mark_shard(out, shard, items)
+    if launched is not None:
+        try:
+            merged = data_parallel.gather_and_merge(args.out, launched)
+        except (shards.ShardError, ParamsMismatch) as err:
+            print(f"rlalm infer: merge: {err}", file=sys.stderr)
+            return 1
     info = summary.to_dict()
     errors = info.pop("error_items")
+    if launched is not None:
+        info["shard"] = shard.name
+        if merged is not None:
+            info["merged"] = merged.to_dict()
     print(json.dumps(info, indent=2))
     for item_id, cause in list(errors.items())[:20]:
         print(f"error {item_id}: {cause}", file=sys.stderr)
