@@ -238,6 +238,15 @@ def test_mmau_parquet_folder_embedded_audio_wins_over_audio_id(tmp_path):
     assert bench.items[2].record["audio_id"] == "./test-mini-audios/mmau-2.wav"  # the record as released
 
 
+def test_mmau_test_split_parquet_without_answers(tmp_path):
+    rows = [{**r, "answer": None} for r in mmau_rows()]
+    parquet = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), str(parquet))
+    bench = load(f"mmau-test:{parquet}")
+    assert [i.answer for i in bench.items] == ["", "", ""] and not bench.rejected
+    assert load(f"mmau-test-mini:{parquet}").rejected[0].cause.startswith("answer None is not among the choices")
+
+
 def test_hf_spec_reads_the_local_hub_cache_offline(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     repo_dir = hub / "datasets--someone--mmau-copy"
