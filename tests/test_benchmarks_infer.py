@@ -66,3 +66,41 @@ def test_hidden_split_infer_and_submission(tiny_demo_dir, items_dir, tmp_path, c
     capsys.readouterr()
     assert main(["score", str(tmp_path / "store"), "--benchmark", f"mmau-test:{meta}"]) == 2
     assert "has no answers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["audio-paths", "audio-bytes"])
+def test_mmau_pro_parquet_infer_score_export(tiny_demo_dir, tmp_path, capsys, monkeypatch, embedded):  # noqa: F811
+    """MMAU-Pro's test.parquet (columns as documented with the release; built here around synthetic
+    audio, as paths relative to the file or embedded as bytes) through infer, score --by and the
+    parquet export its scorer reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reliable_lalm import paths
+
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")  # where embedded clips are written
+    items = make_items(tmp_path / "data", 3, prefix="pro")
+    rows = [{"id": it.id, "audio_path": [{"bytes": open(it.audio_path, "rb").read(), "path": f"data/{it.id}.wav"}
+                                         if embedded else f"data/{it.id}.wav"],
+             "question": it.question, "answer": it.answer, "choices": list(it.choices), "category": it.task,
+             "sub-cat": f"sub{k % 2}", "length_type": "short", "perceptual_skills": ["p"], "reasoning_skills": ["r"],
+             "transcription": None, "task_classification": None, "task_identifier": None, "kwargs": None}
+            for k, it in enumerate(items)]
+    rows.append({**rows[0], "id": "pro-open", "category": "open", "choices": None})
+    parquet = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), str(parquet))
+    spec = f"mmau-pro:{parquet}"
+    assert main(["benchmark", "validate", str(parquet), "--kind", "mmau-pro", "--check-audio"]) == 0
+    assert "accepted=3 rejected=1" in capsys.readouterr().out
+    assert infer(tiny_demo_dir, spec, tmp_path / "store") == 0
+    capsys.readouterr()
+    assert sorted(r["item_id"] for r in ResultStore(tmp_path / "store").records()) == ["pro0", "pro1", "pro2"]
+    assert main(["score", str(tmp_path / "store"), "--benchmark", spec, "--by", "sub-cat,length_type"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert {g: v["n"] for g, v in scored["by"]["sub-category"].items()} == {"sub0": 2, "sub1": 1}
+    out = tmp_path / "test_with_outputs.parquet"
+    assert main(["export", str(tmp_path / "store"), "--benchmark", spec, "--out", str(out)]) == 0
+    table = pq.read_table(str(out))
+    assert table.num_rows == 3 and {"model_output", "sub-cat", "kwargs", "transcription"} <= set(table.column_names)
+    raw = {r["id"]: r for r in table.to_pylist()}
+    assert all(r["model_output"] in r["choices"] or r["normalization"]["kind"] != "choice" for r in raw.values())

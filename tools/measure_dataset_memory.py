@@ -6,7 +6,10 @@ loads it in a fresh process through the registry (``mmau:FILE``: the clips are w
 content-keyed cache under the temporary folder) and prints that process's peak RSS beside the size
 of the file and of the audio, and their ratio. A second load (cache already filled) is measured too.
 
-    python tools/measure_dataset_memory.py [--rows 9000] [--seconds 2]
+    python tools/measure_dataset_memory.py [--rows 9000] [--seconds 2] [--format parquet|disk]
+
+``--format disk`` converts the file to a ``save_to_disk`` folder first (read memory-mapped; the
+resident size then includes mapped file pages, which the kernel can drop: they are page cache).
 """
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ import json, resource, sys, time
 from reliable_lalm.benchmarks.registry import load
 t = time.perf_counter()
 bench = load("mmau:" + sys.argv[1], check_audio=True)
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+kib = lambda key: int(status.get(key, "0 kB").split()[0])
 print(json.dumps({"items": len(bench.items), "rejected": len(bench.rejected), "seconds": time.perf_counter() - t,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "rss_anon_kib": kib("RssAnon"), "rss_file_kib": kib("RssFile")}))
 """
 
 
@@ -65,20 +71,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=9000)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--format", choices=("parquet", "disk"), default="parquet")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         parquet = Path(tmp) / "test.parquet"
         audio_bytes = build(parquet, args.rows, args.seconds)
         env = {**os.environ, "RLALM_CACHE_DIR": str(Path(tmp) / "cache"), "RLALM_PROGRESS": "off"}
         size = parquet.stat().st_size
-        print(f"rows={args.rows} clip_seconds={args.seconds:g} parquet_bytes={size} embedded_audio_bytes={audio_bytes}")
+        source = parquet
+        if args.format == "disk":
+            import datasets
+
+            source = Path(tmp) / "disk"
+            datasets.disable_progress_bars()
+            datasets.Dataset.from_parquet(str(parquet), cache_dir=str(Path(tmp) / "hf")).save_to_disk(str(source))
+        print(f"format={args.format} rows={args.rows} clip_seconds={args.seconds:g} parquet_bytes={size} embedded_audio_bytes={audio_bytes}")
         for label in ("first load (clips written to the cache)", "second load (cache filled)"):
-            out = subprocess.run([sys.executable, "-c", LOADER, str(parquet)], env=env, capture_output=True,
+            out = subprocess.run([sys.executable, "-c", LOADER, str(source)], env=env, capture_output=True,
                                  text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             rss = result["peak_rss_bytes"]
             print(f"{label}: items={result['items']} rejected={result['rejected']} seconds={result['seconds']:.1f} "
-                  f"peak_rss_MiB={rss / 2**20:.0f} peak_rss/parquet={rss / size:.3f}")
+                  f"peak_rss_MiB={rss / 2**20:.0f} peak_rss/parquet={rss / size:.3f} at the end: "
+                  f"anonymous_MiB={result['rss_anon_kib'] / 1024:.0f} file_backed_MiB={result['rss_file_kib'] / 1024:.0f}")
     return 0
 
 

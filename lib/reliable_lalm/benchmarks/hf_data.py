@@ -2,8 +2,12 @@
 
 Where a benchmark's records may come from (the ``PATH`` of ``kind:PATH``), besides JSON/JSONL:
 
-* a parquet file (MMAU-Pro's ``test.parquet``) or a folder of parquet files laid out as on the Hub
-  (``data/test-00000-of-00001.parquet``): streamed, a row group at a time;
+* a parquet file (MMAU-Pro's ``test.parquet``) or a folder of data files laid out as on the Hub
+  (``data/test-00000-of-00001.parquet``, or a README's ``configs``; ``datasets`` resolves the
+  splits): parquet is streamed :data:`BATCH_ROWS` rows at a time by pyarrow (the engine
+  ``datasets`` reads parquet with) without pre-buffering, which is what bounds the memory (the
+  streaming reader of ``datasets`` 5.2 holds about twice the file in memory); other data files
+  are streamed by ``datasets``;
 * a folder written by ``datasets`` ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``):
   memory-mapped;
 * ``hf:<owner>/<name>[:split]``: a dataset repository in the local Hugging Face hub cache (what
@@ -30,10 +34,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import datasets
 import huggingface_hub
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reliable_lalm import paths
@@ -42,6 +47,7 @@ from reliable_lalm.core.progress import progress_bar
 
 HF_PREFIX = "hf:"
 BATCH_ROWS = 64
+PARQUET_BUFFER_BYTES = 1 << 20  # read buffer of the parquet stream (no pre-buffering of whole row groups)
 AUDIO_CACHE_SUBDIR = "audio"
 EMBEDDED_KEY = "_embedded_audio"  # in a resolved record: the columns whose clip was embedded
 DEFAULT_SPLIT = "test"
@@ -72,12 +78,25 @@ def is_dataset_spec(spec: str | Path) -> bool:
 
 @dataclass
 class DatasetRows:
-    """An opened dataset split: its rows (a ``datasets`` Dataset or IterableDataset), the folder its
-    relative audio paths are read from, and its row count when known without reading it."""
+    """An opened dataset split: ``batches()`` yields its rows as arrow tables in order; ``root`` is
+    the folder its relative audio paths are read from; ``total`` its row count when known."""
     spec: str
-    dataset: Any
+    batches: Callable[[], Iterable[pa.Table | pa.RecordBatch]]
     root: Path
     total: int | None = None
+
+
+def _dataset_batches(dataset: Any) -> Callable[[], Iterable[pa.Table]]:
+    """A ``datasets`` split's rows in the arrow format: the stored values, no audio decoded."""
+    return lambda: dataset.with_format("arrow").iter(batch_size=BATCH_ROWS)
+
+
+def _parquet_batches(files: Sequence[Path]) -> Callable[[], Iterator[pa.RecordBatch]]:
+    def batches() -> Iterator[pa.RecordBatch]:
+        for file in files:
+            reader = pq.ParquetFile(str(file), pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES)
+            yield from reader.iter_batches(batch_size=BATCH_ROWS)
+    return batches
 
 
 def _one_line(err: BaseException) -> str:
@@ -100,7 +119,8 @@ def _call(spec: str, what: Callable[[], Any]) -> Any:
 
 
 def _pick_split(dataset: Any, split: str | None, spec: str) -> Any:
-    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+    """The split of a ``DatasetDict`` (or a dict by split name): ``split``, else ``test``, else the only one."""
+    if isinstance(dataset, (dict, datasets.DatasetDict, datasets.IterableDatasetDict)):
         names = list(dataset)
         if split is None:
             split = DEFAULT_SPLIT if DEFAULT_SPLIT in names else (names[0] if len(names) == 1 else None)
@@ -135,19 +155,25 @@ def open_rows(spec: str | Path) -> DatasetRows:
     if path.is_file():
         if path.suffix != ".parquet":
             raise ValueError(f"{path}: not a parquet file (a dataset file must end in .parquet)")
-        dataset = _call(text, lambda: datasets.load_dataset("parquet", data_files=[str(path)], split="train",
-                                                            streaming=True))
-        return DatasetRows(text, dataset, path.parent, _parquet_rows([path]))
+        total = _call(text, lambda: pq.ParquetFile(str(path)).metadata.num_rows)  # a broken file fails here
+        return DatasetRows(text, _parquet_batches([path]), path.parent, total)
     if any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
-        dataset = _pick_split(_call(text, lambda: datasets.load_from_disk(str(path))), split, text)
-        return DatasetRows(text, dataset, path, len(dataset))
+        dataset = _pick_split(_call(text, lambda: datasets.load_from_disk(str(path))), split, text)  # memory-mapped
+        return DatasetRows(text, _dataset_batches(dataset), path, len(dataset))
     return _open_folder(text, path, split)
 
 
 def _open_folder(spec: str, folder: Path, split: str | None) -> DatasetRows:
-    """A folder of data files (the Hub's layout: ``data/<split>-*.parquet``, or a README's configs)."""
+    """A folder of data files (the Hub's layout: ``data/<split>-*.parquet``, or a README's configs):
+    ``datasets`` resolves its splits and files; parquet files are then streamed by pyarrow."""
+    builder = _call(spec, lambda: datasets.load_dataset_builder(str(folder)))
+    files_by_split = {str(name): [Path(str(f)) for f in files]
+                      for name, files in (builder.config.data_files or {}).items()}
+    chosen = _pick_split(files_by_split, split, spec)
+    if chosen and all(f.suffix == ".parquet" for f in chosen):
+        return DatasetRows(spec, _parquet_batches(chosen), folder, _parquet_rows(chosen))
     dataset = _pick_split(_call(spec, lambda: datasets.load_dataset(str(folder), streaming=True)), split, spec)
-    return DatasetRows(spec, dataset, folder)
+    return DatasetRows(spec, _dataset_batches(dataset), folder)
 
 
 def _open_hub(spec: str) -> DatasetRows:
@@ -229,7 +255,7 @@ def iter_records(rows: DatasetRows, *, progress: bool = True) -> Iterator[tuple[
 
     The arrow format hands out the stored values: ``datasets`` decodes no audio.
     """
-    batches = iter(rows.dataset.with_format("arrow").iter(batch_size=BATCH_ROWS))
+    batches = iter(_call(rows.spec, rows.batches))
     with progress_bar(total=rows.total, desc=f"reading {rows.spec}", unit="record", enabled=progress) as bar:
         while True:
             table = _call(rows.spec, lambda: next(batches, None))
