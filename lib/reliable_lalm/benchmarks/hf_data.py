@@ -253,7 +253,8 @@ def resolve_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 def iter_records(rows: DatasetRows, *, progress: bool = True) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """``(kept, resolved)`` per row (:func:`resolve_record`), in order, :data:`BATCH_ROWS` rows at a time.
 
-    The arrow format hands out the stored values: ``datasets`` decodes no audio.
+    Rows come as arrow tables (pyarrow's parquet reader, or ``datasets`` in its arrow format): the
+    stored values, so no audio is decoded here.
     """
     batches = iter(_call(rows.spec, rows.batches))
     with progress_bar(total=rows.total, desc=f"reading {rows.spec}", unit="record", enabled=progress) as bar:
