@@ -59,3 +59,16 @@ def test_p_true():
 def test_verbalized_confidence_is_parsed_strictly(text, value):
     got = un.parse_verbalized_confidence(text)
     assert got == (None if value is None else pytest.approx(value))
+
+
+def test_aurc_chance_pvalue():
+    # two items, one wrong: a random order puts the right one first (AURC (0 + 1/2) / 2 = 0.25)
+    # or the wrong one first (AURC (1 + 1/2) / 2 = 0.75), each with probability 1/2
+    p = un.aurc_chance_pvalue([0.9, 0.1], [True, False], 0.25, n_permutations=4000)
+    assert p == pytest.approx(0.5, abs=0.03)
+    assert un.aurc_chance_pvalue([0.9, 0.1], [True, False], 0.75, n_permutations=200) == 1.0
+    # a perfect ranking of 20 right and 20 wrong answers is far better than chance
+    from reliable_lalm.core.abstention import aurc
+    conf, ok = list(range(40)), [False] * 20 + [True] * 20
+    assert un.aurc_chance_pvalue(conf, ok, aurc(conf, ok), n_permutations=500) == pytest.approx(1 / 501)
+    assert un.aurc_chance_pvalue([0.5, 0.5], [True, True], 0.0) is None

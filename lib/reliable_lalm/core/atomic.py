@@ -41,6 +41,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return target
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically (as :func:`atomic_write_text`); creates the folder."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, sort_keys: bool = False,
                       ensure_ascii: bool = False, default: Callable[[Any], Any] | None = None) -> Path:
     """Replace ``path`` with ``data`` as JSON and a final newline, atomically (:func:`atomic_write_text`)."""

@@ -145,3 +145,26 @@ def parse_verbalized_confidence(text: str | None) -> float | None:
         return None
     value = float(m.group(1))
     return value / 100.0 if 0.0 <= value <= 100.0 else None
+
+
+def aurc_chance_pvalue(confidence: Sequence[float], correct: Sequence[bool], observed_aurc: float, *,
+                       n_permutations: int = 1000, seed: int = 0) -> float | None:
+    """One-sided permutation p-value of "this score ranks answers no better than chance".
+
+    Under the null the score carries no information, so every order of the items is equally
+    likely: ``p = (1 + #{permutations with AURC <= observed}) / (1 + n_permutations)`` with the
+    AURC of a uniformly random order, ``(1/N) sum_k errors_among_first_k / k``. Small p: the
+    score ranks better than chance. ``None`` for no items or when all answers are right or all
+    wrong (every order has the same AURC). Seeded, vectorised.
+    """
+    ok = np.asarray(correct, dtype=bool)
+    n = len(ok)
+    if len(confidence) != n:
+        raise ValueError(f"{len(confidence)} confidences but {n} correctness values")
+    if n == 0 or ok.all() or not ok.any():
+        return None
+    rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((n_permutations, n)), axis=1)
+    wrong = (~ok)[order].astype(float)
+    aurcs = (np.cumsum(wrong, axis=1) / np.arange(1, n + 1)).mean(axis=1)
+    return float((1 + np.sum(aurcs <= observed_aurc + 1e-12)) / (1 + n_permutations))
