@@ -122,3 +122,13 @@ def test_guarantee_is_nearly_tight_for_one_hypothesis():
     slack = 3 * np.sqrt(delta * (1 - delta) / n_sets)
     assert rate == float(np.mean(index >= 0))
     assert delta / 2 < rate <= delta + slack
+
+
+def test_core_modules_import_without_torch_or_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, reliable_lalm.core.risk_control, reliable_lalm.core.uncertainty, "
+            "reliable_lalm.benchmarks.audio_controls; print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -38,14 +38,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from reliable_lalm.benchmarks.audio_controls import build_audio_controls
 from reliable_lalm.core import abstention as ab
 from reliable_lalm.core import risk_control as rc
 from reliable_lalm.core import uncertainty as un
+from reliable_lalm.core.fingerprint import digest
 from reliable_lalm.core.items import TASKS
 from reliable_lalm.core.normalize_types import IDK_LABEL
+from reliable_lalm.core.prompts import P_TRUE_ANSWERS
+from reliable_lalm.core.results import ResultStore, params_fingerprint
+from reliable_lalm.core.scoring import records_from_store
 from reliable_lalm.experiments.abstention import SCORES as OPTION_SCORES
 from reliable_lalm.experiments.abstention import AbstentionStudy, _normalize
+from reliable_lalm.methods.registry import get_method
+from reliable_lalm.methods.runners import input_fingerprint, store_params_for, valid_done_keys
+from reliable_lalm.methods.uncertainty import (_or_error, follow_up_prompt_of, run_follow_up, score_texts,
+                                               text_score_inputs, text_score_params)
 
 NEW_SCORES: tuple[str, ...] = ("sequence prob", "sequence prob (len-norm)", "exp(-PE)", "exp(-PE, len-norm)",
                                "exp(-discrete SE)", "P(True)", "verbalized")
@@ -91,9 +101,6 @@ class UncertaintyStudy:
     # ------------------------------------------------------------------------ cached stores
     def _store_dir(self, name: str, params: dict[str, Any], inputs: dict[str, dict[str, str]]) -> tuple[Path, bool]:
         """``(folder, complete?)`` of a store keyed by ``params`` and every record's inputs."""
-        from reliable_lalm.core.fingerprint import digest
-        from reliable_lalm.core.results import ResultStore, params_fingerprint
-        from reliable_lalm.methods.runners import valid_done_keys
 
         fp = params_fingerprint(params)
         directory = self.exp.results_dir / f"{name}-{digest([fp, sorted(v['key'] for v in inputs.values())])[:10]}"
@@ -107,14 +114,12 @@ class UncertaintyStudy:
 
     @cached_property
     def _baseline_outputs(self) -> dict[str, str | None]:
-        from reliable_lalm.core.results import ResultStore
 
         by_item = ResultStore(self.exp.run("baseline", progress=self.progress)).by_item(0)
         return {it.id: (by_item.get(it.id) or {}).get("model_output") for it in self.exp.items}
 
     @cached_property
     def _knn_outputs(self) -> dict[str, list[str | None]]:
-        from reliable_lalm.core.results import ResultStore
 
         store = ResultStore(self.exp.knn_store(n_samples=self.knn_samples, temperature=self.knn_temperature,
                                                top_p=self.knn_top_p, progress=self.progress))
@@ -126,9 +131,6 @@ class UncertaintyStudy:
         return out
 
     def _scores(self, name: str, method: str, prompt_of, texts_of) -> dict[str, dict[str, Any]]:
-        from reliable_lalm.methods.uncertainty import score_texts, text_score_inputs, text_score_params
-        from reliable_lalm.methods.uncertainty import _or_error
-        from reliable_lalm.core.results import ResultStore
 
         if name not in self._cache:
             items = self.exp.items
@@ -142,7 +144,6 @@ class UncertaintyStudy:
 
     def greedy_scores(self) -> dict[str, dict[str, Any]]:
         """Per item: the log-probability and token count of the baseline's greedy answer."""
-        from reliable_lalm.methods.registry import get_method
 
         entry, outputs = get_method("baseline"), self._baseline_outputs
 
@@ -155,7 +156,6 @@ class UncertaintyStudy:
 
     def sample_scores(self) -> dict[str, dict[str, Any]]:
         """Per item: the log-probabilities of its K@N samples (error samples left out)."""
-        from reliable_lalm.methods.registry import get_method
 
         entry, samples = get_method("baseline"), self._knn_outputs
         return self._scores("answer_scores/knn", "baseline", lambda it: entry.build_prompt(it.question, it.choices),
@@ -163,18 +163,12 @@ class UncertaintyStudy:
 
     def p_true_scores(self) -> dict[str, dict[str, Any]]:
         """Per item: log P("True") and log P("False") after the verification prompt."""
-        from reliable_lalm.core.prompts import P_TRUE_ANSWERS
-        from reliable_lalm.methods.uncertainty import follow_up_prompt_of
 
         return self._scores("answer_scores/p-true", "p-true", follow_up_prompt_of("p-true", self._baseline_outputs),
                             lambda it: list(P_TRUE_ANSWERS))
 
     def verbalized_replies(self) -> dict[str, dict[str, Any]]:
         """Per item: the reply to the verbalised-confidence prompt (greedy, cached)."""
-        from reliable_lalm.core.results import ResultStore
-        from reliable_lalm.methods.runners import input_fingerprint, store_params_for
-        from reliable_lalm.methods.uncertainty import follow_up_prompt_of, run_follow_up
-        from reliable_lalm.methods.uncertainty import _or_error
 
         key = "verbalized"
         if key not in self._cache:
@@ -194,7 +188,6 @@ class UncertaintyStudy:
     # ------------------------------------------------------------------------ confidences
     def confidence_frame(self):
         """Per baseline item: task, baseline and IDK-prompt outcomes, every score of :data:`ALL_SCORES`."""
-        import pandas as pd
 
         if "frame" in self._cache:
             return self._cache["frame"]
@@ -260,7 +253,6 @@ class UncertaintyStudy:
         ECE (10 equal-width bins), Rel (%) when the baseline is thresholded at the IDK prompt's
         rejection rate, and the ranks on AURC and on that Rel (only estimators missing on at most
         :data:`MAX_MISSING` of the items are ranked)."""
-        import pandas as pd
 
         frame = self.confidence_frame()
         rows = {}
@@ -305,7 +297,6 @@ class UncertaintyStudy:
 
     def missing_table(self):
         """Verbalised replies that were not a number from 0 to 100, per modality (counted, with an example)."""
-        import pandas as pd
 
         replies = self.verbalized_replies()
         frame = self.confidence_frame()
@@ -325,7 +316,6 @@ class UncertaintyStudy:
     @cached_property
     def control_set(self):
         """The audio-control variants of the evaluated items (clips in the results folder's cache)."""
-        from reliable_lalm.benchmarks.audio_controls import build_audio_controls
 
         return build_audio_controls(self.exp.items, self.exp.results_dir / "audio_controls" / "clips",
                                     controls=self.controls, seed=self.exp.seed)
@@ -333,7 +323,6 @@ class UncertaintyStudy:
     def _control_items(self, control: str, method: str) -> list[dict[str, Any]]:
         key = f"control:{control}:{method}"
         if key not in self._cache:
-            from reliable_lalm.core.scoring import records_from_store
 
             items = self.control_set.items[control]
             directory = self.exp.run_items(method, items, name=f"audio_controls/{control}/{method}",
@@ -346,7 +335,6 @@ class UncertaintyStudy:
         """Per modality: accuracy with the audio and with each control (the shortcut rate), chance
         accuracy (mean 1/number of options), items right both with the audio and under a control,
         and the IDK prompt's refusal rate with the audio and under each control (%)."""
-        import pandas as pd
 
         base = {r["id"]: r for r in self.option_study.method_items("baseline")}
         idk = {r["id"]: r for r in self.option_study.method_items("idk")}
@@ -378,7 +366,6 @@ class UncertaintyStudy:
 
     def audio_reliance_items(self):
         """The items the baseline answers correctly both with the audio and under a control."""
-        import pandas as pd
 
         base = {r["id"]: r for r in self.option_study.method_items("baseline")}
         per = {c: {r["id"].rsplit("::", 1)[0]: r for r in self._control_items(c, "baseline")} for c in self.controls}
@@ -418,7 +405,6 @@ class UncertaintyStudy:
         """Learn-then-Test thresholds (alpha, delta) per estimator, calibrated on (a) a seeded random
         half of all answered items and tested on the other half, (b) a seeded half of
         ``calibrate_on``'s items and tested on its other half and on every other modality in full."""
-        import pandas as pd
 
         answered = self._answered()
         half = np.array([_split_half(i, self.exp.seed) for i in answered.index])

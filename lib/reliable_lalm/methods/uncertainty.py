@@ -31,7 +31,7 @@ from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import FOLLOW_UP, get_method
 from reliable_lalm.methods.runners import (RunSummary, _item_fields, _open, _prepared_chunks, _progress, _run_prompts,
                                            _summarize, drop_error_records, input_fingerprint, store_params,
-                                           valid_done_keys)
+                                           store_params_for, valid_done_keys)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -52,8 +52,6 @@ def text_score_inputs(items: Sequence[BenchmarkItem], prompt_of: PromptOf, texts
 
 def text_score_params(model: dict[str, Any], method: str) -> dict[str, Any]:
     """The store key of :func:`score_texts` for a model description (``Backend.describe()``)."""
-    from reliable_lalm.methods.runners import store_params_for
-
     return store_params_for(model, method, SCORING_SETTINGS, kind="text-scores", terminate=True)
 
 
