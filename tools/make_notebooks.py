@@ -352,7 +352,7 @@ NOTEBOOKS["09_uncertainty_and_guarantees"] = notebook(
     "Learn-then-Test thresholds for (alpha, delta) on a calibration split, their selective risk and coverage "
     "on the test split, and across modalities. Reuses the runs, K@N samples and option scores of notebooks 01-08.",
     KNN_PARAMETERS + '''
-risk_alpha: float = 0.3  # the guarantee: at most this share of wrong answers among the answered ones ...
+risk_alpha: float = 0.1  # the guarantee: at most this share of wrong answers among the answered ones ...
 risk_delta: float = 0.1  # ... with probability at least 1 - risk_delta over the calibration set
 risk_procedure: str = "bonferroni"  # Learn-then-Test's family-wise procedure: "bonferroni" or "fixed-sequence"
 calibrate_on: str = "sound"  # the modality whose threshold is carried to the others

@@ -43,7 +43,7 @@ import numpy as np
 from reliable_lalm.core.abstention import _paired
 
 PROCEDURES: tuple[str, ...] = ("bonferroni", "fixed-sequence")
-DEFAULT_GRID: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))  # confidences in [0, 1]
+DEFAULT_GRID: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))  # 0.00, 0.05, ..., 1.00
 
 
 def binomial_cdf_table(n_max: int, p: float) -> np.ndarray:
@@ -149,8 +149,8 @@ def ltt_threshold(confidence: Iterable[float], correct: Iterable[Any], *, alpha:
     """The Learn-then-Test threshold of ``confidence`` on calibration items (module docstring).
 
     ``correct``: per answered calibration item a bool (or ``"correct"``/``"wrong"``).
-    ``thresholds``: the grid, fixed before seeing the data (default: 0.00, 0.01, ..., 1.00, for
-    confidences in [0, 1]).
+    ``thresholds``: the grid, fixed before seeing the data (default: 0.00, 0.05, ..., 1.00, for
+    confidences in [0, 1]; a finer grid costs power under Bonferroni, delta / m per threshold).
     """
     _check_levels(alpha, delta, procedure)
     conf, ok = _paired(confidence, correct)

@@ -34,10 +34,10 @@ def estimator_aurc_figure(table: pd.DataFrame) -> Any:
             ax.axvline(float(chance.iloc[0]), color="black", linestyle="--", linewidth=1, label="chance")
         ax.set_yticks(y)
         ax.set_yticklabels(names, fontsize=7)
-        ax.invert_yaxis()
         ax.set_xlabel("AURC (lower is better)")
         ax.set_title(group)
         ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].invert_yaxis()  # the first estimator on top (once: the panels share the y axis)
     fig.tight_layout()
     return fig
 
