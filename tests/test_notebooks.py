@@ -31,9 +31,9 @@ def test_every_notebook_ran(ci_run):
     stems = [e["notebook"] for e in entries]
     assert stems == ["01_baselines", "02_idk_prompting", "03_mcot_and_agent", "04_sft", "04_sft", "04_sft",
                      "05_cross_modal", "06_idk_threshold", "07_lora_alpha_ablation",
-                     "08_abstention_beyond_the_paper"]
+                     "08_abstention_beyond_the_paper", "09_uncertainty_and_guarantees"]
     outputs = sorted(p.name for p in runs.rglob("*.ipynb"))
-    assert "04_sft__modality-music.ipynb" in outputs and len(outputs) == 10
+    assert "04_sft__modality-music.ipynb" in outputs and len(outputs) == 11
 
 
 def _percent_cells(df: pd.DataFrame):

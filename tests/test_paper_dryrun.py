@@ -123,7 +123,8 @@ def test_every_notebook_of_the_paper_profile_runs(dryrun):
     assert report["status"] == "ok", [e.get("error") for e in entries if e["status"] != "ok"]
     assert [e["notebook"] for e in entries] == ["01_baselines", "02_idk_prompting", "03_mcot_and_agent", "04_sft",
                                                  "04_sft", "04_sft", "05_cross_modal", "06_idk_threshold",
-                                                 "07_lora_alpha_ablation", "08_abstention_beyond_the_paper"]
+                                                 "07_lora_alpha_ablation", "08_abstention_beyond_the_paper",
+                                                 "09_uncertainty_and_guarantees"]
     assert all(not e["warnings"] for e in entries)  # the LLM was reached: no fallback to the rules
     assert requests > 0
 

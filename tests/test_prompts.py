@@ -59,10 +59,28 @@ EXAMPLES_BLOCK = (
 def test_public_constants():
     from reliable_lalm.methods.registry import METHODS, single_call_methods
 
-    assert tuple(METHODS) == ("baseline", "idk", "mcot", "agent", "knn")
+    assert tuple(METHODS) == ("baseline", "idk", "mcot", "agent", "knn", "p-true", "verbalized-confidence")
     assert single_call_methods() == ("baseline", "idk", "mcot")
     assert AGENT_AUDIO_TYPES == ("Sound", "Music", "Speech")
     assert isinstance(PROMPT_VERSION, str) and PROMPT_VERSION
+
+
+def test_follow_up_prompts():
+    from reliable_lalm.methods.registry import get_method
+    from reliable_lalm.methods.runners import METHODS as RUNNABLE
+
+    body = f"{QUESTION}\nChoices:\n" + "\n".join(CHOICES) + f"\nProposed answer: {CHOICES[1]}"
+    assert get_method("p-true").build_follow_up(QUESTION, CHOICES, f"  {CHOICES[1]} ") == (
+        f"{body}\nIs the proposed answer true or false? Answer with True or False only.")
+    assert get_method("verbalized-confidence").build_follow_up(QUESTION, CHOICES, CHOICES[1]) == (
+        f"{body}\nHow confident are you that the proposed answer is correct? Reply with a number from 0 to 100 only.")
+    with pytest.raises(ValueError, match="no single prompt"):
+        build_prompt("p-true", QUESTION, CHOICES)
+    with pytest.raises(ValueError, match="proposed answer is empty"):
+        get_method("p-true").build_follow_up(QUESTION, CHOICES, " ")
+    with pytest.raises(ValueError, match="not a follow-up"):
+        get_method("baseline").build_follow_up(QUESTION, CHOICES, CHOICES[0])
+    assert "p-true" not in RUNNABLE and "verbalized-confidence" not in RUNNABLE  # their own runners
 
 
 def test_baseline_table4():

@@ -339,6 +339,57 @@ with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trai
     ])
 
 
+NOTEBOOKS["09_uncertainty_and_guarantees"] = notebook(
+    "09_uncertainty_and_guarantees",
+    "09 · Uncertainty estimators, audio reliance and abstention with a guarantee",
+    "Beyond the paper, round two (definitions in `docs/abstention.md`). Uncertainty estimators side by side, each "
+    "a confidence per item of the baseline's answers: the greedy answer's sequence probability and its "
+    "length-normalised form, predictive entropy over the K@N samples, discrete semantic entropy over the judged "
+    "K@N answers, P(True) after a fixed verification prompt, verbalised confidence (0-100, parsed strictly), "
+    "ranked per modality on AURC (against chance) and on Rel at the IDK prompt's rejection rate, beside the "
+    "scores of notebook 08. Audio reliance: the same questions with silent and with white-noise audio "
+    "(accuracy without audio, refusals where nothing can be heard). Abstention with a finite-sample guarantee: "
+    "Learn-then-Test thresholds for (alpha, delta) on a calibration split, their selective risk and coverage "
+    "on the test split, and across modalities. Reuses the runs, K@N samples and option scores of notebooks 01-08.",
+    KNN_PARAMETERS + '''
+risk_alpha: float = 0.1  # the guarantee: at most this share of wrong answers among the answered ones ...
+risk_delta: float = 0.1  # ... with probability at least 1 - risk_delta over the calibration set
+risk_procedure: str = "bonferroni"  # Learn-then-Test's family-wise procedure: "bonferroni" or "fixed-sequence"
+calibrate_on: str = "sound"  # the modality whose threshold is carried to the others
+verbalized_max_new_tokens: int = 8  # reply length of the 0-100 verbalised-confidence prompt
+chance_permutations: int = 1000  # random orders behind the "no better than chance" p-value of each AURC''',
+    [
+        ("code", 'from reliable_lalm.experiments.uncertainty import UncertaintyStudy\n'
+                 'from reliable_lalm.reporting import uncertainty as uncertainty_figures\n'
+                 'study = UncertaintyStudy(exp, knn_samples=knn_samples, knn_temperature=knn_temperature,\n'
+                 '                         knn_top_p=knn_top_p, verbalized_max_new_tokens=verbalized_max_new_tokens,\n'
+                 '                         alpha=risk_alpha, delta=risk_delta, procedure=risk_procedure,\n'
+                 '                         calibrate_on=calibrate_on, permutations=chance_permutations)\n'
+                 'study.confidence_frame().head()'),
+        ("md", "## Uncertainty estimators side by side"),
+        ("code", 'estimators = study.estimator_table()\n'
+                 + table_cell("estimators", "09_uncertainty__estimators",
+                              "Per modality and estimator: AURC against chance (permutation p-value), E-AURC, ECE, Rel (%) at the IDK prompt's rejection rate, and ranks.", None)),
+        ("code", 'reporting.save_figure(uncertainty_figures.estimator_aurc_figure(estimators), "09_uncertainty__estimators_aurc",\n'
+                 '                      output.tag, data=uncertainty_figures.estimator_aurc_data(estimators))'),
+        ("code", 'verbalized_missing = study.missing_table()\n'
+                 + table_cell("verbalized_missing", "09_uncertainty__verbalized_missing",
+                              "Verbalised-confidence replies that are not a number from 0 to 100 (missing, not guessed).", None)),
+        ("md", "## Audio reliance: the same questions without usable audio"),
+        ("code", 'audio_reliance = study.audio_reliance_table()\n'
+                 + table_cell("audio_reliance", "09_uncertainty__audio_reliance",
+                              "Accuracy (%) with the audio, with silence and with white noise at the clip's RMS; IDK-prompt refusal rate (%) on each.", None)),
+        ("code", 'audio_reliance_items = study.audio_reliance_items()\n'
+                 + table_cell("audio_reliance_items", "09_uncertainty__audio_reliance_items",
+                              "Items the baseline answers correctly with the audio and also under a control.", None)),
+        ("md", "## Abstention with a guarantee (Learn-then-Test, binomial tail bound)"),
+        ("code", 'risk_control = study.risk_control_table()\n'
+                 'display(Markdown(risk_control.attrs["caption"]))\n'
+                 + table_cell("risk_control", "09_uncertainty__risk_control",
+                              "Learn-then-Test thresholds per estimator: coverage and selective risk (%) on the calibration and test splits.", None)),
+    ])
+
+
 def rendered() -> dict[Path, str]:
     """Every generated file (path -> text), exactly as :func:`main` writes it; the test suite
     compares them with the committed files, so a notebook edited by hand fails the tests."""

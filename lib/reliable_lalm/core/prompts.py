@@ -165,9 +165,11 @@ def build_prompt(method: str, question: str, choices: Sequence[str], *,
     :func:`agent_type_prompt`, :func:`agent_content_prompt` and :func:`agent_answer_prompt`.
     ``few_shot`` is only meaningful for ``mcot``; passing it elsewhere is an error, not ignored.
     """
-    from reliable_lalm.methods.registry import SINGLE, get_method  # the registry holds these templates
+    from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # the registry holds these templates
 
     entry = get_method(method)
+    if entry.kind not in (SINGLE, MULTI_STEP):
+        raise ValueError(f"method {method!r} ({entry.kind}) has no single prompt")
     if entry.kind != SINGLE:
         raise ValueError(f"the {method!r} method takes several calls: use agent_type_prompt, agent_content_prompt "
                          "and agent_answer_prompt")
@@ -218,6 +220,33 @@ def agent_content_prompt(audio_type: str) -> str:
 def agent_answer_prompt(audio_type: str, content: str, question: str, choices: Sequence[str]) -> str:
     """Step 3: the step-2 description, then the IDK prompt (Table 5 body)."""
     return f"The {_audio_type_word(audio_type)} content is: {_one_line(content, 'content')}\n{idk_prompt(question, choices)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Follow-up prompts about the model's own answer (beyond the paper: uncertainty estimators)
+
+P_TRUE_INSTRUCTION = "Is the proposed answer true or false? Answer with True or False only."
+P_TRUE_ANSWERS: tuple[str, str] = ("True", "False")
+VERBALIZED_INSTRUCTION = ("How confident are you that the proposed answer is correct? "
+                          "Reply with a number from 0 to 100 only.")
+
+
+def _proposed_block(question: str, choices: Sequence[str], proposed_answer: str) -> str:
+    """``{question}`` / ``Choices:`` / the choices / ``Proposed answer: {answer}`` (the model's own)."""
+    return "\n".join([_one_line(question, "question"), "Choices:", render_choices(choices),
+                      f"Proposed answer: {_one_line(proposed_answer, 'proposed answer')}"])
+
+
+def p_true_prompt(question: str, choices: Sequence[str], proposed_answer: str) -> str:
+    """P(True) (Kadavath et al., 2022): the model judges its own answer; the log-likelihoods of
+    :data:`P_TRUE_ANSWERS` as the complete reply are compared."""
+    return f"{_proposed_block(question, choices, proposed_answer)}\n{P_TRUE_INSTRUCTION}"
+
+
+def verbalized_confidence_prompt(question: str, choices: Sequence[str], proposed_answer: str) -> str:
+    """Verbalised confidence: a number from 0 to 100 for the model's own answer (parsed strictly by
+    :func:`reliable_lalm.core.uncertainty.parse_verbalized_confidence`)."""
+    return f"{_proposed_block(question, choices, proposed_answer)}\n{VERBALIZED_INSTRUCTION}"
 
 
 # ---------------------------------------------------------------------------------------------

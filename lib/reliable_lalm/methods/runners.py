@@ -57,7 +57,8 @@ from reliable_lalm.models.base import Backend, Generation, GenerationRequest, Ge
 from reliable_lalm.methods.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # noqa: E402
 
-METHODS: tuple[str, ...] = tuple(name for name, e in METHOD_REGISTRY.items() if e.kind != "sampling")
+# What run_method runs (K@N samples and follow-up prompts have their own runners).
+METHODS: tuple[str, ...] = tuple(name for name, e in METHOD_REGISTRY.items() if e.kind in (SINGLE, MULTI_STEP))
 # Defaults for the real 7B model; the demo model's callers pass shorter ones.
 DEFAULT_MAX_NEW_TOKENS = {name: e.default_max_new_tokens for name, e in METHOD_REGISTRY.items()}
 AGENT_TYPE_MAX_NEW_TOKENS = 16  # step 1 answers one word ("Sound"); no need to wait for 128 tokens
