@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reliable_lalm.models.hf_loading import random_layouts
+from reliable_lalm.models.qwen_chat import chat_text
 
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts, from NVIDIA's data sheets.
 GPU_PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0)}
@@ -53,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "untrained demo)")
     p.add_argument("--n-questions", type=int, default=None,
                    help="default: 256 on CUDA; on CPU 48 (demo) or 4 (random weights)")
-    p.add_argument("--batch-size", type=int, default=None, help="engine batch size (default: automatic)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="batch size of the engine and the peer (default: the engine's automatic size)")
     p.add_argument("--samples", type=int, default=5, help="N of K@N")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (demo) / 32 (random weights)")
     p.add_argument("--audio-seconds", type=float, default=None,
@@ -141,16 +143,13 @@ class _Loop:
     """The per-question loop of public evaluation scripts: processor + one generate() per call."""
 
     def __init__(self, model, processor, max_new_tokens: int):
-        from reliable_lalm.models.qwen_chat import chat_text
-
         self.model, self.processor, self.max_new_tokens = model, processor, max_new_tokens
-        self.chat_text = chat_text
         self.device = model.get_input_embeddings().weight.device
 
     def answer(self, q: Question, **sampling) -> tuple[str, int]:
         import torch
 
-        inputs = self.processor(text=self.chat_text(self.processor, q.prompt), audio=q.audio, sampling_rate=16000,
+        inputs = self.processor(text=chat_text(self.processor, q.prompt), audio=q.audio, sampling_rate=16000,
                                 return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
@@ -164,10 +163,7 @@ class _Peer:
     per batch. It gets the engine's own batches (:meth:`HFBackend.plan_batches`)."""
 
     def __init__(self, model, processor, max_new_tokens: int, eos_ids: Sequence[int]):
-        from reliable_lalm.models.qwen_chat import chat_text
-
         self.model, self.processor, self.max_new_tokens = model, processor, max_new_tokens
-        self.chat_text = chat_text
         self.device = model.get_input_embeddings().weight.device
         self.eos_ids = set(int(e) for e in eos_ids)
 
@@ -177,7 +173,7 @@ class _Peer:
         import torch
 
         self.processor.tokenizer.padding_side = "left"
-        inputs = self.processor(text=[self.chat_text(self.processor, q.prompt) for q in qs],
+        inputs = self.processor(text=[chat_text(self.processor, q.prompt) for q in qs],
                                 audio=[q.audio for q in qs], sampling_rate=16000, padding=True,
                                 return_tensors="pt").to(self.device)
         with torch.inference_mode():
