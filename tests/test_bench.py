@@ -7,7 +7,8 @@ import pytest
 
 from inference_fixtures import tiny_demo_dir  # noqa: F401
 
-FINAL_LINE = re.compile(r"speedup_greedy=(\d+\.\d+) speedup_knn=(\d+\.\d+)")
+FINAL_LINE = re.compile(r"speedup_greedy=(\d+\.\d+) speedup_knn=(\d+\.\d+) "
+                        r"speedup_greedy_vs_peer=(\d+\.\d+) speedup_knn_vs_peer=(\d+\.\d+)")
 
 
 def test_7b_config_has_the_published_size():
@@ -37,9 +38,11 @@ def test_bench_random_weights_path_prints_the_final_line(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     match = FINAL_LINE.fullmatch(lines[-1])
     assert match, lines[-1]
-    assert float(match.group(1)) > 0 and float(match.group(2)) > 0
-    assert any(line.startswith("engine K@2") for line in lines)
-    assert "greedy outputs identical (engine vs loop): 3/3" in lines
+    assert all(float(ratio) > 0 for ratio in match.groups())
+    for path in ("loop", "peer", "engine"):
+        assert any(line.startswith(f"{path} greedy") for line in lines)
+        assert any(line.startswith(f"{path} K@2") for line in lines)
+    assert "greedy outputs identical (loop = peer = engine): 3/3" in lines
 
 
 def test_bench_on_a_demo_checkpoint(tiny_demo_dir, tmp_path):
@@ -55,10 +58,71 @@ def test_bench_on_a_demo_checkpoint(tiny_demo_dir, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert FINAL_LINE.fullmatch(printed[-1])
-    assert result["greedy_identical"] == "4/4"
+    assert result["greedy_identical"] == "4/4" and result["greedy_differences"] == []
     rows = result["rows"]
-    assert rows["engine K@3"]["answers"] == rows["loop K@3"]["answers"] == 12
-    assert rows["engine greedy"]["generated_tokens"] == rows["loop greedy"]["generated_tokens"]
+    assert rows["engine K@3"]["answers"] == rows["peer K@3"]["answers"] == rows["loop K@3"]["answers"] == 12
+    assert rows["engine greedy"]["answers"] == rows["peer greedy"]["answers"] == 4
+    # Identical greedy answers have identical token counts (EOS included) in all three paths.
+    assert (rows["engine greedy"]["generated_tokens"] == rows["peer greedy"]["generated_tokens"]
+            == rows["loop greedy"]["generated_tokens"])
+    assert result["speedup_knn_vs_peer"] > 0 and result["speedup_greedy_vs_peer"] > 0
+
+
+def test_compare_greedy_counts_and_names_the_differences():
+    from reliable_lalm.cli.bench import compare_greedy
+
+    same, differences = compare_greedy(["a", "b", "c"], {"loop": ["x", "y", "z"], "peer": ["x", "y", "q"],
+                                                         "engine": ["x", "w", "z"]})
+    assert same == 1
+    assert differences == [{"item_id": "b", "loop": "y", "peer": "y", "engine": "w"},
+                           {"item_id": "c", "loop": "z", "peer": "q", "engine": "z"}]
+    assert compare_greedy(["a"], {"loop": ["x"], "peer": ["x"], "engine": ["x"]}) == (1, [])
+
+
+def test_peer_gets_the_engines_batches_and_its_answers_map_back(tiny_demo_dir):
+    """The peer's batches are the engine's own plan (longest prompts first), and its greedy texts,
+    batched with left padding, come back in question order equal to the engine's."""
+    from reliable_lalm.cli.bench import _Peer, make_questions
+    from reliable_lalm.models.base import GenerationRequest, GenerationSettings
+    from reliable_lalm.models.hf_loading import load_model_and_processor
+    from reliable_lalm.models.qwen2_audio import HFBackend
+
+    model, processor = load_model_and_processor(str(tiny_demo_dir), device="cpu")
+    backend = HFBackend(model, processor, batch_size=2)
+    questions = make_questions(5, seed=3)
+    settings = GenerationSettings(max_new_tokens=4)
+    requests = [GenerationRequest(q.item_id, q.audio, q.prompt, settings) for q in questions]
+    plan = backend.plan_batches(requests)
+    assert sorted(i for chunk in plan for i in chunk) == list(range(5)) and [len(c) for c in plan] == [2, 2, 1]
+    engine = backend.generate(requests)
+    assert backend.stats["batches"] == len(plan)
+    peer = _Peer(model, processor, 4, backend.eos_ids)
+    texts = [""] * 5
+    for chunk in plan:
+        for i, (text, n_tokens) in zip(chunk, peer.answer_batch([questions[i] for i in chunk], do_sample=False)):
+            texts[i] = text
+            assert 1 <= n_tokens <= 4
+    assert texts == [g.text for g in engine]
+    sampled = peer.answer_batch(questions[:2], 3, do_sample=True, top_k=0, top_p=1.0)
+    assert len(sampled) == 6  # num_return_sequences rows per question
+
+
+def test_cpu_scale_layout_has_about_100m_parameters():
+    """``--random-weights 100m``: ~100 M parameters, Whisper-large-v3's encoder widths, a 10 s window
+    whose encoder positions match the feature extractor's frames."""
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from reliable_lalm.models.hf_loading import _config_from, count_parameters, cpu_scale_7b_spec, random_layouts
+
+    spec = cpu_scale_7b_spec()
+    assert random_layouts()["100m"] == spec
+    config = _config_from(spec)
+    assert config.audio_config.d_model == 1280 and config.audio_config.encoder_ffn_dim == 5120
+    assert config.audio_config.max_source_positions * 2 * 160 == spec["chunk_length_s"] * 16000
+    with torch.device("meta"):
+        model = Qwen2AudioForConditionalGeneration._from_config(config, dtype=torch.float32)
+    assert 70e6 < count_parameters(model)["total"] < 130e6
 
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()")

@@ -295,6 +295,28 @@ def scaled_down_7b_spec() -> dict[str, Any]:
     }
 
 
+def cpu_scale_7b_spec() -> dict[str, Any]:
+    """The 7B layout cut to ~100 M parameters for CPU benchmarks where the model's arithmetic, not the
+    per-call overhead, dominates (``--random-weights 100m``).
+
+    Audio encoder at Whisper-large-v3's real widths (d_model 1280, 20 heads, FFN 5120, 128 mel bins),
+    one layer; language model at the real head size (128) and FFN ratio (11008/4096) with a quarter of
+    the width (1024, 8 heads), 4 layers. Cut further than "real widths" because one 4096-wide Qwen2
+    layer alone has 202 M parameters. The feature window is 10 s (500 encoder positions) instead of
+    30 s (1500): a 10 s clip gives the language model the same 250 audio tokens as the 7B, without the
+    7B's padded 20 s of encoder work, which on 2 CPU cores would be most of the run. Vocabulary 2048:
+    the local tokenizer has 1024 tokens, and a 156k vocabulary would make the embeddings 3x the model.
+    """
+    window_s = 10
+    return {
+        "audio": {**QWEN2_AUDIO_7B["audio"], "encoder_layers": 1, "max_source_positions": 50 * window_s},
+        "text": {**QWEN2_AUDIO_7B["text"], "vocab_size": 2048, "hidden_size": 1024, "intermediate_size": 2752,
+                 "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8},
+        "audio_token_index": QWEN2_AUDIO_7B["audio_token_index"],
+        "chunk_length_s": window_s,
+    }
+
+
 def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=None, pad_token_id=None):
     from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
 
@@ -326,9 +348,15 @@ def random_layout_parts(spec: dict[str, Any]):
     return tokenizer, processor, config
 
 
+def random_layouts() -> dict[str, dict[str, Any]]:
+    """The random-weights layouts by name: the 7B itself, its ~100 M CPU cut, its tiny test copy."""
+    return {"7b": QWEN2_AUDIO_7B, "100m": cpu_scale_7b_spec(), "tiny": scaled_down_7b_spec()}
+
+
 def build_random_model_and_processor(size: str = "7b", *, device: str | None = "auto", dtype: Any = "auto",
                                      seed: int = 0):
-    """A randomly initialised model of the 7B layout (``size="7b"``) or its scaled-down copy (``"tiny"``),
+    """A randomly initialised model of the 7B layout (``size="7b"``) or a scaled-down copy (``"100m"``,
+    ``"tiny"``; see :func:`random_layouts`),
     with a processor: a byte-level BPE tokenizer trained locally (``local_tokenizers``; the real one
     needs a download), the official chat template and a
     Whisper feature extractor with the real 30 s window. Built directly on ``device`` in ``dtype``.
@@ -336,9 +364,9 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    spec = {"7b": QWEN2_AUDIO_7B, "tiny": scaled_down_7b_spec()}.get(size)
+    spec = random_layouts().get(size)
     if spec is None:
-        raise ValueError(f"unknown random-weights size {size!r}; expected '7b' or 'tiny'")
+        raise ValueError(f"unknown random-weights size {size!r}; expected one of {', '.join(random_layouts())}")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer, processor, config = random_layout_parts(spec)
