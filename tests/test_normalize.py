@@ -120,7 +120,8 @@ CASES = [
     ("There is no way to tell.", SOUNDS, "idk", None, "refusal"),
     ("There is insufficient information in the audio.", SOUNDS, "idk", None, "refusal"),
     ("None of the above.", SOUNDS, "idk", None, "refusal"),
-    ("It could be a dog barking, but I'm not sure.", SOUNDS, "idk", None, "refusal"),
+    # doubt next to one asserted option is that answer (docs/judging.md)
+    ("It could be a dog barking, but I'm not sure.", SOUNDS, "choice", "Dog barking", "doubt"),
     # choices that contain refusal words: the choice wins
     ("Not sure", CERTAINTY, "choice", "Not sure", "exact"),
     ("I'm not sure.", CERTAINTY, "choice", "Not sure", "phrase"),
