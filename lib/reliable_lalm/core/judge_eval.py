@@ -116,14 +116,27 @@ def harm_of(case: JudgeCase, decision: Normalized) -> str | None:
     return None
 
 
-def evaluate_judge(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[str, Any]:
-    """Agreement, confusion matrices and harmful errors of ``normalizer`` on ``cases``."""
+def judge_decisions(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> tuple[list[Normalized], list[Any]]:
+    """The normalizer's decision on every case (one ``normalize_many`` call) and its per-case
+    details (an LLM judge's replies; None where it has none)."""
     if not cases:
         raise ValueError("no judge cases to evaluate")
     decisions = normalizer.normalize_many([c.output for c in cases], [list(c.choices) for c in cases])
     if len(decisions) != len(cases):
         raise RuntimeError(f"normalizer returned {len(decisions)} decisions for {len(cases)} cases")
     details = list(getattr(normalizer, "last_details", None) or [None] * len(cases))
+    return decisions, details
+
+
+def evaluate_judge(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[str, Any]:
+    """Agreement, confusion matrices and harmful errors of ``normalizer`` on ``cases``."""
+    decisions, details = judge_decisions(normalizer, cases)
+    return summarize_decisions(getattr(normalizer, "name", type(normalizer).__name__), cases, decisions, details)
+
+
+def summarize_decisions(name: str, cases: Sequence[JudgeCase], decisions: Sequence[Normalized],
+                        details: Sequence[Any]) -> dict[str, Any]:
+    """:func:`evaluate_judge`'s result for decisions already made."""
     outcome_matrix = {OUTCOME_NAMES[r]: {OUTCOME_NAMES[c]: 0 for c in OUTCOME_NAMES} for r in OUTCOME_NAMES}
     kinds = ("option", IDK_LABEL, INVALID_LABEL)
     decision_matrix = {r: {c: 0 for c in ("labelled option", "other option", IDK_LABEL, INVALID_LABEL)} for r in kinds}
@@ -158,7 +171,7 @@ def evaluate_judge(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[s
             if harm:
                 harmful.append(entry)
     return {
-        "normalizer": getattr(normalizer, "name", type(normalizer).__name__),
+        "normalizer": name,
         "n": len(cases),
         "agreement": agreed / len(cases),
         "n_agree": agreed,
@@ -174,10 +187,16 @@ def evaluate_judge(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[s
 
 def evaluate_splits(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[str, dict[str, Any]]:
     """:func:`evaluate_judge` per split present in ``cases`` (``dev``, ``eval``) and over all of them."""
-    out = {split: evaluate_judge(normalizer, [c for c in cases if c.split == split])
-           for split in SPLITS if any(c.split == split for c in cases)}
+    decisions, details = judge_decisions(normalizer, cases)  # one call: an LLM judge asks once
+    name = getattr(normalizer, "name", type(normalizer).__name__)
+    out = {}
+    for split in SPLITS:
+        keep = [k for k, case in enumerate(cases) if case.split == split]
+        if keep:
+            out[split] = summarize_decisions(name, [cases[k] for k in keep], [decisions[k] for k in keep],
+                                             [details[k] for k in keep])
     if len(out) > 1:
-        out["all"] = evaluate_judge(normalizer, cases)
+        out["all"] = summarize_decisions(name, cases, decisions, details)
     return out
 
 
