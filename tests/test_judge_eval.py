@@ -178,3 +178,57 @@ def test_splits_are_reported_separately():
     results = evaluate_splits(RuleBasedNormalizer(), load_judge_set())
     assert set(results) == {"dev", "eval", "all"}
     assert results["all"]["n"] == results["dev"]["n"] + results["eval"]["n"]
+
+
+SOUNDS = ["Dog barking", "Cat meowing", "Car horn", "Bird chirping"]
+
+
+def _predictions(tmp_path, outputs, name="pred.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"id": f"q{i}", "task": "sound", "choices": SOUNDS, "answer": "Dog barking",
+                                        "model_output": out}) + "\n" for i, out in enumerate(outputs)))
+    return path
+
+
+def test_score_log_samples_with_the_rules(tmp_path):
+    pred = _predictions(tmp_path, ["Dog barking", "I don't think it's a dog barking.", "Hard to say.",
+                                   "Cat meowing, but I'm not sure."])
+    base = _predictions(tmp_path, ["Dog barking", "Cat meowing", "Dog barking", "IDK"], "base.jsonl")
+    log = tmp_path / "samples.jsonl"
+    assert main(["score", str(pred), "--baseline", str(base), "--log-samples", str(log),
+                 "--output", str(tmp_path / "score.json")]) == 0
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [(r["side"], r["id"]) for r in rows] == [("pred", f"q{i}") for i in range(4)] + [
+        ("baseline", f"q{i}") for i in range(4)]
+    pred_rows = rows[:4]
+    assert [r["decision"] for r in pred_rows] == ["Dog barking", "invalid", "IDK", "Cat meowing"]
+    assert [r["outcome"] for r in pred_rows] == ["correct", "wrong", "rejected", "wrong"]
+    assert [r["method"] for r in pred_rows] == ["exact", "no_match", "refusal", "doubt"]
+    assert all(r["decided_by"] == "rule" and "llm_reply" not in r for r in rows)
+    assert pred_rows[1]["output"] == "I don't think it's a dog barking."
+    assert "disagreements" not in json.loads((tmp_path / "score.json").read_text())["normalizer"]
+
+
+def test_score_log_samples_counts_judge_disagreements(tmp_path):
+    outputs = ["Dog barking", "woof woof, a dog", "Hard to say.", "Cat meowing"]
+    replies = {"Dog barking": "A. Dog barking", "woof woof, a dog": "Dog barking", "Hard to say.": "Car horn",
+               "Cat meowing": "IDK"}
+
+    def respond(body, n):
+        answer = re.search(r"<<<\n(.*)\n>>>", user_prompt(body), re.DOTALL).group(1)
+        return Reply(replies[answer])
+
+    pred = _predictions(tmp_path, outputs)
+    log = tmp_path / "samples.jsonl"
+    with ChatServer(respond) as server:
+        assert main(["score", str(pred), "--normalizer", "all", "--judge-prompt", "toolkit", "--openai-base-url",
+                     server.base_url, "--log-samples", str(log), "--output", str(tmp_path / "s.json")]) == 0
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [r["decision"] for r in rows] == ["Dog barking", "Dog barking", "Car horn", "IDK"]
+    assert [r["rule_decision"] for r in rows] == ["Dog barking", "invalid", "IDK", "Cat meowing"]
+    assert [r["judges_disagree"] for r in rows] == [False, True, True, True]
+    assert all(r["decided_by"] == "llm" and r["method"] == "llm" for r in rows)
+    assert rows[2]["llm_reply"] == "Car horn" and rows[2]["rule_method"] == "refusal"
+    summary = json.loads((tmp_path / "s.json").read_text())["normalizer"]["disagreements"]
+    assert summary == {"n_compared": 4, "n_disagree": 3, "by_side": {"pred": 3},
+                       "ids": ["pred:q1", "pred:q2", "pred:q3"]}

@@ -25,9 +25,8 @@ from typing import Any, Mapping, Sequence
 
 from reliable_lalm import paths
 from reliable_lalm.core.metrics import CORRECT, REJECTED, WRONG, outcome_of
-from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
+from reliable_lalm.core.normalize_types import IDK_LABEL, INVALID_LABEL, Normalized, Normalizer
 
-INVALID_LABEL = "invalid"
 SPLITS = ("dev", "eval")
 OUTCOME_NAMES = {CORRECT: "correct", REJECTED: "refused", WRONG: "wrong-or-invalid"}
 HARM_KINDS = ("credited_unasserted", "refusal_missed", "answer_called_refusal")
@@ -92,9 +91,7 @@ def load_judge_set(path: str | Path | None = None, split: str | None = None) -> 
 
 def decision_label(decision: Normalized) -> str:
     """The decision in the judge set's vocabulary: an option text, ``IDK`` or ``invalid``."""
-    if decision.kind == "choice":
-        return decision.choice or ""
-    return IDK_LABEL if decision.kind == "idk" else INVALID_LABEL
+    return decision.decision
 
 
 def _label_outcome(label: str, answer: str) -> str:

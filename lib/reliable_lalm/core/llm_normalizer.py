@@ -318,7 +318,7 @@ class OpenAINormalizer:
         self._prompts_sent = 0  # first sends; every other HTTP request is a retry
         self._errors: list[str] = []
         # Per item of the latest normalize_many call: None (rules decided) or
-        # {"reply", "cached", "error"} for audit trails.
+        # {"reply", "cached", "error", "rule_decision", "rule_method"} for audit trails.
         self.last_details: list[dict[str, Any] | None] = []
 
     def __repr__(self) -> str:
@@ -373,7 +373,8 @@ class OpenAINormalizer:
                     and self._parse(out.reply, choices[idx[0]]).method != "llm-unparsed"):
                 self._cache_put(key, prompts[idx[0]], out)  # only a reply that parses is worth keeping
             for i in idx:
-                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error}
+                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error,
+                              "rule_decision": rule[i].decision, "rule_method": rule[i].method}
                 if out.reply is None:
                     results[i] = Normalized(rule[i].kind, rule[i].choice, "llm-failed")
                 else:
