@@ -232,3 +232,15 @@ def test_score_log_samples_counts_judge_disagreements(tmp_path):
     summary = json.loads((tmp_path / "s.json").read_text())["normalizer"]["disagreements"]
     assert summary == {"n_compared": 4, "n_disagree": 3, "by_side": {"pred": 3},
                        "ids": ["pred:q1", "pred:q2", "pred:q3"]}
+
+
+def test_judge_eval_with_the_rules_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom reliable_lalm.cli import main\n"
+            "assert main(['judge-eval', '--split', 'eval', '--show', '0', '--check']) == 0\n"
+            "print('torch' in sys.modules, 'openai' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"
