@@ -165,7 +165,7 @@ def _key(text: str) -> str:
 _NEGATION_CUE = re.compile(
     r"\b(?:not|no|never|neither|nor|cannot|unlikely|doubt|doubtful|without|lacks?|lacking|absence\s+of|"
     r"rather\s+than|instead\s+of|other\s+than|as\s+opposed\s+to|except|excluding|rule\s+out|ruled\s+out|"
-    r"rules\s+out|hardly|barely)\b|n't\b|(?:不|没|無|无|非|别)",
+    r"rules\s+out|hardly|barely)\b|n't\b|不|没|並非|并非|非(?!常)|無(?!法)|无(?!法)",
     re.IGNORECASE,
 )
 # A negation that follows a mention as its predicate: "Dog barking is absent", "The violin is not
