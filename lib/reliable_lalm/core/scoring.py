@@ -43,6 +43,7 @@ from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, checked_a
                    read_json_records)
 from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
+from reliable_lalm.core.llm_normalizer import normalizer_kind_error
 from reliable_lalm.core.sample_log import disagreement_summary, sample_rows, write_sample_log
 
 OUTPUT_FIELD = "model_output"
@@ -572,8 +573,6 @@ def add_normalizer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _normalizer_kind(text: str) -> str:
-    from reliable_lalm.core.llm_normalizer import normalizer_kind_error
-
     error = normalizer_kind_error(text)
     if error:
         raise argparse.ArgumentTypeError(error)

@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import yaml
 
 from reliable_lalm import paths
+from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.core.results import is_secret_key
 
 PROFILE_KEY = "profile"
@@ -402,14 +403,10 @@ def validate_parameters(notebook: str, declared: Mapping[str, Parameter], params
 
 
 def _normalizer_kinds() -> tuple[str, ...]:
-    from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS
-
     return (*NORMALIZER_KINDS, f"{HF_PREFIX}<model>")
 
 
 def _is_normalizer_kind(value: Any) -> bool:
-    from reliable_lalm.core.llm_normalizer import normalizer_kind_error
-
     return isinstance(value, str) and normalizer_kind_error(value) is None
 
 
