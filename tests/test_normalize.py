@@ -190,6 +190,9 @@ POLICY_CASES = [
     ("I'm not sure, but I think it is rain.", SOUNDS, "choice", "Rain", "doubt"),
     ("I'm not sure whether it is a dog barking or a cat meowing.", SOUNDS, "idk", None, "refusal"),
     ("It could be rain or wind, I can't tell.", SOUNDS, "idk", None, "refusal"),
+    ("Rain is heard, with some background noise. The answer is IDK", SOUNDS, "idk", None,
+     "answer_statement:refusal"),
+    ("Rain is heard, with some background noise. It is IDK", SOUNDS, "idk", None, "refusal"),  # not doubt
     # hedges
     ("It could be rain or wind.", SOUNDS, "invalid", None, "hedge"),
     # refusals in more phrasings

@@ -26,7 +26,9 @@ Order of the rules, applied to one piece of text (a *segment*):
    refusal detection so a choice such as "Not sure" or "I don't know" is taken as that choice.
 2. ``refusal``: a refusal phrase (:data:`REFUSAL_PATTERNS`, English and Chinese) outside every
    mention of this item's choices (choice "Not sure" answered "I'm not sure" is the choice). Doubt
-   next to an answer: when the text outside the refusal's clause still asserts exactly one option
+   next to an answer: when every refusal phrase only states doubt (:data:`DOUBT_PATTERNS`: "not
+   sure", "uncertain", "can't be sure"; not "IDK", "I don't know", "cannot be determined") and the
+   text outside the refusal's clause still asserts exactly one option
    (rules 3-5 on it: "Dog barking, but I'm not sure.", "I'm not sure, but I think there are two
    speakers."), the output is that option (method ``doubt``): it gave an answer, with stated
    uncertainty. Mentions inside the refusal's own clause are what it doubts ("I can't tell whether
@@ -212,6 +214,16 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     r"不知道|不确定|不清楚|不能确定|无法|無法|难以|很难|说不准|说不清|不好说|(?:信息|线索)不足|没有足够的?(?:信息|线索)",
 )
 _REFUSAL = re.compile("|".join(f"(?:{pattern})" for pattern in REFUSAL_PATTERNS), re.IGNORECASE)
+# The refusal phrases that only state doubt: next to exactly one asserted option they leave it the
+# answer ("Dog barking, but I'm not sure."). An outright refusal ("IDK", "I don't know", "cannot
+# be determined", "none of the options") never does: "three high notes ... The pitch is IDK" is IDK.
+DOUBT_PATTERNS: tuple[str, ...] = (
+    r"\bnot\s+(?:so\s+|quite\s+|entirely\s+|completely\s+|totally\s+|really\s+|100%\s+)?(?:sure|certain)\b",
+    r"\b(?:i\s+am|i'm|im|i\s+was)\s+(?:unsure|uncertain)\b",
+    r"\b(?:cannot|can't|can\s+not)\s+be\s+(?:sure|certain)\b",
+    r"不确定|说不准",
+)
+_DOUBT = re.compile("|".join(f"(?:{pattern})" for pattern in DOUBT_PATTERNS), re.IGNORECASE)
 
 # "answer is", "Answer:", "the correct option is", "答案是" ... ; the answer statement follows the cue.
 _ANSWER_CUE = re.compile(
@@ -462,7 +474,8 @@ def _decide(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | N
     spans = [(m.start, m.end) for m in mentions]
     refusals = [span for span in _refusal_spans(segment) if _outside(spans, *span)]
     if refusals:
-        index = _doubt_choice(segment, item, scope, mentions, refusals)
+        doubt_only = all(_DOUBT.fullmatch(segment, start, end) for start, end in refusals)
+        index = _doubt_choice(segment, item, scope, mentions, refusals) if doubt_only else None
         return ("doubt", index) if index is not None else ("refusal", None)
     return _choose(segment, item, scope, mentions)
 
