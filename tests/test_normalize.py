@@ -193,6 +193,8 @@ POLICY_CASES = [
     ("Rain is heard, with some background noise. The answer is IDK", SOUNDS, "idk", None,
      "answer_statement:refusal"),
     ("Rain is heard, with some background noise. It is IDK", SOUNDS, "idk", None, "refusal"),  # not doubt
+    ("The audio is unclear, but it sounds like rain.", SOUNDS, "choice", "Rain", "doubt"),
+    ("Rain is heard. I have no idea what else.", SOUNDS, "idk", None, "refusal"),  # outright: not doubt
     # hedges
     ("It could be rain or wind.", SOUNDS, "invalid", None, "hedge"),
     # refusals in more phrasings

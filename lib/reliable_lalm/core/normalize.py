@@ -27,7 +27,8 @@ Order of the rules, applied to one piece of text (a *segment*):
 2. ``refusal``: a refusal phrase (:data:`REFUSAL_PATTERNS`, English and Chinese) outside every
    mention of this item's choices (choice "Not sure" answered "I'm not sure" is the choice). Doubt
    next to an answer: when every refusal phrase only states doubt (:data:`DOUBT_PATTERNS`: "not
-   sure", "uncertain", "can't be sure"; not "IDK", "I don't know", "cannot be determined") and the
+   sure", "uncertain", "can't be sure", "hard to tell", "unclear"; not "IDK", "I don't know",
+   "cannot be determined", "no idea") and the
    text outside the refusal's clause still asserts exactly one option
    (rules 3-5 on it: "Dog barking, but I'm not sure.", "I'm not sure, but I think there are two
    speakers."), the output is that option (method ``doubt``): it gave an answer, with stated
@@ -215,13 +216,16 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
 )
 _REFUSAL = re.compile("|".join(f"(?:{pattern})" for pattern in REFUSAL_PATTERNS), re.IGNORECASE)
 # The refusal phrases that only state doubt: next to exactly one asserted option they leave it the
-# answer ("Dog barking, but I'm not sure."). An outright refusal ("IDK", "I don't know", "cannot
-# be determined", "none of the options") never does: "three high notes ... The pitch is IDK" is IDK.
+# answer ("Dog barking, but I'm not sure.", "The audio is unclear, but it sounds like rain."). An
+# outright refusal ("IDK", "I don't know", "cannot be determined", "no idea", "none of the
+# options") never does: "three high notes ... The pitch is IDK" is IDK.
 DOUBT_PATTERNS: tuple[str, ...] = (
     r"\bnot\s+(?:so\s+|quite\s+|entirely\s+|completely\s+|totally\s+|really\s+|100%\s+)?(?:sure|certain)\b",
     r"\b(?:i\s+am|i'm|im|i\s+was)\s+(?:unsure|uncertain)\b",
     r"\b(?:cannot|can't|can\s+not)\s+be\s+(?:sure|certain)\b",
-    r"不确定|说不准",
+    r"\b(?:hard|difficult|tough)\s+to\s+(?:be\s+)?(?:tell|say|determine|judge|decide|be\s+sure)\b",
+    r"\b(?:unclear|not\s+clear)\b",
+    r"不确定|说不准|很难说|不好说",
 )
 _DOUBT = re.compile("|".join(f"(?:{pattern})" for pattern in DOUBT_PATTERNS), re.IGNORECASE)
 
