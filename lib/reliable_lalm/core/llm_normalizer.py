@@ -10,7 +10,7 @@ re-run cheaply and safely:
 * Replies are cached on disk, one JSON file per sha256(endpoint, model, prompt), written
   atomically, so a rerun makes no request. The endpoint (base URL, credentials stripped) is part
   of the key: a reply from one server never answers for another. Only replies that parse to a
-  choice or ``IDK`` are cached (an unparseable one, or a failure, is asked again next run, and an
+  choice, ``IDK`` or ``INVALID`` are cached (an unparseable one, or a failure, is asked again next run, and an
   unparseable entry left by an older version is not trusted); ``refresh_cache=True`` (``rlalm score
   --refresh-cache``) asks again whatever the cache holds, and rewrites it.
 * At most ``max_concurrency`` requests are in flight. 429, 408/409, 5xx, timeouts and connection
