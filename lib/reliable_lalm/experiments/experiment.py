@@ -292,7 +292,7 @@ class Experiment:
             device=None if self.device == "auto" else self.device, eval_batch_size=self.batch_size,
             normalizer=self.normalizer, knn_normalizer=self.knn_normalizer, eval_decoding=self.decoding_settings,
             n_boot=self.bootstrap, seed=self.seed)
-        return CrossModal(config, eval_items=self.items)
+        return CrossModal(config, eval_items=self.items, sample_log_dir=paths.runs_dir(self.profile) / "samples")
 
     # ---------------------------------------------------------------- scoring
     def predictions(self, store_dir: Path, tasks: Sequence[str] | str | None = None,
