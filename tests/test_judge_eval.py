@@ -244,3 +244,18 @@ def test_judge_eval_with_the_rules_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_the_paper_setting_keeps_table8_and_the_toolkit_gets_its_own_prompt():
+    from reliable_lalm.core.llm_normalizer import build_normalizer, describe_normalizer
+
+    base = "http://127.0.0.1:9/v1"  # never contacted: only the settings are read
+    paper = build_normalizer("all", base_url=base, progress=False)
+    toolkit = build_normalizer("openai", base_url=base, progress=False)
+    assert (paper.prompt, paper.mode, paper.params()["prompt"]) == ("paper", "all", "paper-table-8")
+    assert (toolkit.prompt, toolkit.mode, toolkit.params()["prompt"]) == ("toolkit", "fallback", "toolkit-judge-v1")
+    assert "Table 8 prompt" in describe_normalizer("all", paper)
+    assert "toolkit judge prompt" in describe_normalizer("openai", toolkit)
+    assert build_normalizer("all", base_url=base, prompt="toolkit", progress=False).prompt == "toolkit"
+    with pytest.raises(ValueError, match="hf:<model>"):
+        build_normalizer("banana")
