@@ -185,6 +185,7 @@ POLICY_CASES = [
     ("The dog is not barking.", SOUNDS, "invalid", None, "no_match"),  # no token rule next to a negation
     ("It is not a dog barking but a cat meowing.", SOUNDS, "choice", "Cat meowing", "phrase"),
     ("A dog barking that never stops.", SOUNDS, "choice", "Dog barking", "phrase"),
+    ("It is a cat meowing instead of a dog barking.", SOUNDS, "choice", "Cat meowing", "phrase"),
     # doubt next to one option is that answer; doubt about the options is a refusal
     ("Dog barking, but I'm not sure.", SOUNDS, "choice", "Dog barking", "doubt"),
     ("I'm not sure, but I think it is rain.", SOUNDS, "choice", "Rain", "doubt"),

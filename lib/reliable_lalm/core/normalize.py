@@ -182,7 +182,7 @@ _NEGATION_AFTER = re.compile(
 # Where a clause ends: punctuation, contrast words (a negation or a refusal before "but" does not
 # reach past it), and their Chinese counterparts.
 _CLAUSE_BREAK = re.compile(
-    r"[.;:!?,\n]|\b(?:but|however|although|though|whereas|yet|instead)\b|但是|但|而是|而|所以|因此",
+    r"[.;:!?,\n]|\b(?:but|however|although|though|whereas|yet)\b|但是|但|而是|而|所以|因此",
     re.IGNORECASE,
 )
 # Predicates end earlier: "a dog barking that never stops" does not negate the dog barking.
