@@ -229,6 +229,10 @@ def test_score_log_samples_counts_judge_disagreements(tmp_path):
     assert [r["judges_disagree"] for r in rows] == [False, True, True, True]
     assert all(r["decided_by"] == "llm" and r["method"] == "llm" for r in rows)
     assert rows[2]["llm_reply"] == "Car horn" and rows[2]["rule_method"] == "refusal"
+    with ChatServer(respond) as server:
+        assert main(["score", str(pred), "--normalizer", "all", "--judge-prompt", "toolkit", "--openai-base-url",
+                     server.base_url, "--format", "table", "--output", str(tmp_path / "s.txt")]) == 0
+    assert "LLM judge and rules disagree on 3 of 4 output(s)" in (tmp_path / "s.txt").read_text()
     summary = json.loads((tmp_path / "s.json").read_text())["normalizer"]["disagreements"]
     assert summary == {"n_compared": 4, "n_disagree": 3, "by_side": {"pred": 3},
                        "ids": ["pred:q1", "pred:q2", "pred:q3"]}

@@ -526,6 +526,10 @@ def format_table(result: Mapping[str, Any]) -> str:
     norm = result.get("normalizer", {})
     lines.append("")
     lines.append(f"normalizer: {norm.get('name')}; kinds {norm.get('kinds')}")
+    disagree = norm.get("disagreements")
+    if disagree:
+        lines.append(f"LLM judge and rules disagree on {disagree['n_disagree']} of {disagree['n_compared']} output(s) "
+                     "both decided (--log-samples lists them)")
     failed = norm.get("failed_items") or []
     if failed:
         lines.append(f"LLM normalization failed for {len(failed)} item(s) (rule-based result kept): "
