@@ -14,7 +14,6 @@ normalizer never imports torch.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import torch
@@ -25,8 +24,6 @@ from reliable_lalm.core.llm_normalizer import MODES, PROMPT_NAMES, LLMConfigErro
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
 from reliable_lalm.core.prompts import JUDGE_PROMPT_BUILDERS
-
-logger = logging.getLogger(__name__)
 
 
 class HFJudgeNormalizer:
