@@ -119,6 +119,16 @@ def test_crossmodal_rows_against_the_base_model(handmade):
     plt.close(fig3.figure)
 
 
+def test_each_score_writes_the_judge_log(handmade, tmp_path):
+    handmade.sample_log_dir = tmp_path / "samples"
+    handmade.results(train_tasks=("speech",))
+    logs = sorted((tmp_path / "samples").glob("*.jsonl"))
+    assert logs and all(log.name.endswith("-vs-baseline.jsonl") for log in logs)
+    rows = [json.loads(line) for log in logs for line in log.read_text(encoding="utf-8").splitlines()]
+    refused = [r for r in rows if r["side"] == "pred" and r["output"] == "I don't know"]
+    assert refused and all(r["decision"] == "IDK" and r["method"] == "refusal" for r in refused)
+
+
 def test_alpha_sweep_rows_and_pooled(handmade):
     frame = handmade.alpha_sweep(alphas=(16, 64))
     fig4 = reporting.figure4(frame)

@@ -63,13 +63,17 @@ def make(server: ChatServer, tmp_path: Path, **kw) -> OpenAINormalizer:
     return OpenAINormalizer(base_url=server.base_url, **kw)
 
 
-def test_parse_reply_is_strict():
+def test_parse_reply_is_tolerant_but_never_guesses():
     assert parse_reply("Dog barking", CHOICES) == parse_reply("  dog   BARKING ", CHOICES)
     assert parse_reply("dog barking", CHOICES).choice == "Dog barking"
     assert parse_reply('"Car horn."', CHOICES).choice == "Car horn"  # quotes/punctuation stripped
     assert parse_reply("IDK", CHOICES).kind == "idk"
     assert parse_reply("idk.", CHOICES).kind == "idk"
-    for bad in ("The answer is Dog barking", "A", "Dog barking or Cat meowing", "", "rain!!! maybe"):
+    assert parse_reply("The answer is Dog barking", CHOICES).choice == "Dog barking"
+    assert parse_reply("B. Cat meowing", CHOICES).choice == "Cat meowing"
+    assert parse_reply("A", CHOICES, letters=True).choice == "Dog barking"
+    assert parse_reply("A. Cat meowing", CHOICES, letters=True).kind == "invalid"  # letter contradicts text
+    for bad in ("A", "Dog barking or Cat meowing", "", "rain!!! maybe", "A dog"):
         result = parse_reply(bad, CHOICES)
         assert (result.kind, result.method) == ("invalid", "llm-unparsed"), bad
     # Two choices equal after stripping punctuation: ambiguous, so not guessed.
@@ -80,7 +84,7 @@ def test_parse_reply_is_strict():
 def test_success_sends_table8_prompt(serve, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", MARKER)
     server = serve(lambda body, n: Reply("Cat meowing") if "purr" in user_prompt(body) else Reply("IDK"))
-    norm = make(server, tmp_path, model="test-model")
+    norm = make(server, tmp_path, model="test-model", prompt="paper")
     outputs = ["it purrs, so the cat", "no idea honestly"]
     results = norm.normalize_many(outputs, [CHOICES, CHOICES])
 
@@ -159,13 +163,13 @@ def test_timeout_leaves_item_unnormalized_and_run_continues(serve, tmp_path):
 def test_cache_hit_on_rerun_sends_nothing(serve, tmp_path):
     server = serve(lambda body, n: Reply("Dog barking"))
     outputs, choices = ["woof woof", "a bark", "woof woof"], [CHOICES] * 3
-    first = make(server, tmp_path).normalize_many(outputs, choices)
+    first = make(server, tmp_path, prompt="paper").normalize_many(outputs, choices)
     assert server.count == 2  # the repeated output is asked once
     assert [r.method for r in first] == ["llm"] * 3
 
     # A fresh normalizer on the same endpoint must not send anything (another endpoint would be
     # another key: tests/test_adversarial.py).
-    again = make(server, tmp_path)
+    again = make(server, tmp_path, prompt="paper")
     second = again.normalize_many(outputs, choices)
     assert server.count == 2
     assert [(r.choice, r.method) for r in second] == [("Dog barking", "llm-cache")] * 3
@@ -178,7 +182,7 @@ def test_cache_hit_on_rerun_sends_nothing(serve, tmp_path):
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # atomic writes leave no temp files
     # Another model is another key.
     third = serve(lambda body, n: Reply("Dog barking"))
-    make(third, tmp_path, model="other-model").normalize_many(outputs[:1], choices[:1])
+    make(third, tmp_path, model="other-model", prompt="paper").normalize_many(outputs[:1], choices[:1])
     assert third.count == 1
 
 

@@ -120,7 +120,8 @@ CASES = [
     ("There is no way to tell.", SOUNDS, "idk", None, "refusal"),
     ("There is insufficient information in the audio.", SOUNDS, "idk", None, "refusal"),
     ("None of the above.", SOUNDS, "idk", None, "refusal"),
-    ("It could be a dog barking, but I'm not sure.", SOUNDS, "idk", None, "refusal"),
+    # doubt next to one asserted option is that answer (docs/judging.md)
+    ("It could be a dog barking, but I'm not sure.", SOUNDS, "choice", "Dog barking", "doubt"),
     # choices that contain refusal words: the choice wins
     ("Not sure", CERTAINTY, "choice", "Not sure", "exact"),
     ("I'm not sure.", CERTAINTY, "choice", "Not sure", "phrase"),
@@ -170,6 +171,58 @@ CASES = [
     ("...", SOUNDS, "invalid", None, "no_match"),
     ("Speech", SOUNDS, "invalid", None, "no_match"),
 ]
+
+
+EMOTIONS_ZH = ("高兴", "悲伤", "愤怒", "平静")
+UNKNOWN = ("Male", "Female", "Unknown")
+
+# The judging policy (docs/judging.md), one case per decision it makes.
+POLICY_CASES = [
+    # negation reaches over the clause, and follows the option as its predicate
+    ("I don't think it's a dog barking.", SOUNDS, "invalid", None, "no_match"),
+    ("It's unlikely to be a dog barking.", SOUNDS, "invalid", None, "no_match"),
+    ("Dog barking is absent from the recording.", SOUNDS, "invalid", None, "no_match"),
+    ("The dog is not barking.", SOUNDS, "invalid", None, "no_match"),  # no token rule next to a negation
+    ("It is not a dog barking but a cat meowing.", SOUNDS, "choice", "Cat meowing", "phrase"),
+    ("A dog barking that never stops.", SOUNDS, "choice", "Dog barking", "phrase"),
+    ("It is a cat meowing instead of a dog barking.", SOUNDS, "choice", "Cat meowing", "phrase"),
+    # doubt next to one option is that answer; doubt about the options is a refusal
+    ("Dog barking, but I'm not sure.", SOUNDS, "choice", "Dog barking", "doubt"),
+    ("I'm not sure, but I think it is rain.", SOUNDS, "choice", "Rain", "doubt"),
+    ("I'm not sure whether it is a dog barking or a cat meowing.", SOUNDS, "idk", None, "refusal"),
+    ("It could be rain or wind, I can't tell.", SOUNDS, "idk", None, "refusal"),
+    ("Rain is heard, with some background noise. The answer is IDK", SOUNDS, "idk", None,
+     "answer_statement:refusal"),
+    ("Rain is heard, with some background noise. It is IDK", SOUNDS, "idk", None, "refusal"),  # not doubt
+    ("The audio is unclear, but it sounds like rain.", SOUNDS, "choice", "Rain", "doubt"),
+    ("Rain is heard. I have no idea what else.", SOUNDS, "idk", None, "refusal"),  # outright: not doubt
+    # hedges
+    ("It could be rain or wind.", SOUNDS, "invalid", None, "hedge"),
+    # refusals in more phrasings
+    ("It's hard to tell.", SOUNDS, "idk", None, "refusal"),
+    ("Unclear.", SOUNDS, "idk", None, "refusal"),
+    ("I'm sorry, I can't help with that.", SOUNDS, "idk", None, "refusal"),
+    ("The answer is unknown.", SOUNDS, "idk", None, "answer_statement:refusal"),
+    ("我不知道。", SOUNDS, "idk", None, "refusal"),
+    # options with refusal words stay options
+    ("The speaker's gender is unknown.", UNKNOWN, "choice", "Unknown", "phrase"),
+    # echoes of the prompt
+    ("Rain. Output 'IDK' if you don't know the answer.", SOUNDS, "choice", "Rain", "exact"),
+    ("Output 'IDK' if you don't know the answer.", SOUNDS, "invalid", None, "echo_instruction"),
+    ("Dog barking\nCat meowing\nCar horn\nRain", SOUNDS, "invalid", None, "echo_choices"),
+    # conclusions after weighing options
+    ("Rain and a car horn are both possible, but the rhythm points to a dog barking.", SOUNDS, "choice",
+     "Dog barking", "conclusion:phrase"),
+    # Chinese
+    ("答案是 Rain。", SOUNDS, "choice", "Rain", "answer_statement:exact"),
+    ("说话人非常高兴。", EMOTIONS_ZH, "choice", "高兴", "phrase"),
+    ("说话人不是高兴，而是平静。", EMOTIONS_ZH, "choice", "平静", "phrase"),
+]
+
+
+@pytest.mark.parametrize("output,choices,kind,choice,method", POLICY_CASES)
+def test_judging_policy(output, choices, kind, choice, method):
+    assert normalize_answer(output, choices) == Normalized(kind, choice, method)
 
 
 @pytest.mark.parametrize("output,choices,kind,choice,method", CASES)

@@ -11,6 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
 DEMO_MODEL_DIR = ASSETS_DIR / "demo_model"
+JUDGE_SET_PATH = ASSETS_DIR / "judge" / "judge_set.jsonl"  # labelled outputs that measure a judge
 
 
 def _find_repo_root() -> Path:

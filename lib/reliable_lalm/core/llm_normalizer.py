@@ -10,7 +10,7 @@ re-run cheaply and safely:
 * Replies are cached on disk, one JSON file per sha256(endpoint, model, prompt), written
   atomically, so a rerun makes no request. The endpoint (base URL, credentials stripped) is part
   of the key: a reply from one server never answers for another. Only replies that parse to a
-  choice or ``IDK`` are cached (an unparseable one, or a failure, is asked again next run, and an
+  choice, ``IDK`` or ``INVALID`` are cached (an unparseable one, or a failure, is asked again next run, and an
   unparseable entry left by an older version is not trusted); ``refresh_cache=True`` (``rlalm score
   --refresh-cache``) asks again whatever the cache holds, and rewrites it.
 * At most ``max_concurrency`` requests are in flight. 429, 408/409, 5xx, timeouts and connection
@@ -21,8 +21,12 @@ re-run cheaply and safely:
   (``last_details`` says which items and why). 401/403/404 and an exhausted quota are *fatal*
   (``summary()["fatal_error"]``): nothing more is sent, and ``rlalm score`` exits non-zero rather
   than print rule-based numbers under the LLM's name.
-* Replies are parsed strictly: exactly one choice text or ``IDK``, else ``invalid`` with method
-  ``"llm-unparsed"``.
+* Two prompts (``prompt=``): ``"paper"``, Table 8 verbatim (the paper profile, ``kind="all"``), and
+  ``"toolkit"``, the default otherwise: the judging policy of docs/judging.md spelled out, lettered
+  options, a reply constrained to an option text, ``IDK`` or ``INVALID``.
+* Replies are parsed tolerantly but never guessed at (:func:`parse_reply`): "B. Dog barking",
+  "'Dog barking.'", "Answer: IDK" are understood; a reply naming several choices, or a letter that
+  contradicts its text, is ``invalid`` with method ``"llm-unparsed"``.
 * The API key is read only from ``OPENAI_API_KEY``; it is never an argument, and it is scrubbed
   from every error text this module logs or keeps. Cache files and summaries never contain it.
 
@@ -50,7 +54,8 @@ from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
-from reliable_lalm.core.prompts import build_normalization_prompt
+from reliable_lalm.core.plugins import load_reference
+from reliable_lalm.core.prompts import JUDGE_INVALID_LABEL, JUDGE_PROMPT_BUILDERS
 
 logger = logging.getLogger(__name__)
 
@@ -106,27 +111,68 @@ def _unique(matches: list[str]) -> str | None:
     return matches[0] if len(distinct) == 1 else None
 
 
-def parse_reply(reply: str, choices: Sequence[str], *, method: str = "llm") -> Normalized:
-    """Map an LLM reply to a choice, ``IDK`` or invalid (method ``"llm-unparsed"``).
+_REPLY_PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|reply|option|choice)(?:\s+is)?\s*[:=]?|"
+                           r"selected\s+option\s*[:=]?)\s*", re.IGNORECASE)
+_WRAPPERS = "\"'`*[]{}<>.,;:!?\u201c\u201d\u2018\u2019 \t"
+_LETTER_FIRST = re.compile(r"^\(?([A-Z])\s*[).:\]]\s*(.*)$|^\[([A-Z])\]\s*(.*)$")
+_LETTER_LAST = re.compile(r"^(.*?)\s*[(\[]([A-Z])[)\]]$")
 
-    Accepted: the reply equals exactly one choice ignoring case and whitespace; or, failing
-    that, it equals exactly one choice after punctuation and quotes are stripped from both; or it
-    is ``IDK`` (same leniency). Anything else, including a reply matching several choices, is
-    invalid: the LLM's answer is not guessed at.
-    """
-    text = reply or ""
-    exact = _unique([c for c in choices if _ws(c) == _ws(text)])
+
+def _parse_one(text: str, choices: Sequence[str], letters: bool) -> Normalized | str | None:
+    """One candidate line: a Normalized, "idk", "invalid" or None (not understood)."""
+    text = _REPLY_PREFIX.sub("", text.strip().strip("*` ")).strip(_WRAPPERS)
+    if not text:
+        return None
+    if _loose(text) == _ws(IDK_LABEL):
+        return "idk"
+    if _loose(text) == _ws(JUDGE_INVALID_LABEL):
+        return "invalid"
+    exact = _unique([c for c in choices if _ws(c) == _ws(text)]) or _unique([c for c in choices if _loose(c) == _loose(text)])
     if exact is not None:
-        return Normalized("choice", exact, method)
-    if _ws(text) == _ws(IDK_LABEL):
-        return Normalized("idk", None, method)
-    loose_reply = _loose(text)
-    if loose_reply:
-        loose = _unique([c for c in choices if _loose(c) == loose_reply])
-        if loose is not None:
-            return Normalized("choice", loose, method)
-        if loose_reply == _ws(IDK_LABEL):
+        return exact
+    first, last = _LETTER_FIRST.match(text), _LETTER_LAST.match(text)
+    if re.fullmatch(r"[A-Z]", text):
+        letter, rest = text, ""
+    elif first:
+        letter, rest = (first.group(1), first.group(2)) if first.group(1) else (first.group(3), first.group(4))
+    elif last:
+        letter, rest = last.group(2), last.group(1)
+    else:
+        return None
+    rest = rest.strip(_WRAPPERS)
+    by_letter = choices[ord(letter) - ord("A")] if ord(letter) - ord("A") < len(choices) else None
+    if not rest:
+        return by_letter if letters else None
+    if _loose(rest) == _ws(IDK_LABEL):
+        return "idk"
+    by_text = _unique([c for c in choices if _loose(c) == _loose(rest)])
+    if by_text is None or (letters and by_letter is not None and by_letter != by_text):
+        return None  # a letter that contradicts the text: not guessed at
+    return by_text
+
+
+def parse_reply(reply: str, choices: Sequence[str], *, method: str = "llm", letters: bool = False) -> Normalized:
+    """Map an LLM judge's reply to a choice, ``IDK`` or invalid.
+
+    Tolerant of the forms judges really reply in: case, whitespace, quotes, Markdown and a trailing
+    period ("'Dog barking.'"), a leading "Answer:" / "The answer is", an option letter with the text
+    ("B. Dog barking", "(B) Dog barking", "Dog barking (B)"), and an explanation on later lines (the
+    first line is read when the whole reply is not understood). ``letters``: the prompt showed
+    lettered options, so a bare letter ("B") is that option and a letter contradicting the text makes
+    the reply unparsed. ``IDK`` is a refusal; ``INVALID`` (the toolkit prompt's reply for an output
+    that asserts no option) is invalid with ``method``. Anything else, including a reply naming
+    several choices, is invalid with method ``"llm-unparsed"``: the judge's answer is not guessed at.
+    """
+    text = unicodedata.normalize("NFKC", reply or "").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    for candidate in ([text] + lines[:1] if len(lines) > 1 else [text]):
+        parsed = _parse_one(candidate, choices, letters)
+        if parsed == "idk":
             return Normalized("idk", None, method)
+        if parsed == "invalid":
+            return Normalized("invalid", None, method)
+        if parsed is not None:
+            return Normalized("choice", parsed, method)
     return Normalized("invalid", None, "llm-unparsed")
 
 
@@ -203,7 +249,8 @@ class _Outcome:
 
 
 class OpenAINormalizer:
-    """Normalize outputs with the Table 8 prompt through an OpenAI-compatible chat API.
+    """Normalize outputs with an LLM judge (``prompt``: ``"toolkit"`` or the paper's Table 8,
+    ``"paper"``) through an OpenAI-compatible chat API.
 
     The API key comes from ``OPENAI_API_KEY`` only; with a ``base_url`` (argument or
     ``OPENAI_BASE_URL``) and no key, the placeholder ``"EMPTY"`` is sent (key-less local servers).
@@ -219,7 +266,10 @@ class OpenAINormalizer:
                  backoff_base: float = 1.0, backoff_max: float = 60.0, max_tokens: int = 128,
                  price_input_per_1m: float = DEFAULT_PRICE_INPUT_PER_1M,
                  price_output_per_1m: float = DEFAULT_PRICE_OUTPUT_PER_1M,
-                 progress: bool = True, rule_normalizer: Normalizer | None = None, refresh_cache: bool = False):
+                 progress: bool = True, rule_normalizer: Normalizer | None = None, refresh_cache: bool = False,
+                 prompt: str = "toolkit"):
+        if prompt not in JUDGE_PROMPT_BUILDERS:
+            raise ValueError(f"prompt must be one of {tuple(JUDGE_PROMPT_BUILDERS)}, not {prompt!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if max_concurrency < 1 or max_retries < 0:
@@ -246,6 +296,7 @@ class OpenAINormalizer:
         self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=int(max_retries),
                               http_client=http_client)
         self.mode = mode
+        self.prompt = prompt
         self.max_concurrency = int(max_concurrency)
         self.max_retries = int(max_retries)
         self.timeout = float(timeout)
@@ -267,18 +318,19 @@ class OpenAINormalizer:
         self._prompts_sent = 0  # first sends; every other HTTP request is a retry
         self._errors: list[str] = []
         # Per item of the latest normalize_many call: None (rules decided) or
-        # {"reply", "cached", "error"} for audit trails.
+        # {"reply", "cached", "error", "rule_decision", "rule_method"} for audit trails.
         self.last_details: list[dict[str, Any] | None] = []
 
     def __repr__(self) -> str:
-        return f"OpenAINormalizer(model={self.model!r}, host={_host(self.base_url)!r}, mode={self.mode!r})"
+        return (f"OpenAINormalizer(model={self.model!r}, host={_host(self.base_url)!r}, mode={self.mode!r}, "
+                f"prompt={self.prompt!r})")
 
     # -- public API -----------------------------------------------------------------------------
 
     def params(self) -> dict[str, Any]:
         """Settings that change results, for a result store's parameters (no key, host only)."""
         return {"normalizer": self.name, "model": self.model, "base_url_host": _host(self.base_url),
-                "mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "prompt": "paper-table-8"}
+                "mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "prompt": PROMPT_NAMES[self.prompt]}
 
     def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
         return self.normalize_many([output], [choices])[0]
@@ -289,7 +341,8 @@ class OpenAINormalizer:
         # Rule results always: they decide in fallback mode and are what a failed item keeps.
         rule = self.rule.normalize_many(outputs, choices)
         ask = [i for i, r in enumerate(rule) if self.mode == "all" or r.kind == "invalid"]
-        prompts = {i: build_normalization_prompt(outputs[i] or "", list(choices[i])) for i in ask}
+        build = JUDGE_PROMPT_BUILDERS[self.prompt]
+        prompts = {i: build(outputs[i] or "", list(choices[i])) for i in ask}
         groups: dict[str, list[int]] = {}  # identical prompts are asked once
         for i in ask:
             groups.setdefault(cache_key(self.model, prompts[i], self.endpoint), []).append(i)
@@ -301,7 +354,7 @@ class OpenAINormalizer:
             if self.cache is not None and not self.refresh_cache:
                 entry = self.cache.get(key, self.model, prompts[idx[0]], self.endpoint)
             # An entry that does not parse (written by an older version) is not trusted: ask again.
-            if entry is not None and parse_reply(entry["reply"], choices[idx[0]]).kind != "invalid":
+            if entry is not None and self._parse(entry["reply"], choices[idx[0]]).method != "llm-unparsed":
                 outcomes[key] = _Outcome(reply=entry["reply"], cached=True)
             else:
                 misses.append(key)
@@ -316,14 +369,16 @@ class OpenAINormalizer:
         unparsed = 0
         for key, idx in groups.items():
             out = outcomes[key]
-            if out.reply is not None and not out.cached and parse_reply(out.reply, choices[idx[0]]).kind != "invalid":
+            if (out.reply is not None and not out.cached
+                    and self._parse(out.reply, choices[idx[0]]).method != "llm-unparsed"):
                 self._cache_put(key, prompts[idx[0]], out)  # only a reply that parses is worth keeping
             for i in idx:
-                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error}
+                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error,
+                              "rule_decision": rule[i].decision, "rule_method": rule[i].method}
                 if out.reply is None:
                     results[i] = Normalized(rule[i].kind, rule[i].choice, "llm-failed")
                 else:
-                    results[i] = parse_reply(out.reply, choices[i], method="llm-cache" if out.cached else "llm")
+                    results[i] = self._parse(out.reply, choices[i], method="llm-cache" if out.cached else "llm")
                     unparsed += results[i].method == "llm-unparsed"
         with self._lock:
             self._stats["unparsed"] += unparsed
@@ -346,6 +401,9 @@ class OpenAINormalizer:
                 "fatal_error": self._fatal, "errors": errors}
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _parse(self, reply: str, choices: Sequence[str], method: str = "llm") -> Normalized:
+        return parse_reply(reply, choices, method=method, letters=self.prompt == "toolkit")
 
     def _ask_all(self, prompts: dict[str, str]) -> dict[str, _Outcome]:
         from tqdm import tqdm
@@ -472,6 +530,18 @@ def _no_retry_when_quota_exhausted(response: Any) -> None:
 # ----------------------------------------------------------------------------------------------
 
 NORMALIZER_KINDS = ("rule", "openai", "auto", "all")  # what build_normalizer accepts (profiles check against it)
+HF_PREFIX = "hf:"  # "hf:<model>": a local transformers chat model as the judge
+# Loaded by reference: the local judge needs torch, which the scoring core never imports.
+HF_JUDGE = "reliable_lalm.methods.hf_judge:HFJudgeNormalizer"
+JUDGE_PROMPTS = tuple(JUDGE_PROMPT_BUILDERS)
+PROMPT_NAMES = {"paper": "paper-table-8", "toolkit": "toolkit-judge-v1"}
+
+
+def normalizer_kind_error(kind: str) -> str | None:
+    """Why ``kind`` is not a normalizer kind (None when it is one)."""
+    if kind in NORMALIZER_KINDS or (kind.startswith(HF_PREFIX) and kind[len(HF_PREFIX):].strip()):
+        return None
+    return f"unknown normalizer {kind!r}: one of {', '.join(NORMALIZER_KINDS)}, or {HF_PREFIX}<model>"
 
 
 def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: str | None = None,
@@ -481,14 +551,22 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
     rules, saying so once per process. ``"all"``: the paper's setting (Table 8): *every* output is
     normalized by the LLM (``mode="all"``) when a key or base URL is set; without one, the rules,
     with a warning (callers that report results say so: :func:`fell_back_to_rules`).
-    ``kw`` goes to :class:`OpenAINormalizer`."""
+    ``"hf:<model>"``: a local transformers chat model (a hub id in the HF cache or a folder) as the
+    judge of the outputs the rules cannot map (``mode="all"``: of every output), batched and greedy
+    (:class:`reliable_lalm.methods.hf_judge.HFJudgeNormalizer`; needs torch). ``prompt``: the LLM
+    judge's prompt, ``"paper"`` (Table 8) for ``"all"`` (the paper's setting), ``"toolkit"`` otherwise.
+    ``kw`` goes to the LLM normalizer."""
     for name in kw:
         if re.search(r"key|token|secret", name, re.IGNORECASE):
             raise TypeError(f"{name!r} is not accepted: the API key is read only from ${API_KEY_ENV}")
     if kind == "rule":
         return RuleBasedNormalizer()
-    if kind not in NORMALIZER_KINDS:
-        raise ValueError(f"unknown normalizer kind {kind!r} ({', '.join(NORMALIZER_KINDS)})")
+    error = normalizer_kind_error(kind)
+    if error:
+        raise ValueError(error)
+    kw.setdefault("prompt", "paper" if kind == "all" else "toolkit")
+    if kind.startswith(HF_PREFIX):
+        return load_reference(HF_JUDGE)(kind[len(HF_PREFIX):].strip(), mode=mode, **kw)
     if kind == "all":
         kind, mode = "auto", "all"
     base = base_url or _env(BASE_URL_ENV)
@@ -514,7 +592,11 @@ def describe_normalizer(kind: str, normalizer: Normalizer) -> str:
     """One sentence naming what normalized the answers (for table captions)."""
     if isinstance(normalizer, OpenAINormalizer):
         which = "every output" if normalizer.mode == "all" else "outputs the rules cannot map"
-        return f"Answers normalized by {normalizer.model} at {_host(normalizer.base_url)} ({which}; Table 8 prompt)."
+        prompt = "Table 8 prompt" if normalizer.prompt == "paper" else "toolkit judge prompt"
+        return f"Answers normalized by {normalizer.model} at {_host(normalizer.base_url)} ({which}; {prompt})."
+    describe = getattr(normalizer, "describe", None)
+    if callable(describe):  # another judge (the local transformers one) says what it is
+        return describe()
     if fell_back_to_rules(kind, normalizer):
         return (f"Answers normalized by the rule-based normalizer: LLM normalization ({kind!r}) was asked for but "
                 f"no {API_KEY_ENV} / {BASE_URL_ENV} was set.")

@@ -2,49 +2,75 @@
 
 The paper extracts answers with rules and then with gpt-4o-mini (Table 8); this module is the
 rule-based half and never guesses: when the rules do not single out one choice, the output is
-``invalid``.
+``invalid``. The policy these rules implement, with examples and its measured agreement with
+labelled outputs, is docs/judging.md; :mod:`reliable_lalm.core.judge_eval` measures it.
+
+Before any rule: the text is cleaned (Unicode NFKC, quotes, chat-template tokens, Markdown;
+Chinese punctuation becomes ASCII and every CJK character is a token of its own), and echoes of the
+prompt's fixed sentences are removed ("Output 'IDK' if you don't know the answer.", "Select one
+option from the provided choices:", the MCoT step-by-step line), so an echoed instruction neither
+makes an answer a refusal nor adds option mentions. An output that is empty, or nothing but such an
+echo, is ``invalid`` (method ``empty`` / ``echo_instruction``).
+
+A *mention* is a choice text found as a run of whole tokens ("seven" never inside "seventeen"); a
+mention inside a longer mention of another choice is dropped ("funk" in "funk rock"). A mention is
+*negated* when a negation cue ("not", "n't", "no", "never", "cannot", "unlikely", "doubt",
+"without", "rather than", "instead of", "except", "neither/nor", Chinese 不/没/无/非) stands
+anywhere before it in its clause, or one follows it as its predicate ("Dog barking is absent",
+"Rock is ruled out", "The violin is not present"). Clauses end at punctuation and at "but",
+"however", "although", "though", "whereas", "yet" (Chinese 但/而). A negated mention asserts nothing.
 
 Order of the rules, applied to one piece of text (a *segment*):
 
 1. ``exact``: the segment equals a choice, ignoring case, punctuation and spacing. Comes before
    refusal detection so a choice such as "Not sure" or "I don't know" is taken as that choice.
-2. ``refusal``: a refusal phrase (see :data:`REFUSAL_PATTERNS`), unless the phrase lies inside a
-   mention of one of this item's choices (choice "Not sure" answered with "I'm not sure" is the
-   choice). "None of the options/choices/above" counts as a refusal: it declines every option, and
-   the LLM judge of Table 8 (choices + IDK only) would map it to IDK too.
+2. ``refusal``: a refusal phrase (:data:`REFUSAL_PATTERNS`, English and Chinese) outside every
+   mention of this item's choices (choice "Not sure" answered "I'm not sure" is the choice). Doubt
+   next to an answer: when every refusal phrase only states doubt (:data:`DOUBT_PATTERNS`: "not
+   sure", "uncertain", "can't be sure", "hard to tell", "unclear"; not "IDK", "I don't know",
+   "cannot be determined", "no idea") and the
+   text outside the refusal's clause still asserts exactly one option
+   (rules 3-5 on it: "Dog barking, but I'm not sure.", "I'm not sure, but I think there are two
+   speakers."), the output is that option (method ``doubt``): it gave an answer, with stated
+   uncertainty. Mentions inside the refusal's own clause are what it doubts ("I can't tell whether
+   it is a dog barking or a cat meowing"): the output is IDK. "None of the options" is a refusal.
 3. ``letter``: an option letter, A = first choice: "B", "(B)", "B.", "B) ...", "[B]", "Answer: B",
    "The answer is (B)", "Option B". Upper-case letters only, within the number of choices; "A dog"
    is not a letter. Letters are switched off for an item whose choices are themselves letter-like
    ("A", "C#", "Bm", "A/G": key and chord questions), and a letter that contradicts a choice text
    named in the same segment is dropped (the prompts show no letters, so the text is more reliable).
-4. ``phrase``: the segment mentions exactly one choice as a whole-word phrase. A mention inside a
-   longer mention is dropped ("funk" in "funk rock"; "seven" never matches inside "seventeen"), and
-   a negated mention ("not a dog barking", "rather than X") is dropped, so "not A but B" gives B.
-   Two different choices still mentioned: ambiguous, next rule.
+4. ``phrase``: the segment asserts exactly one choice (one choice among its non-negated mentions).
 5. ``leading``: only for an answer statement: the text after "the answer is" starts with a choice
    ("The answer is Dog barking, because ...").
 6. ``mmau_token``: exactly one choice passes MMAU's official token rule (:func:`mmau_string_match`),
-   leaving out choices the segment negates. The token rule keeps only word characters, so, as in
-   MMAU's scorer, "C" passes for choice "C#" when no other choice has the token "c".
+   and the segment has no negation cue and no negated mention at all (the token rule ignores word
+   order, so "the dog is not barking" would pass for "Dog barking"). The token rule keeps only word characters, so, as
+   in MMAU's scorer, "C" passes for choice "C#" when no other choice has the token "c".
 
 Hedges: a segment that names two options is not an answer. When the letter, phrase, leading or
 token rule would pick a choice from a segment that joins two different options with "or" ("3/4 or
 4/4", "B or Car horn", "either A or B"), or the token rule from a segment naming two choices at all
 ("3/4 and 4/4": MMAU's token rule accepts "3/4" there because the tokens of "4/4" are among its
-own), the output is ``invalid`` with method ``hedge``: picking one of them would be a guess.
+own), the output is ``invalid`` with method ``hedge``: picking one of them would be a guess. The
+second option may be shortened to the words that set it apart ("The speaker is ordering food or
+making a reservation").
 
 Segments, tried in this order, first decision wins (``method`` gets the segment as a prefix):
 
-* ``answer_statement:``: the rest of the line after each "answer is" / "Answer:" / "option is"
-  cue, last cue first (chain-of-thought outputs end with their answer; the reasoning before it
-  mentions several choices and words such as "not sure" about details);
+* ``answer_statement:``: the rest of the line after each "answer is" / "Answer:" / "option is" /
+  "答案是" cue, last cue first (chain-of-thought outputs end with their answer; the reasoning before
+  it mentions several choices and words such as "not sure" about details);
+* ``echo_choices`` (no segment): two or more lines, each exactly a choice, naming at least two
+  different choices: the choice list echoed back, ``invalid``;
 * ``first_line:`` (exact rule only): a multi-line output whose first line is a choice, the
   rest explaining it ("Man\nThe woman in the background is silent.");
 * ``last_line:``: the last non-empty line, for multi-line outputs;
+* ``conclusion:``: the rest of the line after the last concluding cue ("so", "therefore",
+  "overall", "points to", "makes it", "realised"...): reasoning that weighs several options and
+  then concludes ("Siren and thunder are both loud, but the rumble points to thunder.");
 * the whole output (no prefix).
 
-An empty or whitespace-only output is ``invalid`` with method ``empty``; nothing matched is
-``invalid`` with method ``no_match``.
+Nothing matched is ``invalid`` with method ``no_match``.
 """
 from __future__ import annotations
 
@@ -54,6 +80,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from reliable_lalm.core.normalize_types import Normalized
+from reliable_lalm.core.prompts import IDK_INSTRUCTION, MCOT_INSTRUCTION, SELECT_INSTRUCTION
 
 # ---------------------------------------------------------------------------------------------
 # MMAU's official scorer rule
@@ -87,17 +114,39 @@ def mmau_string_match(answer: str, prediction: str, choices: Sequence[str]) -> b
 # ---------------------------------------------------------------------------------------------
 # Text cleaning and matching helpers
 
+# CJK ideographs: each is a token of its own (Chinese has no spaces between words), and \b does not
+# separate them from Latin letters ("答案是Dog" must still show the choice "Dog").
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # Characters that belong to a token besides \w: musical sharps/flats and slash chords ("C#", "A/G").
 _TOKEN_CHARS = r"\w#\u266f\u266d/+"
-# A token: a run of token characters, keeping apostrophes inside words ("don't") and decimal or
-# thousands separators inside numbers ("2.5", "1,000"). Choices are found as runs of whole tokens,
-# so "seven" never matches inside "seventeen" and "2" never inside "2.5".
-_TOKEN = re.compile(rf"(?:[{_TOKEN_CHARS}]|(?<=\w)'(?=\w)|(?<=\d)[.,](?=\d))+")
+# A token: one CJK character, or a run of token characters, keeping apostrophes inside words
+# ("don't") and decimal or thousands separators inside numbers ("2.5", "1,000"). Choices are found
+# as runs of whole tokens, so "seven" never matches inside "seventeen" and "2" never inside "2.5".
+_TOKEN = re.compile(rf"[{_CJK}]|(?:[^\W{_CJK}]|[#\u266f\u266d/+]|(?<=\w)'(?=\w)|(?<=\d)[.,](?=\d))+")
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "`": "'",
-                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"'})
+                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+                         # Chinese punctuation NFKC leaves alone: full stop, enumeration comma, brackets
+                         "\u3002": ". ", "\u3001": ", ", "\u300c": '"', "\u300d": '"', "\u300e": '"',
+                         "\u300f": '"', "\u3010": "[", "\u3011": "]"})
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>|</?s>")  # chat-template leftovers such as <|im_end|>
 _MARKDOWN = re.compile(r"\*+|^[ \t]*#+[ \t]+", re.MULTILINE)  # bold/italic stars, heading marks
+
+
+def _echo_pattern(sentence: str) -> str:
+    """A prompt sentence as a pattern tolerant of case, spacing and quote style."""
+    words = re.findall(r"\w+|[^\w\s]", sentence)
+    parts = ["[\"']?" if word in ("'", '"') else re.escape(word) for word in words]
+    return r"\s*".join(parts)
+
+
+# The prompt's fixed sentences echoed back (Tables 4-6), and the IDK instruction paraphrased.
+_INSTRUCTION_ECHO = re.compile(
+    "|".join([_echo_pattern(MCOT_INSTRUCTION), _echo_pattern(IDK_INSTRUCTION), _echo_pattern(SELECT_INSTRUCTION),
+              r"\b(?:output|answer|say|write|respond(?:\s+with)?|reply(?:\s+with)?)\s+[\"']?idk[\"']?\s+"
+              r"(?:if|when)\s+you\s+(?:do\s+not|don't)\s+know(?:\s+the\s+answer)?\s*\.?"]),
+    re.IGNORECASE,
+)
 
 
 def _clean(text: str) -> str:
@@ -106,16 +155,39 @@ def _clean(text: str) -> str:
     return _MARKDOWN.sub("", text)
 
 
+def _strip_instruction_echo(text: str) -> str:
+    return _INSTRUCTION_ECHO.sub("\n", text)
+
+
 def _key(text: str) -> str:
     """Case-, punctuation- and spacing-insensitive form used for exact comparison."""
     return " ".join(_TOKEN.findall(text.lower()))
 
 
-# Words right before a mention that negate it ("not a dog barking", "rather than speech").
-_NEGATION_BEFORE = re.compile(
-    r"(?:\b(?:not|no|never|nor|neither|rather\s+than|instead\s+of|other\s+than|as\s+opposed\s+to|"
-    r"except(?:\s+for)?|excluding|rule\s+out|ruled\s+out|rules\s+out)|n't)"
-    r"\s+(?:(?:a|an|the|just|simply|really|actually|exactly|be|from)\s+)?$",
+# Negation cues that negate a mention anywhere after them in the same clause.
+_NEGATION_CUE = re.compile(
+    r"\b(?:not|no|never|neither|nor|cannot|unlikely|doubt|doubtful|without|lacks?|lacking|absence\s+of|"
+    r"rather\s+than|instead\s+of|other\s+than|as\s+opposed\s+to|except|excluding|rule\s+out|ruled\s+out|"
+    r"rules\s+out|hardly|barely)\b|n't\b|不|没|並非|并非|非(?!常)|無(?!法)|无(?!法)",
+    re.IGNORECASE,
+)
+# A negation that follows a mention as its predicate: "Dog barking is absent", "The violin is not
+# present", "Rock is ruled out", "Footsteps are missing" (at most two words in between).
+_NEGATION_AFTER = re.compile(
+    r"^\W*(?:[\w']+\s+){0,2}?(?:(?:is|are|was|were|seems?|appears?|does|do|did|can|could|would|will|"
+    r"must|should|has|have|had)\s+)?(?:not|never|absent|missing|unlikely|ruled\s+out|excluded|impossible|"
+    r"cannot|nowhere)\b|^\W*(?:[\w']+\s+){0,2}?\w+n't\b",
+    re.IGNORECASE,
+)
+# Where a clause ends: punctuation, contrast words (a negation or a refusal before "but" does not
+# reach past it), and their Chinese counterparts.
+_CLAUSE_BREAK = re.compile(
+    r"[.;:!?,\n]|\b(?:but|however|although|though|whereas|yet)\b|但是|但|而是|而|所以|因此",
+    re.IGNORECASE,
+)
+# Predicates end earlier: "a dog barking that never stops" does not negate the dog barking.
+_PREDICATE_BREAK = re.compile(
+    r"[.;:!?,\n]|\b(?:but|however|although|though|whereas|yet|because|since|as|which|that|and|while|when)\b",
     re.IGNORECASE,
 )
 
@@ -124,21 +196,50 @@ _NEGATION_BEFORE = re.compile(
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bidk\b",
     r"(?:^\W*|\b(?:i|we)\s+(?:really\s+|honestly\s+|just\s+|simply\s+)?)(?:do\s+not|don't|dont|did\s+not|didn't)\s+know\b",
-    r"\bnot\s+(?:sure|certain)\b",
-    r"\b(?:i\s+am|i'm|im)\s+(?:unsure|uncertain)\b",
-    r"\b(?:cannot|can't|cant|can\s+not|could\s+not|couldn't|unable\s+to|impossible\s+to|not\s+possible\s+to)"
-    r"\s+(?:be\s+)?(?:determine|determined|tell|told|identify|identified|answer|answered|know|known|say|decide|decided|judge|judged)\b",
-    r"\bno\s+way\s+to\s+(?:tell|know|determine|say)\b",
-    r"\b(?:insufficient|not\s+enough|lack\s+of|not\s+sufficient)\s+(?:information|info|context|evidence|data|detail|details)\b",
+    r"\bnot\s+(?:so\s+|quite\s+|entirely\s+|completely\s+|totally\s+|really\s+|100%\s+)?(?:sure|certain)\b",
+    r"\b(?:i\s+am|i'm|im|i\s+was)\s+(?:unsure|uncertain)\b",
+    r"\b(?:cannot|can't|cant|can\s+not|could\s+not|couldn't|unable\s+to|not\s+able\s+to|impossible\s+to|"
+    r"not\s+possible\s+to|hard\s+to|difficult\s+to|tough\s+to)\s+(?:be\s+)?(?:determine|determined|tell|told|"
+    r"identify|identified|answer|answered|know|known|say|decide|decided|judge|judged|recognize|recognise|"
+    r"recognized|make\s+out|be\s+sure|be\s+certain|help|assist|distinguish|measure)\b",
+    r"\b(?:cannot|can't|can\s+not)\s+be\s+(?:sure|certain)\b",
+    r"\bno\s+way\s+(?:to|of)\s+(?:tell|telling|know|knowing|determine|determining|say|saying)\b",
+    r"\bno\s+idea\b",
+    r"\b(?:hard|difficult|impossible)\s+to\s+say\b",
+    r"\b(?:unclear|unknown|not\s+clear|indeterminable|undeterminable)\b",
+    r"\b(?:insufficient|not\s+enough|lack\s+of|not\s+sufficient)\s+(?:information|info|context|evidence|data|"
+    r"detail|details|clues?|cues?)\b",
+    r"(?:\bnot|n't|\bno|\bwithout)\b(?:\s+[\w']+){0,3}\s+(?:enough|sufficient)\s+(?:information|info|context|"
+    r"evidence|data|detail|details|clues?|cues?)\b",
     r"\bnone\s+of\s+the\s+(?:above|options|choices|answers|given\s+options|given\s+choices|provided\s+options|provided\s+choices)\b",
+    r"不知道|不确定|不清楚|不能确定|无法|無法|难以|很难|说不准|说不清|不好说|(?:信息|线索)不足|没有足够的?(?:信息|线索)",
 )
 _REFUSAL = re.compile("|".join(f"(?:{pattern})" for pattern in REFUSAL_PATTERNS), re.IGNORECASE)
+# The refusal phrases that only state doubt: next to exactly one asserted option they leave it the
+# answer ("Dog barking, but I'm not sure.", "The audio is unclear, but it sounds like rain."). An
+# outright refusal ("IDK", "I don't know", "cannot be determined", "no idea", "none of the
+# options") never does: "three high notes ... The pitch is IDK" is IDK.
+DOUBT_PATTERNS: tuple[str, ...] = (
+    r"\bnot\s+(?:so\s+|quite\s+|entirely\s+|completely\s+|totally\s+|really\s+|100%\s+)?(?:sure|certain)\b",
+    r"\b(?:i\s+am|i'm|im|i\s+was)\s+(?:unsure|uncertain)\b",
+    r"\b(?:cannot|can't|can\s+not)\s+be\s+(?:sure|certain)\b",
+    r"\b(?:hard|difficult|tough)\s+to\s+(?:be\s+)?(?:tell|say|determine|judge|decide|be\s+sure)\b",
+    r"\b(?:unclear|not\s+clear)\b",
+    r"不确定|说不准|很难说|不好说",
+)
+_DOUBT = re.compile("|".join(f"(?:{pattern})" for pattern in DOUBT_PATTERNS), re.IGNORECASE)
 
-# "answer is", "Answer:", "the correct option is" ... ; the answer statement follows the cue.
+# "answer is", "Answer:", "the correct option is", "答案是" ... ; the answer statement follows the cue.
 _ANSWER_CUE = re.compile(
     r"\b(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be|seems\s+to\s+be|"
-    r"appears\s+to\s+be)\b\s*:?|\s*[:=])",
+    r"appears\s+to\s+be)\b\s*:?|\s*[:=])|(?:答案|选项|選項)(?:应该|應該)?(?:是|为|為)?\s*[:=]?",
     re.IGNORECASE,
+)
+# A concluding cue: what follows it on the line is the reasoning's conclusion.
+_CONCLUSION_CUE = re.compile(
+    r"(?:^|[.,;:!?]\s*|\b(?:and|but)\s+)(?:so|therefore|thus|hence|consequently|overall|in\s+conclusion|in\s+summary|"
+    r"to\s+conclude)\b,?|\b(?:points\s+to|makes\s+it|which\s+means|realized|realised|turns\s+out)\b|所以|因此",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 # Option-letter forms; group 1 is the letter. Letters are matched case-sensitively (only capitals).
@@ -164,6 +265,19 @@ class _Mention:
     end: int
     choice_index: int
     negated: bool
+
+
+def _clause_start(text: str, position: int) -> int:
+    """Where the clause holding ``position`` starts."""
+    start = 0
+    for match in _CLAUSE_BREAK.finditer(text, 0, position):
+        start = match.end()
+    return start
+
+
+def _clause_end(text: str, position: int, breaks: re.Pattern[str] = _CLAUSE_BREAK) -> int:
+    match = breaks.search(text, position)
+    return match.start() if match else len(text)
 
 
 class _Item:
@@ -196,13 +310,28 @@ class _Item:
                 if tuple(words[position:position + size]) != choice_tokens:
                     continue
                 start, end = tokens[position].start(), tokens[position + size - 1].end()
-                negated = bool(_NEGATION_BEFORE.search(text[max(0, start - 40):start]))
-                found.append(_Mention(start, end, index, negated))
-        return [
-            mention for mention in found
-            if not any(other.start <= mention.start and mention.end <= other.end
-                       and other.end - other.start > mention.end - mention.start for other in found)
+                found.append((start, end, index))
+        kept = [
+            (start, end, index) for start, end, index in found
+            if not any(o_start <= start and end <= o_end and o_end - o_start > end - start
+                       for o_start, o_end, _ in found)
         ]
+        spans = [(start, end) for start, end, _ in kept]
+        return [_Mention(start, end, index, _negated(text, start, end, spans)) for start, end, index in kept]
+
+
+def _outside(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    return not any(s <= start and end <= e for s, e in spans)
+
+
+def _negated(text: str, start: int, end: int, mention_spans: Sequence[tuple[int, int]]) -> bool:
+    """Is the mention at ``start:end`` negated (a cue before it in its clause, or after it as its predicate)?
+    Cues inside any choice mention (the choice "No", "Not sure") do not count."""
+    clause_start = _clause_start(text, start)
+    if any(_outside(mention_spans, *cue.span()) for cue in _NEGATION_CUE.finditer(text, clause_start, start)):
+        return True
+    after = text[end:_clause_end(text, end, _PREDICATE_BREAK)]
+    return bool(_NEGATION_AFTER.search(after))
 
 
 def _one(indices: set[int]) -> int | None:
@@ -214,8 +343,9 @@ def _refusal_spans(text: str) -> list[tuple[int, int]]:
 
 
 def is_refusal(output: str) -> bool:
-    """Does ``output`` contain a refusal phrase (:data:`REFUSAL_PATTERNS`)? Knows nothing of the choices."""
-    return isinstance(output, str) and bool(_refusal_spans(_clean(output)))
+    """Does ``output`` contain a refusal phrase (:data:`REFUSAL_PATTERNS`), echoes of the prompt's
+    instructions left out? Knows nothing of the choices."""
+    return isinstance(output, str) and bool(_refusal_spans(_strip_instruction_echo(_clean(output))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,13 +355,6 @@ def is_refusal(output: str) -> bool:
 def _rule_exact(segment: str, item: _Item) -> int | None:
     key = _key(segment)
     return _one({index for index, choice_key in enumerate(item.keys) if key and key == choice_key})
-
-
-def _rule_refusal(segment: str, mentions: list[_Mention]) -> bool:
-    return any(
-        not any(mention.start <= start and end <= mention.end for mention in mentions)
-        for start, end in _refusal_spans(segment)
-    )
 
 
 def _rule_letter(segment: str, item: _Item, mentions: list[_Mention]) -> int | None:
@@ -269,16 +392,20 @@ def _rule_leading(segment: str, mentions: list[_Mention]) -> int | None:
 
 
 def _rule_mmau_token(segment: str, item: _Item, mentions: list[_Mention]) -> int | None:
-    # The token rule ignores word order, so "not a dog barking" would pass for "Dog barking":
-    # a choice the segment negates is not eligible.
-    negated = {mention.choice_index for mention in mentions if mention.negated}
-    return _one({index for index, choice in enumerate(item.choices)
-                 if index not in negated and mmau_string_match(choice, segment, item.choices)})
+    # The token rule ignores word order, so "the dog is not barking" would pass for "Dog barking":
+    # a segment with any negation cue outside the choice texts gets no token rule.
+    spans = [(m.start, m.end) for m in mentions]
+    if any(m.negated for m in mentions) or any(_outside(spans, *cue.span()) for cue in _NEGATION_CUE.finditer(segment)):
+        return None
+    return _one({index for index, choice in enumerate(item.choices) if mmau_string_match(choice, segment, item.choices)})
 
 
 # What may join two options into a hedge: "X or Y", "X, or maybe Y", "X and/or Y", "(A) or (B)".
 _HEDGE_JOIN = re.compile(r"[\s,;()\[\]\"'*]*(?:and/)?or(?:\s+(?:else|maybe|perhaps|possibly|probably))?"
                          r"(?:\s+(?:a|an|the))?[\s()\[\]\"'*]*", re.IGNORECASE)
+# "... traffic or <option>": an alternative right before an option.
+_OR_BEFORE = re.compile(rf"[{_TOKEN_CHARS}]\s*,?\s+or(?:\s+(?:else|maybe|perhaps|possibly|probably))?(?:\s+(?:a|an|the))?\s*$",
+                        re.IGNORECASE)
 # A bare option letter ("B", "(B)"), not the article "A" before a word ("A dog"), unless "or" follows.
 _BARE_LETTER = re.compile(rf"(?<![{_TOKEN_CHARS}'])([A-Z])(?![{_TOKEN_CHARS}'])(?!\s+(?!or\b)[a-z])")
 
@@ -291,62 +418,103 @@ def _hedged(segment: str, item: _Item, mentions: list[_Mention]) -> bool:
             if match.group(1) in item.letters and not any(m.start <= match.start() < m.end for m in mentions):
                 refs.append((match.start(), match.end(), item.letters.index(match.group(1))))
     refs.sort()
-    return any(a[2] != b[2] and _HEDGE_JOIN.fullmatch(segment[a[1]:b[0]])
-               for a, b in zip(refs, refs[1:]))
+    if any(a[2] != b[2] and _HEDGE_JOIN.fullmatch(segment[a[1]:b[0]]) for a, b in zip(refs, refs[1:])):
+        return True
+    # "The speaker is ordering food or making a reservation": the second option shortened to the
+    # words that set it apart from the first; "thunder or traffic": an option offered next to
+    # something else is still a hedge.
+    for start, end, index in refs:
+        if _OR_BEFORE.search(segment, 0, start):
+            return True
+        join = _HEDGE_JOIN.match(segment, end)
+        if join is None or not re.search(r"\bor\b", join.group(), re.IGNORECASE):
+            continue
+        if _TOKEN.match(segment, join.end()):
+            return True
+        after = set(_key(segment[join.end():_clause_end(segment, join.end())]).split())
+        own = set(item.key_tokens[index])
+        if any(other != index and set(tokens) - own and set(tokens) - own <= after
+               for other, tokens in enumerate(item.key_tokens)):
+            return True
+    return False
+
+
+def _choose(segment: str, item: _Item, scope: str, mentions: list[_Mention]) -> tuple[str, int | None] | None:
+    """Rules 3-6 and the hedge check: (rule, index), ("hedge", None) or None."""
+    for rule, index in (("letter", _rule_letter(segment, item, mentions)), ("phrase", _rule_phrase(mentions)),
+                        ("leading", _rule_leading(segment, mentions) if scope == _ANSWER_STATEMENT else None),
+                        ("mmau_token", _rule_mmau_token(segment, item, mentions))):
+        if index is None:
+            continue
+        named = {m.choice_index for m in mentions if not m.negated}
+        if _hedged(segment, item, mentions) or (rule == "mmau_token" and len(named) > 1):
+            return "hedge", None
+        return rule, index
+    return None
+
+
+def _doubt_choice(segment: str, item: _Item, scope: str, mentions: list[_Mention],
+                  refusals: list[tuple[int, int]]) -> int | None:
+    """The one option asserted outside the clauses of the refusal phrases ("Dog barking, but I'm
+    not sure."), or None. A refusal's clause is blanked out, mentions in it included."""
+    blanked = list(segment)
+    for start, _ in refusals:
+        clause_start, clause_end = _clause_start(segment, start), _clause_end(segment, start)
+        blanked[clause_start:clause_end] = " " * (clause_end - clause_start)
+    rest = "".join(blanked)
+    kept = [m for m in mentions if rest[m.start:m.end] == segment[m.start:m.end]]
+    decision = _choose(rest, item, scope, kept)
+    return decision[1] if decision is not None and decision[0] != "mmau_token" else None
 
 
 def _decide(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | None:
     """(rule, choice index), ("refusal", None) or ("hedge", None); None when no rule decides."""
-    decision = _decide_rules(segment, item, scope)
-    if decision is None or decision[1] is None or decision[0] == "exact":
-        return decision
-    mentions = item.mentions(segment)
-    named = {m.choice_index for m in mentions if not m.negated}
-    if _hedged(segment, item, mentions) or (decision[0] == "mmau_token" and len(named) > 1):
-        return "hedge", None
-    return decision
-
-
-def _decide_rules(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | None:
-    """(rule, choice index) or ("refusal", None); None when no rule decides."""
     index = _rule_exact(segment, item)
     if index is not None:
         return "exact", index
     if scope == _FIRST_LINE:
         return None  # an answer-first reply: only an exact first line is trusted over the rest
     mentions = item.mentions(segment)
-    if _rule_refusal(segment, mentions):
-        return "refusal", None
-    index = _rule_letter(segment, item, mentions)
-    if index is not None:
-        return "letter", index
-    index = _rule_phrase(mentions)
-    if index is not None:
-        return "phrase", index
-    if scope == _ANSWER_STATEMENT:
-        index = _rule_leading(segment, mentions)
-        if index is not None:
-            return "leading", index
-    index = _rule_mmau_token(segment, item, mentions)
-    if index is not None:
-        return "mmau_token", index
-    return None
+    spans = [(m.start, m.end) for m in mentions]
+    refusals = [span for span in _refusal_spans(segment) if _outside(spans, *span)]
+    if refusals:
+        doubt_only = all(_DOUBT.fullmatch(segment, start, end) for start, end in refusals)
+        index = _doubt_choice(segment, item, scope, mentions, refusals) if doubt_only else None
+        return ("doubt", index) if index is not None else ("refusal", None)
+    return _choose(segment, item, scope, mentions)
 
 
-_ANSWER_STATEMENT, _FIRST_LINE, _LAST_LINE, _WHOLE = "answer_statement:", "first_line:", "last_line:", ""
+_ANSWER_STATEMENT, _FIRST_LINE, _LAST_LINE, _CONCLUSION, _WHOLE = (
+    "answer_statement:", "first_line:", "last_line:", "conclusion:", "")
 
 
-def _segments(text: str) -> Iterator[tuple[str, str]]:
-    """(scope prefix, segment) in the order they are tried."""
+def _echoed_choice_list(lines: Sequence[str], item: _Item) -> bool:
+    """Two or more lines, every one exactly a choice, at least two different choices."""
+    if len(lines) < 2:
+        return False
+    exact = [_rule_exact(line, item) for line in lines]
+    return None not in exact and len(set(exact)) > 1
+
+
+def _segments(text: str, item: _Item) -> Iterator[tuple[str, str]]:
+    """(scope prefix, segment) in the order they are tried; ("echo_choices", "") for an echoed list."""
     for cue in reversed(list(_ANSWER_CUE.finditer(text))):
         rest = text[cue.end():].lstrip()
         statement = rest.split("\n", 1)[0].strip()
         if statement:
             yield _ANSWER_STATEMENT, statement
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if _echoed_choice_list(lines, item):
+        yield "echo_choices", ""
+        return
     if len(lines) > 1:
         yield _FIRST_LINE, lines[0]
         yield _LAST_LINE, lines[-1]
+    cues = list(_CONCLUSION_CUE.finditer(text))
+    if cues:
+        conclusion = text[cues[-1].end():].split("\n", 1)[0].strip()
+        if conclusion:
+            yield _CONCLUSION, conclusion
     yield _WHOLE, text.strip()
 
 
@@ -355,13 +523,21 @@ def normalize_answer(output: str, choices: Sequence[str]) -> Normalized:
     item = _Item(choices)
     if not isinstance(output, str) or not output.strip():
         return Normalized("invalid", None, "empty")
-    text = _clean(output)
-    if not text.strip():
-        return Normalized("invalid", None, "empty")
-    whole_exact = _rule_exact(text, item)  # a whole output equal to a choice beats every cue inside it
+    cleaned = _clean(output)
+    if not _TOKEN.search(cleaned):
+        return Normalized("invalid", None, "empty" if not cleaned.strip() else "no_match")
+    whole_exact = _rule_exact(cleaned, item)  # a whole output equal to a choice beats every cue inside it
     if whole_exact is not None:
         return Normalized("choice", item.choices[whole_exact], "exact")
-    for scope, segment in _segments(text):
+    text = _strip_instruction_echo(cleaned)
+    if not _TOKEN.search(text):
+        return Normalized("invalid", None, "echo_instruction")
+    whole_exact = _rule_exact(text, item)
+    if whole_exact is not None:
+        return Normalized("choice", item.choices[whole_exact], "exact")
+    for scope, segment in _segments(text, item):
+        if scope == "echo_choices":
+            return Normalized("invalid", None, scope)
         decision = _decide(segment, item, scope)
         if decision is None:
             continue

@@ -6,6 +6,7 @@ from typing import Literal, Protocol, Sequence
 
 Kind = Literal["choice", "idk", "invalid"]
 IDK_LABEL = "IDK"
+INVALID_LABEL = "invalid"  # the decision of an output that asserts no option and refuses nothing
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,13 @@ class Normalized:
         if self.kind == "choice":
             return self.choice or ""
         return IDK_LABEL if self.kind == "idk" else ""
+
+    @property
+    def decision(self) -> str:
+        """The decision in words: the option text, ``IDK`` or ``invalid`` (judge set, sample logs)."""
+        if self.kind == "choice":
+            return self.choice or ""
+        return IDK_LABEL if self.kind == "idk" else INVALID_LABEL
 
 
 class Normalizer(Protocol):

@@ -269,3 +269,42 @@ def build_normalization_prompt(answer: str, choices: Sequence[str]) -> str:
         IDK_LABEL,
         NORMALIZATION_CLOSING,
     ])
+
+
+# ---------------------------------------------------------------------------------------------
+# The toolkit's judge prompt (beyond the paper): the same task with the judging policy spelled out
+# (docs/judging.md) and a constrained reply. The paper profile keeps Table 8.
+
+JUDGE_INVALID_LABEL = "INVALID"  # the toolkit prompt's reply for an output that asserts no option
+
+TOOLKIT_JUDGE_RULES = (
+    "You judge the answer an audio model gave to a multiple-choice question. Decide which single option "
+    "the answer asserts as its final answer. Judge only the answer's words, not the audio or the question.\n"
+    "Rules:\n"
+    f"- Reply {IDK_LABEL} if the answer declines to answer: it says it does not know, cannot tell, is unsure "
+    "without choosing an option, that the audio lacks the information, or that none of the options fits.\n"
+    "- An option the answer negates is not asserted (\"not a dog barking\", \"dog barking is absent\", "
+    "\"unlikely to be a dog barking\").\n"
+    "- If the answer asserts exactly one option and adds doubt (\"Dog barking, but I'm not sure\"), reply "
+    "that option.\n"
+    "- If the answer reasons about several options, use its final conclusion.\n"
+    "- A letter refers to the options in the order listed (A is the first).\n"
+    f"- Reply {JUDGE_INVALID_LABEL} if the answer hedges between options, only repeats the options or the "
+    "instructions, is empty, or asserts none of the options.\n"
+    "- An option whose own text reads like a refusal (\"Unknown\", \"Not sure\") is an option like any other.\n"
+    f"Reply with exactly one line: the option text copied exactly as listed, or {IDK_LABEL}, or "
+    f"{JUDGE_INVALID_LABEL}. No explanation."
+)
+
+
+def build_toolkit_judge_prompt(answer: str, choices: Sequence[str]) -> str:
+    """The toolkit's judge prompt: :data:`TOOLKIT_JUDGE_RULES`, the lettered options, the answer verbatim."""
+    if not isinstance(answer, str):
+        raise TypeError(f"answer must be a string, got {type(answer).__name__}")
+    options = [f"{chr(ord('A') + i)}. {choice}" for i, choice in enumerate(_clean_choices(choices))]
+    return "\n".join([TOOLKIT_JUDGE_RULES, "Options:", *options, "Answer:", "<<<", answer.strip(), ">>>",
+                      "Reply:"])
+
+
+# Which prompt an LLM judge sends: "paper" is Table 8, "toolkit" the stronger default.
+JUDGE_PROMPT_BUILDERS = {"paper": build_normalization_prompt, "toolkit": build_toolkit_judge_prompt}

@@ -43,6 +43,8 @@ from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, checked_a
                    read_json_records)
 from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
+from reliable_lalm.core.llm_normalizer import normalizer_kind_error
+from reliable_lalm.core.sample_log import disagreement_summary, sample_rows, write_sample_log
 
 OUTPUT_FIELD = "model_output"
 # Field names a result store record may keep the raw output under, tried in this order.
@@ -236,7 +238,7 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
                   normalizer: Normalizer | str | None = None, *, n_boot: int = 0, seed: int = 0,
                   level: float = 0.95, keep_items: bool = False, errors: Sequence[RecordError] = (),
                   baseline_errors: Sequence[RecordError] = (), by: str | Sequence[str] | None = None,
-                  modalities: Sequence[str] = ()) -> dict[str, Any]:
+                  modalities: Sequence[str] = (), log_samples: str | Path | None = None) -> dict[str, Any]:
     """Score MMAU-style prediction records (optionally against a baseline run on the same items).
 
     ``normalizer``: an object with ``name`` and ``normalize_many``, or a kind for
@@ -246,7 +248,9 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     Raises :class:`IdMismatchError` when the baseline's ids differ from the predictions'.
     ``by``: breakdown keys (:func:`reliable_lalm.core.breakdowns.parse_by`); ``modalities`` orders
     the ``task`` groups. Raises :class:`~reliable_lalm.core.submission.NoAnswersError` for records
-    that carry no answer at all.
+    that carry no answer at all. ``log_samples``: write the per-output judge log there
+    (:mod:`reliable_lalm.core.sample_log`). Where an LLM judge and the rules both decided outputs,
+    ``normalizer.disagreements`` counts how often they differ.
     """
     from reliable_lalm.core.breakdowns import breakdown, parse_by
     from reliable_lalm.core.submission import refuse_unscorable
@@ -309,6 +313,14 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
     result["normalizer"] = normalizer_summary(norm, pred_norm)
     if failed or hasattr(norm, "last_details"):
         result["normalizer"]["failed_items"] = failed
+    details = list(getattr(norm, "last_details", None) or [None] * len(normalized))
+    rows = sample_rows(items, pred_norm, outcomes, details[:len(items)], "pred")
+    if base_outcomes is not None:
+        rows += sample_rows([base[r.id] for r in items], base_norm, base_outcomes, details[len(items):], "baseline")
+    if any("judges_disagree" in row for row in rows):
+        result["normalizer"]["disagreements"] = disagreement_summary(rows)
+    if log_samples is not None:
+        write_sample_log(log_samples, rows)
     if base is not None:
         result["baseline_normalizer"] = {"kinds": dict(Counter(x.kind for x in base_norm)),
                                          "methods": dict(Counter(x.method for x in base_norm).most_common())}
@@ -514,6 +526,10 @@ def format_table(result: Mapping[str, Any]) -> str:
     norm = result.get("normalizer", {})
     lines.append("")
     lines.append(f"normalizer: {norm.get('name')}; kinds {norm.get('kinds')}")
+    disagree = norm.get("disagreements")
+    if disagree:
+        lines.append(f"LLM judge and rules disagree on {disagree['n_disagree']} of {disagree['n_compared']} output(s) "
+                     "both decided (--log-samples lists them)")
     failed = norm.get("failed_items") or []
     if failed:
         lines.append(f"LLM normalization failed for {len(failed)} item(s) (rule-based result kept): "
@@ -541,9 +557,13 @@ def format_table(result: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 
 def add_normalizer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--normalizer", choices=("rule", "openai", "auto"), default="rule",
-                        help="answer normalization: rule-based (default), an OpenAI-compatible LLM "
-                             "(key from $OPENAI_API_KEY), or auto (LLM when configured)")
+    parser.add_argument("--normalizer", type=_normalizer_kind, default="rule", metavar="KIND",
+                        help="answer normalization: rule (default), openai (an OpenAI-compatible LLM for the "
+                             "outputs the rules cannot map; key from $OPENAI_API_KEY), auto (the LLM when "
+                             "configured), all (the LLM on every output, the paper's setting), or hf:<model> "
+                             "(a local transformers chat model as the judge; needs torch)")
+    parser.add_argument("--judge-prompt", choices=("paper", "toolkit"), default=None,
+                        help="LLM judge prompt: paper (Table 8) or toolkit; default paper for 'all', else toolkit")
     parser.add_argument("--openai-base-url", default=None, metavar="URL",
                         help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)")
     parser.add_argument("--openai-model", default=None, metavar="M", help="LLM for normalization (default gpt-4o-mini)")
@@ -556,9 +576,18 @@ def add_normalizer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 1 when any record error, load rejection or LLM failure is reported")
 
 
+def _normalizer_kind(text: str) -> str:
+    error = normalizer_kind_error(text)
+    if error:
+        raise argparse.ArgumentTypeError(error)
+    return text
+
+
 def normalizer_from_args(args: argparse.Namespace) -> Normalizer:
-    return resolve_normalizer(args.normalizer, base_url=args.openai_base_url, model=args.openai_model,
-                              **({"refresh_cache": True} if getattr(args, "refresh_cache", False) else {}))
+    kw: dict[str, Any] = {"refresh_cache": True} if getattr(args, "refresh_cache", False) else {}
+    if getattr(args, "judge_prompt", None):
+        kw["prompt"] = args.judge_prompt
+    return resolve_normalizer(args.normalizer, base_url=args.openai_base_url, model=args.openai_model, **kw)
 
 
 def strict_problems(result: Mapping[str, Any]) -> str | None:
@@ -590,6 +619,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of a result store to score")
     parser.add_argument("--output", metavar="FILE", default=None, help="write the output here instead of stdout")
+    parser.add_argument("--log-samples", metavar="FILE", default=None,
+                        help="write one JSON line per scored output: the decision, the rule or judge that made "
+                             "it and why, the LLM reply, the outcome (docs/judging.md)")
     parser.add_argument("--by", metavar="KEYS", default=None,
                         help="breakdowns: any of task,difficulty,category,sub-category (MMAU-Pro: also sub-cat, "
                              "length_type, perceptual_skills, reasoning_skills), comma-separated "
@@ -646,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
             base, base_errors = _load_side(args.baseline, join, args.sample_index, "baseline", args.output_field)
         result = score_records(pred, base, normalizer_from_args(args), n_boot=args.bootstrap, seed=args.seed,
                                level=args.level, errors=pred_errors, baseline_errors=base_errors,
-                               by=args.by, modalities=modalities)
+                               by=args.by, modalities=modalities, log_samples=args.log_samples)
         if bench_items is not None:
             if Path(args.pred).is_dir():
                 have = {r.get("id") for r in pred if isinstance(r, dict)}

@@ -129,6 +129,9 @@ class CrossModal:
     eval_items: list[BenchmarkItem]
     train_items: list[BenchmarkItem] | None = None
     adapters: dict[tuple[str, float], str] = field(default_factory=dict)
+    # Where each score's per-output judge log goes (core.sample_log); None: no log. Not part of
+    # any cache key: it changes no result.
+    sample_log_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.eval_items = list(self.eval_items)
@@ -308,7 +311,11 @@ class CrossModal:
         wanted = {it.id for it in self.eval_items if it.task in set(tasks)}
         pred = [r for r in records_from_store(store, self.eval_items) if r["id"] in wanted]
         base = [r for r in records_from_store(self.baseline_store(), self.eval_items) if r["id"] in wanted]
-        return score_records(pred, base, self.normalizer(), n_boot=self.config.n_boot, seed=self.config.seed)
+        log = None
+        if self.sample_log_dir is not None:
+            log = Path(self.sample_log_dir) / f"{store.directory.name}-{'+'.join(sorted(set(tasks)))}-vs-baseline.jsonl"
+        return score_records(pred, base, self.normalizer(), n_boot=self.config.n_boot, seed=self.config.seed,
+                             log_samples=log)
 
     # ---------------------------------------------------------------- experiments
 

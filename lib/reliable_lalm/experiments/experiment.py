@@ -292,7 +292,7 @@ class Experiment:
             device=None if self.device == "auto" else self.device, eval_batch_size=self.batch_size,
             normalizer=self.normalizer, knn_normalizer=self.knn_normalizer, eval_decoding=self.decoding_settings,
             n_boot=self.bootstrap, seed=self.seed)
-        return CrossModal(config, eval_items=self.items)
+        return CrossModal(config, eval_items=self.items, sample_log_dir=paths.runs_dir(self.profile) / "samples")
 
     # ---------------------------------------------------------------- scoring
     def predictions(self, store_dir: Path, tasks: Sequence[str] | str | None = None,
@@ -365,7 +365,10 @@ class Experiment:
 
     def score(self, method: str, *, baseline: str | None = "baseline", tasks: Sequence[str] | str | None = None,
               adapter: str | Path | None = None) -> dict[str, Any]:
-        """Score a method (and its gains over the baseline run of the base model) on the items."""
+        """Score a method (and its gains over the baseline run of the base model) on the items.
+
+        Every output's judge decision and why is logged beside the notebook outputs
+        (:meth:`sample_log_path`, :mod:`reliable_lalm.core.sample_log`)."""
         from reliable_lalm.core.scoring import score_records
 
         pred = self.predictions(self.run(method, tasks=tasks, adapter=adapter), tasks)
@@ -373,7 +376,20 @@ class Experiment:
         if baseline is not None:
             base = self.predictions(self.run(baseline, tasks=tasks), tasks)
         return score_records(pred, base, self.normalizer_object, n_boot=self.bootstrap, seed=self.seed,
-                             modalities=self.modalities)
+                             modalities=self.modalities,
+                             log_samples=self.sample_log_path(method, baseline=baseline, tasks=tasks, adapter=adapter))
+
+    def sample_log_path(self, method: str, *, baseline: str | None = "baseline",
+                        tasks: Sequence[str] | str | None = None, adapter: str | Path | None = None) -> Path:
+        """``runs/<profile>/samples/<model>-<method>[-<adapter>][-<tasks>][-vs-<baseline>].jsonl``."""
+        parts = [self.model_tag, method]
+        if adapter is not None:
+            parts.append(Path(str(adapter).rstrip("/")).name)
+        if tasks is not None:
+            parts.append("+".join([tasks] if isinstance(tasks, str) else tasks))
+        if baseline is not None:
+            parts.append(f"vs-{baseline}")
+        return paths.runs_dir(self.profile) / "samples" / ("-".join(parts) + ".jsonl")
 
     def score_unnormalized(self, method: str = "baseline") -> dict[str, Any]:
         """MMAU's official string match on the raw outputs (Table 1's "MMAU (Unnormalized)" row)."""

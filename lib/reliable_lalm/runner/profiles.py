@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import yaml
 
 from reliable_lalm import paths
+from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.core.results import is_secret_key
 
 PROFILE_KEY = "profile"
@@ -402,9 +403,11 @@ def validate_parameters(notebook: str, declared: Mapping[str, Parameter], params
 
 
 def _normalizer_kinds() -> tuple[str, ...]:
-    from reliable_lalm.core.llm_normalizer import NORMALIZER_KINDS
+    return (*NORMALIZER_KINDS, f"{HF_PREFIX}<model>")
 
-    return NORMALIZER_KINDS
+
+def _is_normalizer_kind(value: Any) -> bool:
+    return isinstance(value, str) and normalizer_kind_error(value) is None
 
 
 def _all_positive(values: Any) -> bool:
@@ -430,7 +433,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "alphas": (lambda v: len(v) > 0 and _all_positive(v), "must be a non-empty list of positive numbers"),
     "max_new_tokens": (lambda v: v is None or 1 <= v <= 8192, "must be None or between 1 and 8192"),
     "device": (lambda v: v in ("auto", "cpu", "mps") or str(v).startswith("cuda"), "must be auto, cpu, mps or cuda[:N]"),
-    "normalizer": (lambda v: v in _normalizer_kinds(), "is not a normalizer kind"),
+    "normalizer": (_is_normalizer_kind, "is not a normalizer kind"),
 }
 
 
