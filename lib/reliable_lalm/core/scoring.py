@@ -45,6 +45,9 @@ from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
 
 OUTPUT_FIELD = "model_output"
+# A score dict in place of a model's scores that holds only why the model was not run (e.g. a worker
+# whose environment is not configured): {NOT_RUN_KEY: reason}; tables print its row as "not run".
+NOT_RUN_KEY = "not_run"
 # Field names a result store record may keep the raw output under, tried in this order.
 STORE_OUTPUT_FIELDS: tuple[str, ...] = ("model_output", "output", "raw_output", "response", "text")
 MAX_IDS_IN_MESSAGE = 20

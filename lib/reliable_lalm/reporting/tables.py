@@ -30,6 +30,9 @@ NA_TEXT = "n/a"        # undefined (None/NaN)
 NOT_APPLICABLE = "-"   # a cell the layout leaves empty on purpose
 # df.attrs key: list of (row, column) cells that print as "-" instead of "n/a".
 NOT_APPLICABLE_ATTR = "not_applicable"
+NOT_RUN = "not run"    # the cells of a row whose model could not be run (e.g. a worker not configured)
+# df.attrs key: {row label: why it was not run}; its empty cells print NOT_RUN, the reason under the table.
+ROW_NOTES_ATTR = "row_notes"
 FIGURE_DPI = 200
 CSV_DECIMALS = 4  # the CSV files keep two more decimals than the printed tables, rounded the same way
 
@@ -106,14 +109,24 @@ def _not_applicable(df: pd.DataFrame) -> set[tuple[Any, Any]]:
 
 def _cells(df: pd.DataFrame, decimals: int) -> list[list[str]]:
     blank = _not_applicable(df)
+    not_run = df.attrs.get(ROW_NOTES_ATTR) or {}
     out = []
     for label, row in zip(df.index, df.itertuples(index=False, name=None)):
         cells = []
         for col, value in zip(df.columns, row):
             missing = value is None or (isinstance(value, float) and math.isnan(value))
-            cells.append(NOT_APPLICABLE if missing and (label, col) in blank else format_number(value, decimals))
+            if missing and label in not_run:
+                cells.append(NOT_RUN)
+            else:
+                cells.append(NOT_APPLICABLE if missing and (label, col) in blank else format_number(value, decimals))
         out.append(cells)
     return out
+
+
+def _row_notes(df: pd.DataFrame) -> list[str]:
+    """One line per row that was not run: its label and why."""
+    return [f"{' / '.join(map(str, label)) if isinstance(label, tuple) else label}: {NOT_RUN}: {reason}"
+            for label, reason in (df.attrs.get(ROW_NOTES_ATTR) or {}).items()]
 
 
 def _index_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -137,6 +150,9 @@ def to_markdown(df: pd.DataFrame, *, caption: str | None = None, decimals: int =
     lines.append("| " + " | ".join(align) + " |")
     for idx, cells in zip(index_rows, _cells(df, decimals)):
         lines.append("| " + " | ".join(esc(c) for c in idx + cells) + " |")
+    notes = _row_notes(df)
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -188,7 +204,9 @@ def to_latex(df: pd.DataFrame, *, caption: str | None = None, label: str | None 
     lines.append("\\midrule")
     for idx, cells in zip(index_rows, _cells(df, decimals)):
         lines.append(" & ".join([tex_escape(v) for v in idx] + [tex_escape(c) for c in cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"\\par\\footnotesize {tex_escape(note)}" for note in _row_notes(df)]
+    lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
 
 
