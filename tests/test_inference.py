@@ -373,9 +373,9 @@ class ScriptedBackend(models_base.Backend):
 
     window_seconds = 4.0
 
-    def __init__(self, untyped=(), fail_on=None):
+    def __init__(self, untyped=(), fail_on=None, unparsed=("q1",)):
         self.calls: list[list[str]] = []
-        self.untyped, self.fail_on = set(untyped), fail_on
+        self.untyped, self.fail_on, self.unparsed = set(untyped), fail_on, set(unparsed)
 
     def generate(self, requests):
         kinds = {self._kind(r.prompt) for r in requests}
@@ -386,7 +386,8 @@ class ScriptedBackend(models_base.Backend):
         out = []
         for r in requests:
             kind = self._kind(r.prompt)
-            text = {"type": "Not sure." if r.item_id in self.untyped else "It is music.",
+            text = {"type": "" if r.item_id in self.untyped else "Not sure." if r.item_id in self.unparsed
+                    else "It is music.",
                     "content": f"a piano plays for {r.item_id}", "answer": "Violin"}[kind]
             out.append(models_base.Generation(r.item_id, r.samples, [text] * len(r.samples), [3] * len(r.samples),
                                       [True] * len(r.samples)))
@@ -406,7 +407,7 @@ def test_agent_runs_each_step_batched_and_resumes(items, tmp_path):
         inf.run_method(crashing, items, "agent", tmp_path / "agent", settings=settings, progress=False)
     assert [c[0].split(":")[0] for c in crashing.calls] == ["type", "content", "answer"]
     assert len(crashing.calls[0]) == len(items)  # step 1 for all items in one batch
-    assert len(crashing.calls[1]) == len(items) - 1  # the untyped item skips steps 2-3
+    assert len(crashing.calls[1]) == len(items) - 1  # the item with an empty step-1 reply skips steps 2-3
     backend = ScriptedBackend(untyped={"q2"})
     summary = inf.run_method(backend, items, "agent", tmp_path / "agent", settings=settings, progress=False)
     assert [c[0].split(":")[0] for c in backend.calls] == ["answer"]  # steps 1-2 were not redone
@@ -417,7 +418,12 @@ def test_agent_runs_each_step_batched_and_resumes(items, tmp_path):
     assert (r["agent_type_raw"], r["agent_type"]) == ("It is music.", "Music")
     assert r["agent_content"] == "a piano plays for q0" and r["model_output"] == "Violin"
     assert r["prompt"] == prompts.agent_answer_prompt("Music", "a piano plays for q0", r["question"], r["choices"])
-    assert records["q2"]["model_output"] == "" and "no single audio type" in records["q2"]["warning"]
+    assert records["q2"]["model_output"] == "" and "empty reply" in records["q2"]["warning"]
+    # A reply naming no type fills {Type} as it is, and the item is answered (with a warning).
+    r = records["q1"]
+    assert (r["agent_type_raw"], r["agent_type"]) == ("Not sure.", "Not sure.")
+    assert r["prompt"].startswith("The Not sure. content is:") and r["model_output"] == "Violin"
+    assert "no single audio type" in r["warning"]
 
 
 def test_agent_on_the_model(tiny_model, items, tmp_path):
@@ -456,7 +462,7 @@ def test_agent_on_the_shipped_demo_runs_all_three_steps(tmp_path):
     typed = [r for r in records.values() if r["agent_type"] in prompts.AGENT_AUDIO_TYPES]
     assert len(typed) >= 4
     for r in typed:
-        assert r["agent_content"] and r["prompt"].startswith(f"The {r['agent_type'].lower()} content is:")
+        assert r["agent_content"] and r["prompt"].startswith(f"The {r['agent_type']} content is:")
         assert isinstance(r["model_output"], str) and r["error"] is None
 
 

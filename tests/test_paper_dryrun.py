@@ -135,9 +135,15 @@ def test_tables_say_which_normalizer_and_show_unlabelled_rows_without_paper_valu
     tables = paths.tables_dir("paper-dryrun")
     caption = (tables / "table1.md").read_text().splitlines()[0]
     assert "normalized by gpt-4o-mini at 127.0.0.1" in caption and "every output" in caption
+    # Table 3 lays out the paper's three models with the paper's labels: the stand-in's rows carry
+    # Qwen2-Audio-Instruct's, and the workers without their environment say so per row.
+    table3 = (tables / "table3.md").read_text()
+    labels = [line.split("|")[1].strip() for line in table3.splitlines() if line.startswith("| ") and "---" not in line]
+    assert labels[1:] == ["Qwen2-Audio-Instruct"] * 2 + ["Qwen-Audio-Chat"] * 2 + ["SALMONN"] * 2
+    for label in ("Qwen-Audio-Chat", "SALMONN"):
+        assert f"| {label} | no | not run |" in table3 and f"{label} / yes: not run: worker environment not configured" in table3
     side = (tables / "table3_vs_paper.md").read_text()
-    rows = [line for line in side.splitlines() if line.startswith("| qwen2-audio-7b-layout-random")]
-    assert rows and all("| n/a | n/a |" in line for line in rows)  # a row the paper does not have
+    assert "paper rows without ours" not in side
     for name in ("table1", "table2", "table10", "table11", "table12", "figure5", "figure4",
                  "04_sft__modality-speech__table10_row"):
         assert (tables / f"{name}.csv").is_file(), name

@@ -252,3 +252,49 @@ def test_notebook_02_shows_the_worked_example_computed_by_the_library():
     assert any("metrics.random_rejection_gains(" in c for c in code)
     readme = (paths.REPO_ROOT / "README.md").read_text()
     assert "## Which RGI?" in readme and "log10(Nw / Nc)" in readme
+
+
+# ---------------------------------------------------------------- Table 9's ambiguous cells
+
+def test_table9_alpha_readings_differ_on_music_only():
+    from reliable_lalm.training.lora_sft import LoraSFTConfig
+    from reliable_lalm.training.table9 import ALPHA_READINGS, table9_alpha
+
+    assert set(ALPHA_READINGS) == {"32-32-16", "32-16-16"}
+    for reading in ALPHA_READINGS:
+        assert [table9_alpha(m, reading) for m in ("sound", "music", "speech")] == \
+            [float(a) for a in reading.split("-")]  # the name is the sound-music-speech reading
+    assert LoraSFTConfig.for_modality("music").alpha == 32  # the notebooks' default reading
+    assert LoraSFTConfig.for_modality("music", alpha_reading="32-16-16").alpha == 16
+    assert LoraSFTConfig.for_modality("music", alpha_reading="32-16-16", alpha=4.0).alpha == 4  # explicit wins
+    # The reading only picks the alpha: the same alpha is the same training key (shipped adapters stay valid).
+    assert LoraSFTConfig.for_modality("sound", alpha_reading="32-16-16").training_fingerprint() == \
+        LoraSFTConfig.for_modality("sound").training_fingerprint()
+    with pytest.raises(ValueError, match="lora_alpha_reading"):
+        LoraSFTConfig.for_modality("music", alpha_reading="16-16-16")
+
+
+def test_paper_profile_names_both_readings_and_the_profiles_validate_them():
+    from reliable_lalm.runner.profiles import load_profile, value_problem
+
+    paper = load_profile("paper").defaults
+    assert (paper["lora_alpha_reading"], paper["lora_targets"]) == ("32-16-16", "paper_names")
+    defaults = json.loads((paths.PACKAGE_DIR / "runner" / "notebook_defaults.json").read_text())
+    assert defaults["04_sft"]["lora_alpha_reading"]["default"] == "32-32-16"  # the demo's (shipped adapters)
+    assert "lora_alpha_reading" not in load_profile("demo").defaults
+    assert value_problem("lora_alpha_reading", "32-16-16") is None
+    assert value_problem("lora_alpha_reading", "32/16/16") and value_problem("lora_targets", "everything")
+    docs = (paths.REPO_ROOT / "docs" / "paper_settings.md").read_text()
+    for name in ("32-32-16", "32-16-16", "paper_names", "language_model_only"):
+        assert f"`{name}`" in docs
+
+
+def test_crossmodal_trains_music_with_the_chosen_reading(tmp_path):
+    from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
+
+    def music_alpha(sft):
+        config = CrossModalConfig(base_model="demo", knn_store=str(tmp_path), cache_dir=str(tmp_path), sft=sft)
+        return CrossModal.sft_config(type("C", (), {"config": config})(), "music").alpha
+
+    assert music_alpha({}) == 32.0
+    assert music_alpha({"alpha_reading": "32-16-16"}) == 16.0

@@ -11,6 +11,7 @@ from reliable_lalm.core.prompts import (
     agent_answer_prompt,
     agent_content_prompt,
     agent_type_prompt,
+    agent_type_slot,
     build_normalization_prompt,
     build_prompt,
     parse_audio_type,
@@ -165,22 +166,36 @@ def test_agent_type_prompt():
 
 
 @pytest.mark.parametrize("audio_type,expected", [
-    ("Sound", "What is the sound content?"),
-    ("MUSIC", "What is the music content?"),
-    (" speech ", "What is the speech content?"),
+    ("Sound", "What is the Sound content?"),  # Table 7 writes {Type}, the step-1 option: never lowercased
+    ("Music", "What is the Music content?"),
+    (" Speech ", "What is the Speech content?"),
 ])
-def test_agent_content_prompt(audio_type, expected):
+def test_agent_content_prompt_uses_the_type_as_given(audio_type, expected):
     assert agent_content_prompt(audio_type) == expected
 
 
-def test_agent_content_prompt_rejects_unknown_type():
+def test_agent_content_prompt_rejects_an_empty_type():
     with pytest.raises(ValueError):
-        agent_content_prompt("Noise")
+        agent_content_prompt("  ")
 
 
 def test_agent_answer_prompt():
     prompt = agent_answer_prompt("Sound", " A dog barks twice,\nthen a car passes. ", QUESTION, CHOICES)
-    assert prompt == f"The sound content is: A dog barks twice, then a car passes.\n{BASELINE}\n{IDK_LINE}"
+    assert prompt == f"The Sound content is: A dog barks twice, then a car passes.\n{BASELINE}\n{IDK_LINE}"
+
+
+@pytest.mark.parametrize("output,expected", [
+    ("Sound", "Sound"),  # the option as Table 7 spells it
+    ("music", "Music"),
+    ("It is music.", "Music"),
+    ("This audio is speech, not music.", "Speech"),
+    ("I don't know", "I don't know"),  # no option named: the reply itself fills {Type}
+    ("Music and\nspeech", "Music and speech"),  # several named: the reply itself, on one line
+    ("", None),  # nothing to fill {Type} with: the item ends with an empty answer
+    ("  \n ", None),
+])
+def test_agent_type_slot_policy_for_step_1_replies(output, expected):
+    assert agent_type_slot(output) == expected
 
 
 @pytest.mark.parametrize("output,expected", [

@@ -332,3 +332,22 @@ def test_figure5_from_the_idk_fractions():
     plt.close(without.figure)
     with pytest.raises(ValueError, match="'all'"):
         figure5(fractions.drop(columns=["all"]))
+
+
+def test_format_number_rounds_the_decimal_a_ratio_of_counts_stands_for():
+    # Table 1's LoRA Rel cell: the mean of two adapters' Rel in percent (127.75 / 2), as floats give it.
+    mean = (0.6375 + 0.64) / 2 * 100
+    assert repr(mean) != "63.875"  # the float lies just below the half ...
+    assert format_number(mean) == "63.88"  # ... the printed cell rounds the decimal half up
+    counts = (511 / 800) * 100  # 63.875 from counts directly
+    assert format_number(counts) == "63.88"
+    assert format_number(63.8749) == "63.87" and format_number(-63.875 + 1e-13) == "-63.88"
+    assert format_number(1e-20) == "0.00" and format_number(12345678.125) == "12345678.13"
+
+
+def test_csv_cells_round_half_up_with_four_decimals():
+    from reliable_lalm.reporting import tables
+
+    df = pd.DataFrame({"x": [61.00125, -1e-9, math.nan]}, index=["a", "b", "c"])
+    assert "%.4f" % 61.00125 == "61.0012"  # printf rounds the binary value, which lies below the half
+    assert tables._csv(df).splitlines()[1:] == ["a,61.0013", "b,0.0000", "c,"]

@@ -10,6 +10,7 @@ where their code, weights and environments are given (environment variables), el
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -193,3 +194,51 @@ def test_real_workers_report_missing_configuration_through_the_protocol(tmp_path
     env = {**base, **{f"RLALM_SALMONN_{k}": str(tmp_path) for k in ("REPO", "CKPT", "WHISPER", "BEATS", "VICUNA")}}
     with pytest.raises(BackendFatalError, match="has no model.py"):
         WorkerBackend([sys.executable, str(worker_script("salmonn_worker"))], env=env, inherit_env=False)
+
+
+# ---------------------------------------------------------------- the paper's Table 3 workers
+
+PAPER_WORKER_VARIABLES = ("RLALM_QWEN_AUDIO_CHAT_PYTHON", "RLALM_QWEN_AUDIO_CHAT_DIR", "RLALM_SALMONN_PYTHON",
+                          "RLALM_SALMONN_REPO", "RLALM_SALMONN_CKPT", "RLALM_SALMONN_WHISPER",
+                          "RLALM_SALMONN_BEATS", "RLALM_SALMONN_VICUNA")
+
+
+def test_paper_workers_are_registered_with_the_papers_labels(monkeypatch):
+    from reliable_lalm.models.registry import resolve_model
+    from reliable_lalm.models.worker import WorkerNotConfigured
+
+    for name in PAPER_WORKER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    qwen, salmonn = resolve_model("qwen-audio-chat"), resolve_model("salmonn")
+    assert (qwen.paper_label, salmonn.paper_label) == ("Qwen-Audio-Chat", "SALMONN")
+    assert qwen.backend_class() is WorkerBackend and salmonn.backend_class() is WorkerBackend
+    with pytest.raises(WorkerNotConfigured, match="RLALM_QWEN_AUDIO_CHAT_PYTHON, RLALM_QWEN_AUDIO_CHAT_DIR"):
+        qwen.resolve_source()
+    monkeypatch.setenv("RLALM_QWEN_AUDIO_CHAT_PYTHON", "/opt/venvs/qwen audio/bin/python")
+    with pytest.raises(WorkerNotConfigured, match="set RLALM_QWEN_AUDIO_CHAT_DIR "):
+        qwen.resolve_source()
+    monkeypatch.setenv("RLALM_QWEN_AUDIO_CHAT_DIR", "/models/Qwen-Audio-Chat")
+    command = shlex.split(qwen.resolve_source())
+    assert command == ["/opt/venvs/qwen audio/bin/python", str(worker_script("qwen_audio_chat_worker"))]
+    with pytest.raises(ValueError, match="adapter"):
+        WorkerBackend.from_pretrained("true", adapter="some/adapter")
+
+
+def test_table3_keeps_an_unconfigured_workers_rows_and_says_why(monkeypatch, tmp_path):
+    from reliable_lalm import reporting
+    from reliable_lalm.experiments import Experiment, table3_scores
+    from reliable_lalm.reporting.tables import to_markdown
+
+    for name in PAPER_WORKER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RLALM_SALMONN_PYTHON", sys.executable)  # partly configured: still not run
+    exp = Experiment(profile="t", model="demo", limit_per_task=2, bootstrap=0, results_root=tmp_path)
+    rows = table3_scores(exp, ["qwen-audio-chat", "salmonn"], idk=True)
+    assert [k for k in rows] == [("demo", "no"), ("demo", "yes"), ("Qwen-Audio-Chat", "no"), ("Qwen-Audio-Chat", "yes"),
+                                 ("SALMONN", "no"), ("SALMONN", "yes")]
+    table = reporting.table3(rows)
+    assert table.loc[("demo", "no")].notna().all() and table.loc[("SALMONN", "yes")].isna().all()
+    text = to_markdown(table)
+    assert "| SALMONN | yes | not run | not run |" in text
+    assert "SALMONN / no: not run: worker environment not configured: set RLALM_SALMONN_REPO" in text
+    assert "RLALM_QWEN_AUDIO_CHAT_PYTHON" in text

@@ -34,6 +34,8 @@ def _status(entry) -> str:
     missing = [r for r in entry.extra_requirements if importlib.util.find_spec(r) is None]
     if missing:
         return f"needs {', '.join(missing)}"
+    if entry.family == "worker":
+        return "worker configured (not started)"
     if Path(source).expanduser().is_dir():
         return "local"
     return "cached" if _config_of(source) is not None else "not downloaded"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.core.items import TASKS
+from reliable_lalm.training.adapters import LORA_TARGETS
+from reliable_lalm.training.table9 import ALPHA_READINGS
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -68,7 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sft.add_argument("--out", required=True, help="adapter folder (peft format)")
     sft.add_argument("--deepspeed", default=None, metavar="CONFIG", help="DeepSpeed JSON (e.g. params/deepspeed_zero2.json)")
     sft.add_argument("--lr", type=float, default=None, help="default 3e-5 (Table 9)")
-    sft.add_argument("--lora-alpha", type=float, default=None, help="default per modality: 32 sound/music, 16 speech")
+    sft.add_argument("--lora-alpha", type=float, default=None,
+                     help="default: Table 9's alpha of the training modality under --lora-alpha-reading")
+    sft.add_argument("--lora-alpha-reading", default=None, choices=sorted(ALPHA_READINGS),
+                     help="reading of Table 9's alpha row, sound-music-speech (default 32-32-16; docs/paper_settings.md)")
+    sft.add_argument("--lora-targets", default=None, choices=sorted(LORA_TARGETS),
+                     help="language_model_only (default) or paper_names: Table 9's q/k/v names as PEFT matches "
+                          "them, the audio encoder's too (docs/paper_settings.md)")
     sft.add_argument("--lora-rank", type=positive_int, default=None, help="default 8")
     sft.add_argument("--lora-dropout", type=float, default=None)
     sft.add_argument("--epochs", type=positive_int, default=None, help="default 1")
@@ -155,7 +163,8 @@ def _run_sft(args) -> int:
     dataset = build_idk_dataset(items, store, args.k, args.n, prompt_method=args.prompt)
     # Table 9 alpha follows the training modality; with several, the first one's (or --lora-alpha).
     config = LoraSFTConfig.for_modality(
-        modalities[0], learning_rate=args.lr, alpha=args.lora_alpha, rank=args.lora_rank, dropout=args.lora_dropout,
+        modalities[0], alpha_reading=args.lora_alpha_reading, lora_targets=args.lora_targets,
+        learning_rate=args.lr, alpha=args.lora_alpha, rank=args.lora_rank, dropout=args.lora_dropout,
         epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, warmup_steps=args.warmup_steps,
         lr_schedule=args.lr_schedule, seed=args.seed, save_every=args.save_every, dtype=args.dtype,
         gradient_checkpointing=args.gradient_checkpointing or None)

@@ -41,7 +41,7 @@ from typing import Sequence
 from reliable_lalm.core.items import MAX_CHOICES, MIN_CHOICES
 from reliable_lalm.core.normalize_types import IDK_LABEL
 
-PROMPT_VERSION = "paper-appC-v1"
+PROMPT_VERSION = "paper-appC-v2"
 
 SELECT_INSTRUCTION = "Select one option from the provided choices:"
 IDK_INSTRUCTION = f"Output '{IDK_LABEL}' if you don't know the answer."
@@ -206,20 +206,35 @@ def parse_audio_type(output: str) -> str | None:
     return affirmed.pop().capitalize()
 
 
-def _audio_type_word(audio_type: str) -> str:
-    if not isinstance(audio_type, str) or audio_type.strip().capitalize() not in AGENT_AUDIO_TYPES:
-        raise ValueError(f"audio type {audio_type!r} is not one of {AGENT_AUDIO_TYPES}")
-    return audio_type.strip().lower()
+def agent_type_slot(step1_output: str) -> str | None:
+    """What fills Table 7's {Type} in steps 2 and 3, given the model's step-1 reply.
+
+    The paper writes {Type}, the step-1 output, whose options are capitalised ("Sound", "Music",
+    "Speech"); it says nothing of a reply that names no option. Our policy:
+
+    * the reply names exactly one type (:func:`parse_audio_type`): that option as Table 7 spells it
+      ("It is music." -> "Music"; never lowercased);
+    * it names none, or several: the reply itself on one line, since the template substitutes the
+      step-1 output as it is (the run records a warning saying so);
+    * an empty reply: ``None``; there is nothing to substitute and the item ends with an empty
+      answer, scored invalid (wrong), with a warning.
+    """
+    option = parse_audio_type(step1_output)
+    if option is not None:
+        return option
+    flat = re.sub(r"\s+", " ", step1_output).strip() if isinstance(step1_output, str) else ""
+    return flat or None
 
 
 def agent_content_prompt(audio_type: str) -> str:
-    """Step 2: ask for the content of the identified type (type lowercased, as in the paper)."""
-    return f"What is the {_audio_type_word(audio_type)} content?"
+    """Step 2: ask for the content of the identified type, {Type} as given (:func:`agent_type_slot`)."""
+    return f"What is the {_one_line(audio_type, 'audio type')} content?"
 
 
 def agent_answer_prompt(audio_type: str, content: str, question: str, choices: Sequence[str]) -> str:
-    """Step 3: the step-2 description, then the IDK prompt (Table 5 body)."""
-    return f"The {_audio_type_word(audio_type)} content is: {_one_line(content, 'content')}\n{idk_prompt(question, choices)}"
+    """Step 3: the step-2 description, then the IDK prompt (Table 5 body); {Type} as in step 2."""
+    return (f"The {_one_line(audio_type, 'audio type')} content is: {_one_line(content, 'content')}\n"
+            f"{idk_prompt(question, choices)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ from reliable_lalm.core.llm_normalizer import normalizer_kind_error
 from reliable_lalm.core.sample_log import disagreement_summary, sample_rows, write_sample_log
 
 OUTPUT_FIELD = "model_output"
+# A score dict in place of a model's scores that holds only why the model was not run (e.g. a worker
+# whose environment is not configured): {NOT_RUN_KEY: reason}; tables print its row as "not run".
+NOT_RUN_KEY = "not_run"
 # Field names a result store record may keep the raw output under, tried in this order.
 STORE_OUTPUT_FIELDS: tuple[str, ...] = ("model_output", "output", "raw_output", "response", "text")
 MAX_IDS_IN_MESSAGE = 20

@@ -153,11 +153,18 @@ def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.ra
     if fmt == "agent_type":
         return SFTExample(audio, prompts.agent_type_prompt(), record["audio_type"], item_id)
     if fmt == "agent_content":
-        return SFTExample(audio, prompts.agent_content_prompt(record["audio_type"]), record["content"], item_id)
+        return SFTExample(audio, prompts.agent_content_prompt(recipe_type_word(record)), record["content"], item_id)
     if fmt == "agent_answer":
-        prompt = prompts.agent_answer_prompt(record["audio_type"], record["content"], question, choices)
+        prompt = prompts.agent_answer_prompt(recipe_type_word(record), record["content"], question, choices)
         return SFTExample(audio, prompt, answer, item_id)
     raise ValueError(f"unknown training format {fmt!r}")
+
+
+def recipe_type_word(record) -> str:
+    """{Type} of the agent's steps 2-3 in the demo's training texts: lowercased, the wording the shipped
+    checkpoint was trained on (the product prompts now keep the step-1 option's capital), so that
+    retraining still reproduces the checkpoint byte for byte."""
+    return str(record["audio_type"]).lower()
 
 
 def answer_prior(records) -> dict[str, Any]:
@@ -201,8 +208,8 @@ def tokenizer_corpus(pool: list[tuple[np.ndarray, dict]], few_shot: list[prompts
     for _, record in pool:
         q, c, a = record["question"], list(record["choices"]), record["answer"]
         texts += [prompts.build_prompt("idk", q, c), prompts.build_prompt("mcot", q, c, few_shot=few_shot),
-                  prompts.agent_content_prompt(record["audio_type"]),
-                  prompts.agent_answer_prompt(record["audio_type"], record["content"], q, c),
+                  prompts.agent_content_prompt(recipe_type_word(record)),
+                  prompts.agent_answer_prompt(recipe_type_word(record), record["content"], q, c),
                   mcot_target(record, a)]
     return texts
 

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 from reliable_lalm import paths
 from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
+from reliable_lalm.core.scoring import NOT_RUN_KEY
+from reliable_lalm.models.worker import WorkerNotConfigured
 
 log = logging.getLogger(__name__)
 
@@ -407,14 +409,15 @@ class Experiment:
 
 # -------------------------------------------------------------------- helpers used by the notebooks
 def model_label(model: str) -> str:
-    """The row label of a model: the paper's Table 3 label its registry entry declares, else its name."""
+    """The row label of a model: the paper's Table 3 label its registry entry declares (or that of the
+    model it stands in for), else its name."""
     from reliable_lalm.models.registry import UnknownModelError, resolve_model
 
     try:
         entry = resolve_model(model)
     except UnknownModelError:
         return Path(str(model).rstrip("/")).name
-    return entry.paper_label or Path(entry.name.rstrip("/")).name
+    return entry.table_label() or Path(entry.name.rstrip("/")).name
 
 
 def paper_comparable(benchmark: str) -> bool:
@@ -429,14 +432,23 @@ def table3_scores(exp: Experiment, models: Sequence[str], *, idk: bool) -> dict[
     """The scores of Table 3's rows (laid out by :func:`reliable_lalm.reporting.table3`): each
     model's baseline (and with ``idk`` its IDK-prompting) scores, keyed ``(model label, "no"/"yes")``.
 
-    Every model is evaluated on the same items with the same settings as ``exp``.
+    Every model is evaluated on the same items with the same settings as ``exp``. A worker model
+    whose environment is not configured (Qwen-Audio-Chat, SALMONN) keeps its rows, as
+    ``{"not_run": reason}`` (Table 3 prints "not run" and the reason), and a warning says so.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for name in [exp.model, *[m for m in models if m != exp.model]]:
         other = exp if name == exp.model else Experiment(**{**exp.settings_dict(), "model": name})
-        rows[(model_label(name), "no")] = other.score("baseline", baseline=None)
-        if idk:
-            rows[(model_label(name), "yes")] = other.score("idk", baseline=None)
+        label = model_label(name)
+        try:
+            scores = {"no": other.score("baseline", baseline=None)}
+            if idk:
+                scores["yes"] = other.score("idk", baseline=None)
+        except WorkerNotConfigured as err:
+            log.warning("Table 3: %s not run: %s", label, err)
+            scores = {k: {NOT_RUN_KEY: str(err)} for k in (("no", "yes") if idk else ("no",))}
+        for prompted, score in scores.items():
+            rows[(label, prompted)] = score
     return rows
 
 

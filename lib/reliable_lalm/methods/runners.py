@@ -410,9 +410,10 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                         continue
                     for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
+                        warning = _join(warnings.get(item.id), extra.pop("warning", None))
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
                                         "input": inputs[item.id],
-                                        "prompt": _shown_prompt(req), "error": None, "warning": warnings.get(item.id),
+                                        "prompt": _shown_prompt(req), "error": None, "warning": warning,
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
                                         **_item_fields(item), **extra})
                 store.extend(records)  # one write per batch: a crash loses at most this batch
@@ -511,8 +512,10 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
     """The task agent (paper Table 7): type -> content -> answer, each step batched over all items.
 
     Steps 1 and 2 keep their outputs in their own stores inside the final store's folder, so a run
-    interrupted in any step resumes there. Item errors go straight to the final store. A step-1
-    reply naming no single type ends the item with an empty answer (scored invalid) and a warning.
+    interrupted in any step resumes there. Item errors go straight to the final store. {Type} of
+    steps 2-3 is :func:`~reliable_lalm.core.prompts.agent_type_slot` of the step-1 reply: the option
+    it names, else the reply itself (with a warning); an empty reply ends the item with an empty
+    answer (scored invalid) and a warning.
     """
     from reliable_lalm.core import prompts
 
@@ -536,8 +539,11 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
     type_settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, AGENT_TYPE_MAX_NEW_TOKENS))
 
     def type_record(item, g, j):
-        return {"model_output": g.texts[j], "agent_type_raw": g.texts[j],
-                "agent_type": prompts.parse_audio_type(g.texts[j])}
+        slot = prompts.agent_type_slot(g.texts[j])
+        unparsed = slot is not None and prompts.parse_audio_type(g.texts[j]) is None
+        note = f"agent step 1 named no single audio type; {{Type}} of steps 2-3 is its reply {slot!r}" if unparsed else None
+        return {"model_output": g.texts[j], "agent_type_raw": g.texts[j], "agent_type": slot,
+                "agent_type_note": note, "warning": note}
 
     _run_prompts(backend, pending, type_store, method="agent", settings=type_settings,
                  make_prompt=lambda it: prompts.agent_type_prompt(), make_record=type_record,
@@ -553,15 +559,17 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
                             "model_output": "", "error": None, "settings": settings.to_dict(),
                             "agent_type_raw": rec.get("agent_type_raw"), "agent_type": None, "agent_content": None,
                             "agent_type_prompt": rec.get("prompt"),
-                            "warning": _join(rec.get("warning"), "agent step 1 named no single audio type "
-                                             f"({rec.get('agent_type_raw')!r}); steps 2-3 skipped"),
+                            "warning": _join(rec.get("warning"), "agent step 1 gave an empty reply "
+                                             f"({rec.get('agent_type_raw')!r}): nothing to fill {{Type}} with; "
+                                             "steps 2-3 skipped"),
                             **_item_fields(it)})
     store.extend(untyped)
     typed = [it for it in pending_after(pending) if it.id in types]
 
     # Step 2: the content description.
     def content_record(item, g, j):
-        return {"model_output": g.texts[j], "agent_type": types[item.id]["agent_type"], "agent_content": g.texts[j]}
+        return {"model_output": g.texts[j], "agent_type": types[item.id]["agent_type"], "agent_content": g.texts[j],
+                "warning": types[item.id].get("agent_type_note")}
 
     _run_prompts(backend, typed, content_store, method="agent", settings=settings,
                  make_prompt=lambda it: prompts.agent_content_prompt(types[it.id]["agent_type"]),
@@ -576,7 +584,8 @@ def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
         t, c = types[item.id], contents[item.id]
         return {"model_output": g.texts[j], "agent_type_raw": t.get("agent_type_raw"), "agent_type": t["agent_type"],
                 "agent_content": c.get("agent_content"), "agent_type_prompt": t.get("prompt"),
-                "agent_content_prompt": c.get("prompt")}
+                "agent_content_prompt": c.get("prompt"), "agent_type_note": t.get("agent_type_note"),
+                "warning": t.get("agent_type_note")}
 
     def answer_prompt(it):
         content = contents[it.id].get("agent_content") or ""

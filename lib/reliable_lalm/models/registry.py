@@ -40,6 +40,15 @@ class ModelEntry:
     description: str = ""
     extra_requirements: tuple[str, ...] = ()  # optional packages the backend needs (pip extra)
     options: dict[str, Any] = field(default_factory=dict)  # default from_pretrained keyword arguments
+    # A substitute's registry name of the model it stands in for (the paper-dryrun profile's random 7B
+    # layout for Qwen2-Audio-7B-Instruct): its table rows take that model's paper label.
+    stands_in_for: str | None = None
+
+    def table_label(self) -> str | None:
+        """The paper's label of this model's rows: its own, else that of the model it stands in for."""
+        if self.paper_label or not self.stands_in_for:
+            return self.paper_label
+        return registered_models()[self.stands_in_for].paper_label
 
     def resolve_source(self) -> str:
         return str(self.source() if callable(self.source) else self.source)
@@ -80,10 +89,11 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
     ModelEntry("qwen2-audio-7b-instruct", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B-Instruct",
                paper_label="Qwen2-Audio-Instruct", family="qwen2_audio",
                description="Qwen2-Audio-7B-Instruct, the paper's main model"),
-    # The paper-dryrun profile's substitute (reliable_lalm.models.standin): built on first use, no
-    # paper label (a row the paper does not have).
+    # The paper-dryrun profile's substitute (reliable_lalm.models.standin): built on first use; its
+    # Table 3 rows carry the label of the model it stands in for (the dry run lays out the paper's rows).
     ModelEntry("qwen2-audio-7b-layout-random", BACKENDS_BY_MODEL_TYPE["qwen2_audio"],
                _LazyReference("reliable_lalm.models.standin:layout_random_source"), family="qwen2_audio",
+               stands_in_for="qwen2-audio-7b-instruct",
                description="random weights in the Qwen2-Audio-7B-Instruct layout, scaled down, with the real "
                            "processor configuration (CPU dry run of the paper profile; answers are noise)"),
     ModelEntry("qwen2-audio-7b", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B",
@@ -97,6 +107,17 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
     ModelEntry("qwen3-omni-30b-a3b-instruct", BACKENDS_BY_MODEL_TYPE["qwen3_omni_moe"],
                "Qwen/Qwen3-Omni-30B-A3B-Instruct", family="qwen3_omni_moe_thinker",
                description="Qwen3-Omni-30B-A3B-Instruct (MoE), thinker only (text output)"),
+    # The paper's other Table 3 models run in their own environments (old transformers pins) as
+    # isolated workers; the command comes from environment variables (models.worker.CONFIGURED_WORKERS,
+    # docs/workers.md) and an unset one is a one-line WorkerNotConfigured when the model is used.
+    ModelEntry("qwen-audio-chat", "reliable_lalm.models.worker:WorkerBackend",
+               _LazyReference("reliable_lalm.models.worker:qwen_audio_chat_command"), paper_label="Qwen-Audio-Chat",
+               family="worker", description="Qwen-Audio-Chat (Chu et al., 2023) through its worker "
+                                            "(RLALM_QWEN_AUDIO_CHAT_PYTHON, RLALM_QWEN_AUDIO_CHAT_DIR)"),
+    ModelEntry("salmonn", "reliable_lalm.models.worker:WorkerBackend",
+               _LazyReference("reliable_lalm.models.worker:salmonn_command"), paper_label="SALMONN",
+               family="worker", description="SALMONN v1 (Tang et al., 2024) through its worker "
+                                            "(RLALM_SALMONN_PYTHON, RLALM_SALMONN_REPO/CKPT/WHISPER/BEATS/VICUNA)"),
     ModelEntry("voxtral-mini-3b", BACKENDS_BY_MODEL_TYPE["voxtral"], "mistralai/Voxtral-Mini-3B-2507",
                family="voxtral", extra_requirements=("mistral_common",),
                description="Voxtral Mini 3B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),

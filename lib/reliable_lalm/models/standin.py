@@ -11,7 +11,8 @@ special tokens (the real one needs a download). Built on first use under
 ``paths.CACHE_DIR/models/``, deterministically (fixed seeds: the same bytes on the same torch).
 
 It runs the paper profile's code path end to end on CPU (``params/paper-dryrun.yaml``); its
-answers are noise, and it has no ``paper_label``: its rows are shown without paper values.
+answers are noise. It has no ``paper_label`` of its own; its Table 3 rows take the label of the model it
+stands in for (``ModelEntry.stands_in_for``), so the dry run lays out the paper's rows.
 """
 from __future__ import annotations
 

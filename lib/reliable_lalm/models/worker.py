@@ -60,6 +60,7 @@ import shlex
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -124,8 +125,15 @@ class WorkerBackend(Backend):
         self.sampling_rate = int(hello.get("sampling_rate") or SAMPLING_RATE)
 
     @classmethod
-    def from_pretrained(cls, source: str, **kwargs: Any) -> "WorkerBackend":
-        """Registry hook: ``source`` is the worker command line (shell-quoted)."""
+    def from_pretrained(cls, source: str, *, batch_size: int | None = None, device: str | None = None,
+                        adapter: Any = None, **kwargs: Any) -> "WorkerBackend":
+        """Registry hook: ``source`` is the worker command line (shell-quoted). The experiments'
+        loader arguments: ``batch_size`` sets ``pipeline``; ``device`` is the worker's own setting (its
+        environment variables), so it is not passed; a worker cannot load a LoRA adapter."""
+        if adapter is not None:
+            raise ValueError("a worker model cannot load a LoRA adapter (it runs in its own environment)")
+        if batch_size is not None and "pipeline" not in kwargs:
+            kwargs["pipeline"] = batch_size
         return cls(source, **kwargs)
 
     def describe(self) -> dict[str, Any]:
@@ -298,6 +306,55 @@ def model_entry(spec: str):
     shlex.split(command)  # a malformed command line fails here, not when the run starts
     return ModelEntry(spec, "reliable_lalm.models.worker:WorkerBackend", command, family="worker",
                       description=f"isolated worker process: {command}")
+
+
+class WorkerNotConfigured(RuntimeError):
+    """A registered worker model whose environment is not set up; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class ConfiguredWorker:
+    """A shipped worker served under a registry name: the interpreter of its environment comes from
+    ``<prefix>_PYTHON``, the model's code and weights from ``required`` (read by the worker itself)."""
+
+    script: str  # a worker script in WORKERS_DIR, without ".py"
+    prefix: str  # environment variable prefix
+    required: tuple[str, ...]
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (f"{self.prefix}_PYTHON", *self.required)
+
+    def missing(self) -> list[str]:
+        return [name for name in self.variables if not os.environ.get(name, "").strip()]
+
+    def command(self) -> str:
+        """The worker command line, or :class:`WorkerNotConfigured` naming the unset variables."""
+        missing = self.missing()
+        if missing:
+            raise WorkerNotConfigured(f"worker environment not configured: set {', '.join(missing)} "
+                                      f"(docs/workers.md)")
+        return shlex.join([os.environ[f"{self.prefix}_PYTHON"].strip(), str(worker_script(self.script))])
+
+
+# The paper's other Table 3 models, as registry entries (models.registry) served by shipped workers.
+CONFIGURED_WORKERS: dict[str, ConfiguredWorker] = {
+    "qwen-audio-chat": ConfiguredWorker("qwen_audio_chat_worker", "RLALM_QWEN_AUDIO_CHAT",
+                                        ("RLALM_QWEN_AUDIO_CHAT_DIR",)),
+    "salmonn": ConfiguredWorker("salmonn_worker", "RLALM_SALMONN",
+                                ("RLALM_SALMONN_REPO", "RLALM_SALMONN_CKPT", "RLALM_SALMONN_WHISPER",
+                                 "RLALM_SALMONN_BEATS", "RLALM_SALMONN_VICUNA")),
+}
+
+
+def qwen_audio_chat_command() -> str:
+    """Registry source of ``qwen-audio-chat``: its worker's command line (environment variables)."""
+    return CONFIGURED_WORKERS["qwen-audio-chat"].command()
+
+
+def salmonn_command() -> str:
+    """Registry source of ``salmonn``: its worker's command line (environment variables)."""
+    return CONFIGURED_WORKERS["salmonn"].command()
 
 
 def worker_script(name: str) -> Path:

@@ -34,9 +34,10 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import pandas as pd
 
+from reliable_lalm.core.scoring import NOT_RUN_KEY
 from reliable_lalm.reporting.reference import load_reference
-from reliable_lalm.reporting.tables import (NOT_APPLICABLE_ATTR, _number, modality_label, plot_alpha_ablation,
-                                            plot_idk_threshold, plot_rgi_heatmap)
+from reliable_lalm.reporting.tables import (NOT_APPLICABLE_ATTR, ROW_NOTES_ATTR, _number, modality_label,
+                                            plot_alpha_ablation, plot_idk_threshold, plot_rgi_heatmap)
 
 PAPER_MODALITIES: tuple[str, ...] = ("sound", "music", "speech")
 TOTAL = "total"
@@ -166,8 +167,13 @@ def table2(rows: Mapping[str, Mapping[str, Any]], convention: str = "subset", *,
 def table3(rows: Mapping[tuple[str, str], Mapping[str, Any]], *,
            modalities: Sequence[str] | None = None) -> pd.DataFrame:
     """Table 3: (Models, IDK Prompting "no"/"yes") x Table 1's columns
-    (rows as :func:`reliable_lalm.experiments.table3_scores` returns them)."""
-    return _wide(rows, _ACC_TRU_REL, _with_total(modalities, rows), None, TABLE3_INDEX)
+    (rows as :func:`reliable_lalm.experiments.table3_scores` returns them). A row whose score dict
+    is ``{"not_run": reason}`` (a model that could not be run) prints "not run" with its reason."""
+    df = _wide(rows, _ACC_TRU_REL, _with_total(modalities, rows), None, TABLE3_INDEX)
+    notes = {label: rows[key][NOT_RUN_KEY] for key, label in zip(rows, df.index) if rows[key].get(NOT_RUN_KEY)}
+    if notes:
+        df.attrs[ROW_NOTES_ATTR] = notes
+    return df
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,7 +30,11 @@ NA_TEXT = "n/a"        # undefined (None/NaN)
 NOT_APPLICABLE = "-"   # a cell the layout leaves empty on purpose
 # df.attrs key: list of (row, column) cells that print as "-" instead of "n/a".
 NOT_APPLICABLE_ATTR = "not_applicable"
+NOT_RUN = "not run"    # the cells of a row whose model could not be run (e.g. a worker not configured)
+# df.attrs key: {row label: why it was not run}; its empty cells print NOT_RUN, the reason under the table.
+ROW_NOTES_ATTR = "row_notes"
 FIGURE_DPI = 200
+CSV_DECIMALS = 4  # the CSV files keep two more decimals than the printed tables, rounded the same way
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,8 +66,26 @@ def modality_label(group: str) -> str:
 # Formatting and writers
 # ------------------------------------------------------------------------------------------------
 
+# Significant digits a printed cell's float is trusted to. The cells are ratios of counts (and means
+# of such ratios) computed in binary floating point, which carries an error of about 1e-15 relative:
+# 63.875 (= (63.75 + 64.00) / 2 %) arrives as 63.87499999999999, and half-up of that float's repr
+# prints 63.87 where the decimal value 63.875 prints 63.88. Snapping to 12 significant digits first
+# removes that error; a ratio of counts that is within 1e-10 of a half without being one would need a
+# denominator beyond anything a benchmark of fewer than 10^5 items produces.
+TRUSTED_DIGITS = 12
+
+
+def printed_decimal(value: float) -> Decimal:
+    """The decimal a float stands for: its repr, snapped to :data:`TRUSTED_DIGITS` significant digits."""
+    exact = Decimal(repr(float(value)))
+    if exact.is_zero() or not exact.is_finite():
+        return exact
+    return exact.quantize(Decimal(1).scaleb(exact.adjusted() - TRUSTED_DIGITS + 1), rounding=ROUND_HALF_EVEN)
+
+
 def format_number(value: Any, decimals: int = 2) -> str:
-    """Half-up rounding of the printed decimal (0.355 -> "0.36"), "n/a" for None/NaN, no "-0.00"."""
+    """Half-up rounding of the decimal the value stands for (0.355 -> "0.36"; 63.87499999999999, the float
+    of 63.875, -> "63.88": :func:`printed_decimal`), "n/a" for None/NaN, no "-0.00"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NA_TEXT
     if isinstance(value, (bool, np.bool_)):
@@ -74,7 +96,7 @@ def format_number(value: Any, decimals: int = 2) -> str:
         value = float(value)
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
-        text = str(Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+        text = str(printed_decimal(value).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
         return text[1:] if text.startswith("-") and not any(c not in "0." for c in text[1:]) else text
     if value is pd.NA or value is pd.NaT:
         return NA_TEXT
@@ -87,14 +109,24 @@ def _not_applicable(df: pd.DataFrame) -> set[tuple[Any, Any]]:
 
 def _cells(df: pd.DataFrame, decimals: int) -> list[list[str]]:
     blank = _not_applicable(df)
+    not_run = df.attrs.get(ROW_NOTES_ATTR) or {}
     out = []
     for label, row in zip(df.index, df.itertuples(index=False, name=None)):
         cells = []
         for col, value in zip(df.columns, row):
             missing = value is None or (isinstance(value, float) and math.isnan(value))
-            cells.append(NOT_APPLICABLE if missing and (label, col) in blank else format_number(value, decimals))
+            if missing and label in not_run:
+                cells.append(NOT_RUN)
+            else:
+                cells.append(NOT_APPLICABLE if missing and (label, col) in blank else format_number(value, decimals))
         out.append(cells)
     return out
+
+
+def _row_notes(df: pd.DataFrame) -> list[str]:
+    """One line per row that was not run: its label and why."""
+    return [f"{' / '.join(map(str, label)) if isinstance(label, tuple) else label}: {NOT_RUN}: {reason}"
+            for label, reason in (df.attrs.get(ROW_NOTES_ATTR) or {}).items()]
 
 
 def _index_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -118,6 +150,9 @@ def to_markdown(df: pd.DataFrame, *, caption: str | None = None, decimals: int =
     lines.append("| " + " | ".join(align) + " |")
     for idx, cells in zip(index_rows, _cells(df, decimals)):
         lines.append("| " + " | ".join(esc(c) for c in idx + cells) + " |")
+    notes = _row_notes(df)
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +204,9 @@ def to_latex(df: pd.DataFrame, *, caption: str | None = None, label: str | None 
     lines.append("\\midrule")
     for idx, cells in zip(index_rows, _cells(df, decimals)):
         lines.append(" & ".join([tex_escape(v) for v in idx] + [tex_escape(c) for c in cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"\\par\\footnotesize {tex_escape(note)}" for note in _row_notes(df)]
+    lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -224,7 +261,7 @@ def _write(path: Path, text: str) -> Path:
 
 def _csv(df: pd.DataFrame) -> str:
     # Four decimals of a percentage keep single items visible (1/333 = 0.3003 %) and make reruns diffable.
-    return df.to_csv(float_format="%.4f", lineterminator="\n")
+    return df.to_csv(float_format=lambda v: format_number(v, CSV_DECIMALS), lineterminator="\n")
 
 
 def read_table(path: str | Path, index_levels: int = 1) -> pd.DataFrame:

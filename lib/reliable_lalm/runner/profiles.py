@@ -410,6 +410,18 @@ def _is_normalizer_kind(value: Any) -> bool:
     return isinstance(value, str) and normalizer_kind_error(value) is None
 
 
+def _table9_alpha_readings() -> tuple[str, ...]:
+    from reliable_lalm.training.table9 import ALPHA_READINGS  # torch-free; kept lazy like the normalizer kinds
+
+    return tuple(ALPHA_READINGS)
+
+
+def _lora_target_modes() -> tuple[str, ...]:
+    from reliable_lalm.training.adapters import LORA_TARGETS  # torch-free; kept lazy like the normalizer kinds
+
+    return tuple(LORA_TARGETS)
+
+
 def _all_positive(values: Any) -> bool:
     return all(isinstance(v, (int, float)) and v > 0 for v in values)
 
@@ -430,6 +442,9 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "sft_batch_size": (lambda v: v >= 1, "must be at least 1"),
     "lora_rank": (lambda v: v >= 1, "must be at least 1"),
     "lora_alpha": (lambda v: v is None or v > 0, "must be None (Table 9) or positive"),
+    "lora_alpha_reading": (lambda v: v in _table9_alpha_readings(), "is not a reading of Table 9's alpha row "
+                           "(32-32-16 or 32-16-16, docs/paper_settings.md)"),
+    "lora_targets": (lambda v: v in _lora_target_modes(), "must be language_model_only or paper_names"),
     "alphas": (lambda v: len(v) > 0 and _all_positive(v), "must be a non-empty list of positive numbers"),
     "max_new_tokens": (lambda v: v is None or 1 <= v <= 8192, "must be None or between 1 and 8192"),
     "device": (lambda v: v in ("auto", "cpu", "mps") or str(v).startswith("cuda"), "must be auto, cpu, mps or cuda[:N]"),

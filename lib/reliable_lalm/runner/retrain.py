@@ -43,7 +43,8 @@ def crossmodal_from_parameters(params: Mapping[str, Any], *, seed: int | None = 
                      batch_size=params["batch_size"], device=params["device"], normalizer=params["normalizer"],
                      bootstrap=params["bootstrap"], seed=params["seed"])
     sft = dict(learning_rate=params["sft_learning_rate"], epochs=params["sft_epochs"],
-               batch_size=params["sft_batch_size"], rank=params["lora_rank"], alpha=params["lora_alpha"])
+               batch_size=params["sft_batch_size"], rank=params["lora_rank"], alpha=params["lora_alpha"],
+               alpha_reading=params["lora_alpha_reading"], lora_targets=params["lora_targets"])
     if seed is not None:
         sft["seed"] = seed
     cm = exp.crossmodal(knn_samples=params["knn_samples"], knn_k=params["knn_k"],

@@ -11,12 +11,13 @@ its language model is. One data/loss code path and the one training loop
   --deepspeed params/deepspeed_zero2.json``. NCCL on GPUs, gloo on CPUs.
 
 Which modules get LoRA is a choice (``lora_targets``, :data:`LORA_TARGETS`). Table 9 names
-{q_proj, k_proj, v_proj}. Given to PEFT as those plain names (``paper_names``) they match every
-layer so named, the Whisper audio encoder's attention included; the default
-``language_model_only`` restricts them to the language model (audio encoder, projector, embeddings
-and every other weight frozen, which :func:`assert_only_lora_trainable` enforces): the paper
-fine-tunes "the LLM" for IDK answers, and its audio encoder is not said to change. Either may be
-what the authors ran; both are a profile setting.
+{k_proj, q_proj, v_proj}. Given to PEFT as those plain names (``paper_names``) they match every
+layer so named, the Whisper audio encoder's attention included; ``language_model_only`` (the
+notebooks' default, with which the demo's adapters were trained) restricts them to the language
+model (audio encoder, projector, embeddings and every other weight frozen, which
+:func:`assert_only_lora_trainable` enforces). The paper does not say which; the alpha of music is
+ambiguous too (:mod:`reliable_lalm.training.table9`). Both are profile settings; the readings, their
+evidence and the paper profile's choices are in ``docs/paper_settings.md``.
 The loss is on the answer tokens only (:meth:`TrainingAdapter.collate` labels), the LM head run on
 those positions alone (:class:`AnswerLoss`), so the 156k-entry vocabulary projection is never
 materialised for the ~330 prompt/audio positions of a batch.
@@ -50,11 +51,12 @@ from reliable_lalm.training.adapters import (LANGUAGE_MODEL_QKV, LORA_TARGETS, T
                                              adapter_for_model_type, adapter_for_source)
 from reliable_lalm.training.loop import UnsafeCheckpointError, load_torch_state  # noqa: F401 - public API
 from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample
+from reliable_lalm.training.table9 import ALPHA_READINGS, DEFAULT_ALPHA_READING, table9_alpha
 
 DEFAULT_TARGET_MODULES = LANGUAGE_MODEL_QKV
 DEFAULT_LORA_TARGETS = "language_model_only"
-# Table 9: LoRA alpha per training modality (rank 8, lr 3e-5, q/k/v for all three).
-TABLE9_ALPHA = {"sound": 32.0, "music": 32.0, "speech": 16.0}
+# Table 9's LoRA alpha per training modality under the default reading (training.table9).
+TABLE9_ALPHA = ALPHA_READINGS[DEFAULT_ALPHA_READING]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 SUMMARY_FILE = "training_summary.json"
@@ -98,11 +100,12 @@ class LoraSFTConfig:
     modality: str | None = None  # the training modality, recorded for provenance
 
     @classmethod
-    def for_modality(cls, modality: str, **overrides: Any) -> "LoraSFTConfig":
-        """Table 9 for ``modality`` (alpha 32 for sound and music, 16 for speech), then ``overrides``."""
-        if modality not in TABLE9_ALPHA:
-            raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(TABLE9_ALPHA)}")
-        config = cls(alpha=TABLE9_ALPHA[modality], modality=modality)
+    def for_modality(cls, modality: str, *, alpha_reading: str | None = None, **overrides: Any) -> "LoraSFTConfig":
+        """Table 9 for ``modality`` under ``alpha_reading`` (:mod:`~reliable_lalm.training.table9`;
+        default ``"32-32-16"``: 32 for sound and music, 16 for speech), then ``overrides`` (an explicit
+        ``alpha`` wins over the reading). The reading only chooses the alpha: the training key is the
+        resulting config's, so a reading giving the same alpha trains the same adapter."""
+        config = cls(alpha=table9_alpha(modality, alpha_reading or DEFAULT_ALPHA_READING), modality=modality)
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if "lora_targets" in overrides and "target_modules" not in overrides:
             overrides["target_modules"] = None  # re-derived from the new lora_targets
