@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
     "merge-shards": ("reliable_lalm.cli.merge_shards", "merge the shard stores of 'rlalm infer --shard i/n' into one"),
     "train": ("reliable_lalm.cli.train", "K@N IDK dataset and LoRA SFT (single process or DeepSpeed)"),
+    "report": ("reliable_lalm.cli.report", "one self-contained HTML page of every item of a run: listen, read, filter"),
     "benchmark": ("reliable_lalm.cli.benchmark", "list registered benchmarks; validate a benchmark file"),
     "models": ("reliable_lalm.cli.models", "list registered models; --check runs a tiny instance of each native one"),
     "reproduce": ("reliable_lalm.runner.reproduce", "execute the notebooks of a profile with papermill"),

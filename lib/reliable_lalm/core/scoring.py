@@ -327,7 +327,8 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
             entry = {"id": r.id, "task": r.task, "answer": r.answer, "outcome": outcomes[k],
                      "label": x.label, "kind": x.kind, "method": x.method}
             if base_outcomes is not None:
-                entry.update(baseline_outcome=base_outcomes[k], baseline_label=base_norm[k].label)
+                entry.update(baseline_outcome=base_outcomes[k], baseline_label=base_norm[k].label,
+                             baseline_kind=base_norm[k].kind, baseline_method=base_norm[k].method)
             result["items"].append(entry)
     return result
 
