@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from reliable_lalm.core.quiet import silence_known_warnings
+
 # A bound on --max-new-tokens before any model is loaded (8192 is Qwen2-Audio's context); the engine
 # also checks it against the loaded model's positions.
 MAX_NEW_TOKENS_LIMIT = 8192
@@ -82,6 +84,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_known_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
     parser = build_parser(only=command if command in COMMANDS else None)

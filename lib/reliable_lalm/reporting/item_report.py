@@ -379,23 +379,28 @@ def _select(name: str, label: str, values: Sequence[str], counts: Counter) -> st
     return f'<label>{_esc(label)} <select id="filter-{name}" data-filter="{name}">{"".join(options)}</select></label>'
 
 
-CSS = """
+# The page's own rules; ITEM_CSS is scoped to the item cards (a notebook shows cards only).
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222;max-width:1200px}
-h1{font-size:1.4em}h3{margin:0;font-size:1em}h4{margin:.2em 0;font-size:.9em}
+h1{font-size:1.4em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em}caption{text-align:left;font-weight:600;padding:.3em 0}
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}
 table.rules td:last-child,.samples td{text-align:left}
 #filters{position:sticky;top:0;background:#f6f6f6;padding:.6em;border:1px solid #ddd;z-index:1}
 #filters label{margin-right:1em}
+"""
+ITEM_CSS = """
 .item{border:1px solid #ddd;border-radius:6px;padding:.6em .9em;margin:.8em 0}
+.item h3{margin:0;font-size:1em}.item h4{margin:.2em 0;font-size:.9em}
 .item header{display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
 .tag{font-size:.8em;padding:.1em .5em;border-radius:4px;background:#eee}
 .meta{font-size:.8em;color:#666}
-.correct{background:#e3f5e1}.rejected{background:#fff4d6}.wrong{background:#fbe1e1}.error{background:#e8e8ff}
-.sides{display:flex;gap:1em;flex-wrap:wrap}.judgement{flex:1;min-width:280px;padding:.3em .6em;border-radius:4px}
-pre{white-space:pre-wrap;margin:.2em 0;font-size:.85em}.why{font-size:.85em;color:#444}
-.choices li.answer{font-weight:600}.noaudio{color:#a00;font-size:.85em}
-audio{width:320px;height:32px}
+.item .correct{background:#e3f5e1}.item .rejected{background:#fff4d6}.item .wrong{background:#fbe1e1}
+.item .error{background:#e8e8ff}
+.item .sides{display:flex;gap:1em;flex-wrap:wrap}.item .judgement{flex:1;min-width:280px;padding:.3em .6em;border-radius:4px}
+.item pre{white-space:pre-wrap;margin:.2em 0;font-size:.85em}.item .why{font-size:.85em;color:#444}
+.item .choices li.answer{font-weight:600}.item .noaudio{color:#a00;font-size:.85em}
+.item audio{width:320px;height:32px}
 """
 
 JS = """
@@ -446,7 +451,7 @@ def render_html(report: ItemReport, out_dir: str | Path, *, audio: str = "link",
     body += [_item_html(it, _audio_html(it, audio_source(it.audio_path, audio, out_dir)), report) for it in items]
     body.append("</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body)
+            f"<title>{_esc(title)}</title><style>{PAGE_CSS}{ITEM_CSS}</style></head><body>\n" + "\n".join(body)
             + f"\n<script>{JS}</script>\n</body></html>\n")
 
 
@@ -468,7 +473,7 @@ def show_items(report: ItemReport, items: Sequence[ReportItem] | None = None, *,
     from IPython.display import HTML, Audio, display  # notebooks only: the library works without IPython
 
     chosen = list(items if items is not None else report.items)[:n]
-    display(HTML(f"<style>{CSS}</style>"))
+    display(HTML(f"<style>{ITEM_CSS}</style>"))
     for it in chosen:
         playable = bool(it.audio_path) and Path(str(it.audio_path)).is_file()
         display(HTML(_item_html(it, "" if playable else _audio_html(it, None), report)))
