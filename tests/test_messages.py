@@ -115,3 +115,11 @@ def test_models_lists_without_building_anything(monkeypatch, capsys):
     assert main(["models"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("qwen2-audio-7b-layout-random"))
     assert "built on first use" in row
+
+
+def test_store_lists_item_warnings_of_one_sample_index(tmp_path):
+    store = ResultStore.open(tmp_path / "s", {"method": "baseline"})
+    store.extend([{"item_id": "a", "sample_index": 0, "warning": "clip too long"},
+                  {"item_id": "a", "sample_index": 1, "warning": "clip too long"},
+                  {"item_id": "b", "sample_index": 0, "warning": None}])
+    assert store.item_warnings() == [("a", "clip too long")]

@@ -68,8 +68,9 @@ MAX_LISTED = 20  # per-item lines printed before "... N more"
 def report_store_problems(store_dir, bench) -> None:
     """Per-item warnings of the store (a clip longer than the model's window, an agent step that
     named no audio type, ...), each printed, and a warning when most outputs are invalid."""
-    records = [r for r in ResultStore(store_dir).records() if int(r.get("sample_index", 0)) == 0]
-    warned = [(r["item_id"], r["warning"]) for r in records if r.get("warning")]
+    store = ResultStore(store_dir)
+    records = [r for r in store.records() if int(r.get("sample_index", 0)) == 0]
+    warned = store.item_warnings()
     for item_id, warning in warned[:MAX_LISTED]:
         print(f"warning {item_id}: {warning}", file=sys.stderr)
     if len(warned) > MAX_LISTED:

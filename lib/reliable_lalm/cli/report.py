@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reliable_lalm.core.scoring import add_normalizer_arguments, normalizer_from_args
+from reliable_lalm.core.scoring import add_normalizer_arguments, invalid_outputs_warning, normalizer_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, LLMConfigError, LLMRefusedError) as err:
         print(f"rlalm report: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    mostly_invalid = invalid_outputs_warning(report.summary["n_invalid"], report.summary["n"])
+    if mostly_invalid:
+        print(f"rlalm report: {mostly_invalid}", file=sys.stderr)
     errors = sum(1 for it in report.items if it.error)
     linked = sum(1 for it in report.items if it.audio_path)
     print(f"wrote {out}: {len(report.items)} items ({errors} with an error), "
