@@ -62,3 +62,16 @@ def test_check_compares_published_notebooks(tmp_path):
     (difference,) = result.differences
     assert difference.path == "docs/notebooks/demo/02_idk_prompting.ipynb"
     assert any("82.00" in line for line in difference.details)
+
+
+def test_a_newly_published_notebook_is_a_difference_until_committed(tmp_path):
+    (tmp_path / "tables" / "demo").mkdir(parents=True)
+    (tmp_path / "tables" / "demo" / "t.csv").write_text("a,b\n1,2\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    assert check_outputs("demo", root=tmp_path).ok  # nothing published: tables and figures only
+    executed = tmp_path / "02_idk_prompting.ipynb"
+    executed.write_text(json.dumps(_executed("0x1", "abc")))
+    publish(executed, "demo", root=tmp_path)
+    (difference,) = check_outputs("demo", root=tmp_path).differences
+    assert difference.kind == "not committed (new output)"

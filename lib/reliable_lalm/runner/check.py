@@ -126,8 +126,10 @@ def check_outputs(profile: str = "demo", *, root: str | Path | None = None, revi
     executed notebooks under ``docs/notebooks/<profile>/``) with their committed versions."""
     root = Path(root or paths.REPO_ROOT)
     folders = [f"tables/{profile}", f"figures/{profile}"]
-    if profile in PUBLISHED_PROFILES:
-        folders.append(f"{DOCS_NOTEBOOKS}/{profile}")
+    published = f"{DOCS_NOTEBOOKS}/{profile}"
+    if profile in PUBLISHED_PROFILES and ((root / published).is_dir()
+                                          or _git(["ls-tree", "--name-only", revision, "--", published], root).strip()):
+        folders.append(published)  # once published (or committed), compared like the tables
     committed = [p for p in _git(["ls-tree", "-r", "--name-only", revision, "--", *folders], root)
                  .decode().splitlines() if p]
     present = sorted(str(p.relative_to(root)) for f in folders if (root / f).is_dir()
