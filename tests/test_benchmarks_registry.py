@@ -197,13 +197,16 @@ def test_cli_list(capsys):
 
 
 def test_cli_validate_fixtures(capsys):
-    assert main(["benchmark", "validate", str(PRO_FIXTURE), "--kind", "mmau-pro"]) == 0
+    # rejected records (here skipped by design) make the exit status 1: they would not be evaluated
+    assert main(["benchmark", "validate", str(PRO_FIXTURE), "--kind", "mmau-pro"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "accepted=5 rejected=4"
     assert any(line.split()[0] == "2" and "open-ended item skipped" in line for line in out)
     assert any(line.split()[0] == "1" and "multi-audio item skipped" in line and "pro-multi-4" in line for line in out)
-    assert main(["benchmark", "validate", str(MMSU_FIXTURE), "--kind", "mmsu"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "accepted=3 rejected=2"
+    assert main(["benchmark", "validate", str(MMSU_FIXTURE), "--kind", "mmsu"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "accepted=3 rejected=2"
+    assert "2 record(s) rejected" in captured.err
 
 
 def test_cli_validate_nothing_accepted_and_errors(tmp_path, capsys):

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from reliable_lalm.core.quiet import silence_known_warnings
+
 # A bound on --max-new-tokens before any model is loaded (8192 is Qwen2-Audio's context); the engine
 # also checks it against the loaded model's positions.
 MAX_NEW_TOKENS_LIMIT = 8192
@@ -53,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
     "merge-shards": ("reliable_lalm.cli.merge_shards", "merge the shard stores of 'rlalm infer --shard i/n' into one"),
     "train": ("reliable_lalm.cli.train", "K@N IDK dataset and LoRA SFT (single process or DeepSpeed)"),
+    "report": ("reliable_lalm.cli.report", "one self-contained HTML page of every item of a run: listen, read, filter"),
     "benchmark": ("reliable_lalm.cli.benchmark", "list registered benchmarks; validate a benchmark file"),
     "models": ("reliable_lalm.cli.models", "list registered models; --check runs a tiny instance of each native one"),
     "reproduce": ("reliable_lalm.runner.reproduce", "execute the notebooks of a profile with papermill"),
@@ -82,6 +85,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_known_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
     parser = build_parser(only=command if command in COMMANDS else None)

@@ -23,6 +23,9 @@ import json
 import sys
 
 from reliable_lalm.cli import max_new_tokens, positive_int
+from reliable_lalm.core.normalize import RuleBasedNormalizer
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.core.scoring import invalid_outputs_warning
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-by", default="hash", choices=["hash", "position"],
                         help="shard by a stable hash of the item id (default) or by position")
     parser.add_argument("--no-progress", action="store_true")
+
+
+MAX_LISTED = 20  # per-item lines printed before "... N more"
+
+
+def report_store_problems(store_dir, bench) -> None:
+    """Per-item warnings of the store (a clip longer than the model's window, an agent step that
+    named no audio type, ...), each printed, and a warning when most outputs are invalid."""
+    store = ResultStore(store_dir)
+    records = [r for r in store.records() if int(r.get("sample_index", 0)) == 0]
+    warned = store.item_warnings()
+    for item_id, warning in warned[:MAX_LISTED]:
+        print(f"warning {item_id}: {warning}", file=sys.stderr)
+    if len(warned) > MAX_LISTED:
+        print(f"... and {len(warned) - MAX_LISTED} more item warnings ('rlalm report {store_dir}' lists every item)",
+              file=sys.stderr)
+    choices = {item.id: list(item.choices) for item in bench.items}
+    answered = [r for r in records if isinstance(r.get("model_output"), str) and r["item_id"] in choices]
+    kinds = RuleBasedNormalizer().normalize_many([r["model_output"] for r in answered],
+                                                 [choices[r["item_id"]] for r in answered])
+    mostly_invalid = invalid_outputs_warning(sum(x.kind == "invalid" for x in kinds), len(kinds))
+    if mostly_invalid:
+        print(f"rlalm infer: {mostly_invalid}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(info, indent=2))
     for item_id, cause in list(errors.items())[:20]:
         print(f"error {item_id}: {cause}", file=sys.stderr)
+    report_store_problems(out, bench)
     if bench.rejected:
         print(f"{len(bench.rejected)} benchmark records rejected at load time (not in the store)", file=sys.stderr)
     return 0

@@ -27,6 +27,8 @@ def _status(entry) -> str:
 
     from reliable_lalm.models.registry import _config_of
 
+    if entry.built_on_first_use:  # listing never builds a checkpoint
+        return f"built on first use ({entry.source!r})"
     try:
         source = entry.resolve_source()
     except Exception as err:  # noqa: BLE001 - a source function that fails is a status, not a crash

@@ -342,6 +342,22 @@ def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *
 load_mmau = load_benchmark  # MMAU test-mini is the reference schema
 
 
+def _decoder_hint(path: Path) -> str:
+    """What to install when libsndfile cannot read a format (compressed audio needs ffmpeg)."""
+    import shutil
+
+    import soundfile as sf
+
+    suffix = path.suffix.lower() or "(no extension)"
+    if suffix.lstrip(".").upper() in sf.available_formats():
+        return f"; {suffix} is a format libsndfile reads: the file is probably corrupt or truncated"
+    if shutil.which("ffmpeg") is None:
+        return (f"; the {suffix} format needs a decoder beyond libsndfile: install ffmpeg "
+                "(apt-get install ffmpeg, brew install ffmpeg or conda install -c conda-forge ffmpeg) "
+                "or convert the clip to WAV/FLAC")
+    return f"; ffmpeg is installed but could not decode it either: the file may be corrupt ({suffix})"
+
+
 def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id: str | None = None) -> np.ndarray:
     """Read an audio file as mono float32 at ``sampling_rate`` (downmix stereo, resample if needed).
 
@@ -357,12 +373,19 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for corrupt files
         try:  # formats libsndfile cannot read (e.g. some mp3/m4a): let librosa/audioread try
-            import librosa
+            import warnings
 
-            audio, sr = librosa.load(str(path), sr=None, mono=False)
+            with warnings.catch_warnings():  # librosa's fallback chatter; a failure is raised below
+                warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+                warnings.filterwarnings("ignore", message=r"(?s).*__audioread_load", category=FutureWarning)
+                warnings.filterwarnings("ignore", message="'(aifc|audioop|sunau)' is deprecated",
+                                        category=DeprecationWarning)
+                import librosa
+
+                audio, sr = librosa.load(str(path), sr=None, mono=False)
             audio = np.atleast_2d(audio).T.astype(np.float32)
         except Exception:
-            raise ItemError(name, f"audio file unreadable: {path} ({err})") from err
+            raise ItemError(name, f"audio file unreadable: {path} ({err}){_decoder_hint(path)}") from err
     if audio.size == 0:
         raise ItemError(name, f"audio file is empty: {path}")
     audio = audio.mean(axis=1)  # downmix

@@ -317,6 +317,12 @@ class ResultStore:
         finally:
             os.close(fd)
 
+    def item_warnings(self, sample_index: int = 0) -> list[tuple[str, str]]:
+        """``(item id, warning)`` of every record at ``sample_index`` written with a warning (a clip
+        longer than the model's window, an agent step that named no audio type, ...), in write order."""
+        return [(str(r["item_id"]), str(r["warning"])) for r in self.records()
+                if r.get("warning") and int(r.get("sample_index", 0)) == sample_index]
+
     def by_item(self, sample_index: int | None = 0) -> dict[str, dict[str, Any]]:
         """Records keyed by item id (``sample_index=None`` keeps every sample as a list)."""
         if sample_index is None:

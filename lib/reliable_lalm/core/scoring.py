@@ -342,7 +342,8 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
             entry = {"id": r.id, "task": r.task, "answer": r.answer, "outcome": outcomes[k],
                      "label": x.label, "kind": x.kind, "method": x.method}
             if base_outcomes is not None:
-                entry.update(baseline_outcome=base_outcomes[k], baseline_label=base_norm[k].label)
+                entry.update(baseline_outcome=base_outcomes[k], baseline_label=base_norm[k].label,
+                             baseline_kind=base_norm[k].kind, baseline_method=base_norm[k].method)
             result["items"].append(entry)
     return result
 
@@ -481,10 +482,10 @@ def _num(value: Any) -> str:
 def format_table(result: Mapping[str, Any]) -> str:
     """A readable plain-text rendering of a :func:`score_records` result."""
     groups = [("total", result)] + list(result["by_task"].items())
-    if result.get("by"):  # --by breakdowns: extra rows named key=group
+    if result.get("by"):  # --by breakdowns: extra rows named key=group (task's are the rows above already)
         from reliable_lalm.core.breakdowns import table_rows
 
-        groups += table_rows(result["by"])
+        groups += table_rows({k: v for k, v in result["by"].items() if k != "task"})
     has_base = "ncc" in result
     head = ["group", "n", "correct", "rejected", "wrong", "invalid", "Acc%", "Tru%", "Rej%", "Rel%"]
     if has_base:
@@ -652,6 +653,19 @@ def _write_text(text: str, path: str | None) -> None:
     atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
+MOSTLY_INVALID = 0.5  # share of invalid outputs above which a run is probably misread or misprompted
+
+
+def invalid_outputs_warning(n_invalid: int, n: int) -> str | None:
+    """One line when most outputs could be mapped to no choice and no refusal, with what to try."""
+    if not n or n_invalid / n <= MOSTLY_INVALID:
+        return None
+    return (f"warning: {n_invalid} of {n} outputs ({100 * n_invalid / n:.0f} %) match no choice and no refusal "
+            "(invalid, scored as wrong). Look at a few ('rlalm report STORE --benchmark B'); if the raw output "
+            "is under another field pass --output-field; if answers are cut off raise --max-new-tokens; for "
+            "free-form answers use an LLM judge (--normalizer openai)")
+
+
 def nothing_scored_reason(result: Mapping[str, Any], what: str = "scored") -> str:
     errors = result.get("errors") or []
     first = f" (first: {errors[0]['id']}: {errors[0]['reason']})" if errors else ""
@@ -695,6 +709,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     text = format_table(result) if args.format == "table" else json.dumps(result, indent=2, ensure_ascii=False)
     _write_text(text, args.output)
+    mostly_invalid = invalid_outputs_warning(result["n_invalid"], result["n"])
+    if mostly_invalid:
+        print(f"rlalm score: {mostly_invalid}", file=sys.stderr)
     problems = strict_problems(result) if args.strict else None
     if problems:
         print(f"rlalm score: --strict: {problems}", file=sys.stderr)

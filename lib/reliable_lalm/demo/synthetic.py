@@ -37,6 +37,8 @@ import numpy as np
 from scipy.fft import next_fast_len
 from scipy.signal import butter, lfilter, sosfilt
 
+from reliable_lalm.core.progress import progress_bar
+
 # Bump whenever the generated audio or records change: cached benchmarks are keyed on it.
 GENERATOR_VERSION = "3.0"
 DATASET = "synthetic-v1"
@@ -1184,7 +1186,6 @@ def build_benchmark(out_dir: str | Path, *, seed: int = 0, n_per_task: int = 200
     the meta file last, so an interrupted build never looks complete.
     """
     import soundfile as sf
-    from tqdm.auto import tqdm
 
     if n_per_task < 1:
         raise ValueError("n_per_task must be >= 1")
@@ -1201,8 +1202,8 @@ def build_benchmark(out_dir: str | Path, *, seed: int = 0, n_per_task: int = 200
             audio_tmp = tmp / "audio"
             audio_tmp.mkdir()
             records, fingerprints = [], []
-            bar = tqdm(generate_split(seed, n_per_task, split), total=n_per_task * len(TASKS),
-                       desc=f"synthetic {split}", disable=not progress)
+            bar = progress_bar(generate_split(seed, n_per_task, split), total=n_per_task * len(TASKS),
+                               desc=f"synthetic {split}", enabled=progress)
             for audio, record in bar:
                 # 16-bit PCM: half the size of float; the peak of 0.5 leaves ample headroom.
                 sf.write(str(audio_tmp / f"{record['id']}.wav"), audio, SR, subtype="PCM_16")

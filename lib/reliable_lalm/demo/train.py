@@ -38,6 +38,7 @@ import numpy as np
 
 from reliable_lalm.core import prompts
 from reliable_lalm.core.items import TASKS
+from reliable_lalm.core.progress import progress_bar
 from reliable_lalm.training import loop
 from reliable_lalm.training.adapters import Qwen2AudioTraining
 from reliable_lalm.training.sft_data import SFTExample
@@ -187,13 +188,11 @@ def answer_prior(records) -> dict[str, Any]:
 
 def build_pool(cfg: DemoTrainConfig, *, progress: bool = True) -> list[tuple[np.ndarray, dict]]:
     """Training items from the synthetic generator, interleaved across modalities."""
-    from tqdm.auto import tqdm
-
     from reliable_lalm.demo import synthetic
 
     rng = np.random.default_rng(cfg.pool_seed)
     pool: list[tuple[np.ndarray, dict]] = []
-    for i in tqdm(range(cfg.pool_per_task), desc="demo training pool", disable=not progress):
+    for i in progress_bar(range(cfg.pool_per_task), desc="demo training pool", enabled=progress):
         for task in TASKS:
             audio, record = synthetic.generate_item(rng, task)
             record = dict(record, id=f"demo-train-{task}-{i:05d}", split="demo-train")

@@ -16,10 +16,12 @@ from typing import Any, Sequence
 
 from reliable_lalm import paths
 from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
+from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import NOT_RUN_KEY
 from reliable_lalm.models.worker import WorkerNotConfigured
 
 log = logging.getLogger(__name__)
+MAX_WARNINGS_SHOWN = 20  # item warnings printed per run before "N more"
 
 DEMO_MODEL = "demo"
 SYNTHETIC_BENCHMARK = "synthetic"
@@ -245,6 +247,12 @@ class Experiment:
         if summary.errors:
             log.warning("%s: %d items failed (see error records), e.g. %s", method, summary.errors,
                         next(iter(summary.error_items.items())))
+        warned = ResultStore(store_dir).item_warnings() if summary.warnings else []
+        for item_id, warning in warned[:MAX_WARNINGS_SHOWN]:  # each item's warning, not only a count
+            log.warning("%s %s: %s", method, item_id, warning)
+        if len(warned) > MAX_WARNINGS_SHOWN:
+            log.warning("%s: %d more item warnings (rlalm report %s lists every item)", method,
+                        len(warned) - MAX_WARNINGS_SHOWN, store_dir)
         return store_dir
 
     def knn_store(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0,

@@ -53,6 +53,11 @@ class ModelEntry:
     def resolve_source(self) -> str:
         return str(self.source() if callable(self.source) else self.source)
 
+    @property
+    def built_on_first_use(self) -> bool:
+        """Whether resolving the source builds a checkpoint (listing the registry must not)."""
+        return isinstance(self.source, _LazyReference)
+
     def backend_class(self):
         return load_reference(self.backend)
 

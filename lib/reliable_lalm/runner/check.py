@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reliable_lalm import paths
+from reliable_lalm.runner.publish import DOCS_NOTEBOOKS, PUBLISHED_PROFILES
 
 MAX_CELLS = 8  # differing cells (or lines) shown per file
 
@@ -108,7 +109,7 @@ def describe_difference(path: str, old: bytes, new: bytes) -> list[str]:
     try:
         if suffix == ".csv":
             found = _csv_cells(old, new)
-        elif suffix in (".md", ".tex", ".json", ".txt"):
+        elif suffix in (".md", ".tex", ".json", ".txt", ".ipynb"):
             found = _text_lines(old, new)
         else:
             return [f"bytes differ ({len(old)} -> {len(new)} bytes)"]
@@ -121,9 +122,14 @@ def describe_difference(path: str, old: bytes, new: bytes) -> list[str]:
 
 
 def check_outputs(profile: str = "demo", *, root: str | Path | None = None, revision: str = "HEAD") -> CheckResult:
-    """Compare ``tables/<profile>/`` and ``figures/<profile>/`` with their committed versions."""
+    """Compare ``tables/<profile>/`` and ``figures/<profile>/`` (and for a published profile the
+    executed notebooks under ``docs/notebooks/<profile>/``) with their committed versions."""
     root = Path(root or paths.REPO_ROOT)
     folders = [f"tables/{profile}", f"figures/{profile}"]
+    published = f"{DOCS_NOTEBOOKS}/{profile}"
+    if profile in PUBLISHED_PROFILES and ((root / published).is_dir()
+                                          or _git(["ls-tree", "--name-only", revision, "--", published], root).strip()):
+        folders.append(published)  # once published (or committed), compared like the tables
     committed = [p for p in _git(["ls-tree", "-r", "--name-only", revision, "--", *folders], root)
                  .decode().splitlines() if p]
     present = sorted(str(p.relative_to(root)) for f in folders if (root / f).is_dir()

@@ -21,11 +21,14 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from reliable_lalm import paths
+from reliable_lalm.core import progress
+from reliable_lalm.core.quiet import silence_known_warnings
 from reliable_lalm.runner.profiles import (PROFILE_KEY, TOP_LEVEL_KEYS, Parameter, ProfileError, load_profile,
                                            notebook_parameters, validate_parameters)
 
@@ -192,6 +195,22 @@ def _profile_of_injected_file(injected: Mapping[str, Any], params_dir: Path) -> 
     return None
 
 
+def quiet_library_bars() -> None:
+    """In a kernel, unless widgets were asked for (``RLALM_PROGRESS=widget``), switch off the
+    libraries' own progress bars: huggingface_hub's and transformers' ("Loading weights") are
+    widgets there, saved frozen at 0 % by a headless run. Our own bars are text
+    (:mod:`reliable_lalm.core.progress`)."""
+    if progress.mode() == "widget" or not progress.in_kernel():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # transformers reads this when it is imported
+    if "transformers" in sys.modules:  # already imported: its own switch
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] | None = None,
                    params_dir: str | Path | None = None, quiet: bool = False) -> OutputLocation:
     """The first thing a notebook runs after its parameters cell (all checks before any work).
@@ -207,10 +226,8 @@ def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] |
     params_dir = Path(params_dir or paths.PARAMS_DIR)
     declared = canonical_declarations(stem)
     injected_names = injected_parameter_names(history) or []
-    if injected_names and history is None:  # executed headlessly (papermill): text progress bars
-        from reliable_lalm.core.progress import use_text_bars
-
-        use_text_bars()
+    silence_known_warnings()
+    quiet_library_bars()
     injected = {n: namespace.get(n) for n in injected_names}
     errors: list[str] = []
     profile_file_keys = [k for k in injected if k in TOP_LEVEL_KEYS and k not in declared]

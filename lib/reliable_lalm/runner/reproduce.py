@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
+from reliable_lalm.runner.publish import PUBLISHED_PROFILES, publish
 from reliable_lalm.runner.profiles import (PROFILE_KEY, Profile, ProfileError, load_profile, notebook_parameters, parameters_cell_index,
                        read_notebook_cells, validate_parameters)
 
@@ -384,6 +385,8 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
                 _loud(stream, err.message())
             else:
                 entry["status"] = "ok"
+                if prof.name in PUBLISHED_PROFILES and runs_root is None:  # the committed profile's own runs
+                    entry["published"] = _rel(publish(run.output, prof.name))
             entry["warnings"] = notebook_warnings(run.output)
             for warning in entry["warnings"]:
                 bar.write(f"{tag}: {warning}", file=stream)
