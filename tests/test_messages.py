@@ -97,7 +97,7 @@ def test_infer_prints_each_item_warning_and_the_invalid_share(tmp_path, capsys):
     bench = load_benchmark(_bench(tmp_path / "bench"))
     store = ResultStore.open(tmp_path / "store", {"method": "baseline"})
     store.extend([{"item_id": "q0", "model_output": "purple", "warning": "audio is 45.0 s, longer than the window"},
-                  {"item_id": "q1", "model_output": "no idea what this is, maybe green", "warning": None},
+                  {"item_id": "q1", "model_output": "hmm, green perhaps", "warning": None},
                   {"item_id": "q2", "model_output": "dog", "warning": None}])
     report_store_problems(tmp_path / "store", bench)
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from reliable_lalm.benchmarks import hf_data
-from reliable_lalm.core.items import BenchmarkItem, ItemError, LoadedBenchmark, RejectedRecord, validate_record
+from reliable_lalm.core.items import BenchmarkItem, ItemError, ItemSkipped, LoadedBenchmark, RejectedRecord, validate_record
 
 NOTES_KEY = "_loader_notes"  # a translated view may carry what the translation repaired
 Translate = Callable[[dict[str, Any], int], dict[str, Any]]
@@ -115,7 +115,8 @@ def load_translated(path: str | Path, audio_dir: str | Path | None, translate: T
             if item.id in seen:
                 raise ItemError(item.id, "duplicated id")
         except ItemError as err:
-            rejected.append(RejectedRecord(index=index, item_id=err.item_id, cause=err.cause))
+            rejected.append(RejectedRecord(index=index, item_id=err.item_id, cause=err.cause,
+                                           skipped=isinstance(err, ItemSkipped)))
             continue
         seen.add(item.id)
         items.append(dataclasses.replace(item, record=dict(kept), notes=notes + item.notes))

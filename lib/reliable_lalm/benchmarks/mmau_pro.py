@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reliable_lalm.benchmarks._common import audio_field, load_translated, record_id, text_field
-from reliable_lalm.core.items import ItemError, LoadedBenchmark
+from reliable_lalm.core.items import ItemError, ItemSkipped, LoadedBenchmark
 
 MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "sound-music", "sound-speech", "music-speech",
                                "sound-music-speech", "spatial", "voice")
@@ -71,14 +71,14 @@ def _translate(record: dict[str, Any], index: int) -> dict[str, Any]:
     item_id = record_id(record, index)
     category = _category(record)
     if category in INSTRUCTION_FOLLOWING:
-        raise ItemError(item_id, "instruction-following item skipped (scored by format checks, not a choice)")
+        raise ItemSkipped(item_id, "instruction-following item skipped (scored by format checks, not a choice)")
     choices = record.get("choices")
     if category in OPEN_ENDED or not isinstance(choices, (list, tuple)) or len(choices) < 2:
-        raise ItemError(item_id, "open-ended item skipped (no options to choose from)")
+        raise ItemSkipped(item_id, "open-ended item skipped (no options to choose from)")
     audio = audio_field(record, "audio_path", "audio")
     if isinstance(audio, (list, tuple)):
         if len(audio) > 1:
-            raise ItemError(item_id, f"multi-audio item skipped ({len(audio)} clips; the backends take one)")
+            raise ItemSkipped(item_id, f"multi-audio item skipped ({len(audio)} clips; the backends take one)")
         audio = audio[0] if audio else None
     if not category:
         raise ItemError(item_id, "no category (MMAU-Pro's modality group)")

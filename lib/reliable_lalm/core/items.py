@@ -30,6 +30,11 @@ class ItemError(ValueError):
         self.cause = cause
 
 
+class ItemSkipped(ItemError):
+    """A record the benchmark's loader leaves out by design (an open-ended or multi-audio item of a
+    multiple-choice evaluation): counted and named like any rejection, but not an error in the data."""
+
+
 @dataclass(frozen=True)
 class BenchmarkItem:
     """One multiple-choice audio question (MMAU schema, normalized)."""
@@ -83,9 +88,11 @@ class RejectedRecord:
     item_id: str
     cause: str
     line: int | None = None  # JSONL: the line number (from 1)
+    skipped: bool = False  # left out by the loader's design (ItemSkipped), not bad data
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.item_id, "index": self.index, "line": self.line, "reason": self.cause}
+        return {"id": self.item_id, "index": self.index, "line": self.line, "reason": self.cause,
+                "skipped": self.skipped}
 
 
 @dataclass
