@@ -306,12 +306,12 @@ with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trai
         ("code", 'risk_coverage = study.risk_coverage_table()\n'
                  + table_cell("risk_coverage", "08_abstention__risk_coverage",
                               "AURC, E-AURC and accuracy / selective Rel (%) at fixed coverage of the baseline's answers, per confidence score.", None)),
-        ("code", 'reporting.save_figure(study.risk_coverage_figure(), "08_abstention__risk_coverage", profile)'),
+        ("code", 'reporting.save_figure(study.risk_coverage_figure(), "08_abstention__risk_coverage", output.tag, data=study.risk_coverage_data())'),
         ("md", "## Calibration"),
         ("code", 'calibration = study.calibration_table()\n'
                  + table_cell("calibration", "08_abstention__calibration",
                               "ECE (both binnings), MCE and Brier score of each confidence score against the baseline's correctness.", None)),
-        ("code", 'reporting.save_figure(study.reliability_figure(), "08_abstention__reliability", profile)'),
+        ("code", 'reporting.save_figure(study.reliability_figure(), "08_abstention__reliability", output.tag, data=study.reliability_data())'),
         ("code", 'confidence_targets_table = study.confidence_target_table()\n'
                  + table_cell("confidence_targets_table", "08_abstention__confidence_targets",
                               "Mean confidence-target score (correct +1, wrong -t/(1-t), abstain 0).", None)),
