@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from reliable_lalm.core.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
+
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts, from NVIDIA's data sheets.
 GPU_PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0)}
 
@@ -43,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "untrained demo)")
     p.add_argument("--n-questions", type=int, default=None, help="default: 48 on CPU, 256 on CUDA")
     p.add_argument("--batch-size", type=int, default=None, help="engine batch size (default: automatic)")
-    p.add_argument("--samples", type=int, default=5, help="N of K@N")
+    p.add_argument("--samples", type=SAMPLES, default=5, help="N of K@N")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (demo) / 32 (random weights)")
-    p.add_argument("--audio-seconds", type=float, default=None,
+    p.add_argument("--audio-seconds", type=real(0.0, 3600.0, low_open=True), default=None,
                    help="loop every clip to this length (default: 10 s for --random-weights, else as generated)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=TEMPERATURE, default=1.0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0,
+    p.add_argument("--repetition-penalty", type=REPETITION_PENALTY, default=1.0,
                    help="greedy rows: HF's repetition penalty in both paths (Qwen2-Audio's published config: 1.1)")
     p.add_argument("--round-size", type=int, default=None,
                    help="questions per interleaved round (default: 32 on CPU, all on CUDA)")

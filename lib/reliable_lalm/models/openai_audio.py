@@ -113,6 +113,8 @@ class OpenAIAudioBackend(Backend):
     timeouts and connection errors, exponential backoff honouring ``Retry-After``).
     """
 
+    serves_remotely = True
+
     def __init__(self, model: str, base_url: str | None = None, *, audio_format: str = "input_audio",
                  max_concurrency: int = 8, timeout: float = 120.0, max_retries: int = 3,
                  malformed_retries: int = 2, samples_via: str = "n", window_seconds: float = 30.0,
