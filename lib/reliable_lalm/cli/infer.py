@@ -5,9 +5,10 @@
 
 Re-running the same command after an interruption finishes the run (finished keys are skipped).
 ``--samples N`` with N > 1 samples N answers per item (K@N, sampling at ``--temperature``).
-``--model demo`` is the shipped demo checkpoint. Counts must be positive integers; a model that is
-not available offline, settings the model cannot run, or a store another process is writing end
-the command at once with one line (exit 2).
+``--model demo`` is the shipped demo checkpoint. Counts must be positive integers (``--samples`` at
+most 100), float options finite and in range; a model that is not available offline, settings the
+model cannot run, or a store another process is writing end the command at once with one line
+(exit 2). A run that leaves no output for any item (every item failed) exits 1 with one line.
 ``--shard i/n`` runs shard i of n (store ``STORE_DIR/shards/i-of-n``; see
 :mod:`reliable_lalm.methods.shards`); ``rlalm merge-shards STORE_DIR`` merges the n shards.
 ``--model openai:<model>@<base_url>`` sends the items to an OpenAI-compatible endpoint;
