@@ -40,7 +40,7 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {value}")
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to at most {high}, got {value}")
         return value
 
     parse.__name__ = f"integer in [{low}, {high}]"
