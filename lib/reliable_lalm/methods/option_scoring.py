@@ -26,8 +26,9 @@ from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import IDK_LABEL
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import SINGLE, get_method
-from reliable_lalm.methods.runners import (RunSummary, _context_problem, _item_fields, _open, _prepared_chunks, _progress, _summarize,
-                                           drop_error_records, method_inputs, store_params, valid_done_keys)
+from reliable_lalm.methods.runners import (RunSummary, _context_problem, _item_fields, _open, _prepared_chunks,
+                                           _progress, _summarize, drop_error_records, method_inputs, store_params,
+                                           valid_done_keys)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
