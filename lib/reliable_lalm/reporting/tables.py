@@ -274,7 +274,7 @@ def save_table(df: pd.DataFrame, name: str, tag: str, *, caption: str,
             notes.append("paper rows without ours: " + ", ".join(map(str, side.attrs["paper_only_rows"])))
         written["vs_paper_csv"] = _write(directory / f"{name}_vs_paper.csv", _csv(side))
         written["vs_paper_md"] = _write(directory / f"{name}_vs_paper.md", to_markdown(
-            side, caption=f"{caption} Ours ({tag}) against the paper; diff = ours - paper.",
+            side, caption=f"{caption} Ours (profile {tag}) against the paper; diff = ours - paper.",
             decimals=decimals) + "\n" + "".join(f"{n}\n\n" for n in notes).rstrip("\n") + "\n")
     return written
 
