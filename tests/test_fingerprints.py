@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from inference_fixtures import make_items, tiny_demo_dir, write_benchmark_json, write_wav  # noqa: F401
+from reliable_lalm import paths
 from reliable_lalm.cli import main
 from reliable_lalm.core import fingerprint as fp
 from reliable_lalm.core.results import ResultStore
@@ -190,3 +191,39 @@ def test_items_fingerprint_covers_the_audio(tmp_path):
 
     sf.write(items[0].audio_path, audio, 16000)
     assert fp.items_fingerprint(items) != before
+
+
+@pytest.mark.parametrize("how", ["copy -p", "in place, touch -r"])
+def test_new_bytes_under_a_restored_mtime_are_hashed_again(tmp_path, monkeypatch, how):
+    """Weights of the same size copied in with the old mtime, or a WAV whose first seconds were
+    replaced and its mtime restored: the memo (in memory and on disk) must not answer."""
+    import hashlib
+    import os
+    import time
+
+    monkeypatch.setattr(fp, "RACY_NS", 0, raising=False)  # memoize even files written just now: the ctime must tell
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(fp, "_memo", {})
+    monkeypatch.setattr(fp, "_memo_loaded", set())
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(os.urandom(3 << 20))  # over persist_above: goes to the on-disk memo too
+    first = fp.file_sha256(weights)
+    old = os.stat(weights)
+    time.sleep(0.05)  # a later tick of the file-time clock
+    if how == "copy -p":
+        new = tmp_path / "new.safetensors"
+        new.write_bytes(os.urandom(3 << 20))
+        os.utime(new, ns=(old.st_atime_ns, old.st_mtime_ns))
+        shutil.copy2(new, weights)
+    else:
+        with open(weights, "r+b") as fh:
+            fh.write(os.urandom(1 << 20))
+        os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+    now = os.stat(weights)
+    assert (now.st_size, now.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    truth = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert truth != first
+    assert fp.file_sha256(weights) == truth
+    fp._memo.clear()
+    fp._memo_loaded.clear()  # a new process: only the on-disk memo
+    assert fp.file_sha256(weights) == truth

@@ -395,3 +395,18 @@ def test_rlalm_models_check_fails_when_a_family_fails(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "simulated build failure" in out
     assert "skipped (needs a_package_that_is_not_installed" in out
+
+
+def test_the_context_check_knows_each_familys_positions_and_prompt_length(backend):
+    """Every family reports its context (the text model's positions) and a prompt's length as its
+    processor lays it out, so an item over the context is refused before batching."""
+    from reliable_lalm.models.base import context_problem
+
+    assert backend.max_positions and backend.max_positions > 0
+    request = _requests()[0]
+    n = backend.prompt_tokens(request)
+    assert n > request.audio.size // 16000  # the audio tokens are counted
+    assert context_problem(backend, request) is None
+    backend.max_positions = n + request.settings.max_new_tokens - 1
+    problem = context_problem(backend, request)
+    assert problem and f"{n} prompt tokens" in problem and f"its {backend.max_positions} positions" in problem

@@ -40,3 +40,26 @@ def test_the_check_sees_a_hand_edit(tmp_path):
     edited = nbformat.writes(nb) + "\n"
     assert edited != _generator().rendered()[path]
     json.loads(edited)  # still a valid notebook: only the source check can tell
+
+
+def test_every_saved_table_and_figure_goes_to_the_output_tag_with_its_data():
+    """Saving under ``profile`` would write a run with other parameters into the committed
+    ``tables/demo``/``figures/demo``; a figure without ``data=`` could only be checked by bytes."""
+    import ast
+
+    calls = 0
+    for path, text in _generator().rendered().items():
+        if path.suffix != ".ipynb":
+            continue
+        for cell in nbformat.reads(text, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr in ("save_table", "save_figure"):
+                    calls += 1
+                    where = f"{path.name}: {ast.unparse(node)[:90]}"
+                    assert ast.unparse(node.args[2]) == "output.tag", where
+                    if node.func.attr == "save_figure":
+                        assert "data" in {k.arg for k in node.keywords}, where
+    assert calls > 20

@@ -96,7 +96,7 @@ def test_success_request_shape_and_no_key_in_store(clip_items, tmp_path, api_key
     assert SECRET not in files_text(tmp_path / "s")  # ...and never written
     manifest = ResultStore(tmp_path / "s").manifest()
     assert manifest["params"]["model"] == backend.describe()
-    assert manifest["params"]["model"]["endpoint"] == f"127.0.0.1:{server.port}"
+    assert manifest["params"]["model"]["endpoint"] == f"http://127.0.0.1:{server.port}/v1"
 
 
 def test_429_and_5xx_are_retried_then_succeed(clip_items, tmp_path, api_key):
@@ -343,10 +343,14 @@ def test_spec_and_registry(monkeypatch):
     assert entry == model_entry("openai:qwen2-audio@http://user:pw@127.0.0.1:8000/v1")
     backend = entry.load(audio_format="audio_url", window_seconds=10)  # key-less local server: no key needed
     assert backend.describe() == {"backend": "OpenAIAudioBackend", "model": "qwen2-audio",
-                                  "endpoint": "127.0.0.1:8000", "audio_format": "audio_url", "samples_via": "n",
+                                  "endpoint": "http://127.0.0.1:8000/v1", "audio_format": "audio_url", "samples_via": "n",
                                   "window_seconds": 10.0, "system_prompt": None, "extra_body": {}}
     assert backend.window_seconds == 10.0
     backend.close()
+    # Two deployments behind one host and port are two endpoints: two store keys, credentials in neither.
+    a, b = (resolve_model(f"openai:m@http://u:pw@h:9/{path}/v1").load() for path in ("a", "b"))
+    assert a.describe()["endpoint"] == "http://h:9/a/v1" and b.describe()["endpoint"] == "http://h:9/b/v1"
+    a.close(), b.close()
     with pytest.raises(BackendFatalError, match="no API key"):
         OpenAIAudioBackend("m")  # neither a key nor a base URL
     with pytest.raises(TypeError, match="environment"):

@@ -240,11 +240,11 @@ def _heatmap_df() -> pd.DataFrame:
 def test_figures_are_byte_identical_on_rerun(tmp_path):
     import matplotlib.pyplot as plt
 
-    first = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "a")
+    first = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "a", data=_heatmap_df())
     plt.close("all")
-    second = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "b")
+    second = save_figure(plot_rgi_heatmap(_heatmap_df()), "figure3", "demo", out_dir=tmp_path / "b", data=_heatmap_df())
     plt.close("all")
-    assert set(first) == {"png", "pdf"} and first["png"].name == "figure3.png"
+    assert set(first) == {"png", "pdf", "csv"} and first["png"].name == "figure3.png"
     for kind in ("png", "pdf"):
         assert first[kind].read_bytes() == second[kind].read_bytes(), kind
     pdf = first["pdf"].read_bytes()
@@ -257,9 +257,21 @@ def test_save_figure_default_location(tmp_path, monkeypatch):
 
     monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path)
     fig, _ = plt.subplots()
-    out = save_figure(fig, "f", "ci")
+    out = save_figure(fig, "f", "ci", data=pd.DataFrame({"x": [0.5]}))
     plt.close(fig)
-    assert out == {"png": tmp_path / "ci" / "f.png", "pdf": tmp_path / "ci" / "f.pdf"}
+    assert out == {"png": tmp_path / "ci" / "f.png", "pdf": tmp_path / "ci" / "f.pdf", "csv": tmp_path / "ci" / "f.csv"}
+
+
+def test_every_figure_is_saved_with_its_data(tmp_path):
+    """A figure without the numbers it plots could only be compared by bytes, which are not portable."""
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots()
+    with pytest.raises(TypeError):
+        save_figure(fig, "f", "ci", out_dir=tmp_path)
+    with pytest.raises(TypeError, match="DataFrame"):
+        save_figure(fig, "f", "ci", out_dir=tmp_path, data=None)
+    plt.close(fig)
 
 
 def test_rgi_heatmap_marks_missing_cells():

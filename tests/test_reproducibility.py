@@ -152,6 +152,45 @@ def test_check_names_files_and_cells(tmp_path):
     assert "3 of 4 files differ" in result.verdict() or "4 of" in result.verdict()
 
 
+def test_check_compares_numbers_and_figures_at_the_printed_precision(tmp_path):
+    """A far digit moved by another CPU's kernels may flip the last printed digit of a value at a
+    rounding boundary, and moves a figure's coordinates: the check passes on the data, not the bytes.
+    A change of two units, a count off by one, or a figure whose data changed still fail."""
+    from reliable_lalm.runner.check import check_outputs
+
+    root = tmp_path
+    (root / "tables/demo").mkdir(parents=True)
+    (root / "figures/demo").mkdir(parents=True)
+    (root / "tables/demo/t.csv").write_text(",n,Acc%\nbaseline,600,48.8300\n")
+    (root / "tables/demo/t.md").write_text("| Method | n | Acc% |\n| baseline | 600 | 48.83 |\n")
+    (root / "figures/demo/f.csv").write_text("confidence,bin,mean_confidence\noption prob,0,0.4125\n")
+    (root / "figures/demo/f.pdf").write_bytes(b"%PDF 0.41251234")
+    (root / "figures/demo/g.pdf").write_bytes(b"%PDF no data beside it")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+
+    (root / "tables/demo/t.csv").write_text(",n,Acc%\nbaseline,600,48.8301\n")
+    (root / "tables/demo/t.md").write_text("| Method | n | Acc% |\n| baseline | 600 | 48.84 |\n")
+    (root / "figures/demo/f.csv").write_text("confidence,bin,mean_confidence\noption prob,0,0.4124\n")
+    (root / "figures/demo/f.pdf").write_bytes(b"%PDF 0.41249876")
+    result = check_outputs("demo", root=root)
+    assert result.ok, result.verdict()
+    assert result.identical == ["figures/demo/g.pdf"]
+    assert set(result.equal_at_precision) == {"tables/demo/t.csv", "tables/demo/t.md", "figures/demo/f.csv",
+                                              "figures/demo/f.pdf"}
+    assert "5 files equal to HEAD" in result.verdict() and "image bytes differ" in result.verdict()
+
+    (root / "tables/demo/t.csv").write_text(",n,Acc%\nbaseline,601,48.8300\n")        # a count
+    (root / "tables/demo/t.md").write_text("| Method | n | Acc% |\n| baseline | 600 | 48.85 |\n")  # two units
+    (root / "figures/demo/f.csv").write_text("confidence,bin,mean_confidence\noption prob,0,0.4127\n")
+    (root / "figures/demo/g.pdf").write_bytes(b"%PDF other")
+    result = check_outputs("demo", root=root)
+    assert not result.ok
+    assert {d.path for d in result.differences} == {"tables/demo/t.csv", "tables/demo/t.md", "figures/demo/f.csv",
+                                                    "figures/demo/f.pdf", "figures/demo/g.pdf"}
+
+
 # ------------------------------------------------------------------ provenance
 
 def test_numerics_provenance(tmp_path, monkeypatch):
@@ -268,6 +307,61 @@ def test_shipped_adapter_evaluation_is_identical_under_default_cpu_capability(tm
     default_cap, portable = run("default", tmp_path / "default")
     assert default_cap == "DEFAULT" and native_cap != "DEFAULT"
     assert "sound" in native and native == portable
+
+
+STUDY_SCRIPT = textwrap.dedent('''
+    import sys
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import torch
+
+    from reliable_lalm import reporting
+    from reliable_lalm.experiments import Experiment
+    from reliable_lalm.experiments.abstention import AbstentionStudy
+
+    out = sys.argv[1]
+    exp = Experiment(profile="ci", limit_per_task=8, bootstrap=0)
+    study = AbstentionStudy(exp, knn_samples=3, progress=False)
+    for name, table in {"risk_coverage": study.risk_coverage_table(), "calibration": study.calibration_table(),
+                        "confidence_targets": study.confidence_target_table()}.items():
+        reporting.save_table(table, name, "x", caption="c", out_dir=out)
+    reporting.save_figure(study.risk_coverage_figure(), "risk_coverage_figure", "x",
+                          data=study.risk_coverage_data(), out_dir=out)
+    reporting.save_figure(study.reliability_figure(), "reliability_figure", "x",
+                          data=study.reliability_data(), out_dir=out)
+    print("CAPABILITY", torch.backends.cpu.get_cpu_capability())
+''')
+
+
+@pytest.mark.slow
+def test_notebook_08_outputs_pass_the_check_under_default_cpu_capability(tmp_path):
+    """Option log-likelihoods are float32 forward passes: another CPU's kernels move them in the
+    sixth digit. Notebook 08's tables and its figures' data must still agree at the printed
+    precision (what ``rlalm reproduce --check`` compares), run in fresh caches under the native
+    dispatch and under ``ATEN_CPU_CAPABILITY=default``."""
+    from reliable_lalm.runner.check import numbers_within_printed_precision
+
+    def run(capability: str | None, name: str) -> tuple[str, Path]:
+        env = {**os.environ, "PYTHONPATH": str(paths.PACKAGE_DIR.parent), "RLALM_CACHE_DIR": str(tmp_path / name / "cache")}
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        out = tmp_path / name / "out"
+        done = subprocess.run([sys.executable, "-c", STUDY_SCRIPT, str(out)], env=env, capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.split("CAPABILITY")[-1].strip(), out
+
+    native_cap, native = run(None, "native")
+    default_cap, portable = run("default", "default")
+    assert default_cap == "DEFAULT" and native_cap != "DEFAULT"
+    names = sorted(p.name for p in native.iterdir())
+    assert names == sorted(p.name for p in portable.iterdir()) and "reliability_figure.csv" in names
+    for name in names:
+        if name.endswith((".csv", ".md", ".tex")):
+            old, new = (native / name).read_bytes(), (portable / name).read_bytes()
+            assert old == new or numbers_within_printed_precision(old, new)[0], name
 
 
 # ------------------------------------------------------------------ papermill, as the README shows

@@ -417,7 +417,7 @@ with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trai
                  + table_cell("risk_coverage", "08_abstention__risk_coverage",
                               "AURC, E-AURC and accuracy / selective Rel (%) at fixed coverage of the baseline's answers, per confidence score.", None)),
         md("Risk–coverage curves", "Error rate of the answered items against the share answered; a lower curve is better."),
-        ("code", 'reporting.save_figure(study.risk_coverage_figure(), "08_abstention__risk_coverage", profile)'),
+        ("code", 'reporting.save_figure(study.risk_coverage_figure(), "08_abstention__risk_coverage", output.tag, data=study.risk_coverage_data())'),
         ("md", "## Calibration"),
         md("Calibration errors", "ECE (both binnings), MCE and Brier score of each confidence against correctness; "
                                  "lower is better."),
@@ -425,7 +425,7 @@ with_lora: bool = True  # compare the LoRA adapters of notebooks 04/05 too (trai
                  + table_cell("calibration", "08_abstention__calibration",
                               "ECE (both binnings), MCE and Brier score of each confidence score against the baseline's correctness.", None)),
         md("Reliability diagrams", "Accuracy against stated confidence per bin; the diagonal is perfect calibration."),
-        ("code", 'reporting.save_figure(study.reliability_figure(), "08_abstention__reliability", profile)'),
+        ("code", 'reporting.save_figure(study.reliability_figure(), "08_abstention__reliability", output.tag, data=study.reliability_data())'),
         md("Confidence-target scoring", "Mean score when a wrong answer costs t/(1-t) and abstaining costs nothing; "
                                         "higher is better."),
         ("code", 'confidence_targets_table = study.confidence_target_table()\n'

@@ -42,11 +42,15 @@ def read_raw_records(path: str | Path) -> list[Any]:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}: line {n} is not valid JSON ({err.msg})") from err
+                except RecursionError:
+                    raise ValueError(f"{path}: line {n} is JSON nested too deeply to read") from None
         return records
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
     if isinstance(data, dict):
         for key in ("items", "data"):
             if isinstance(data.get(key), list):

@@ -37,6 +37,7 @@ import numpy as np
 
 from reliable_lalm.models.hf_loading import random_layouts
 from reliable_lalm.models.qwen_chat import chat_text
+from reliable_lalm.core.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
 
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts, from NVIDIA's data sheets.
 GPU_PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0)}
@@ -56,14 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="default: 256 on CUDA; on CPU 48 (demo) or 4 (random weights)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch size of the engine and the peer (default: the engine's automatic size)")
-    p.add_argument("--samples", type=int, default=5, help="N of K@N")
+    p.add_argument("--samples", type=SAMPLES, default=5, help="N of K@N")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (demo) / 32 (random weights)")
-    p.add_argument("--audio-seconds", type=float, default=None,
+    p.add_argument("--audio-seconds", type=real(0.0, 3600.0, low_open=True), default=None,
                    help="loop every clip to this length (default: 10 s for --random-weights, else as generated)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=TEMPERATURE, default=1.0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0,
+    p.add_argument("--repetition-penalty", type=REPETITION_PENALTY, default=1.0,
                    help="greedy rows: HF's repetition penalty in both paths (Qwen2-Audio's published config: 1.1)")
     p.add_argument("--round-size", type=int, default=None,
                    help="questions per interleaved round (default: 32 on CPU, all on CUDA)")

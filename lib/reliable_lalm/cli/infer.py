@@ -5,9 +5,10 @@
 
 Re-running the same command after an interruption finishes the run (finished keys are skipped).
 ``--samples N`` with N > 1 samples N answers per item (K@N, sampling at ``--temperature``).
-``--model demo`` is the shipped demo checkpoint. Counts must be positive integers; a model that is
-not available offline, settings the model cannot run, or a store another process is writing end
-the command at once with one line (exit 2).
+``--model demo`` is the shipped demo checkpoint. Counts must be positive integers (``--samples`` at
+most 100), float options finite and in range; a model that is not available offline, settings the
+model cannot run, or a store another process is writing end the command at once with one line
+(exit 2). A run that leaves no output for any item (every item failed) exits 1 with one line.
 ``--shard i/n`` runs shard i of n (store ``STORE_DIR/shards/i-of-n``; see
 :mod:`reliable_lalm.methods.shards`); ``rlalm merge-shards STORE_DIR`` merges the n shards.
 Started by a launcher (``torchrun``, ``accelerate launch -m reliable_lalm.cli infer ...``), each
@@ -22,7 +23,8 @@ import argparse
 import json
 import sys
 
-from reliable_lalm.cli import max_new_tokens, positive_int
+from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
+from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import invalid_outputs_warning
@@ -40,11 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=["baseline", "idk", "mcot", "agent"])
     parser.add_argument("--out", required=True, help="result store folder")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="default: from free GPU memory / 32 on CPU")
-    parser.add_argument("--samples", type=positive_int, default=1, help="N > 1: K@N sampling (N answers per item)")
-    parser.add_argument("--temperature", type=float, default=None,
+    parser.add_argument("--samples", type=SAMPLES, default=1,
+                        help=f"N > 1: K@N sampling (N answers per item; at most {MAX_SAMPLES})")
+    parser.add_argument("--temperature", type=TEMPERATURE, default=None,
                         help="sampling temperature (default: 1.0 with --samples > 1; greedy otherwise)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=TOP_P, default=1.0)
+    parser.add_argument("--top-k", type=non_negative_int, default=0)
     parser.add_argument("--max-new-tokens", type=max_new_tokens, default=None,
                         help="default: 64 (baseline, idk), 256 (mcot), 128 (agent)")
     parser.add_argument("--seed", type=int, default=0)
@@ -104,14 +107,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     few_shot = ()
     if args.few_shot:
-        with open(args.few_shot, encoding="utf-8") as fh:
-            few_shot = tuple(prompts.FewShotExample(**e) for e in json.load(fh))
+        from reliable_lalm.core.jsonio import load_file
+
+        try:
+            few_shot = tuple(prompts.FewShotExample(**e) for e in load_file(args.few_shot))
+        except (OSError, ValueError, TypeError) as err:
+            print(f"rlalm infer: error: --few-shot {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
     if args.samples > 1 and args.method == "agent":
         print("--samples > 1 needs a single-call method (baseline, idk, mcot)", file=sys.stderr)
         return 2
     from reliable_lalm.core.results import ParamsMismatch, StoreLocked
     from reliable_lalm.methods.runners import StaleResultsError
-    from reliable_lalm.models.hf_loading import ModelNotAvailable
+    from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError
 
     from reliable_lalm.methods import data_parallel, shards
 
@@ -169,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except models_base.BackendFatalError as err:  # a refused key, a worker that does not start or dies
         print(f"rlalm infer: stopped: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    except (ModelNotAvailable, StoreLocked, ParamsMismatch, StaleResultsError, ValueError) as err:
+    except (ModelNotAvailable, StoreLocked, ParamsMismatch, StaleResultsError, UnsafeCheckpointError, ValueError) as err:
         print(f"rlalm infer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if shard is not None:
@@ -192,4 +200,19 @@ def run(args: argparse.Namespace) -> int:
     report_store_problems(out, bench)
     if bench.rejected:
         print(f"{len(bench.rejected)} benchmark records rejected at load time (not in the store)", file=sys.stderr)
-    return 0
+    return _exit_status(out, items)
+
+
+def _exit_status(out, items) -> int:
+    """1, with one line, when the store holds no output for any of the items (every one failed)."""
+    from reliable_lalm.core.results import ResultStore
+
+    ids = {it.id for it in items}
+    mine = [r for r in ResultStore(out).records() if r["item_id"] in ids]
+    if any(r.get("error") is None for r in mine):
+        return 0
+    first = next((r for r in mine if r.get("error")), None)
+    cause = f" (first: {first['item_id']}: {' '.join(str(first['error']).split())})" if first else ""
+    print(f"rlalm infer: nothing generated: all {len(ids)} item(s) failed{cause}; their error records are in {out}",
+          file=sys.stderr)
+    return 1

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
+from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
 from reliable_lalm.core.items import TASKS
 from reliable_lalm.training.adapters import LORA_TARGETS
 from reliable_lalm.training.table9 import ALPHA_READINGS
@@ -47,13 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knn = sub.add_parser("knn", help="sample N answers per item (the K@N store)")
     _add_model(knn)
     _add_benchmark(knn)
-    knn.add_argument("--samples", type=positive_int, default=5, help="N (the paper: 5)")
+    knn.add_argument("--samples", type=SAMPLES, default=5, help=f"N (the paper: 5; at most {MAX_SAMPLES})")
     knn.add_argument("--out", required=True, help="result store folder")
     knn.add_argument("--prompt", default="baseline", choices=["baseline", "idk", "mcot"],
                      help="prompt sampled with (default: baseline, the prompt the SFT model is used with)")
-    knn.add_argument("--temperature", type=float, default=1.0, help="the paper does not state it (default 1.0)")
-    knn.add_argument("--top-p", type=float, default=1.0)
-    knn.add_argument("--top-k", type=int, default=0)
+    knn.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="the paper does not state it (default 1.0)")
+    knn.add_argument("--top-p", type=TOP_P, default=1.0)
+    knn.add_argument("--top-k", type=non_negative_int, default=0)
     knn.add_argument("--seed", type=int, default=0)
     knn.add_argument("--max-new-tokens", type=max_new_tokens, default=64)
     knn.add_argument("--batch-size", type=positive_int, default=None)
@@ -69,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="prompt of the SFT examples (paper: baseline, Table 4)")
     sft.add_argument("--out", required=True, help="adapter folder (peft format)")
     sft.add_argument("--deepspeed", default=None, metavar="CONFIG", help="DeepSpeed JSON (e.g. params/deepspeed_zero2.json)")
-    sft.add_argument("--lr", type=float, default=None, help="default 3e-5 (Table 9)")
-    sft.add_argument("--lora-alpha", type=float, default=None,
+    sft.add_argument("--lr", type=real(0.0, 1.0, low_open=True), default=None, help="default 3e-5 (Table 9)")
+    sft.add_argument("--lora-alpha", type=real(0.0, 1e6, low_open=True), default=None,
                      help="default: Table 9's alpha of the training modality under --lora-alpha-reading")
     sft.add_argument("--lora-alpha-reading", default=None, choices=sorted(ALPHA_READINGS),
                      help="reading of Table 9's alpha row, sound-music-speech (default 32-32-16; docs/paper_settings.md)")
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="language_model_only (default) or paper_names: Table 9's q/k/v names as PEFT matches "
                           "them, the audio encoder's too (docs/paper_settings.md)")
     sft.add_argument("--lora-rank", type=positive_int, default=None, help="default 8")
-    sft.add_argument("--lora-dropout", type=float, default=None)
+    sft.add_argument("--lora-dropout", type=real(0.0, 1.0, high_open=True), default=None)
     sft.add_argument("--epochs", type=positive_int, default=None, help="default 1")
     sft.add_argument("--batch-size", type=positive_int, default=None, help="micro-batch per process (default 8)")
     sft.add_argument("--grad-accum", type=positive_int, default=None)
@@ -101,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--model-config", default="7b", help="'7b' (Qwen2-Audio-7B layout) or a model folder")
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--seq-len", type=int, default=330)
-    bench.add_argument("--audio-seconds", type=float, default=10.0)
+    bench.add_argument("--audio-seconds", type=real(0.0, 3600.0, low_open=True), default=10.0)
     bench.add_argument("--steps", type=int, default=10)
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--gradient-checkpointing", action="store_true")
@@ -215,7 +216,7 @@ def _run_bench(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.models.hf_loading import ModelNotAvailable, resolve_model_source
+    from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
     from reliable_lalm.core.results import StoreLocked
     from reliable_lalm.training.adapters import TrainingNotSupported
 
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "model", None) is not None:
             resolve_model_source(args.model)  # a model that is not available offline fails here, in one line
         return handlers[args.train_command](args)
-    except (ModelNotAvailable, StoreLocked, TrainingNotSupported) as err:
+    except (ModelNotAvailable, StoreLocked, TrainingNotSupported, UnsafeCheckpointError) as err:
         print(f"rlalm train {args.train_command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     finally:

@@ -570,22 +570,28 @@ def multiclass_brier_score(probabilities: Sequence[Sequence[float]], answer_inde
     return total / len(probabilities)
 
 
-def plot_reliability_diagram(cal: Calibration, *, ax: Any = None, title: str | None = None) -> Any:
+def plot_reliability_diagram(cal: Calibration, *, ax: Any = None, title: str | None = None,
+                             decimals: int | None = None) -> Any:
     """Reliability diagram: accuracy per bin (bars at the bin's mean confidence) against the
-    diagonal, with the bin counts written above the bars and the ECE in the legend. Returns the figure."""
+    diagonal, with the bin counts written above the bars and the ECE in the legend. Returns the figure.
+
+    ``decimals``: draw the bars at their positions and heights rounded so (the precision of the
+    figure's data CSV), so a change in a far digit (another CPU's kernels) does not move them."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0))
     full = [b for b in cal.bins if b.count]
     width = 1.0 / max(cal.n_bins, 1)
+    shown = (lambda v: v) if decimals is None else (lambda v: round(v, decimals))  # noqa: E731
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     if full:
-        x = [b.mean_confidence for b in full]
-        ax.bar(x, [b.accuracy for b in full], width=width * 0.9, color="tab:blue", alpha=0.8, edgecolor="black",
+        x = [shown(b.mean_confidence) for b in full]
+        heights = [shown(b.accuracy) for b in full]
+        ax.bar(x, heights, width=width * 0.9, color="tab:blue", alpha=0.8, edgecolor="black",
                label=f"accuracy (ECE {cal.ece:.3f})" if cal.ece is not None else "accuracy")
-        for b in full:
-            ax.text(b.mean_confidence, min(b.accuracy + 0.02, 0.97), str(b.count), ha="center", fontsize=7)
+        for b, xb, hb in zip(full, x, heights):
+            ax.text(xb, min(hb + 0.02, 0.97), str(b.count), ha="center", fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")

@@ -6,9 +6,12 @@ rendered prompt text, the generation settings and seed. Names, paths and modific
 never part of a key, so a cache travels between clones and machines, and a change of any input
 is never answered from the cache.
 
-File hashes are memoized, by (real path, size, mtime in ns), in memory and in a small JSON file
-under the cache folder, so the 1000 audio files of MMAU or the 15 GB of a 7B checkpoint are read
-once, not once per process; the memo is only a shortcut to the hash, and the hash is the key.
+File hashes are memoized, by (real path, device, inode, size, mtime and ctime in ns), in memory and
+in a small JSON file under the cache folder, so the 1000 audio files of MMAU or the 15 GB of a 7B
+checkpoint are read once, not once per process; the memo is only a shortcut to the hash, and the
+hash is the key. The ctime is in the memo key because an mtime can be set back (``touch -r``,
+``cp -p``, ``rsync -t``) but a ctime cannot: the kernel sets it on every write or metadata change,
+so new bytes copied in under an old mtime are hashed again.
 """
 from __future__ import annotations
 
@@ -16,10 +19,14 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 HASH_CHUNK = 1 << 20
+# A file changed less than this before it was hashed is not memoized: file times come from a coarse
+# clock (one tick, up to 10 ms), so a second change within the tick could leave the ctime as it was.
+RACY_NS = 2_000_000_000
 SHORT = 16  # hex digits kept in keys: 64 bits, plenty against accidental collisions
 # The files of a checkpoint folder that determine its outputs (weights, configs, tokenizer, template).
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".json", ".jinja", ".model", ".txt", ".tiktoken", ".py")
@@ -69,13 +76,13 @@ def _save_memo(path: Path) -> None:
 
 
 def file_sha256(path: str | Path, *, persist_above: int = 1 << 20) -> str:
-    """Full sha256 of a file's bytes (memoized by real path, size and mtime; see the module doc).
+    """Full sha256 of a file's bytes (memoized by real path, inode, size, mtime and ctime; see the module doc).
 
     Files larger than ``persist_above`` bytes also go into the on-disk memo.
     """
     real = os.path.realpath(path)
     st = os.stat(real)
-    memo_key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+    memo_key = f"{real}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
     with _memo_lock:
         if memo_key in _memo:
             return _memo[memo_key]
@@ -90,6 +97,8 @@ def file_sha256(path: str | Path, *, persist_above: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(HASH_CHUNK), b""):
             h.update(block)
     value = h.hexdigest()
+    if time.time_ns() - st.st_ctime_ns < RACY_NS:
+        return value  # changed just now: a further change within the clock's tick could keep this ctime
     with _memo_lock:
         _memo[memo_key] = value
         if st.st_size > persist_above:

@@ -19,6 +19,11 @@ import numpy as np
 TASKS: tuple[str, ...] = ("sound", "music", "speech")
 SAMPLING_RATE = 16_000
 MIN_CHOICES, MAX_CHOICES = 2, 8
+UTF8_BOM = b"\xef\xbb\xbf"
+# Characters of a question and its choices together. MMAU's longest is under 1 000; a model's
+# context is checked per item in tokens before batching (models.base.context_problem), this cap
+# only stops absurd inputs (a 1 MB question) at load, before anything is tokenized.
+MAX_PROMPT_CHARS = 20_000
 
 
 class ItemError(ValueError):
@@ -185,6 +190,9 @@ def validate_record(
         answer = checked_answer(record.get("answer"), choices, require_answer=require_answer)
     except ValueError as err:
         raise ItemError(item_id, str(err)) from None
+    size = len(question) + sum(len(c) for c in choices)
+    if size > MAX_PROMPT_CHARS:
+        raise ItemError(item_id, f"question and choices are {size} characters, over the cap of {MAX_PROMPT_CHARS}")
     task = str(record.get("task") or "").strip().lower()
     if task not in modalities:
         raise ItemError(item_id, f"task {record.get('task')!r} is not one of {tuple(modalities)}")
@@ -281,6 +289,7 @@ def read_json_records(path: str | Path) -> tuple[list[Any], list[tuple[int, int 
     """
     path = Path(path)
     raw = path.read_bytes()
+    raw = raw[len(UTF8_BOM):] if raw.startswith(UTF8_BOM) else raw  # editors on Windows write one
     records: list[Any] = []
     positions: list[tuple[int, int | None]] = []
     rejected: list[RejectedRecord] = []
@@ -296,6 +305,9 @@ def read_json_records(path: str | Path) -> tuple[list[Any], list[tuple[int, int 
                     raise ValueError(f"not valid UTF-8: byte 0x{chunk[bad[0]]:02x} at offset {start + bad[0]}")
                 records.append(json.loads(chunk.decode("utf-8")))
                 positions.append((n - 1, n))
+            except RecursionError:
+                rejected.append(RejectedRecord(index=n - 1, item_id=f"#line {n}", cause="JSON nested too deeply to read",
+                                               line=n))
             except ValueError as err:
                 cause = f"invalid JSON: {err.msg} (column {err.colno})" if isinstance(err, json.JSONDecodeError) else str(err)
                 rejected.append(RejectedRecord(index=n - 1, item_id=f"#line {n}", cause=cause, line=n))
@@ -304,6 +316,8 @@ def read_json_records(path: str | Path) -> tuple[list[Any], list[tuple[int, int 
     text = raw.decode("utf-8", errors="surrogateescape")
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
     except json.JSONDecodeError as err:
         where = f"; not valid UTF-8 either: byte 0x{raw[bad[0]]:02x} at offset {bad[0]}" if bad else ""
         raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}){where}") from None

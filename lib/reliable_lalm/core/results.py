@@ -6,6 +6,11 @@ written with a single ``write`` of a whole line, flushed and fsync'ed, so a cras
 loses at most the line being written. On open, a torn last line (no newline) is cut off; on read,
 a later duplicate of a key is ignored, so an earlier record is never lost or doubled.
 
+Every record carries the fingerprint of the parameters it was made with (``params_fingerprint``,
+as in the manifest, which is created under the writer lock); reading a store whose records were
+made with other parameters than its manifest's raises :class:`ParamsMismatch` instead of reusing
+them. (Records written before records carried it are read as before.)
+
 One writer at a time: a run holds :meth:`ResultStore.writer_lock` (``fcntl.flock`` on
 ``writer.lock`` in the store) while it writes; a second process gets :class:`StoreLocked` naming
 the store and the pid holding it, instead of redoing all the work and writing every key twice.
@@ -33,6 +38,7 @@ from reliable_lalm.core.atomic import atomic_write_json
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = "writer.lock"
+RECORD_FINGERPRINT = "params_fingerprint"  # each record: the fingerprint of the parameters it was made with
 # A key is secret-like when one of its "_"/"-"-separated parts is one of these (parts, not substrings:
 # max_new_tokens stays visible, api_key and hf_token do not).
 SECRET_PARTS = frozenset({"key", "apikey", "token", "secret", "secrets", "password", "passwd", "credential",
@@ -175,9 +181,18 @@ class ResultStore:
     """
 
     directory: Path
+    # The parameters' fingerprint every record is written with and checked against (records made
+    # with other settings are never reused). Set by :meth:`open`; a store opened without
+    # parameters reads it from its manifest.
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
+
+    def _expected_fingerprint(self) -> str | None:
+        if self.fingerprint is None and self.manifest_path.exists():
+            self.fingerprint = self.manifest().get("params_fingerprint")
+        return self.fingerprint
 
     @property
     def records_path(self) -> Path:
@@ -194,16 +209,20 @@ class ResultStore:
         store.directory.mkdir(parents=True, exist_ok=True)
         params = params or {}
         fingerprint = params_fingerprint(params)
-        if store.manifest_path.exists():
-            manifest = store.manifest()
-            if manifest.get("params_fingerprint") != fingerprint:
-                differs = ", ".join(params_differences(manifest.get("params") or {}, _redact(params))[:6])
-                raise ParamsMismatch(
-                    f"{store.directory} holds results for other parameters ({differs or 'fingerprint'} "
-                    f"differ); use another directory or delete it")
-        else:
-            _write_manifest(store.manifest_path, provenance(params, seed=seed, device=device))
-        store._repair_tail()
+        # Checked and created under the writer lock: two processes starting together on a fresh
+        # folder with other settings must not both find it empty (one of them is refused here).
+        with store.writer_lock():
+            if store.manifest_path.exists():
+                manifest = store.manifest()
+                if manifest.get("params_fingerprint") != fingerprint:
+                    differs = ", ".join(params_differences(manifest.get("params") or {}, _redact(params))[:6])
+                    raise ParamsMismatch(
+                        f"{store.directory} holds results for other parameters ({differs or 'fingerprint'} "
+                        f"differ); use another directory or delete it")
+            else:
+                _write_manifest(store.manifest_path, provenance(params, seed=seed, device=device))
+            store._repair_tail()
+        store.fingerprint = fingerprint
         return store
 
     @property
@@ -279,19 +298,28 @@ class ResultStore:
         seen: set[Key] = set()
         if not self.records_path.exists():
             return out
+        expected = self._expected_fingerprint()
+        foreign: list[str] = []
         with open(self.records_path, encoding="utf-8") as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     break  # torn tail of a crashed writer
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     continue
                 key = (str(record["item_id"]), int(record.get("sample_index", 0)))
                 if key in seen:
                     continue
+                made_with = record.get(RECORD_FINGERPRINT)
+                if expected is not None and made_with is not None and made_with != expected:
+                    foreign.append(key[0])
                 seen.add(key)
                 out.append(record)
+        if foreign:
+            raise ParamsMismatch(
+                f"{self.directory}: {len(foreign)} record(s) were made with other parameters than its manifest "
+                f"says (item {foreign[0]!r}: settings fingerprint differs); use another directory or delete it")
         return out
 
     def done_keys(self) -> set[Key]:
@@ -302,10 +330,13 @@ class ResultStore:
 
     def extend(self, records: Iterable[dict[str, Any]]) -> None:
         lines = []
+        fingerprint = self._expected_fingerprint()
         for record in records:
             if "item_id" not in record:
                 raise ValueError(f"record without item_id: {record}")
             record.setdefault("sample_index", 0)
+            if fingerprint is not None:
+                record[RECORD_FINGERPRINT] = fingerprint
             lines.append(record_line(record))
         if not lines:
             return

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from reliable_lalm.core.argtypes import real
 from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.items import (MAX_CHOICES, MIN_CHOICES, TASKS, checked_answer, clean_choices, BenchmarkItem, LoadedBenchmark, RejectedRecord, load_benchmark,
                    read_json_records)
@@ -620,7 +621,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="bootstrap resamples for 95%% intervals (0: none; 1000 is a good choice)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
-    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--level", type=real(0.0, 1.0, low_open=True, high_open=True), default=0.95,
+                        help="interval level (default 0.95)")
     parser.add_argument("--sample-index", type=int, default=0, help="which sample of a result store to score")
     parser.add_argument("--output", metavar="FILE", default=None, help="write the output here instead of stdout")
     parser.add_argument("--log-samples", metavar="FILE", default=None,
@@ -704,6 +706,12 @@ def run(args: argparse.Namespace) -> int:
             result["rejected"] = rejected_summary(rejected)
         if result["n"] == 0:
             raise NothingScoredError(nothing_scored_reason(result))
+        norm = result.get("normalizer") or {}
+        failed = norm.get("failed_items") or []
+        if failed and len(failed) >= (norm.get("llm_items") or 0):  # not one LLM answer: the rules' scores
+            raise ValueError(f"every LLM normalization request failed ({len(failed)} of {norm.get('llm_items')} "
+                             f"outputs; first: {(norm.get('errors') or ['?'])[0]}); no score is printed under "
+                             f"the LLM normalizer's name")
     except (FileNotFoundError, ValueError, LLMConfigError, LLMRefusedError) as err:
         print(f"rlalm score: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

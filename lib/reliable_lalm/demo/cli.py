@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -383,7 +384,13 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             cfg.seed = args.seed
         expected = json.loads(args.expect.read_text()) if args.expect else None  # read before --out is written
-        out = train_demo(args.out, cfg, work_dir=args.work_dir)
+        from reliable_lalm.models.hf_loading import UnsafeCheckpointError
+
+        try:
+            out = train_demo(args.out, cfg, work_dir=args.work_dir)
+        except UnsafeCheckpointError as err:  # a planted checkpoint file: refused, in one line
+            print(f"rlalm demo train: error: {err}", file=sys.stderr)
+            return 2
         metrics = evaluate_demo(out)
         write_card(out, metrics, json.loads((out / "training.json").read_text()))
         print(json.dumps(metrics, indent=2))

@@ -50,6 +50,7 @@ import numpy as np
 from reliable_lalm.core import abstention as ab
 from reliable_lalm.core.items import TASKS, BenchmarkItem
 from reliable_lalm.core.normalize_types import Normalized
+from reliable_lalm.reporting.tables import CSV_DECIMALS
 
 SCORES: tuple[str, ...] = ("option prob", "option prob (len-norm)", "1 - P(IDK)", "K@N agreement", "1 - entropy")
 PROBABILITY_SCORES: tuple[str, ...] = SCORES  # all five lie in [0, 1]; calibration is computed for each
@@ -249,6 +250,15 @@ class AbstentionStudy:
         """Risk–coverage curves of every score on the baseline's answers (AURC in the legend)."""
         return ab.plot_risk_coverage(self._curves(), title="Risk–coverage of the baseline's answers")
 
+    def risk_coverage_data(self):
+        """The numbers :meth:`risk_coverage_figure` draws: per score, one row per point of its curve."""
+        import pandas as pd
+
+        frames = {name: rc.to_frame()[["threshold", "n_answered", "n_wrong", "coverage", "risk"]]
+                  for name, rc in self._curves().items()}
+        out = pd.concat(frames, names=["confidence", "point"])
+        return out
+
     def calibration_table(self):
         """ECE (``n_bins`` bins, ``binning``; and the other binning beside it), MCE and Brier per score."""
         import pandas as pd
@@ -271,19 +281,33 @@ class AbstentionStudy:
         out.index.name = "confidence"
         return out
 
-    def reliability_figure(self):
-        """Reliability diagrams, one panel per score (``binning``, ``n_bins`` bins)."""
-        import matplotlib.pyplot as plt
-
+    def _calibrations(self) -> dict[str, Any]:
         answered = self._answered()
         correct = (answered["baseline_outcome"] == "correct").to_numpy()
-        fig, axes = plt.subplots(1, len(PROBABILITY_SCORES), figsize=(3.2 * len(PROBABILITY_SCORES), 3.4))
-        for ax, name in zip(np.atleast_1d(axes), PROBABILITY_SCORES):
+        out = {}
+        for name in PROBABILITY_SCORES:
             ok = answered[name].notna().to_numpy()
-            cal = ab.calibration(answered[name].to_numpy()[ok], correct[ok], n_bins=self.n_bins, binning=self.binning)
-            ab.plot_reliability_diagram(cal, ax=ax, title=name)
+            out[name] = ab.calibration(answered[name].to_numpy()[ok], correct[ok], n_bins=self.n_bins,
+                                       binning=self.binning)
+        return out
+
+    def reliability_figure(self):
+        """Reliability diagrams, one panel per score (``binning``, ``n_bins`` bins), drawn at the
+        precision of :meth:`reliability_data`'s CSV."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(PROBABILITY_SCORES), figsize=(3.2 * len(PROBABILITY_SCORES), 3.4))
+        for ax, (name, cal) in zip(np.atleast_1d(axes), self._calibrations().items()):
+            ab.plot_reliability_diagram(cal, ax=ax, title=name, decimals=CSV_DECIMALS)
         fig.tight_layout()
         return fig
+
+    def reliability_data(self):
+        """The numbers :meth:`reliability_figure` draws: per score, one row per bin."""
+        import pandas as pd
+
+        frames = {name: cal.to_frame().set_index("index") for name, cal in self._calibrations().items()}
+        return pd.concat(frames, names=["confidence", "bin"])
 
     def confidence_target_table(self):
         """Mean confidence-target score (correct +1, wrong -t/(1-t), abstain 0) for t in ``targets``:

@@ -7,7 +7,6 @@ reuses every result; a crash loses at most the batch in flight.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reliable_lalm import paths
+from reliable_lalm.core import jsonio
 from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import NOT_RUN_KEY
@@ -145,15 +145,22 @@ class Experiment:
         """The inference backend (loaded once per adapter; nothing is loaded while results are cached)."""
         key = str(adapter or "")
         if key not in self._backends:
-            self._backends[key] = self.model_entry.backend_class().from_pretrained(
-                self.model_source, batch_size=self.batch_size, device=self.device, adapter=adapter)
+            cls = self.model_entry.backend_class()
+            if cls.serves_remotely:  # a worker or an endpoint: its own process and settings
+                if adapter is not None:
+                    raise ValueError(f"{self.model_entry.name}: {cls.__name__} serves its own model; a LoRA adapter "
+                                     "cannot be attached to it")
+                self._backends[key] = self.model_entry.load()
+            else:
+                self._backends[key] = cls.from_pretrained(self.model_source, batch_size=self.batch_size,
+                                                          device=self.device, adapter=adapter)
         return self._backends[key]
 
     def model_description(self, adapter: str | Path | None = None) -> dict[str, Any]:
         """``backend.describe()`` without loading the model (keys of the cached stores)."""
         key = str(adapter or "")
-        if key in self._backends:
-            return self._backends[key].describe()
+        if key in self._backends or self.model_entry.backend_class().serves_remotely:
+            return self.backend(adapter).describe()  # a worker or an endpoint describes itself once started
         from reliable_lalm.models.hf_loading import resolve_device, resolve_dtype
 
         dtype = str(resolve_dtype("auto", resolve_device(self.device))).replace("torch.", "")
@@ -177,7 +184,7 @@ class Experiment:
             raise FileNotFoundError(
                 f"MCoT needs few-shot examples: no few_shot_file given and no training.json with 'few_shot' in "
                 f"{self.model_source!r} (a JSON list of {{question, choices, reasoning, answer}})")
-        data = json.loads(source.read_text(encoding="utf-8"))
+        data = jsonio.load_file(source)
         examples = data.get("few_shot") if isinstance(data, dict) else data
         if not examples:
             raise ValueError(f"{source}: no few-shot examples in it")

@@ -26,8 +26,9 @@ from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import IDK_LABEL
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import SINGLE, get_method
-from reliable_lalm.methods.runners import (RunSummary, _item_fields, _open, _prepared_chunks, _progress, _summarize,
-                                           drop_error_records, method_inputs, store_params, valid_done_keys)
+from reliable_lalm.methods.runners import (RunSummary, _context_problem, _item_fields, _open, _prepared_chunks,
+                                           _progress, _summarize, drop_error_records, method_inputs, store_params,
+                                           valid_done_keys)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -84,6 +85,8 @@ def _score_options(backend, items, store, entry, method, settings, idk_text, ter
                         prompt = entry.build_prompt(p.item.question, p.item.choices)
                     except (ValueError, TypeError) as err:
                         p.error = f"prompt: {err}"
+                    else:
+                        p.error = _context_problem(backend, GenerationRequest(p.item.id, p.audio, prompt, settings))
                 if p.error is not None:
                     errors.append({"item_id": p.item.id, "sample_index": 0, "method": method, "prompt": prompt,
                                    "input": inputs[p.item.id],

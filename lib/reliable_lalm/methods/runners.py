@@ -52,7 +52,8 @@ from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
 from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, clean_choices, load_audio
 from reliable_lalm.core.results import ResultStore, record_line
-from reliable_lalm.models.base import Backend, Generation, GenerationRequest, GenerationSettings, _one_line
+from reliable_lalm.models.base import (Backend, Generation, GenerationRequest, GenerationSettings, _one_line,
+                                       context_problem)
 
 from reliable_lalm.methods.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # noqa: E402
@@ -266,6 +267,14 @@ BatchHook = Callable[[int, list[dict[str, Any]]], None]
 ITEM_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, UnicodeError, KeyError, IndexError)
 
 
+def _context_problem(backend: Backend, request: GenerationRequest) -> str | None:
+    """:func:`context_problem`, an input the tokenizer cannot take being that item's problem too."""
+    try:
+        return context_problem(backend, request)
+    except ITEM_INPUT_ERRORS as err:
+        return f"prompt: {_one_line(err)}"
+
+
 def _generate_isolating(backend: Backend, requests: Sequence[GenerationRequest]
                         ) -> Iterator[tuple[list[int], list[Generation], dict[int, str]]]:
     """``backend.generate_iter`` that turns an input error of one request into that request's failure.
@@ -371,6 +380,8 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                             else:
                                 prompt = prompt.text
                         p.error = p.error or backend.check_prompt(prompt)
+                        p.error = p.error or _context_problem(backend, GenerationRequest(
+                            p.item.id, p.audio, prompt, settings, text_before_audio=before.get(p.item.id, "")))
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,

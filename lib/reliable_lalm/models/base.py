@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -54,7 +55,8 @@ class GenerationSettings:
             raise ValueError("max_new_tokens must be >= 1")
         if self.num_samples < 1:
             raise ValueError("num_samples must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
+        if not all(math.isfinite(v) for v in (self.temperature, self.top_p, self.repetition_penalty)) \
+                or self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
             raise ValueError(f"invalid sampling settings {self}")
 
     @property
@@ -68,6 +70,23 @@ class GenerationSettings:
         if data["repetition_penalty"] == 1.0:
             data.pop("repetition_penalty")
         return data
+
+
+def context_problem(backend: "Backend", request: "GenerationRequest") -> str | None:
+    """Why ``request`` does not fit the model's context (one line naming the lengths), or None.
+
+    Checked per item before any batching, so an over-long item becomes its own error record: in a
+    batch it would pad every other row to its length (a 1 MB question asked for hundreds of GB),
+    and past the model's positions it would yield garbage without a warning.
+    """
+    limit = getattr(backend, "max_positions", None)
+    if not limit:
+        return None
+    prompt = backend.prompt_tokens(request)
+    if prompt is None or prompt + request.settings.max_new_tokens <= limit:
+        return None
+    return (f"prompt too long for the model: {prompt} prompt tokens (text and audio) + "
+            f"{request.settings.max_new_tokens} new tokens > its {limit} positions")
 
 
 @dataclass
@@ -155,6 +174,17 @@ class Backend(abc.ABC):
     def check_prompt(self, prompt: str) -> str | None:
         """Why this prompt cannot be generated from (one line), or None. Checked per item before batching."""
         return _unencodable(prompt)
+
+    # A backend whose model runs elsewhere (an endpoint, a worker process): loaded by its registry
+    # entry alone, without a local batch size, device or adapter; described only once it answers.
+    serves_remotely: bool = False
+    # Positions of the model's context (prompt, audio and answer together); None where unknown.
+    max_positions: int | None = None
+
+    def prompt_tokens(self, request: "GenerationRequest") -> int | None:
+        """How many positions ``request``'s prompt takes (text and audio tokens), or None where the
+        backend cannot tell (an endpoint, a worker): :func:`context_problem` then checks nothing."""
+        return None
 
     def check_settings(self, settings: GenerationSettings) -> None:
         """Raise ``ValueError`` for settings this model cannot run (checked once per run, not per item)."""

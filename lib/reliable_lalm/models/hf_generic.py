@@ -209,7 +209,7 @@ def load_model_and_processor(name_or_path, *, device="auto", dtype="auto", devic
     :func:`reliable_lalm.models.hf_loading.attach_adapter`)."""
     import transformers
 
-    from reliable_lalm.models.hf_loading import attach_adapter, resolve_device, resolve_dtype
+    from reliable_lalm.models.hf_loading import attach_adapter, refusing_pickled_code, resolve_device, resolve_dtype
 
     source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
     local_only = not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
@@ -224,7 +224,8 @@ def load_model_and_processor(name_or_path, *, device="auto", dtype="auto", devic
         load_kwargs["device_map"] = device_map
     # The thinker class loads from a full Omni checkpoint (transformers maps away "thinker."
     # and ignores the talker / token2wav weights).
-    model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
+    with refusing_pickled_code(source):
+        model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
     if device_map is None:
         model = model.to(device)
     if adapter is not None:
@@ -336,6 +337,8 @@ class NativeHFBackend(Backend):
         self._wrap_audio_features()
         self._chat_cache: dict[str, str] = {}
         self.stats = {"batches": 0, "rows": 0}
+        text_config = getattr(self._inner.config, "text_config", self._inner.config)
+        self.max_positions = getattr(text_config, "max_position_embeddings", None)
 
     # ---------------------------------------------------------------- loading
 
@@ -422,6 +425,11 @@ class NativeHFBackend(Backend):
                 self._chat_cache.clear()
             text = self._chat_cache[prompt] = self.render_chat(prompt)
         return text
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Positions of ``request``'s prompt as the processor lays it out (audio tokens expanded)."""
+        enc = self.encode([self.chat_text(request.prompt)], [self.fit_audio(request.audio)])
+        return int(enc["input_ids"].shape[-1])
 
     def render_chat(self, prompt: str) -> str:
         """``prompt`` in the model's chat template (uncached; :meth:`chat_text` caches it)."""

@@ -6,8 +6,11 @@ needed to measure it.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from reliable_lalm.core import jsonio
 
 # Qwen2-Audio-7B(-Instruct) config.json, as published on the hub. Checked against third-party copies
 # of that file found with the project's code search (a model-architecture test suite's
@@ -79,8 +82,6 @@ def published_generation_settings(source: str) -> dict:
     """The sampling settings of a checkpoint's ``generation_config.json`` (local folder or HF cache),
     as :class:`~reliable_lalm.models.base.GenerationSettings` keywords; a key the file does not
     set takes transformers' default (off). ``FileNotFoundError`` when the checkpoint has no file."""
-    import json
-
     path = Path(source).expanduser() / "generation_config.json"
     if not path.is_file():
         cached = None
@@ -94,7 +95,7 @@ def published_generation_settings(source: str) -> dict:
             raise FileNotFoundError(f"{source}: no generation_config.json (decoding: generation_config needs "
                                     f"the checkpoint's published settings)")
         path = Path(cached)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = jsonio.load_file(path)
     out = {k: data.get(k, off) if data.get(k) is not None else off for k, off in PUBLISHED_SAMPLING_KEYS.items()}
     out["do_sample"] = bool(out["do_sample"])
     out["top_k"] = int(out["top_k"])
@@ -132,6 +133,29 @@ DEMO_MODEL = "demo"  # the shipped demo checkpoint, as the notebooks and profile
 
 class ModelNotAvailable(OSError):
     """The model is neither a local folder nor in the Hugging Face cache (nothing is downloaded)."""
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain containers (it would run code if unpickled)."""
+
+
+@contextlib.contextmanager
+def refusing_pickled_code(what: str | Path) -> Iterator[None]:
+    """Turn torch's refusal of a pickle that is more than tensors (``weights_only=True``: a
+    ``pytorch_model.bin``, ``adapter_model.bin`` or ``optimizer.pt`` that would run code) into one
+    line naming ``what``, instead of a traceback."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch's note on the pickle protocol would precede the one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            yield
+    except pickle.UnpicklingError as err:
+        reason = " ".join(str(err).split())[:200]
+        raise UnsafeCheckpointError(f"{what}: refused to load: a pickled file in it holds more than plain tensors "
+                                    f"(unpickling it would run code; use safetensors, or delete the file if you "
+                                    f"did not write it): {reason}") from None
 
 
 def _is_local(name_or_path: str | Path) -> bool:
@@ -189,7 +213,8 @@ def attach_adapter(model, adapter: str | Path, dtype, *, merge: bool | None = No
     """
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(model, str(adapter))
+    with refusing_pickled_code(adapter):
+        model = PeftModel.from_pretrained(model, str(adapter))
     if merge is None:
         merge = merges_exactly_enough(dtype)
     return model.merge_and_unload() if merge else model
@@ -224,7 +249,8 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
         kwargs["local_files_only"] = True  # cached: load from the cache, never ask the hub
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=kwargs.get("local_files_only", False))
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
+        with refusing_pickled_code(source):
+            model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except OSError as err:
         if local:
             raise

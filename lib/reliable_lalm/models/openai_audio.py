@@ -52,7 +52,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from reliable_lalm.core.items import SAMPLING_RATE
-from reliable_lalm.core.llm_normalizer import _host
+from reliable_lalm.core.llm_normalizer import _host, endpoint_id
 from reliable_lalm.models.base import (Backend, BackendFatalError, Generation, GenerationRequest, _row_seed)
 
 SPEC_PREFIX = "openai:"
@@ -112,6 +112,8 @@ class OpenAIAudioBackend(Backend):
     per HTTP attempt; ``max_retries`` is the openai client's own retry count (429, 408/409, 5xx,
     timeouts and connection errors, exponential backoff honouring ``Retry-After``).
     """
+
+    serves_remotely = True
 
     def __init__(self, model: str, base_url: str | None = None, *, audio_format: str = "input_audio",
                  max_concurrency: int = 8, timeout: float = 120.0, max_retries: int = 3,
@@ -174,9 +176,10 @@ class OpenAIAudioBackend(Backend):
         self._client.close()
 
     def describe(self) -> dict[str, Any]:
-        """Endpoint host (never the key or URL credentials), model, audio format and what else
-        changes the answers, so result stores of different endpoints or settings never mix."""
-        return {"backend": "OpenAIAudioBackend", "model": self.model, "endpoint": _host(self.base_url),
+        """The endpoint's whole base URL (scheme, host, port and path; never the key or URL
+        credentials: two deployments behind one host differ by path), model, audio format and what
+        else changes the answers, so result stores of different endpoints or settings never mix."""
+        return {"backend": "OpenAIAudioBackend", "model": self.model, "endpoint": endpoint_id(self.base_url),
                 "audio_format": self.audio_format, "samples_via": self.samples_via,
                 "window_seconds": self.window_seconds, "system_prompt": self.system_prompt,
                 "extra_body": self.extra_body}

@@ -156,6 +156,16 @@ class HFBackend(Backend):
                         f"choices); the processor would read it as a control token, not text")
         return None
 
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the chat-formatted prompt, each audio placeholder counted as the audio tokens it
+        expands to (the clip as heard: cut to the window)."""
+        text = self._chat_text(request.prompt, request.text_before_audio)
+        with self._tokenizer_lock:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        placeholders = sum(1 for i in ids if i == self.audio_token_id)
+        audio = audio_token_count(min(len(request.audio), self.window_samples), self.hop_length)
+        return len(ids) + placeholders * (audio - 1)
+
     def check_settings(self, settings: GenerationSettings) -> None:
         if self.max_positions and settings.max_new_tokens >= self.max_positions:
             raise ValueError(f"max_new_tokens={settings.max_new_tokens} does not fit the model: it has "

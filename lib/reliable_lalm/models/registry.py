@@ -15,12 +15,12 @@ in :data:`BUILTIN_MODELS` (or, for another package, an entry point in the group
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from reliable_lalm.core import jsonio
 from reliable_lalm.core.plugins import entry_point_objects, load_reference
 
 ENTRY_POINT_GROUP = "reliable_lalm.models"
@@ -155,7 +155,7 @@ def _config_of(source: str) -> dict[str, Any] | None:
     path = Path(source).expanduser()
     if path.is_dir():
         config = path / "config.json"
-        return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+        return jsonio.load_file(config) if config.is_file() else None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
@@ -165,7 +165,7 @@ def _config_of(source: str) -> dict[str, Any] | None:
     except ValueError:  # not a valid hub id either (e.g. a folder path that does not exist)
         return None
     if isinstance(cached, str) and os.path.isfile(cached):
-        return json.loads(Path(cached).read_text(encoding="utf-8"))
+        return jsonio.load_file(cached)
     return None
 
 

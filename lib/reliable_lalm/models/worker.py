@@ -86,6 +86,8 @@ class WorkerBackend(Backend):
     ``pipeline``: requests sent ahead of the answers (a worker may batch them).
     """
 
+    serves_remotely = True
+
     def __init__(self, command: Sequence[str] | str, *, env: dict[str, str] | None = None,
                  inherit_env: bool = True, cwd: str | os.PathLike | None = None, audio_transport: str = "path",
                  wav_subtype: str = "FLOAT", startup_timeout: float = 900.0, request_timeout: float | None = None,

@@ -7,7 +7,7 @@ and cells the layout leaves empty on purpose (train = test modality in Tables 10
 
 Writers: :func:`save_table` (CSV, Markdown, LaTeX, and ``<name>_vs_paper`` side by side, see
 :func:`compare_with_reference`), :func:`read_table`, and :func:`save_figure` (PNG and PDF with no
-embedded dates: rerunning gives identical bytes). Drawers: :func:`plot_rgi_heatmap` (Figure 3),
+embedded dates, rerunning gives identical bytes; and the plotted numbers as CSV). Drawers: :func:`plot_rgi_heatmap` (Figure 3),
 :func:`plot_alpha_ablation` (Figure 4), :func:`plot_idk_threshold` (Figure 5), which the figure
 builders of :mod:`.artifacts` call with the numbers they lay out.
 """
@@ -259,6 +259,9 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+CSV_DECIMALS = 4  # printed precision of every CSV (tables and figure data)
+
+
 def _csv(df: pd.DataFrame) -> str:
     # Four decimals of a percentage keep single items visible (1/333 = 0.3003 %) and make reruns diffable.
     return df.to_csv(float_format=lambda v: format_number(v, CSV_DECIMALS), lineterminator="\n")
@@ -281,16 +284,18 @@ def read_table(path: str | Path, index_levels: int = 1) -> pd.DataFrame:
     return pd.read_csv(path, header=header, index_col=list(range(index_levels)) if index_levels > 1 else 0)
 
 
-def save_table(df: pd.DataFrame, name: str, profile: str, *, caption: str,
+def save_table(df: pd.DataFrame, name: str, tag: str, *, caption: str,
                reference: pd.DataFrame | None = None, decimals: int = 2,
                out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``tables/<profile>/<name>.csv``, ``.md`` and ``.tex``; with ``reference`` (the paper's
+    """Write ``tables/<tag>/<name>.csv``, ``.md`` and ``.tex``; with ``reference`` (the paper's
     numbers in the same layout, e.g. :func:`paper_table`) also ``<name>_vs_paper.csv`` and ``.md``.
 
+    ``tag``: the output folder of the run, a notebook's ``output.tag`` (the profile's name only for
+    the profile's own parameters, see :mod:`reliable_lalm.runner.outputs`), never the bare profile.
     Returns ``{"csv", "md", "tex"[, "vs_paper_csv", "vs_paper_md"]} -> path``. ``df`` holds paper
     units (see the module docstring); printing rounds to ``decimals``.
     """
-    directory = Path(out_dir) if out_dir is not None else paths.tables_dir(profile)
+    directory = Path(out_dir) if out_dir is not None else paths.tables_dir(tag)
     written = {
         "csv": _write(directory / f"{name}.csv", _csv(df)),
         "md": _write(directory / f"{name}.md", to_markdown(df, caption=caption, decimals=decimals)),
@@ -306,7 +311,7 @@ def save_table(df: pd.DataFrame, name: str, profile: str, *, caption: str,
             notes.append("paper rows without ours: " + ", ".join(map(str, side.attrs["paper_only_rows"])))
         written["vs_paper_csv"] = _write(directory / f"{name}_vs_paper.csv", _csv(side))
         written["vs_paper_md"] = _write(directory / f"{name}_vs_paper.md", to_markdown(
-            side, caption=f"{caption} Ours (profile {profile}) against the paper; diff = ours - paper.",
+            side, caption=f"{caption} Ours (profile {tag}) against the paper; diff = ours - paper.",
             decimals=decimals) + "\n" + "".join(f"{n}\n\n" for n in notes).rstrip("\n") + "\n")
     return written
 
@@ -315,24 +320,25 @@ def save_table(df: pd.DataFrame, name: str, profile: str, *, caption: str,
 # Figures
 # ------------------------------------------------------------------------------------------------
 
-def save_figure(fig: Any, name: str, profile: str, *, dpi: int = FIGURE_DPI,
-                out_dir: str | Path | None = None, data: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Write ``figures/<profile>/<name>.png`` and ``.pdf`` byte-for-byte reproducibly; with
-    ``data`` (the numbers plotted) also ``<name>.csv`` beside them, so a figure can be checked by
-    its data and not only by its bytes (``rlalm reproduce --check``).
+def save_figure(fig: Any, name: str, tag: str, *, data: pd.DataFrame, dpi: int = FIGURE_DPI,
+                out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ``figures/<tag>/<name>.png``, ``.pdf`` and ``.csv`` (``data``: the numbers plotted).
 
+    Every figure carries its data: image bytes are not portable across CPUs (a coordinate may move
+    in the sixth digit), so ``rlalm reproduce --check`` compares a figure by its data CSV at the
+    printed precision. ``tag`` as in :func:`save_table` (a notebook's ``output.tag``).
     No creation date (PDF) and no software tag (PNG) are embedded, and the dpi is fixed, so the
     same figure saved twice (or by a rerun) gives identical files.
     """
-    directory = Path(out_dir) if out_dir is not None else paths.figures_dir(profile)
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"save_figure({name!r}): data must be the DataFrame of the plotted numbers, "
+                        f"not {type(data).__name__}")
+    directory = Path(out_dir) if out_dir is not None else paths.figures_dir(tag)
     directory.mkdir(parents=True, exist_ok=True)
     png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
     fig.savefig(png, format="png", dpi=dpi, metadata={"Software": None})
     fig.savefig(pdf, format="pdf", dpi=dpi, metadata={"CreationDate": None, "ModDate": None})
-    written = {"png": png, "pdf": pdf}
-    if data is not None:
-        written["csv"] = _write(directory / f"{name}.csv", _csv(data))
-    return written
+    return {"png": png, "pdf": pdf, "csv": _write(directory / f"{name}.csv", _csv(data))}
 
 
 def _pyplot():

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import ast
 import io
-import json
 import re
 import tokenize
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import yaml
 
 from reliable_lalm import paths
+from reliable_lalm.core import jsonio
 from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.core.results import is_secret_key
 
@@ -267,7 +267,7 @@ def read_notebook_cells(path: str | Path) -> list[dict[str, Any]]:
     """The cells of an .ipynb file. Plain JSON on purpose: importing nbformat pulls in jsonschema's
     format checkers, which take seconds, and ``rlalm reproduce --list`` should answer at once."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = jsonio.load_file(path)
     except (OSError, ValueError) as err:
         raise ProfileError(f"{path}: cannot read the notebook: {err}") from None
     cells = data.get("cells") if isinstance(data, dict) else None

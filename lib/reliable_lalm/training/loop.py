@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from reliable_lalm.models.hf_loading import UnsafeCheckpointError, refusing_pickled_code  # noqa: F401 - public API
+
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
 LOOP_STATE = "state.json"
@@ -81,10 +83,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint file holds more than tensors and plain containers (it would run code if unpickled)."""
-
-
 def load_torch_state(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only.
 
@@ -93,17 +91,10 @@ def load_torch_state(path: str | Path) -> Any:
     data, so the restricted unpickler loads every checkpoint this library writes and refuses anything
     else with one line naming the file.
     """
-    import pickle
-
     import torch
 
-    try:
+    with refusing_pickled_code(path):
         return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint (weights_only=True "
-                                    f"would have to run code to unpickle it; delete the file if you did not "
-                                    f"write it): {reason}") from None
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:
