@@ -492,22 +492,37 @@ chance_permutations: int = 1000  # random orders behind the "no better than chan
                  '                         calibrate_on=calibrate_on, permutations=chance_permutations)\n'
                  'study.confidence_frame().head()'),
         ("md", "## Uncertainty estimators side by side"),
+        md("Estimators ranked per modality", "Each estimator orders the baseline's answers from most to least "
+           "confident. A lower AURC is better, and the p-value says whether it beats a random order; a higher Rel "
+           "at the IDK prompt's rejection rate is better. The ranking can change with the model and the benchmark."),
         ("code", 'estimators = study.estimator_table()\n'
                  + table_cell("estimators", "09_uncertainty__estimators",
                               "Per modality and estimator: AURC against chance (permutation p-value), E-AURC, ECE, Rel (%) at the IDK prompt's rejection rate, and ranks.", None)),
+        md("AURC against chance", "Each estimator's AURC per modality beside the AURC of a random order. "
+           "A bar well below the chance mark means the estimator knows when the model is wrong; lower is better."),
         ("code", 'reporting.save_figure(uncertainty_figures.estimator_aurc_figure(estimators), "09_uncertainty__estimators_aurc",\n'
                  '                      output.tag, data=uncertainty_figures.estimator_aurc_data(estimators))'),
+        md("Unparseable verbalised confidence", "How many replies to the 0-100 confidence prompt were not a number "
+           "in range. Those items count as missing, never as a guessed value; fewer is better."),
         ("code", 'verbalized_missing = study.missing_table()\n'
                  + table_cell("verbalized_missing", "09_uncertainty__verbalized_missing",
                               "Verbalised-confidence replies that are not a number from 0 to 100 (missing, not guessed).", None)),
         ("md", "## Audio reliance: the same questions without usable audio"),
+        md("Accuracy and refusals without usable audio", "Accuracy with silence or noise in place of the clip is "
+           "the shortcut rate: a lower one means the questions need the audio. Refusing a question about a silent "
+           "clip is the right behaviour, so a higher refusal rate under the controls is better."),
         ("code", 'audio_reliance = study.audio_reliance_table()\n'
                  + table_cell("audio_reliance", "09_uncertainty__audio_reliance",
                               "Accuracy (%) with the audio, with silence and with white noise at the clip's RMS; IDK-prompt refusal rate (%) on each.", None)),
+        md("Items answered right without the audio", "The questions the model answers correctly both with the "
+           "clip and under a control: candidates for text-only shortcuts, listed by id to inspect."),
         ("code", 'audio_reliance_items = study.audio_reliance_items()\n'
                  + table_cell("audio_reliance_items", "09_uncertainty__audio_reliance_items",
                               "Items the baseline answers correctly with the audio and also under a control.", None)),
         ("md", "## Abstention with a guarantee (Learn-then-Test, binomial tail bound)"),
+        md("Thresholds with a guarantee", "Each threshold is chosen on the calibration split so that at most "
+           "alpha of the answered items are wrong, with probability 1 - delta. The test columns show whether that "
+           "holds on held-out items and on other modalities; higher coverage at a risk within alpha is better."),
         ("code", 'risk_control = study.risk_control_table()\n'
                  'display(Markdown(risk_control.attrs["caption"]))\n'
                  + table_cell("risk_control", "09_uncertainty__risk_control",
