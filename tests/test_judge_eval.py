@@ -20,11 +20,13 @@ from reliable_lalm.core.judge_eval import (
     evaluate_judge,
     evaluate_splits,
     harm_of,
+    judge_decisions,
     load_judge_set,
 )
 from reliable_lalm.core.llm_normalizer import parse_reply
-from reliable_lalm.core.normalize import RuleBasedNormalizer
+from reliable_lalm.core.normalize import RULE_DESCRIPTIONS, SCOPE_DESCRIPTIONS, RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import Normalized
+from reliable_lalm.reporting.item_report import describe_rule
 
 REPLIES_PATH = paths.JUDGE_SET_PATH.with_name("judge_replies.jsonl")
 POLICY_CATEGORIES = {"negation", "hedge", "doubt", "echo_instruction", "echo_choices", "multi_option",
@@ -263,3 +265,16 @@ def test_the_paper_setting_keeps_table8_and_the_toolkit_gets_its_own_prompt():
     assert build_normalizer("all", base_url=base, prompt="toolkit", progress=False).prompt == "toolkit"
     with pytest.raises(ValueError, match="hf:<model>"):
         build_normalizer("banana")
+
+
+def test_every_rule_a_decision_carries_is_described():
+    """Reports and sample logs give each decision's rule in words (``RULE_DESCRIPTIONS``): every rule
+    name the rule judge emits on the labelled set, with its scope, has a description."""
+    decisions, _ = judge_decisions(RuleBasedNormalizer(), load_judge_set())
+    seen = {d.method for d in decisions}
+    assert {"exact", "refusal", "doubt", "echo_choices"} <= {m.rpartition(":")[2] for m in seen}
+    for method in seen:
+        scope, _, name = method.rpartition(":")
+        assert name in RULE_DESCRIPTIONS, method
+        assert not scope or scope in SCOPE_DESCRIPTIONS, method
+        assert describe_rule(method).startswith(RULE_DESCRIPTIONS[name]), method

@@ -487,6 +487,29 @@ def _decide(segment: str, item: _Item, scope: str) -> tuple[str, int | None] | N
 _ANSWER_STATEMENT, _FIRST_LINE, _LAST_LINE, _CONCLUSION, _WHOLE = (
     "answer_statement:", "first_line:", "last_line:", "conclusion:", "")
 
+# Every rule name a decision can carry (``Normalized.method``, after an optional scope prefix), in
+# words: what per-item reports and sample logs show as the reason. A test checks the list is complete.
+RULE_DESCRIPTIONS = {
+    "exact": "the output is exactly one option",
+    "refusal": "a refusal phrase (IDK, 'cannot determine', ...)",
+    "doubt": "one option asserted with stated doubt ('X, but I'm not sure'): that option",
+    "letter": "an option letter ('B', '(b)', 'option 2')",
+    "phrase": "an answer phrase naming one option ('the answer is ...')",
+    "leading": "the answer statement begins with one option",
+    "mmau_token": "MMAU's token rule: the words of one option",
+    "hedge": "it names more than one option (a hedge is invalid)",
+    "echo_instruction": "only an echo of the prompt's instruction, no answer",
+    "echo_choices": "the choice list echoed back, one option per line (invalid)",
+    "no_match": "no option, letter or refusal could be found",
+    "empty": "the output is empty",
+    "llm": "the LLM judge decided",
+    "llm-cache": "the LLM judge decided (cached reply)",
+    "llm-unparsed": "the LLM judge's reply named no single option, IDK or INVALID (invalid, not guessed)",
+    "llm-failed": "the LLM judge could not be reached; the rules decided",
+}
+SCOPE_DESCRIPTIONS = {_ANSWER_STATEMENT[:-1]: "in the answer statement", _FIRST_LINE[:-1]: "on the first line",
+                      _LAST_LINE[:-1]: "on the last line", _CONCLUSION[:-1]: "in the concluding sentence"}
+
 
 def _echoed_choice_list(lines: Sequence[str], item: _Item) -> bool:
     """Two or more lines, every one exactly a choice, at least two different choices."""

@@ -29,6 +29,7 @@ from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.breakdowns import KEYS as BREAKDOWN_KEYS
 from reliable_lalm.core.breakdowns import field_value
 from reliable_lalm.core.metrics import OUTCOMES, outcome_of
+from reliable_lalm.core.normalize import RULE_DESCRIPTIONS, SCOPE_DESCRIPTIONS
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import (_load_join_benchmark, records_from_store, resolve_normalizer,
@@ -39,32 +40,14 @@ ERROR = "error"  # the outcome of an item whose record could not be scored (gene
 ARROW = " → "
 AUDIO_MODES = ("link", "embed", "none")
 
-# The rule-based normalizer's rules (core.normalize), in words.
-RULE_TEXT = {
-    "exact": "the output is exactly one option",
-    "refusal": "a refusal phrase (IDK, 'cannot determine', ...)",
-    "letter": "an option letter ('B', '(b)', 'option 2')",
-    "phrase": "an answer phrase naming one option ('the answer is ...')",
-    "leading": "the answer statement begins with one option",
-    "mmau_token": "MMAU's token rule: the words of one option",
-    "hedge": "it names more than one option (a hedge is invalid)",
-    "no_match": "no option, letter or refusal could be found",
-    "empty": "the output is empty",
-    "llm": "the LLM judge decided",
-    "llm-cache": "the LLM judge decided (cached reply)",
-}
-SCOPE_TEXT = {"answer_statement": "in the answer statement", "first_line": "on the first line",
-              "last_line": "on the last line"}
-
-
 def describe_rule(rule: str) -> str:
     """The default *why* of a decision: the normalizer's rule name in words, the name kept
     (``"answer_statement:letter"`` -> ``"an option letter (...), in the answer statement [answer_statement:letter]"``)."""
     scope, _, name = rule.rpartition(":")
-    text = RULE_TEXT.get(name) or RULE_TEXT.get(name.split("-", 1)[0])
+    text = RULE_DESCRIPTIONS.get(name) or RULE_DESCRIPTIONS.get(name.split("-", 1)[0])
     if text is None:
         return rule or "no rule recorded"
-    where = f", {SCOPE_TEXT.get(scope, scope)}" if scope else ""
+    where = f", {SCOPE_DESCRIPTIONS.get(scope, scope)}" if scope else ""
     return f"{text}{where} [{rule}]"
 
 
