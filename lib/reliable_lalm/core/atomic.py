@@ -25,25 +25,12 @@ TEMP_SUFFIX = ".tmp"
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends) atomically; creates the folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
-    """Replace ``path`` with ``data`` atomically (as :func:`atomic_write_text`). ``fsync=False`` only
-    where the caller checks the file on reuse (e.g. a content-keyed cache checks its size)."""
+    """Replace ``path`` with ``data`` atomically; creates the folder. ``fsync=False`` only where the
+    caller checks the file on reuse (e.g. a content-keyed cache checks its size)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
