@@ -157,25 +157,6 @@ def mcot_prompt(question: str, choices: Sequence[str], few_shot: Sequence[FewSho
     return mcot_prompt_parts(question, choices, few_shot).text
 
 
-def build_prompt(method: str, question: str, choices: Sequence[str], *,
-                 few_shot: Sequence[FewShotExample] = ()) -> str:
-    """The single-call prompt for ``baseline``, ``idk`` or ``mcot``.
-
-    ``agent`` needs the model's own earlier outputs, so it is built step by step with
-    :func:`agent_type_prompt`, :func:`agent_content_prompt` and :func:`agent_answer_prompt`.
-    ``few_shot`` is only meaningful for ``mcot``; passing it elsewhere is an error, not ignored.
-    """
-    from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # the registry holds these templates
-
-    entry = get_method(method)
-    if entry.kind not in (SINGLE, MULTI_STEP):
-        raise ValueError(f"method {method!r} ({entry.kind}) has no single prompt")
-    if entry.kind != SINGLE:
-        raise ValueError(f"the {method!r} method takes several calls: use agent_type_prompt, agent_content_prompt "
-                         "and agent_answer_prompt")
-    return entry.build_prompt(question, choices, few_shot)
-
-
 # ---------------------------------------------------------------------------------------------
 # Task agent (Table 7)
 
