@@ -6,7 +6,6 @@ import pytest
 from reliable_lalm.core.normalize import normalize_answer
 from reliable_lalm.core.prompts import (
     AGENT_AUDIO_TYPES,
-    PROMPT_VERSION,
     FewShotExample,
     agent_answer_prompt,
     agent_content_prompt,
@@ -64,7 +63,6 @@ def test_public_constants():
     assert {name: get_method(name).paper_template for name in ("baseline", "idk", "mcot", "agent")} == {
         "baseline": "Table 4", "idk": "Table 5", "mcot": "Table 6", "agent": "Table 7"}
     assert AGENT_AUDIO_TYPES == ("Sound", "Music", "Speech")
-    assert isinstance(PROMPT_VERSION, str) and PROMPT_VERSION
 
 
 def test_follow_up_prompts():

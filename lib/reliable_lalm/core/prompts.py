@@ -30,7 +30,8 @@ same IDK sentence). The task agent (Table 7) is three calls: :func:`agent_type_p
 :func:`agent_content_prompt`, :func:`agent_answer_prompt`. The answer-normalization prompt for an
 LLM judge (Table 8) is :func:`build_normalization_prompt`.
 
-Bump :data:`PROMPT_VERSION` whenever any rendered text changes: stored results are keyed on it.
+Stored results are keyed on each record's rendered prompt text, so a change to any template is a new
+key by itself (no version number to bump).
 """
 from __future__ import annotations
 
@@ -40,8 +41,6 @@ from typing import Sequence
 
 from reliable_lalm.core.items import MAX_CHOICES, MIN_CHOICES
 from reliable_lalm.core.normalize_types import IDK_LABEL
-
-PROMPT_VERSION = "paper-appC-v2"
 
 SELECT_INSTRUCTION = "Select one option from the provided choices:"
 IDK_INSTRUCTION = f"Output '{IDK_LABEL}' if you don't know the answer."
