@@ -398,6 +398,61 @@ def run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultS
         bar.close()
 
 
+def run_scoring(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *,
+                inputs: dict[str, dict[str, str]], build: Callable[[BenchmarkItem], tuple[str, list[str]]],
+                check: Callable[[PreparedItem, str, list[str]], str | None],
+                error_record: Callable[[BenchmarkItem, str | None, list[str] | None, str], dict[str, Any]],
+                score_record: Callable[[BenchmarkItem, GenerationRequest, list[str], Any, str | None], dict[str, Any]],
+                settings: GenerationSettings, desc: str, summary_label: str, terminate: bool = True,
+                progress: bool = True, chunk: int | None = None) -> RunSummary:
+    """Log-likelihoods of continuations (``backend.score_continuations``) for the items not yet in
+    ``store``, a chunk at a time; the body shared by option scoring and text scoring.
+
+    ``build(item) -> (prompt, continuations)``; its ``ValueError``/``TypeError`` becomes the item's
+    error record (``"prompt: <cause>"``), as does a problem ``check(prepared, prompt, continuations)``
+    names. ``error_record`` and ``score_record`` shape the records; ``inputs`` keys them
+    (:func:`input_fingerprint`). Writes the run summary to the manifest and returns it.
+    """
+    done_before = valid_done_keys(store, inputs)
+    todo = [it for it in items if (it.id, 0) not in done_before]
+    chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
+    start = time.perf_counter()
+    bar = item_progress(len(todo), desc, progress)
+    try:
+        for prepared in prepared_chunks(todo, backend.window_seconds, backend.sampling_rate, chunk):
+            requests, conts_of, errors, by_id, warnings = [], [], [], {}, {}
+            for p in prepared:
+                prompt = conts = None
+                if p.error is None:
+                    try:
+                        prompt, conts = build(p.item)
+                    except (ValueError, TypeError) as err:
+                        p.error = f"prompt: {err}"
+                    else:
+                        p.error = check(p, prompt, conts)
+                if p.error is not None:
+                    errors.append(error_record(p.item, prompt, conts, p.error))
+                    continue
+                by_id[p.item.id], warnings[p.item.id] = p.item, p.warning
+                requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings))
+                conts_of.append(conts)
+            if errors:
+                store.extend(errors)
+                bar.update(len(errors))
+            if not requests:
+                continue
+            scores = backend.score_continuations(requests, conts_of, terminate=terminate)
+            records = [score_record(by_id[sc.item_id], req, conts, sc, warnings.get(sc.item_id))
+                       for req, conts, sc in zip(requests, conts_of, scores)]
+            store.extend(records)  # one write per chunk: a crash loses at most this chunk
+            bar.update(len(records))
+    finally:
+        bar.close()
+    summary = summarize_run(summary_label, store, items, done_before, 1, time.perf_counter() - start)
+    store.update_manifest(last_run=summary.to_dict())
+    return summary
+
+
 def summarize_run(method: str, store: ResultStore, items: Sequence[BenchmarkItem], done_before: set,
                n_samples: int, seconds: float) -> RunSummary:
     """Counts of this run, from the records the store gained."""

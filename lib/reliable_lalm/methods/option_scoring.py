@@ -19,7 +19,6 @@ choices) become error records and the run goes on, as in :mod:`reliable_lalm.met
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Sequence
 
 from reliable_lalm.core.items import BenchmarkItem
@@ -28,8 +27,7 @@ from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import SINGLE, get_method
 from reliable_lalm.methods.execution import method_inputs
 from reliable_lalm.methods.generation import (RunSummary, checked_context_problem, drop_error_records, item_fields,
-                                              item_progress, open_store, prepared_chunks, store_params,
-                                              summarize_run, valid_done_keys)
+                                              open_store, run_scoring, store_params)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -71,57 +69,29 @@ def _score_options(backend, items, store, entry, method, settings, idk_text, ter
     if retry_errors:
         drop_error_records(store)
     inputs = method_inputs(items, method)  # records are reused only for the same item content and prompt
-    done_before = valid_done_keys(store, inputs)
-    todo = [it for it in items if (it.id, 0) not in done_before]
-    chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
-    start = time.perf_counter()
-    bar = item_progress(len(todo), f"option scores ({method})", progress)
-    try:
-        for prepared in prepared_chunks(todo, backend.window_seconds, backend.sampling_rate, chunk):
-            requests, conts, errors, warnings, by_id = [], [], [], {}, {}
-            for p in prepared:
-                prompt = None
-                if p.error is None:
-                    try:
-                        prompt = entry.build_prompt(p.item.question, p.item.choices)
-                    except (ValueError, TypeError) as err:
-                        p.error = f"prompt: {err}"
-                    else:
-                        p.error = checked_context_problem(backend, GenerationRequest(p.item.id, p.audio, prompt, settings))
-                if p.error is not None:
-                    errors.append({"item_id": p.item.id, "sample_index": 0, "method": method, "prompt": prompt,
-                                   "input": inputs[p.item.id],
-                                   "error": p.error, "warning": None, "option_logprobs": None,
-                                   "option_tokens": None, "idk_text": idk_text, "idk_logprob": None,
-                                   "idk_tokens": None, **item_fields(p.item)})
-                    continue
-                by_id[p.item.id] = p.item
-                warnings[p.item.id] = p.warning
-                requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings))
-                conts.append([*(str(c) for c in p.item.choices), idk_text])
-            if errors:
-                store.extend(errors)
-                bar.update(len(errors))
-            if not requests:
-                continue
-            scores = backend.score_continuations(requests, conts, terminate=terminate)
-            records = []
-            for req, sc in zip(requests, scores):
-                item = by_id[sc.item_id]
-                k = len(item.choices)
-                records.append({"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
-                                "input": inputs[item.id],
-                                "error": None, "warning": warnings.get(item.id),
-                                "option_logprobs": sc.logprobs[:k], "option_tokens": sc.token_counts[:k],
-                                "idk_text": idk_text, "idk_logprob": sc.logprobs[k], "idk_tokens": sc.token_counts[k],
-                                "prompt_tokens": sc.prompt_tokens, **item_fields(item)})
-            store.extend(records)  # one write per chunk: a crash loses at most this chunk
-            bar.update(len(records))
-    finally:
-        bar.close()
-    summary = summarize_run(f"option-scores:{method}", store, items, done_before, 1, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
-    return summary
+
+    def build(item):
+        return entry.build_prompt(item.question, item.choices), [*(str(c) for c in item.choices), idk_text]
+
+    def check(prepared, prompt, conts):
+        return checked_context_problem(backend, GenerationRequest(prepared.item.id, prepared.audio, prompt, settings))
+
+    def error_record(item, prompt, conts, error):
+        return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": prompt, "input": inputs[item.id],
+                "error": error, "warning": None, "option_logprobs": None, "option_tokens": None,
+                "idk_text": idk_text, "idk_logprob": None, "idk_tokens": None, **item_fields(item)}
+
+    def score_record(item, req, conts, sc, warning):
+        k = len(item.choices)
+        return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
+                "input": inputs[item.id], "error": None, "warning": warning,
+                "option_logprobs": sc.logprobs[:k], "option_tokens": sc.token_counts[:k],
+                "idk_text": idk_text, "idk_logprob": sc.logprobs[k], "idk_tokens": sc.token_counts[k],
+                "prompt_tokens": sc.prompt_tokens, **item_fields(item)}
+
+    return run_scoring(backend, items, store, inputs=inputs, build=build, check=check, error_record=error_record,
+                       score_record=score_record, settings=settings, desc=f"option scores ({method})",
+                       summary_label=f"option-scores:{method}", terminate=terminate, progress=progress, chunk=chunk)
 
 
 def option_score_records(store: ResultStore | str | os.PathLike) -> dict[str, dict[str, Any]]:
