@@ -149,7 +149,9 @@ def test_unknown_method_agent_and_misplaced_few_shot_are_errors():
 
 
 def test_prompts_are_ascii():
-    for method in ("baseline", "idk", "mcot"):
+    from reliable_lalm.methods.registry import single_call_methods
+
+    for method in single_call_methods():
         build_prompt(method, QUESTION, CHOICES).encode("ascii")
     build_normalization_prompt("Dog barking", CHOICES).encode("ascii")
     agent_answer_prompt("Sound", "a dog", QUESTION, CHOICES).encode("ascii")
