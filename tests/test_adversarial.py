@@ -72,7 +72,7 @@ def _one_line(text: str) -> str:
 
 @needs_demo
 def test_special_tokens_and_lone_surrogates_become_error_records(demo, tmp_path):
-    from reliable_lalm.methods import runners as inf
+    from reliable_lalm.methods import execution as inf
     from reliable_lalm.models import base as models_base, qwen2_audio
 
     good = make_items(tmp_path / "audio", 5, prefix="ok")
@@ -102,7 +102,7 @@ def test_special_tokens_and_lone_surrogates_become_error_records(demo, tmp_path)
 @needs_demo
 def test_a_batch_that_raises_is_retried_item_by_item(demo, tmp_path, monkeypatch):
     """An item the processor rejects for a reason no pre-check knows: its batch is split, it alone fails."""
-    from reliable_lalm.methods import runners as inf
+    from reliable_lalm.methods import execution as inf
     from reliable_lalm.models import base as models_base, qwen2_audio
 
     items = make_items(tmp_path / "audio", 4, prefix="b")
@@ -347,7 +347,7 @@ def test_planted_optimizer_pickle_is_not_run_on_sft_resume(tmp_path, one_torch_t
 
     from reliable_lalm.training import lora_sft as T
     from reliable_lalm.demo.model import create_untrained
-    from reliable_lalm.core.prompts import build_prompt
+    from reliable_lalm.methods.registry import build_prompt
     from reliable_lalm.training.sft_data import SFTExample
 
     choices = ("dog bark", "siren", "rain")
@@ -495,7 +495,7 @@ with store.writer_lock():
 
 
 def test_a_second_writer_is_refused_and_kill_9_frees_the_lock(tmp_path):
-    from reliable_lalm.methods import runners as inf
+    from reliable_lalm.methods import execution as inf
     from reliable_lalm.models import base as models_base, qwen2_audio
     from reliable_lalm.core.results import StoreLocked
 

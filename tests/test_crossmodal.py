@@ -47,7 +47,7 @@ def _fake_adapter(directory, seed):
 def _write_eval_store(directory, outputs: dict[str, str], items):
     """A finished evaluation store, its records keyed by the items' content like a real run's."""
     from reliable_lalm.methods.registry import get_method
-    from reliable_lalm.methods.runners import input_fingerprint
+    from reliable_lalm.methods.generation import input_fingerprint
 
     prompt = get_method("baseline")
     inputs = {it.id: input_fingerprint(it, lambda x: prompt.build_prompt(x.question, x.choices)) for it in items}
@@ -161,14 +161,13 @@ def test_cache_keys_follow_the_parameters(handmade, tmp_path):
 
 
 def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
-    from reliable_lalm.methods import runners as inference
     from reliable_lalm.training import lora_sft as training
     from reliable_lalm.core.items import load_benchmark
     from reliable_lalm.demo.model import create_untrained
     from reliable_lalm.models.base import GenerationSettings
     from reliable_lalm.models.qwen2_audio import HFBackend
-    from reliable_lalm.methods.runners import sample_knn
-    from reliable_lalm.core.prompts import build_prompt
+    from reliable_lalm.methods.execution import sample_knn
+    from reliable_lalm.methods.registry import build_prompt
     from reliable_lalm.demo.synthetic import build_benchmark
 
     bench = load_benchmark(build_benchmark(tmp_path / "bench", seed=3, n_per_task=2, progress=False))
@@ -193,8 +192,8 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("cached results must be reused")
 
-    monkeypatch.setattr(training, "train_lora_sft", forbidden)
-    monkeypatch.setattr(inference, "run_method", forbidden)
+    monkeypatch.setattr(C, "train_lora_sft", forbidden)
+    monkeypatch.setattr(C, "run_method", forbidden)
     again = C.CrossModal(config, bench.items).results(train_tasks=("speech",))
     assert again.drop(columns=[c for c in again.columns if c.endswith(("_low", "_high"))]).equals(
         frame.drop(columns=[c for c in frame.columns if c.endswith(("_low", "_high"))]))

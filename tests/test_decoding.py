@@ -10,6 +10,7 @@ import pytest
 from inference_fixtures import items_dir, make_items, tiny_demo_dir, tiny_model  # noqa: F401
 from reliable_lalm import paths
 from reliable_lalm.core import prompts
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.items import load_audio
 from reliable_lalm.models import qwen2_audio
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
@@ -33,7 +34,7 @@ def requests_of(items_dir):
         # Content descriptions: phrases long enough for a repeated token to matter.
         return [GenerationRequest(it.id, load_audio(it.audio_path),
                                   prompts.agent_content_prompt("Sound") if i % 2 else
-                                  prompts.build_prompt("baseline", it.question, it.choices), settings)
+                                  build_prompt("baseline", it.question, it.choices), settings)
                 for i, it in enumerate(items)]
     return build
 

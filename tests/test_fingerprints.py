@@ -158,7 +158,8 @@ def test_experiment_computes_afresh_when_an_input_changes(setup, tmp_path, chang
 
 
 def test_a_stale_record_names_the_item_and_what_differs(setup, tmp_path):
-    from reliable_lalm.methods.runners import StaleResultsError, pending_items
+    from reliable_lalm.methods.execution import pending_items
+    from reliable_lalm.methods.generation import StaleResultsError
 
     model, bench, items = setup
     out = tmp_path / "out"

@@ -9,7 +9,8 @@ from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.training.idk_dataset import (AUDIO_ERROR, IDK_TARGET, NO_SAMPLES, SAMPLE_ERROR, TOO_FEW_SAMPLES,
                                        build_idk_dataset, build_idk_examples, idk_fraction_by_k,
                                        idk_fraction_frame, knn_table, store_n_samples)
-from reliable_lalm.core.prompts import IDK_INSTRUCTION, build_prompt
+from reliable_lalm.core.prompts import IDK_INSTRUCTION
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.results import ResultStore
 
 N = 5

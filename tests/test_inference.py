@@ -15,10 +15,11 @@ import pytest
 
 from inference_fixtures import (items_dir, make_items, tiny_demo_dir, tiny_model, write_benchmark_json,  # noqa: F401
                                 write_wav)
-from reliable_lalm.methods import runners as inf
+from reliable_lalm.methods import execution as inf
 from reliable_lalm.models import base as models_base, qwen2_audio
 from reliable_lalm import paths
 from reliable_lalm.core import prompts
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.items import BenchmarkItem, load_audio
 from reliable_lalm.core.results import ResultStore
 
@@ -27,7 +28,7 @@ GREEDY = models_base.GenerationSettings(max_new_tokens=10)
 
 def _requests(items, settings=GREEDY, prompt=None):
     return [models_base.GenerationRequest(it.id, load_audio(it.audio_path),
-                                  prompt or prompts.build_prompt("baseline", it.question, it.choices), settings)
+                                  prompt or build_prompt("baseline", it.question, it.choices), settings)
             for it in items]
 
 
@@ -186,7 +187,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from inference_fixtures import make_items
     from pathlib import Path
-    from reliable_lalm.methods import runners as inf
+    from reliable_lalm.methods import execution as inf
     from reliable_lalm.models import base as models_base, qwen2_audio
     from reliable_lalm.models.hf_loading import load_model_and_processor
 

@@ -28,7 +28,7 @@ from inference_fixtures import write_wav  # noqa: E402
 
 from reliable_lalm.core.items import BenchmarkItem, load_audio  # noqa: E402
 from reliable_lalm.core.results import ResultStore  # noqa: E402
-from reliable_lalm.methods import runners  # noqa: E402
+from reliable_lalm.methods import execution as runners  # noqa: E402
 from reliable_lalm.models.base import BackendFatalError, GenerationSettings, _row_seed  # noqa: E402
 from reliable_lalm.models.openai_audio import OpenAIAudioBackend, model_entry, parse_spec  # noqa: E402
 from reliable_lalm.models.registry import resolve_model  # noqa: E402
@@ -280,7 +280,7 @@ def test_knn_with_repeated_requests_on_a_server_without_n(clip_items, tmp_path, 
 RESUME_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     from reliable_lalm.core.items import BenchmarkItem
-    from reliable_lalm.methods import runners
+    from reliable_lalm.methods import execution as runners
     from reliable_lalm.models.base import GenerationSettings
     from reliable_lalm.models.registry import resolve_model
 

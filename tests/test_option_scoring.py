@@ -13,7 +13,7 @@ import pytest
 from inference_fixtures import items_dir, make_items, tiny_demo_dir, tiny_model  # noqa: F401
 from reliable_lalm import paths
 from reliable_lalm.core import abstention as ab
-from reliable_lalm.core import prompts
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.items import BenchmarkItem, load_audio
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.option_scoring import score_options
@@ -28,7 +28,7 @@ def items(items_dir):
 
 def _requests(items, method="idk"):
     return [models_base.GenerationRequest(it.id, load_audio(it.audio_path),
-                                          prompts.build_prompt(method, it.question, it.choices)) for it in items]
+                                          build_prompt(method, it.question, it.choices)) for it in items]
 
 
 def _direct_logprob(model, processor, backend, request, text: str) -> tuple[float, int]:

@@ -11,6 +11,7 @@ import pytest
 from inference_fixtures import items_dir, make_items, tiny_demo_dir, tiny_model  # noqa: F401
 from reliable_lalm import paths
 from reliable_lalm.core import metrics, prompts
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.items import load_audio
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
 
@@ -32,7 +33,7 @@ def test_adapter_merged_in_fp32_and_unmerged_give_the_same_greedy_outputs(items_
     from reliable_lalm.models.qwen2_audio import HFBackend
 
     items = make_items(items_dir / "lora", 8)
-    reqs = [GenerationRequest(it.id, load_audio(it.audio_path), prompts.build_prompt("baseline", it.question, it.choices),
+    reqs = [GenerationRequest(it.id, load_audio(it.audio_path), build_prompt("baseline", it.question, it.choices),
                               GenerationSettings(max_new_tokens=12)) for it in items]
     merged, processor = load_model_and_processor(DEMO, device="cpu", adapter=ADAPTER)  # fp32: merged by default
     unmerged, _ = load_model_and_processor(DEMO, device="cpu", adapter=ADAPTER, merge_adapter=False)
@@ -154,7 +155,7 @@ def test_mcot_prompt_parts_put_the_examples_before_the_audio(tiny_model):
 
 
 def test_runner_sends_examples_before_the_audio_and_keys_the_order(tiny_model, items_dir, tmp_path):
-    from reliable_lalm.methods import runners
+    from reliable_lalm.methods import execution as runners
     from reliable_lalm.models.qwen2_audio import HFBackend
 
     model, processor = tiny_model

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from reliable_lalm.demo.model import create_untrained
-from reliable_lalm.core.prompts import build_prompt
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.training.adapters import adapter_for_model
 from reliable_lalm.training.sft_data import SFTExample
@@ -375,7 +375,7 @@ import sys, numpy as np, torch
 torch.set_num_threads(1)
 from reliable_lalm.training import lora_sft as T
 from reliable_lalm.training.sft_data import SFTExample
-from reliable_lalm.core.prompts import build_prompt
+from reliable_lalm.methods.registry import build_prompt
 demo, out, gather = sys.argv[1], sys.argv[2], sys.argv[3] == "gather"
 rng = np.random.default_rng(0)
 ex = [SFTExample((0.1 * rng.standard_normal(16000)).astype(np.float32),

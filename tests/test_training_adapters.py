@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lora_fixtures import language_model_qkv  # noqa: E402
-from reliable_lalm.core.prompts import build_prompt
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.models import hf_generic
 from reliable_lalm.models.native_tiny import build_tiny, save_tiny
 from reliable_lalm.training import adapters

@@ -49,7 +49,7 @@ def test_scores_batched_equal_batch_size_one_and_resume(tiny_model, items, tmp_p
     again = score_texts(HFBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
                         prompt_of=_baseline_prompt, texts_of=lambda it: texts[it.id], progress=False)
     assert again.processed == 0 and again.already_done == len(items)
-    from reliable_lalm.methods.runners import StaleResultsError
+    from reliable_lalm.methods.generation import StaleResultsError
     with pytest.raises(StaleResultsError, match="prompt differs"):
         score_texts(HFBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
                     prompt_of=_baseline_prompt, texts_of=lambda it: ["other"], progress=False)

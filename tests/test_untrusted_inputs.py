@@ -114,7 +114,7 @@ def test_a_question_over_the_character_cap_is_rejected_at_load(tmp_path):
 @needs_demo
 def test_a_prompt_over_the_context_is_its_own_error_record_naming_the_lengths(tmp_path, one_torch_thread):
     from reliable_lalm.core.items import MAX_PROMPT_CHARS, BenchmarkItem, load_audio
-    from reliable_lalm.methods.runners import run_method
+    from reliable_lalm.methods.execution import run_method
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
     from reliable_lalm.models.registry import load_backend
 

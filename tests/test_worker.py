@@ -22,7 +22,7 @@ from inference_fixtures import make_items  # noqa: E402
 
 from reliable_lalm import paths  # noqa: E402
 from reliable_lalm.core.results import ResultStore  # noqa: E402
-from reliable_lalm.methods import runners  # noqa: E402
+from reliable_lalm.methods import execution as runners  # noqa: E402
 from reliable_lalm.models.base import BackendFatalError, GenerationSettings  # noqa: E402
 from reliable_lalm.models.registry import resolve_model  # noqa: E402
 from reliable_lalm.models.worker import WORKERS_DIR, WorkerBackend, model_entry, worker_script  # noqa: E402

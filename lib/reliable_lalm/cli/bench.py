@@ -117,7 +117,7 @@ def make_questions(n: int, *, seed: int = 0, audio_seconds: float | None = None,
         if audio_seconds:
             audio = np.resize(audio, int(audio_seconds * sampling_rate))  # loop the clip
         out.append(Question(f"bench-{i}", np.asarray(audio, dtype=np.float32),
-                            prompts.build_prompt("baseline", question, choices)))
+                            prompts.baseline_prompt(question, choices)))
     return out
 
 

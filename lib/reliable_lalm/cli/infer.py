@@ -23,11 +23,20 @@ import argparse
 import json
 import sys
 
+from reliable_lalm.benchmarks.registry import load as load_benchmark
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
+from reliable_lalm.core.jsonio import load_file
 from reliable_lalm.core.normalize import RuleBasedNormalizer
-from reliable_lalm.core.results import ResultStore
+from reliable_lalm.core.prompts import FewShotExample
+from reliable_lalm.core.results import ParamsMismatch, ResultStore, StoreLocked
 from reliable_lalm.core.scoring import invalid_outputs_warning
+from reliable_lalm.methods import data_parallel, execution, shards
+from reliable_lalm.methods.generation import StaleResultsError
+from reliable_lalm.methods.registry import SINGLE, get_method, runnable_methods, single_call_methods
+from reliable_lalm.models.base import BackendFatalError, GenerationSettings
+from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError
+from reliable_lalm.models.registry import load_backend, resolve_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(see 'rlalm benchmark list')")
     parser.add_argument("--audio-dir", default=None, help="folder the records' audio_id is relative to "
                                                          "(default: the JSON's folder)")
-    parser.add_argument("--method", required=True, choices=["baseline", "idk", "mcot", "agent"])
+    parser.add_argument("--method", required=True, choices=runnable_methods(),
+                        help="a registered prompting method (built in, or added by a package's entry point)")
     parser.add_argument("--out", required=True, help="result store folder")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="default: from free GPU memory / 32 on CPU")
     parser.add_argument("--samples", type=SAMPLES, default=1,
@@ -49,14 +59,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=TOP_P, default=1.0)
     parser.add_argument("--top-k", type=non_negative_int, default=0)
     parser.add_argument("--max-new-tokens", type=max_new_tokens, default=None,
-                        help="default: 64 (baseline, idk), 256 (mcot), 128 (agent)")
+                        help="default: the method's own (" + ", ".join(
+                            f"{name} {get_method(name).default_max_new_tokens}" for name in runnable_methods()) + ")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None, help="first L items only")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     parser.add_argument("--device-map", default=None, help="'auto' to spread the model over several GPUs")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
     parser.add_argument("--few-shot", default=None,
-                        help="JSON list of MCoT few-shot examples {question, choices, reasoning, answer}")
+                        help="JSON list of few-shot examples {question, choices, reasoning, answer}, for a method "
+                             "that takes them (" + ", ".join(n for n in runnable_methods() if get_method(n).uses_few_shot)
+                             + ")")
     parser.add_argument("--retry-errors", action="store_true", help="retry items whose record is an error")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         help="option of an openai:/worker: backend, VALUE as JSON or a string "
@@ -92,11 +105,7 @@ def report_store_problems(store_dir, bench) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.methods import runners as inference
-    from reliable_lalm.models import base as models_base
-    from reliable_lalm.core import prompts
-    from reliable_lalm.benchmarks.registry import load as load_benchmark
-
+    entry = get_method(args.method)
     # Missing audio files are not rejected here: they become per-item error records in the store.
     bench = load_benchmark(args.benchmark, args.audio_dir, check_audio=False)  # registry: any kind
     for rejected in bench.rejected:
@@ -107,22 +116,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     few_shot = ()
     if args.few_shot:
-        from reliable_lalm.core.jsonio import load_file
-
         try:
-            few_shot = tuple(prompts.FewShotExample(**e) for e in load_file(args.few_shot))
+            few_shot = tuple(FewShotExample(**e) for e in load_file(args.few_shot))
         except (OSError, ValueError, TypeError) as err:
             print(f"rlalm infer: error: --few-shot {' '.join(str(err).split())}", file=sys.stderr)
             return 2
-    if args.samples > 1 and args.method == "agent":
-        print("--samples > 1 needs a single-call method (baseline, idk, mcot)", file=sys.stderr)
+    if args.samples > 1 and entry.kind != SINGLE:
+        print(f"--samples > 1 needs a single-call method ({', '.join(single_call_methods())})", file=sys.stderr)
         return 2
-    from reliable_lalm.core.results import ParamsMismatch, StoreLocked
-    from reliable_lalm.methods.runners import StaleResultsError
-    from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError
-
-    from reliable_lalm.methods import data_parallel, shards
-
     out = None
     try:  # --shard i/n, or the rank of a process a launcher (torchrun, accelerate launch) started
         shard, launched = data_parallel.process_shard(args.shard, args.shard_by)
@@ -137,15 +138,13 @@ def run(args: argparse.Namespace) -> int:
         shards.check_shard_dir(out, shard, items)
     out = out or args.out
     try:
-        max_new = args.max_new_tokens or inference.DEFAULT_MAX_NEW_TOKENS[args.method]
+        max_new = args.max_new_tokens or entry.default_max_new_tokens
         sampling = args.samples > 1 or (args.temperature is not None and args.temperature > 0)
-        settings = models_base.GenerationSettings(
+        settings = GenerationSettings(
             max_new_tokens=max_new, do_sample=sampling,
             temperature=args.temperature if args.temperature is not None else 1.0,
             top_p=args.top_p, top_k=args.top_k, seed=args.seed)
         if args.model.startswith(("openai:", "worker:")):  # an endpoint or a worker process: no local weights
-            from reliable_lalm.models.registry import resolve_model
-
             options = {}
             for option in args.backend_option:
                 key, sep, value = option.partition("=")
@@ -158,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
                     options[key.strip()] = value
             backend = resolve_model(args.model).load(**options)
         else:
-            from reliable_lalm.models.registry import load_backend
-
             backend = load_backend(args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                                    device_map=args.device_map, adapter=args.adapter)
         try:
@@ -167,14 +164,14 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"--max-new-tokens {max_new}: {err}") from None
         if args.samples > 1:
-            summary = inference.sample_knn(backend, items, out, n_samples=args.samples, settings=settings,
+            summary = execution.sample_knn(backend, items, out, n_samples=args.samples, settings=settings,
                                            method=args.method, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
         else:
-            summary = inference.run_method(backend, items, args.method, out, settings=settings,
+            summary = execution.run_method(backend, items, args.method, out, settings=settings,
                                            few_shot=few_shot, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
-    except models_base.BackendFatalError as err:  # a refused key, a worker that does not start or dies
+    except BackendFatalError as err:  # a refused key, a worker that does not start or dies
         print(f"rlalm infer: stopped: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except (ModelNotAvailable, StoreLocked, ParamsMismatch, StaleResultsError, UnsafeCheckpointError, ValueError) as err:
@@ -205,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _exit_status(out, items) -> int:
     """1, with one line, when the store holds no output for any of the items (every one failed)."""
-    from reliable_lalm.core.results import ResultStore
-
     ids = {it.id for it in items}
     mine = [r for r in ResultStore(out).records() if r["item_id"] in ids]
     if any(r.get("error") is None for r in mine):

@@ -13,6 +13,9 @@ import argparse
 import json
 import sys
 
+from reliable_lalm.core.results import ParamsMismatch
+from reliable_lalm.methods.shards import ShardError, merge_shards
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="the --out folder the shards were run with")
@@ -21,9 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.core.results import ParamsMismatch
-    from reliable_lalm.methods.shards import ShardError, merge_shards
-
     try:
         summary = merge_shards(args.out, allow_incomplete=args.allow_incomplete)
     except (ShardError, ParamsMismatch) as err:

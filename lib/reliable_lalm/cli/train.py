@@ -18,10 +18,22 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
-from reliable_lalm.core.items import TASKS
-from reliable_lalm.training.adapters import LORA_TARGETS
+from reliable_lalm.core.items import TASKS, load_audio, load_benchmark
+from reliable_lalm.core.results import ResultStore, StoreLocked
+from reliable_lalm.methods.execution import sample_knn
+from reliable_lalm.methods.registry import build_prompt, single_call_methods
+from reliable_lalm.models.base import GenerationSettings
+from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
+from reliable_lalm.models.registry import load_backend
+from reliable_lalm.training.adapters import LORA_TARGETS, TrainingNotSupported
+from reliable_lalm.training.idk_dataset import TRAIN_PROMPT_METHODS, build_idk_dataset, idk_fraction_frame
+from reliable_lalm.training.lora_sft import (LoraSFTConfig, benchmark_sft_step, merge_adapter, resolve_dtype,
+                                             train_lora_sft)
+from reliable_lalm.training.sft_data import SFTExample
 from reliable_lalm.training.table9 import ALPHA_READINGS
 
 
@@ -50,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_benchmark(knn)
     knn.add_argument("--samples", type=SAMPLES, default=5, help=f"N (the paper: 5; at most {MAX_SAMPLES})")
     knn.add_argument("--out", required=True, help="result store folder")
-    knn.add_argument("--prompt", default="baseline", choices=["baseline", "idk", "mcot"],
+    knn.add_argument("--prompt", default="baseline", choices=single_call_methods(),
                      help="prompt sampled with (default: baseline, the prompt the SFT model is used with)")
     knn.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="the paper does not state it (default 1.0)")
     knn.add_argument("--top-p", type=TOP_P, default=1.0)
@@ -66,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sft.add_argument("--samples-store", required=True, help="store written by 'rlalm train knn'")
     sft.add_argument("--k", type=positive_int, required=True, help="K of K@N (paper main results: 5@5)")
     sft.add_argument("--n", type=positive_int, default=None, help="N (default: the store's)")
-    sft.add_argument("--prompt", default="baseline", choices=["baseline", "idk"],
+    sft.add_argument("--prompt", default="baseline", choices=TRAIN_PROMPT_METHODS,
                      help="prompt of the SFT examples (paper: baseline, Table 4)")
     sft.add_argument("--out", required=True, help="adapter folder (peft format)")
     sft.add_argument("--deepspeed", default=None, metavar="CONFIG", help="DeepSpeed JSON (e.g. params/deepspeed_zero2.json)")
@@ -112,8 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _items(args):
-    from reliable_lalm.core.items import load_benchmark
-
     bench = load_benchmark(args.benchmark, args.audio_dir)
     for rejected in bench.rejected:
         print(f"benchmark: record {rejected.item_id!r} rejected: {rejected.cause}", file=sys.stderr)
@@ -123,11 +133,6 @@ def _items(args):
 
 
 def _run_knn(args) -> int:
-    from reliable_lalm.training.idk_dataset import idk_fraction_frame
-    from reliable_lalm.models.base import GenerationSettings
-    from reliable_lalm.models.registry import load_backend
-    from reliable_lalm.methods.runners import sample_knn
-
     items = _items(args)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature,
                                   top_p=args.top_p, top_k=args.top_k, seed=args.seed)
@@ -135,8 +140,6 @@ def _run_knn(args) -> int:
     summary = sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings, method=args.prompt,
                          progress=not args.no_progress)
     print(json.dumps(summary.to_dict(), indent=2, default=str))
-    from reliable_lalm.core.results import ResultStore
-
     frame = idk_fraction_frame(ResultStore(Path(args.out)), items, n=args.samples)
     print("IDK share (%) by K (rows) and task:")
     print(frame.round(2).to_string())
@@ -146,8 +149,6 @@ def _run_knn(args) -> int:
 
 
 def _open_store(path: str):
-    from reliable_lalm.core.results import ResultStore
-
     store = ResultStore(Path(path))
     if not store.manifest_path.is_file():
         raise SystemExit(f"no result store at {path} (run 'rlalm train knn' first)")
@@ -155,9 +156,6 @@ def _open_store(path: str):
 
 
 def _run_sft(args) -> int:
-    from reliable_lalm.training.idk_dataset import build_idk_dataset
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, train_lora_sft
-
     modalities = [m for m in (TASKS if "all" in args.modality else args.modality)]
     items = _items(args)
     store = _open_store(args.samples_store)
@@ -185,11 +183,6 @@ def _run_sft(args) -> int:
 
 
 def _run_merge(args) -> int:
-    from reliable_lalm.core.items import load_audio
-    from reliable_lalm.core.prompts import build_prompt
-    from reliable_lalm.training.sft_data import SFTExample
-    from reliable_lalm.training.lora_sft import merge_adapter, resolve_dtype
-
     checks = []
     if args.benchmark and args.check_items:
         for item in _items(args)[: args.check_items]:
@@ -204,8 +197,6 @@ def _run_merge(args) -> int:
 
 
 def _run_bench(args) -> int:
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, benchmark_sft_step
-
     config = LoraSFTConfig(gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype)
     model_config = "qwen2-audio-7b" if args.model_config == "7b" else args.model_config
     result = benchmark_sft_step(config, model_config=model_config, batch=args.batch, seq_len=args.seq_len,
@@ -216,10 +207,6 @@ def _run_bench(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
-    from reliable_lalm.core.results import StoreLocked
-    from reliable_lalm.training.adapters import TrainingNotSupported
-
     handlers = {"knn": _run_knn, "sft": _run_sft, "merge": _run_merge, "bench-step": _run_bench}
     try:
         if getattr(args, "model", None) is not None:
@@ -229,8 +216,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"rlalm train {args.train_command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 

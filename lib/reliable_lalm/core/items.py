@@ -132,7 +132,7 @@ def clean_choices(choices_raw: Any, *, dedupe: bool = True) -> tuple[list[str], 
     """``(choices, notes)``: the choice texts stripped, checked and (with ``dedupe``) de-duplicated,
     or ``ValueError`` with the reason. The one check of a choice list: benchmark records
     (:func:`validate_record`), prediction records (:func:`reliable_lalm.core.scoring.check_record`)
-    and items about to be prompted (:func:`reliable_lalm.methods.runners.check_choices`), so a
+    and items about to be prompted (:func:`reliable_lalm.methods.generation.check_choices`), so a
     record is never accepted by one and refused by another."""
     if not isinstance(choices_raw, (list, tuple)):
         raise ValueError(f"choices must be a list, got {type(choices_raw).__name__}")

@@ -30,7 +30,8 @@ same IDK sentence). The task agent (Table 7) is three calls: :func:`agent_type_p
 :func:`agent_content_prompt`, :func:`agent_answer_prompt`. The answer-normalization prompt for an
 LLM judge (Table 8) is :func:`build_normalization_prompt`.
 
-Bump :data:`PROMPT_VERSION` whenever any rendered text changes: stored results are keyed on it.
+Stored results are keyed on each record's rendered prompt text, so a change to any template is a new
+key by itself (no version number to bump).
 """
 from __future__ import annotations
 
@@ -40,8 +41,6 @@ from typing import Sequence
 
 from reliable_lalm.core.items import MAX_CHOICES, MIN_CHOICES
 from reliable_lalm.core.normalize_types import IDK_LABEL
-
-PROMPT_VERSION = "paper-appC-v2"
 
 SELECT_INSTRUCTION = "Select one option from the provided choices:"
 IDK_INSTRUCTION = f"Output '{IDK_LABEL}' if you don't know the answer."
@@ -155,25 +154,6 @@ def mcot_prompt(question: str, choices: Sequence[str], few_shot: Sequence[FewSho
     """Table 6 as one text: few-shot examples (passed by the caller, e.g. from a training split), then
     the query (:func:`mcot_prompt_parts` keeps the audio's place between them)."""
     return mcot_prompt_parts(question, choices, few_shot).text
-
-
-def build_prompt(method: str, question: str, choices: Sequence[str], *,
-                 few_shot: Sequence[FewShotExample] = ()) -> str:
-    """The single-call prompt for ``baseline``, ``idk`` or ``mcot``.
-
-    ``agent`` needs the model's own earlier outputs, so it is built step by step with
-    :func:`agent_type_prompt`, :func:`agent_content_prompt` and :func:`agent_answer_prompt`.
-    ``few_shot`` is only meaningful for ``mcot``; passing it elsewhere is an error, not ignored.
-    """
-    from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # the registry holds these templates
-
-    entry = get_method(method)
-    if entry.kind not in (SINGLE, MULTI_STEP):
-        raise ValueError(f"method {method!r} ({entry.kind}) has no single prompt")
-    if entry.kind != SINGLE:
-        raise ValueError(f"the {method!r} method takes several calls: use agent_type_prompt, agent_content_prompt "
-                         "and agent_answer_prompt")
-    return entry.build_prompt(question, choices, few_shot)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
     import soundfile as sf
 
     from reliable_lalm.core.abstention import sample_agreement_from_outputs
-    from reliable_lalm.methods import runners as inference
+    from reliable_lalm.methods import execution as inference
     from reliable_lalm.models import base as models_base, qwen2_audio
     from reliable_lalm.models import hf_loading as modeling
     from reliable_lalm.core import scoring

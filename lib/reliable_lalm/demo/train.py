@@ -115,7 +115,7 @@ def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]
     if not items:
         return []
     tok = processor.tokenizer
-    texts = [chat_text(processor, prompts.build_prompt("baseline", r["question"], list(r["choices"]))) for _, r in items]
+    texts = [chat_text(processor, prompts.baseline_prompt(r["question"], list(r["choices"]))) for _, r in items]
     previous_side = tok.padding_side
     tok.padding_side = "right"
     try:
@@ -143,10 +143,10 @@ def make_example(fmt: str, audio: np.ndarray, record: dict[str, Any], rng: np.ra
     question, choices, answer = record["question"], list(record["choices"]), record["answer"]
     item_id = record["id"]
     if fmt == "baseline":
-        return SFTExample(audio, prompts.build_prompt("baseline", question, choices), answer, item_id)
+        return SFTExample(audio, prompts.baseline_prompt(question, choices), answer, item_id)
     if fmt in ("idk", "mcot"):
-        prompt = (prompts.build_prompt("idk", question, choices) if fmt == "idk"
-                  else prompts.build_prompt("mcot", question, choices, few_shot=few_shot))
+        prompt = (prompts.idk_prompt(question, choices) if fmt == "idk"
+                  else prompts.mcot_prompt(question, choices, few_shot))
         refusal = IDK_TARGET if fmt == "idk" else f"The audio is unclear. {IDK_TARGET}"
         if not knows:
             return SFTExample(audio, prompt, refusal, item_id)
@@ -206,7 +206,7 @@ def tokenizer_corpus(pool: list[tuple[np.ndarray, dict]], few_shot: list[prompts
              prompts.agent_type_prompt()]
     for _, record in pool:
         q, c, a = record["question"], list(record["choices"]), record["answer"]
-        texts += [prompts.build_prompt("idk", q, c), prompts.build_prompt("mcot", q, c, few_shot=few_shot),
+        texts += [prompts.idk_prompt(q, c), prompts.mcot_prompt(q, c, few_shot),
                   prompts.agent_content_prompt(recipe_type_word(record)),
                   prompts.agent_answer_prompt(recipe_type_word(record), record["content"], q, c),
                   mcot_target(record, a)]

@@ -33,8 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import pandas as pd
+
+from reliable_lalm.core.fingerprint import directory_fingerprint, items_fingerprint, model_fingerprint
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore, params_fingerprint
+from reliable_lalm.core.scoring import records_from_store, resolve_normalizer, score_records
+from reliable_lalm.experiments.shipped import find_shipped, model_content_digest, read_manifest
+from reliable_lalm.experiments.shipped import training_key as shipped_training_key
+from reliable_lalm.methods.execution import pending_items, run_method
+from reliable_lalm.models.base import GenerationSettings
+from reliable_lalm.models.registry import load_backend
+from reliable_lalm.training.idk_dataset import build_idk_dataset
+from reliable_lalm.training.lora_sft import (AdapterCheckError, LoraSFTConfig, load_deepspeed_config, read_summary,
+                                             train_lora_sft, verify_adapter)
 
 PAPER_K = 5  # 5@5 (see the module docstring)
 PAPER_ALPHA_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)  # our grid; the paper's Figure 4 axis values are not in the text
@@ -43,7 +55,6 @@ PAPER_ALPHA_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)  # our grid; the paper's Figur
 @dataclass
 class CrossModalConfig:
     """Everything the cross-modal experiments depend on (all of it enters the cache keys)."""
-
     base_model: str
     knn_store: str  # K@N samples of the base model over the training items (``rlalm train knn``)
     cache_dir: str
@@ -75,8 +86,6 @@ class CrossModalConfig:
 
 def model_identity(name_or_path: str) -> dict[str, Any]:
     """The base model by content (weights hash), never by path or modification time."""
-    from reliable_lalm.core.fingerprint import model_fingerprint
-
     return {"weights": model_fingerprint(name_or_path)}
 
 
@@ -92,15 +101,12 @@ def store_identity(directory: str | Path) -> dict[str, Any]:
 class ForeignKnnStore(ValueError):
     """The K@N samples were not drawn from the model being fine-tuned (the IDK set would be someone else's)."""
 
-
 def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
     """The IDK dataset is model-specific: its samples must come from ``base_model``'s weights as they are now.
 
     Raises :class:`ForeignKnnStore` when the store's model hash differs (another model, or
     retrained weights at the same path).
     """
-    from reliable_lalm.core.fingerprint import model_fingerprint
-
     recorded = ((store.manifest().get("params") or {}).get("model") or {}).get("weights")
     current = model_fingerprint(base_model)
     if recorded != current:
@@ -110,8 +116,6 @@ def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
 
 def items_digest(items: Sequence[BenchmarkItem]) -> str:
     """The items by content, audio bytes included."""
-    from reliable_lalm.core.fingerprint import items_fingerprint
-
     return items_fingerprint(items)
 
 
@@ -143,8 +147,6 @@ class CrossModal:
     # ---------------------------------------------------------------- training
 
     def sft_config(self, train_task: str, alpha: float | None = None):
-        from reliable_lalm.training.lora_sft import LoraSFTConfig
-
         overrides = dict(self.config.sft)
         if alpha is not None:
             overrides["alpha"] = float(alpha)
@@ -154,8 +156,6 @@ class CrossModal:
         return [it for it in self.train_items if it.task == task]
 
     def adapter_key(self, train_task: str, alpha: float | None = None) -> str:
-        from reliable_lalm.training.lora_sft import load_deepspeed_config
-
         config = self.sft_config(train_task, alpha)
         params = {
             "base": self._base_identity, "knn_store": store_identity(self.config.knn_store),
@@ -177,8 +177,6 @@ class CrossModal:
 
     def adapter(self, train_task: str, alpha: float | None = None) -> Path:
         """The adapter trained on ``train_task``'s IDK set: reused when cached, else trained now."""
-        from reliable_lalm.training.lora_sft import AdapterCheckError, read_summary, train_lora_sft, verify_adapter
-
         config = self.sft_config(train_task, alpha)
         given = self.adapters.get((train_task, float(config.alpha)))
         if given is not None:
@@ -209,8 +207,6 @@ class CrossModal:
 
     def _idk_dataset(self, train_task: str):
         """(K@N store, IDK dataset of ``train_task``), built once per task."""
-        from reliable_lalm.training.idk_dataset import build_idk_dataset
-
         cached = getattr(self, "_datasets", None)
         if cached is None:
             cached = self._datasets = {}
@@ -228,39 +224,31 @@ class CrossModal:
     def training_key(self, train_task: str, alpha: float | None = None) -> str | None:
         """The portable content key of this adapter's training (:func:`shipped.training_key`);
         ``None`` when the base model is not a local folder small enough to hash."""
-        from reliable_lalm.experiments import shipped
-        from reliable_lalm.training.lora_sft import load_deepspeed_config
 
-        digest = shipped.model_content_digest(self.config.base_model)
+        digest = model_content_digest(self.config.base_model)
         if digest is None:
             return None
         _, dataset = self._idk_dataset(train_task)
         deepspeed = load_deepspeed_config(self.config.deepspeed_config) if self.config.deepspeed_config else None
-        return shipped.training_key(model_digest=digest, examples=dataset.examples,
+        return shipped_training_key(model_digest=digest, examples=dataset.examples,
                                     sft=self.sft_config(train_task, alpha).training_fingerprint(),
                                     train_prompt=self.config.train_prompt, deepspeed=deepspeed)
 
     def shipped_adapter(self, train_task: str, alpha: float | None = None) -> Path | None:
         """The shipped adapter trained exactly as this one would be, if the package has it."""
-        from reliable_lalm.experiments import shipped
-
-        if not shipped.read_manifest().get("adapters"):
+        if not read_manifest().get("adapters"):
             return None  # nothing shipped: do not even hash the model
         key = self.training_key(train_task, alpha)
-        return shipped.find_shipped(key) if key else None
+        return find_shipped(key) if key else None
 
     # ---------------------------------------------------------------- evaluation
 
     def eval_settings(self):
-        from reliable_lalm.models.base import GenerationSettings
-
         return GenerationSettings(max_new_tokens=self.config.eval_max_new_tokens,  # greedy unless eval_decoding
                                   **({"seed": self.config.seed, **self.config.eval_decoding}
                                      if self.config.eval_decoding else {}))
 
     def eval_store_dir(self, adapter_dir: Path | None) -> Path:
-        from reliable_lalm.core.fingerprint import directory_fingerprint
-
         params = {"base": self._base_identity, "adapter": directory_fingerprint(adapter_dir) if adapter_dir else None,
                   "method": self.config.eval_method, "settings": self.eval_settings().to_dict(),
                   "items": items_digest(self.eval_items), "dtype": self.config.dtype}
@@ -270,10 +258,7 @@ class CrossModal:
     def evaluate(self, adapter_dir: Path | None) -> ResultStore:
         """``eval_method`` outputs (greedy unless ``eval_decoding``) of base (+ adapter: merged in fp32, unmerged
         in bf16, see hf_loading.merges_exactly_enough) on every eval item; resumable."""
-        from reliable_lalm.models.registry import load_backend
-        from reliable_lalm.methods.runners import run_method
 
-        from reliable_lalm.methods.runners import pending_items
 
         directory = self.eval_store_dir(adapter_dir)  # named after the content of everything it depends on
         if (directory / "manifest.json").is_file() and not pending_items(ResultStore(directory), self.eval_items,
@@ -295,8 +280,6 @@ class CrossModal:
 
     @staticmethod
     def _resolve_normalizer(kind: str):
-        from reliable_lalm.core.scoring import resolve_normalizer
-
         return resolve_normalizer(kind)
 
     def normalizer(self):
@@ -306,8 +289,6 @@ class CrossModal:
 
     def score(self, store: ResultStore, tasks: Iterable[str]) -> dict[str, Any]:
         """Paired scores of ``store`` against the base model's run, on the eval items of ``tasks``."""
-        from reliable_lalm.core.scoring import records_from_store, score_records
-
         wanted = {it.id for it in self.eval_items if it.task in set(tasks)}
         pred = [r for r in records_from_store(store, self.eval_items) if r["id"] in wanted]
         base = [r for r in records_from_store(self.baseline_store(), self.eval_items) if r["id"] in wanted]
@@ -321,8 +302,6 @@ class CrossModal:
 
     def _row(self, train_task: str, test_label: str, tests: Sequence[str], alpha: float | None,
              adapter_dir: Path, store: ResultStore) -> dict[str, Any]:
-        from reliable_lalm.training.lora_sft import read_summary
-
         result = self.score(store, tests)
         summary = read_summary(adapter_dir) or {}
         idk = (summary.get("data") or {}).get("idk_dataset") or {}
@@ -369,8 +348,6 @@ class CrossModal:
         """One row per (train modality, test modality), by default every modality of the evaluated
         items both ways: the cells :func:`reliable_lalm.reporting.table10` (11, 12) and
         :func:`~reliable_lalm.reporting.figure3` lay out."""
-        import pandas as pd
-
         rows = []
         for train in (self.modalities if train_tasks is None else train_tasks):
             rows += self.run_cell(train, list(self.modalities if test_tasks is None else test_tasks))
@@ -381,8 +358,6 @@ class CrossModal:
         """Figure 4's cells (:func:`reliable_lalm.reporting.figure4`): train on ``train_task`` with each
         LoRA alpha, test on ``test_tasks`` (and pooled); the defaults are the paper's (speech, tested
         on sound and music)."""
-        import pandas as pd
-
         rows = []
         for alpha in alphas:
             rows += self.run_cell(train_task, list(test_tasks), alpha=alpha, pooled=True)

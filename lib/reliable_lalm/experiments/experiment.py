@@ -8,17 +8,36 @@ reuses every result; a crash loses at most the batch in flight.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import sys
+import warnings
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
+
 from reliable_lalm import paths
+from reliable_lalm.benchmarks.registry import parse_benchmark
 from reliable_lalm.core import jsonio
+from reliable_lalm.core.fingerprint import digest, items_fingerprint, model_fingerprint
 from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
-from reliable_lalm.core.results import ResultStore
-from reliable_lalm.core.scoring import NOT_RUN_KEY
+from reliable_lalm.core.llm_normalizer import (FALLBACK_WARNING, build_normalizer, describe_normalizer,
+                                               fell_back_to_rules)
+from reliable_lalm.core.prompts import FewShotExample
+from reliable_lalm.core.results import ResultStore, params_fingerprint
+from reliable_lalm.core.scoring import (NOT_RUN_KEY, score_mmau_string_match, score_records,
+                                        score_reference_baselines)
+from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
+from reliable_lalm.methods.execution import method_inputs, pending_items, run_method, sample_knn
+from reliable_lalm.methods.generation import store_params_for
+from reliable_lalm.methods.registry import get_method
+from reliable_lalm.models.base import GenerationSettings
+from reliable_lalm.models.hf_loading import published_generation_settings, resolve_device, resolve_dtype
+from reliable_lalm.models.registry import UnknownModelError, resolve_model
 from reliable_lalm.models.worker import WorkerNotConfigured
+from reliable_lalm.training.idk_dataset import idk_fraction_frame
+from reliable_lalm.training.lora_sft import read_summary
 
 log = logging.getLogger(__name__)
 MAX_WARNINGS_SHOWN = 20  # item warnings printed per run before "N more"
@@ -66,8 +85,6 @@ class Experiment:
     @cached_property
     def model_entry(self):
         """The model's registry entry (a registered name, a local folder, or a cached hub id)."""
-        from reliable_lalm.models.registry import resolve_model
-
         return resolve_model(self.model)
 
     @cached_property
@@ -82,21 +99,15 @@ class Experiment:
     @cached_property
     def model_tag(self) -> str:
         """Registry name (readable) and content hash of the weights: other weights, other caches."""
-        from reliable_lalm.core.fingerprint import model_fingerprint
-
         name = Path(self.model_entry.name.rstrip("/")).name.replace("/", "--")
         return f"{name}-{str(model_fingerprint(self.model_source)).replace('name:', '')[:10]}"
 
     @cached_property
     def benchmark_entry(self):
-        from reliable_lalm.benchmarks.registry import parse_benchmark
-
         return parse_benchmark(self.benchmark)[0]
 
     @cached_property
     def loaded_benchmark(self) -> LoadedBenchmark:
-        from reliable_lalm.benchmarks.registry import parse_benchmark
-
         entry, path = parse_benchmark(self.benchmark)
         return entry.load(path, self.audio_dir, check_audio=False)
 
@@ -131,8 +142,6 @@ class Experiment:
     @cached_property
     def benchmark_tag(self) -> str:
         """Benchmark name and the content hash of its evaluated items, audio bytes included."""
-        from reliable_lalm.core.fingerprint import items_fingerprint
-
         name = self.benchmark_entry.name if self.benchmark_entry.default_path else Path(self.loaded_benchmark.source).stem
         return f"{name}-{items_fingerprint(self.items)[:10]}"
 
@@ -161,8 +170,6 @@ class Experiment:
         key = str(adapter or "")
         if key in self._backends or self.model_entry.backend_class().serves_remotely:
             return self.backend(adapter).describe()  # a worker or an endpoint describes itself once started
-        from reliable_lalm.models.hf_loading import resolve_device, resolve_dtype
-
         dtype = str(resolve_dtype("auto", resolve_device(self.device))).replace("torch.", "")
         return self.model_entry.backend_class().describe_checkpoint(self.model_source,
                                                                     str(adapter) if adapter else None, dtype)
@@ -173,8 +180,6 @@ class Experiment:
 
         MCoT without examples is not the paper's MCoT (Table 6): no examples is an error.
         """
-        from reliable_lalm.core.prompts import FewShotExample
-
         source = Path(self.few_shot_file) if self.few_shot_file else None
         if source is not None and not source.is_absolute() and not source.exists():
             source = paths.REPO_ROOT / source  # profiles name files relative to the repository
@@ -196,16 +201,11 @@ class Experiment:
         if self.decoding == "greedy":
             return {}
         if self.decoding == "generation_config":
-            from reliable_lalm.models.hf_loading import published_generation_settings
-
             return published_generation_settings(self.model_source)
         raise ValueError(f"decoding must be 'greedy' or 'generation_config', not {self.decoding!r}")
 
     def settings(self, method: str):
-        from reliable_lalm.methods.runners import DEFAULT_MAX_NEW_TOKENS
-        from reliable_lalm.models.base import GenerationSettings
-
-        return GenerationSettings(max_new_tokens=self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[method],
+        return GenerationSettings(max_new_tokens=self.max_new_tokens or get_method(method).default_max_new_tokens,
                                   seed=self.seed, **self.decoding_settings)
 
     # ---------------------------------------------------------------- generation (cached)
@@ -218,10 +218,6 @@ class Experiment:
         "complete" means every item has a record computed from its current content and prompt: the
         same check every run makes first.
         """
-        from reliable_lalm.core.fingerprint import digest
-        from reliable_lalm.core.results import ResultStore, params_fingerprint
-        from reliable_lalm.methods.runners import method_inputs, pending_items, store_params_for
-
         params = store_params_for(self.model_description(adapter), method, settings, few_shot, **extra)
         inputs = digest(sorted(v["key"] for v in method_inputs(items, method, few_shot).values()))
         store_dir = self.results_dir / f"{name}-{digest([params_fingerprint(params), inputs])[:10]}"
@@ -241,9 +237,8 @@ class Experiment:
                   settings=None, adapter: str | Path | None = None, progress: bool = True) -> Path:
         """:meth:`run` on any items (e.g. unanswerable or rotated variants), cached by content under
         ``name`` (default: the method)."""
-        from reliable_lalm.methods.runners import run_method
 
-        few_shot = tuple(self.few_shot()) if method == "mcot" else ()
+        few_shot = tuple(self.few_shot()) if get_method(method).uses_few_shot else ()
         settings = settings or self.settings(method)
         name = name or (method if adapter is None else f"adapters/{method}")
         store_dir, complete = self.cached_store(name, method, items, settings, few_shot, adapter=adapter)
@@ -268,9 +263,7 @@ class Experiment:
 
         One pass serves every K (Figure 5) and every training modality (04_sft, 05, 07).
         """
-        from dataclasses import replace
 
-        from reliable_lalm.methods.runners import sample_knn
 
         # K@N has its own sampling settings (knn_* parameters), whatever the evaluation's decoding.
         settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
@@ -287,9 +280,6 @@ class Experiment:
 
     def idk_fractions(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0):
         """Figure 5 data: IDK share (%) of the K@N training set for K = 1..N, per modality and all."""
-        from reliable_lalm.training.idk_dataset import idk_fraction_frame
-        from reliable_lalm.core.results import ResultStore
-
         store = ResultStore(self.knn_store(n_samples=n_samples, temperature=temperature, top_p=top_p))
         frame = idk_fraction_frame(store, self.items, n=n_samples, normalizer=self.knn_normalizer_object)
         frame.index.name = "k"
@@ -299,8 +289,6 @@ class Experiment:
                    knn_top_p: float = 1.0, sft: dict[str, Any] | None = None):
         """The cross-modal protocol (train on one modality's K@N IDK set, test on the others) on
         this experiment's model and items; adapters and evaluations are cached under the results."""
-        from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
-
         store = self.knn_store(n_samples=knn_samples, temperature=knn_temperature, top_p=knn_top_p)
         config = CrossModalConfig(
             base_model=self.model_source,
@@ -315,8 +303,6 @@ class Experiment:
     def predictions(self, store_dir: Path, tasks: Sequence[str] | str | None = None,
                     sample_index: int = 0) -> list[dict[str, Any]]:
         """MMAU-style records (original fields + ``model_output``) for the evaluated items."""
-        from reliable_lalm.core.results import ResultStore
-
         by_item = ResultStore(store_dir).by_item(sample_index)
         out = []
         for item in self.items_of(tasks):
@@ -330,10 +316,6 @@ class Experiment:
 
     def examples(self, methods: Sequence[str], per_task: int = 1):
         """Raw outputs of ``methods`` on the first ``per_task`` items of each modality (for reading)."""
-        import pandas as pd
-
-        from reliable_lalm.core.results import ResultStore
-
         chosen = [it for task in self.modalities for it in self.items_of(task)[:per_task]]
         rows = []
         for method in methods:
@@ -352,13 +334,8 @@ class Experiment:
     def normalizer_object(self):
         """The evaluation's normalizer; an LLM normalization that fell back to the rules (no key) is
         said loudly: a warning in the output (``rlalm reproduce`` records it in its report)."""
-        from reliable_lalm.core.llm_normalizer import FALLBACK_WARNING, build_normalizer, fell_back_to_rules
-
         normalizer = build_normalizer(self.normalizer)
         if fell_back_to_rules(self.normalizer, normalizer):
-            import sys
-            import warnings
-
             message = FALLBACK_WARNING.format(kind=self.normalizer)
             print(message, file=sys.stderr, flush=True)
             warnings.warn(message, stacklevel=2)
@@ -367,8 +344,6 @@ class Experiment:
     @cached_property
     def knn_normalizer_object(self):
         """What judges K@N samples (the evaluation's normalizer unless ``knn_normalizer`` is set)."""
-        from reliable_lalm.core.llm_normalizer import build_normalizer
-
         if self.knn_normalizer in (None, self.normalizer):
             return self.normalizer_object
         return build_normalizer(self.knn_normalizer)
@@ -376,8 +351,6 @@ class Experiment:
     @property
     def normalizer_caption(self) -> str:
         """One sentence for table captions: what normalized the answers."""
-        from reliable_lalm.core.llm_normalizer import describe_normalizer
-
         return describe_normalizer(self.normalizer, self.normalizer_object)
 
     def score(self, method: str, *, baseline: str | None = "baseline", tasks: Sequence[str] | str | None = None,
@@ -386,8 +359,6 @@ class Experiment:
 
         Every output's judge decision and why is logged beside the notebook outputs
         (:meth:`sample_log_path`, :mod:`reliable_lalm.core.sample_log`)."""
-        from reliable_lalm.core.scoring import score_records
-
         pred = self.predictions(self.run(method, tasks=tasks, adapter=adapter), tasks)
         base = None
         if baseline is not None:
@@ -410,14 +381,10 @@ class Experiment:
 
     def score_unnormalized(self, method: str = "baseline") -> dict[str, Any]:
         """MMAU's official string match on the raw outputs (Table 1's "MMAU (Unnormalized)" row)."""
-        from reliable_lalm.core.scoring import score_mmau_string_match
-
         return score_mmau_string_match(self.predictions(self.run(method)))
 
     def reference_rows(self) -> dict[str, dict[str, Any]]:
         """Random guess (expected value) and most-frequent-choice rows on the evaluated items."""
-        from reliable_lalm.core.scoring import score_reference_baselines
-
         return score_reference_baselines(self.items)
 
 
@@ -426,8 +393,6 @@ class Experiment:
 def model_label(model: str) -> str:
     """The row label of a model: the paper's Table 3 label its registry entry declares (or that of the
     model it stands in for), else its name."""
-    from reliable_lalm.models.registry import UnknownModelError, resolve_model
-
     try:
         entry = resolve_model(model)
     except UnknownModelError:
@@ -438,8 +403,6 @@ def model_label(model: str) -> str:
 def paper_comparable(benchmark: str) -> bool:
     """Our numbers sit beside the paper's only on a benchmark whose registry entry says the paper's
     reference tables apply (MMAU test-mini), never on the demo's or a user's own benchmark."""
-    from reliable_lalm.benchmarks.registry import parse_benchmark
-
     return parse_benchmark(benchmark)[0].paper_reference
 
 
@@ -469,8 +432,6 @@ def table3_scores(exp: Experiment, models: Sequence[str], *, idk: bool) -> dict[
 
 def ci_table(rows: dict[Any, dict[str, Any]], metrics: Sequence[str] = ("acc", "tru", "rej", "rel")):
     """Bootstrap 95% intervals of the score dicts, long format (row, modality, metric, value, low, high)."""
-    import pandas as pd
-
     records = []
     for label, score in rows.items():
         for group_name, group in [("total", score), *score.get("by_task", {}).items()]:
@@ -526,15 +487,11 @@ def cross_validated(scores_by_train: dict[str, dict[str, Any]],
 
 def frame(rows: Sequence[dict[str, Any]]):
     """Rows (dicts) as a DataFrame."""
-    import pandas as pd
-
     return pd.DataFrame(list(rows))
 
 
 def adapter_summary(adapter_dir: str | Path) -> dict[str, Any]:
     """What an adapter was trained on and how (its ``training_summary.json``, without bulky logs)."""
-    from reliable_lalm.training.lora_sft import read_summary
-
     summary = dict(read_summary(adapter_dir) or {})
     summary.pop("log", None)
     summary.pop("losses", None)

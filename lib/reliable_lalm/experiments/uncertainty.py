@@ -53,7 +53,7 @@ from reliable_lalm.core.scoring import records_from_store
 from reliable_lalm.experiments.abstention import SCORES as OPTION_SCORES
 from reliable_lalm.experiments.abstention import AbstentionStudy, _normalize
 from reliable_lalm.methods.registry import get_method
-from reliable_lalm.methods.runners import input_fingerprint, store_params_for, valid_done_keys
+from reliable_lalm.methods.generation import input_fingerprint, store_params_for, valid_done_keys
 from reliable_lalm.methods.uncertainty import (_or_error, follow_up_prompt_of, run_follow_up, score_texts,
                                                text_score_inputs, text_score_params)
 

@@ -10,25 +10,24 @@ writes one record per item::
     item_id, sample_index (0), method, prompt, choices, option_logprobs, option_tokens,
     idk_text, idk_logprob, idk_tokens, error, warning, task, question, answer
 
-The store is keyed like the generation runners' (:func:`reliable_lalm.methods.runners.store_params`
+The store is keyed like the generation runners' (:func:`reliable_lalm.methods.generation.store_params`
 with ``kind="option-scores"``, the IDK text and whether the end-of-turn token is scored), so
 scores of other prompts, models or settings never mix into it. A re-run skips finished items; a
 run killed at any point is finished by running it again. Item errors (unreadable audio, bad
-choices) become error records and the run goes on, as in :mod:`reliable_lalm.methods.runners`.
+choices) become error records and the run goes on, as in :mod:`reliable_lalm.methods.generation`.
 """
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Sequence
 
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import IDK_LABEL
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import SINGLE, get_method
-from reliable_lalm.methods.runners import (RunSummary, _context_problem, _item_fields, _open, _prepared_chunks,
-                                           _progress, _summarize, drop_error_records, method_inputs, store_params,
-                                           valid_done_keys)
+from reliable_lalm.methods.execution import method_inputs
+from reliable_lalm.methods.generation import (RunSummary, checked_context_problem, drop_error_records, item_fields,
+                                              open_store, run_scoring, store_params)
 from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -54,7 +53,7 @@ def score_options(backend: Backend, items: Sequence[BenchmarkItem], store: Resul
     assert entry.kind == SINGLE
     settings = SCORING_SETTINGS
     params = store_params(backend, method, settings, **store_extras(idk_text, terminate))
-    store = _open(store, params, settings)
+    store = open_store(store, params, settings)
     with store.writer_lock():  # a second process on this store is refused, not run twice
         return _score_options(backend, items, store, entry, method, settings, idk_text, terminate, progress,
                               retry_errors, chunk)
@@ -70,57 +69,29 @@ def _score_options(backend, items, store, entry, method, settings, idk_text, ter
     if retry_errors:
         drop_error_records(store)
     inputs = method_inputs(items, method)  # records are reused only for the same item content and prompt
-    done_before = valid_done_keys(store, inputs)
-    todo = [it for it in items if (it.id, 0) not in done_before]
-    chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
-    start = time.perf_counter()
-    bar = _progress(len(todo), f"option scores ({method})", progress)
-    try:
-        for prepared in _prepared_chunks(todo, backend.window_seconds, backend.sampling_rate, chunk):
-            requests, conts, errors, warnings, by_id = [], [], [], {}, {}
-            for p in prepared:
-                prompt = None
-                if p.error is None:
-                    try:
-                        prompt = entry.build_prompt(p.item.question, p.item.choices)
-                    except (ValueError, TypeError) as err:
-                        p.error = f"prompt: {err}"
-                    else:
-                        p.error = _context_problem(backend, GenerationRequest(p.item.id, p.audio, prompt, settings))
-                if p.error is not None:
-                    errors.append({"item_id": p.item.id, "sample_index": 0, "method": method, "prompt": prompt,
-                                   "input": inputs[p.item.id],
-                                   "error": p.error, "warning": None, "option_logprobs": None,
-                                   "option_tokens": None, "idk_text": idk_text, "idk_logprob": None,
-                                   "idk_tokens": None, **_item_fields(p.item)})
-                    continue
-                by_id[p.item.id] = p.item
-                warnings[p.item.id] = p.warning
-                requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings))
-                conts.append([*(str(c) for c in p.item.choices), idk_text])
-            if errors:
-                store.extend(errors)
-                bar.update(len(errors))
-            if not requests:
-                continue
-            scores = backend.score_continuations(requests, conts, terminate=terminate)
-            records = []
-            for req, sc in zip(requests, scores):
-                item = by_id[sc.item_id]
-                k = len(item.choices)
-                records.append({"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
-                                "input": inputs[item.id],
-                                "error": None, "warning": warnings.get(item.id),
-                                "option_logprobs": sc.logprobs[:k], "option_tokens": sc.token_counts[:k],
-                                "idk_text": idk_text, "idk_logprob": sc.logprobs[k], "idk_tokens": sc.token_counts[k],
-                                "prompt_tokens": sc.prompt_tokens, **_item_fields(item)})
-            store.extend(records)  # one write per chunk: a crash loses at most this chunk
-            bar.update(len(records))
-    finally:
-        bar.close()
-    summary = _summarize(f"option-scores:{method}", store, items, done_before, 1, time.perf_counter() - start)
-    store.update_manifest(last_run=summary.to_dict())
-    return summary
+
+    def build(item):
+        return entry.build_prompt(item.question, item.choices), [*(str(c) for c in item.choices), idk_text]
+
+    def check(prepared, prompt, conts):
+        return checked_context_problem(backend, GenerationRequest(prepared.item.id, prepared.audio, prompt, settings))
+
+    def error_record(item, prompt, conts, error):
+        return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": prompt, "input": inputs[item.id],
+                "error": error, "warning": None, "option_logprobs": None, "option_tokens": None,
+                "idk_text": idk_text, "idk_logprob": None, "idk_tokens": None, **item_fields(item)}
+
+    def score_record(item, req, conts, sc, warning):
+        k = len(item.choices)
+        return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
+                "input": inputs[item.id], "error": None, "warning": warning,
+                "option_logprobs": sc.logprobs[:k], "option_tokens": sc.token_counts[:k],
+                "idk_text": idk_text, "idk_logprob": sc.logprobs[k], "idk_tokens": sc.token_counts[k],
+                "prompt_tokens": sc.prompt_tokens, **item_fields(item)}
+
+    return run_scoring(backend, items, store, inputs=inputs, build=build, check=check, error_record=error_record,
+                       score_record=score_record, settings=settings, desc=f"option scores ({method})",
+                       summary_label=f"option-scores:{method}", terminate=terminate, progress=progress, chunk=chunk)
 
 
 def option_score_records(store: ResultStore | str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ Beyond the paper (see :mod:`reliable_lalm.core.uncertainty` for the estimators' 
 * :func:`run_follow_up` generates a follow-up method's reply (verbalised confidence) to a prompt
   built from the item and the model's own answer, through the generation runner.
 
-Both are resumable result stores keyed like every other (:func:`reliable_lalm.methods.runners.store_params`
+Both are resumable result stores keyed like every other (:func:`reliable_lalm.methods.generation.store_params`
 plus a ``kind``); each record is keyed by the item's content, the prompt and the scored texts, so
 a changed answer is never mixed with an old score. An item that cannot be scored (unreadable
 audio, no answer to ask about) gets an error record naming the cause and the run goes on.
@@ -29,10 +29,10 @@ from typing import Any, Callable, Sequence
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import FOLLOW_UP, get_method
-from reliable_lalm.methods.runners import (RunSummary, _item_fields, _open, _prepared_chunks, _progress, _run_prompts,
-                                           _summarize, drop_error_records, input_fingerprint, store_params,
-                                           store_params_for, valid_done_keys)
-from reliable_lalm.models.base import Backend, GenerationRequest, GenerationSettings, OptionScoringUnsupported
+from reliable_lalm.methods.generation import (RunSummary, drop_error_records, input_fingerprint, item_fields,
+                                              open_store, run_prompts, run_scoring, store_params, store_params_for,
+                                              summarize_run)
+from reliable_lalm.models.base import Backend, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
 SCORING_SETTINGS = GenerationSettings(max_new_tokens=1)
@@ -67,56 +67,33 @@ def score_texts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultS
     """
     if not getattr(backend, "supports_option_logprobs", False):
         raise OptionScoringUnsupported(f"{type(backend).__name__} cannot score continuations")
-    store = _open(store, text_score_params(backend.describe(), method), SCORING_SETTINGS)
+    store = open_store(store, text_score_params(backend.describe(), method), SCORING_SETTINGS)
     with store.writer_lock():
         if retry_errors:
             drop_error_records(store)
         inputs = text_score_inputs(items, _or_error(prompt_of), _or_error(texts_of, []))
-        done_before = valid_done_keys(store, inputs)
-        todo = [it for it in items if (it.id, 0) not in done_before]
-        chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
-        start = time.perf_counter()
-        bar = _progress(len(todo), f"answer scores ({method})", progress)
-        try:
-            for prepared in _prepared_chunks(todo, backend.window_seconds, backend.sampling_rate, chunk):
-                requests, texts, errors, by_id, warnings = [], [], [], {}, {}
-                for p in prepared:
-                    prompt = conts = None
-                    if p.error is None:
-                        try:
-                            prompt, conts = prompt_of(p.item), [str(t) for t in texts_of(p.item)]
-                            if not conts:
-                                raise ValueError("no text to score")
-                        except (ValueError, TypeError) as err:
-                            p.error = f"prompt: {err}"
-                        else:
-                            p.error = backend.check_prompt(prompt)
-                    if p.error is not None:
-                        errors.append({"item_id": p.item.id, "sample_index": 0, "method": method, "prompt": prompt,
-                                       "input": inputs[p.item.id], "error": p.error, "warning": None,
-                                       "texts": conts, "logprobs": None, "token_counts": None, **_item_fields(p.item)})
-                        continue
-                    by_id[p.item.id], warnings[p.item.id] = p.item, p.warning
-                    requests.append(GenerationRequest(p.item.id, p.audio, prompt, SCORING_SETTINGS))
-                    texts.append(conts)
-                if errors:
-                    store.extend(errors)
-                    bar.update(len(errors))
-                if not requests:
-                    continue
-                records = []
-                for req, conts, sc in zip(requests, texts, backend.score_continuations(requests, texts)):
-                    item = by_id[sc.item_id]
-                    records.append({"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
-                                    "input": inputs[item.id], "error": None, "warning": warnings.get(item.id),
-                                    "texts": conts, "logprobs": list(sc.logprobs), "token_counts": list(sc.token_counts),
-                                    "prompt_tokens": sc.prompt_tokens, **_item_fields(item)})
-                store.extend(records)  # one write per chunk: a crash loses at most this chunk
-                bar.update(len(records))
-        finally:
-            bar.close()
-        summary = _summarize(f"text-scores:{method}", store, items, done_before, 1, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
+
+        def build(item):
+            return prompt_of(item), [str(t) for t in texts_of(item)]
+
+        def check(prepared, prompt, conts):
+            return "prompt: no text to score" if not conts else backend.check_prompt(prompt)
+
+        def error_record(item, prompt, conts, error):
+            return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": prompt,
+                    "input": inputs[item.id], "error": error, "warning": None,
+                    "texts": conts, "logprobs": None, "token_counts": None, **item_fields(item)}
+
+        def score_record(item, req, conts, sc, warning):
+            return {"item_id": item.id, "sample_index": 0, "method": method, "prompt": req.prompt,
+                    "input": inputs[item.id], "error": None, "warning": warning,
+                    "texts": conts, "logprobs": list(sc.logprobs), "token_counts": list(sc.token_counts),
+                    "prompt_tokens": sc.prompt_tokens, **item_fields(item)}
+
+        summary = run_scoring(backend, items, store, inputs=inputs, build=build, check=check,
+                              error_record=error_record, score_record=score_record, settings=SCORING_SETTINGS,
+                              desc=f"answer scores ({method})", summary_label=f"text-scores:{method}",
+                              progress=progress, chunk=chunk)
     return summary
 
 
@@ -152,14 +129,14 @@ def run_follow_up(backend: Backend, items: Sequence[BenchmarkItem], answers: dic
     resumable, into a result store keyed by ``store_params`` (records keyed by the prompt, which
     holds the answer)."""
     prompt_of = follow_up_prompt_of(method, answers)
-    store = _open(store, store_params(backend, method, settings), settings)
+    store = open_store(store, store_params(backend, method, settings), settings)
     with store.writer_lock():
         if retry_errors:
             drop_error_records(store)
         done_before = store.done_keys()
         start = time.perf_counter()
-        _run_prompts(backend, items, store, method=method, settings=settings, make_prompt=prompt_of,
-                     progress=progress, chunk=chunk)
-        summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
+        run_prompts(backend, items, store, method=method, settings=settings, make_prompt=prompt_of,
+                    progress=progress, chunk=chunk)
+        summary = summarize_run(method, store, items, done_before, 1, time.perf_counter() - start)
         store.update_manifest(last_run=summary.to_dict())
     return summary

@@ -32,7 +32,8 @@ from reliable_lalm.core.items import BenchmarkItem, ItemError, load_audio
 from reliable_lalm.core.metrics import CORRECT, outcome_of
 from reliable_lalm.core.normalize import normalize_answer
 from reliable_lalm.core.normalize_types import IDK_LABEL
-from reliable_lalm.core.prompts import IDK_INSTRUCTION, build_prompt
+from reliable_lalm.core.prompts import IDK_INSTRUCTION
+from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.training.sft_data import SFTExample
 
 IDK_TARGET = IDK_LABEL  # the word the IDK prompt (Table 5) tells the model to output

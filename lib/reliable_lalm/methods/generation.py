@@ -1,11 +1,14 @@
-"""The method runners: a prompting method over a benchmark's items, resumable, into a result store.
+"""Batched generation into a result store: the engine every prompting method runs on.
 
 The engine that generates is a backend of :mod:`reliable_lalm.models` (the protocol in
-:mod:`reliable_lalm.models.base`; Qwen2-Audio in :mod:`reliable_lalm.models.qwen2_audio`).
+:mod:`reliable_lalm.models.base`). :func:`run_prompts` renders one prompt per item (a method's
+prompt builder), generates the missing keys a batch at a time and writes their records;
+:mod:`reliable_lalm.methods.execution` runs a registered method with it, and a multi-step method
+(the task agent, :mod:`reliable_lalm.methods.agent`) calls it once per step.
 
-Runners (:func:`run_method`, :func:`sample_knn`)
-    Write one record per ``(item_id, sample_index)`` into a :class:`~reliable_lalm.core.results.ResultStore`
-    after every batch, and skip finished keys when re-run: a run killed at any point (even
+Resumability
+    One record per ``(item_id, sample_index)`` goes into a :class:`~reliable_lalm.core.results.ResultStore`
+    after every batch, and finished keys are skipped when re-run: a run killed at any point (even
     ``kill -9``) is finished by running the same command again, without duplicates.
 
 Policies
@@ -51,20 +54,13 @@ import numpy as np
 from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.fingerprint import digest, item_fingerprint, text_digest
 from reliable_lalm.core.items import SAMPLING_RATE, BenchmarkItem, ItemError, clean_choices, load_audio
+from reliable_lalm.core.progress import progress_bar
+from reliable_lalm.core.prompts import PromptParts
 from reliable_lalm.core.results import ResultStore, record_line
 from reliable_lalm.models.base import (Backend, Generation, GenerationRequest, GenerationSettings, _one_line,
                                        context_problem)
 
-from reliable_lalm.methods.registry import METHODS as METHOD_REGISTRY  # noqa: E402
-from reliable_lalm.methods.registry import MULTI_STEP, SINGLE, get_method  # noqa: E402
-
-# What run_method runs (K@N samples and follow-up prompts have their own runners).
-METHODS: tuple[str, ...] = tuple(name for name, e in METHOD_REGISTRY.items() if e.kind in (SINGLE, MULTI_STEP))
-# Defaults for the real 7B model; the demo model's callers pass shorter ones.
-DEFAULT_MAX_NEW_TOKENS = {name: e.default_max_new_tokens for name, e in METHOD_REGISTRY.items()}
-AGENT_TYPE_MAX_NEW_TOKENS = 16  # step 1 answers one word ("Sound"); no need to wait for 128 tokens
 MIN_AUDIO_SECONDS = 0.1  # shorter clips give 0-1 audio tokens after the encoder's two halvings
-KNN_DEFAULT_TEMPERATURE = 1.0  # the paper does not state its sampling settings for K@N
 
 
 @dataclass
@@ -89,7 +85,7 @@ class RunSummary:
 
 
 @dataclass
-class _Prepared:
+class PreparedItem:
     item: BenchmarkItem
     audio: np.ndarray | None = None
     warning: str | None = None
@@ -105,7 +101,7 @@ def check_choices(item: BenchmarkItem) -> None:
         raise ItemError(item.id, str(err)) from None
 
 
-def prepare_item(item: BenchmarkItem, window_seconds: float, sampling_rate: int = SAMPLING_RATE) -> _Prepared:
+def prepare_item(item: BenchmarkItem, window_seconds: float, sampling_rate: int = SAMPLING_RATE) -> PreparedItem:
     """Validate an item and read its audio; item-level problems become ``error``, not exceptions."""
     try:
         check_choices(item)
@@ -114,18 +110,18 @@ def prepare_item(item: BenchmarkItem, window_seconds: float, sampling_rate: int 
         if seconds < MIN_AUDIO_SECONDS:
             raise ItemError(item.id, f"audio is {seconds:.3f} s long; at least {MIN_AUDIO_SECONDS} s is needed")
     except ItemError as err:
-        return _Prepared(item, error=err.cause)
+        return PreparedItem(item, error=err.cause)
     warning = None
     window = int(round(window_seconds * sampling_rate))
     if len(audio) > window:
         warning = (f"audio is {seconds:.1f} s, longer than the model's {window_seconds:g} s window: "
                    f"truncated to the first {window_seconds:g} s")
         audio = audio[:window]
-    return _Prepared(item, audio=audio, warning=warning)
+    return PreparedItem(item, audio=audio, warning=warning)
 
 
-def _prepared_chunks(items: Sequence[BenchmarkItem], window_seconds: float, sampling_rate: int,
-                     chunk: int) -> Iterator[list[_Prepared]]:
+def prepared_chunks(items: Sequence[BenchmarkItem], window_seconds: float, sampling_rate: int,
+                     chunk: int) -> Iterator[list[PreparedItem]]:
     """Read audio ``chunk`` items at a time, the next chunk in background threads while the model
     works on the current one (decoding mp3/flac and resampling is CPU work)."""
     if not items:
@@ -141,7 +137,7 @@ def _prepared_chunks(items: Sequence[BenchmarkItem], window_seconds: float, samp
             yield current
 
 
-def _item_fields(item: BenchmarkItem) -> dict[str, Any]:
+def item_fields(item: BenchmarkItem) -> dict[str, Any]:
     return {"task": item.task, "question": item.question, "choices": list(item.choices), "answer": item.answer}
 
 
@@ -160,17 +156,6 @@ def input_fingerprint(item: BenchmarkItem, prompt_of: Callable[[BenchmarkItem], 
     except (ValueError, TypeError) as err:  # the item gets an error record; key it by the cause
         parts["prompt"] = text_digest(f"error: {err}")
     return {**parts, "key": digest(parts)}
-
-
-def agent_key_prompt(item: BenchmarkItem) -> str:
-    """The task agent's three templates rendered for this item (placeholders for the model's own
-    step-1/2 answers, which are keyed through the step stores): a template change is a new key."""
-    from reliable_lalm.core import prompts
-
-    return "\n\x1e".join([prompts.agent_type_prompt(),
-                            prompts.agent_content_prompt(prompts.AGENT_AUDIO_TYPES[0]),
-                            prompts.agent_answer_prompt(prompts.AGENT_AUDIO_TYPES[0], "{content}", item.question,
-                                                        item.choices)])
 
 
 def valid_done_keys(store: ResultStore, inputs: dict[str, dict[str, str]]) -> set[tuple[str, int]]:
@@ -200,22 +185,6 @@ def valid_done_keys(store: ResultStore, inputs: dict[str, dict[str, str]]) -> se
     return done
 
 
-def method_inputs(items: Sequence[BenchmarkItem], method: str, few_shot=()) -> dict[str, dict[str, str]]:
-    """:func:`input_fingerprint` of every item under ``method`` (its rendered prompt text)."""
-    entry = get_method(method)
-    few = tuple(few_shot)
-    prompt_of = agent_key_prompt if entry.kind == MULTI_STEP else (
-        lambda it: entry.build_parts(it.question, it.choices, few).key_text)
-    return {it.id: input_fingerprint(it, prompt_of) for it in items}
-
-
-def pending_items(store: ResultStore, items: Sequence[BenchmarkItem], method: str, few_shot=(),
-                  n_samples: int = 1) -> list[str]:
-    """Ids of ``items`` not yet done in ``store`` for ``method`` (the check every run makes first)."""
-    done = valid_done_keys(store, method_inputs(items, method, few_shot))
-    return [it.id for it in items if any((it.id, j) not in done for j in range(n_samples))]
-
-
 def store_params(backend: Backend, method: str, settings: GenerationSettings, few_shot=(), **extra) -> dict[str, Any]:
     """What a result store is keyed on: results of other settings never mix into it."""
     return store_params_for(backend.describe(), method, settings, few_shot, **extra)
@@ -233,7 +202,7 @@ def store_params_for(model: dict[str, Any], method: str, settings: GenerationSet
     return params
 
 
-def _open(store: ResultStore | str | os.PathLike, params: dict[str, Any], settings: GenerationSettings) -> ResultStore:
+def open_store(store: ResultStore | str | os.PathLike, params: dict[str, Any], settings: GenerationSettings) -> ResultStore:
     if isinstance(store, ResultStore):
         return store
     return ResultStore.open(store, params, seed=settings.seed)
@@ -252,14 +221,8 @@ def drop_error_records(store: ResultStore) -> int:
     return removed
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from reliable_lalm.core.progress import progress_bar
-
+def item_progress(total: int, desc: str, enabled: bool):
     return progress_bar(total=total, desc=desc, unit="item", enabled=enabled, dynamic_ncols=True)
-
-
-def _default_settings(method: str) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS.get(method, 64))
 
 
 BatchHook = Callable[[int, list[dict[str, Any]]], None]
@@ -267,7 +230,7 @@ BatchHook = Callable[[int, list[dict[str, Any]]], None]
 ITEM_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, UnicodeError, KeyError, IndexError)
 
 
-def _context_problem(backend: Backend, request: GenerationRequest) -> str | None:
+def checked_context_problem(backend: Backend, request: GenerationRequest) -> str | None:
     """:func:`context_problem`, an input the tokenizer cannot take being that item's problem too."""
     try:
         return context_problem(backend, request)
@@ -321,7 +284,7 @@ def _generate_isolating(backend: Backend, requests: Sequence[GenerationRequest]
         yield [], [], failed
 
 
-def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *, method: str,
+def run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *, method: str,
                  settings: GenerationSettings, make_prompt: Callable[[BenchmarkItem], str],
                  make_record: Callable[[BenchmarkItem, Generation, int], dict[str, Any]] | None = None,
                  error_store: ResultStore | None = None, n_samples: int = 1, progress: bool = True,
@@ -336,8 +299,6 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
     Item errors go to ``error_store`` (default: ``store``), one error record per missing key; an item
     with an error record there is not retried.
     """
-    from reliable_lalm.core.prompts import PromptParts
-
     error_store = error_store or store
 
     def key_of(item):  # a prompt split around the audio is keyed with the audio's position
@@ -357,9 +318,9 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
     chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
     backend.check_settings(settings)
     batches = 0
-    bar = _progress(len(todo), desc or method, progress)
+    bar = item_progress(len(todo), desc or method, progress)
     try:
-        for prepared in _prepared_chunks([it for it, _ in todo], backend.window_seconds, backend.sampling_rate, chunk):
+        for prepared in prepared_chunks([it for it, _ in todo], backend.window_seconds, backend.sampling_rate, chunk):
             requests: list[GenerationRequest] = []
             warnings: dict[str, str | None] = {}
             errors: list[dict[str, Any]] = []
@@ -380,14 +341,14 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                             else:
                                 prompt = prompt.text
                         p.error = p.error or backend.check_prompt(prompt)
-                        p.error = p.error or _context_problem(backend, GenerationRequest(
+                        p.error = p.error or checked_context_problem(backend, GenerationRequest(
                             p.item.id, p.audio, prompt, settings, text_before_audio=before.get(p.item.id, "")))
                 if p.error is not None:
                     for j in missing_of[p.item.id]:
                         errors.append({"item_id": p.item.id, "sample_index": j, "method": method,
                                        "input": inputs[p.item.id],
                                        "prompt": prompt, "model_output": None, "error": p.error,
-                                       "warning": None, "settings": settings.to_dict(), **_item_fields(p.item)})
+                                       "warning": None, "settings": settings.to_dict(), **item_fields(p.item)})
                     continue
                 warnings[p.item.id] = p.warning
                 requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings,
@@ -402,7 +363,7 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                     errors = [{"item_id": requests[i].item_id, "sample_index": j, "method": method,
                                "input": inputs[requests[i].item_id],
                                "prompt": _shown_prompt(requests[i]), "model_output": None, "error": cause, "warning": None,
-                               "settings": settings.to_dict(), **_item_fields(by_id[requests[i].item_id])}
+                               "settings": settings.to_dict(), **item_fields(by_id[requests[i].item_id])}
                               for i, cause in failed.items() for j in requests[i].samples]
                     error_store.extend(errors)
                     bar.update(len(failed))
@@ -417,16 +378,16 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
                                        "input": inputs[item.id], "prompt": _shown_prompt(req),
                                        "model_output": None, "error": f"generation failed: {g.error}",
                                        "warning": warnings.get(item.id), "settings": settings.to_dict(),
-                                       **_item_fields(item)} for j in req.samples)
+                                       **item_fields(item)} for j in req.samples)
                         continue
                     for j, (text, k, fin) in enumerate(zip(g.texts, g.new_tokens, g.finished)):
                         extra = make_record(item, g, j) if make_record is not None else {"model_output": text}
-                        warning = _join(warnings.get(item.id), extra.pop("warning", None))
+                        warning = join_warnings(warnings.get(item.id), extra.pop("warning", None))
                         records.append({"item_id": item.id, "sample_index": g.sample_indices[j], "method": method,
                                         "input": inputs[item.id],
                                         "prompt": _shown_prompt(req), "error": None, "warning": warning,
                                         "settings": settings.to_dict(), "new_tokens": k, "finished": fin,
-                                        **_item_fields(item), **extra})
+                                        **item_fields(item), **extra})
                 store.extend(records)  # one write per batch: a crash loses at most this batch
                 error_store.extend(backend_failed)
                 bar.update(len(generations))
@@ -437,7 +398,62 @@ def _run_prompts(backend: Backend, items: Sequence[BenchmarkItem], store: Result
         bar.close()
 
 
-def _summarize(method: str, store: ResultStore, items: Sequence[BenchmarkItem], done_before: set,
+def run_scoring(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *,
+                inputs: dict[str, dict[str, str]], build: Callable[[BenchmarkItem], tuple[str, list[str]]],
+                check: Callable[[PreparedItem, str, list[str]], str | None],
+                error_record: Callable[[BenchmarkItem, str | None, list[str] | None, str], dict[str, Any]],
+                score_record: Callable[[BenchmarkItem, GenerationRequest, list[str], Any, str | None], dict[str, Any]],
+                settings: GenerationSettings, desc: str, summary_label: str, terminate: bool = True,
+                progress: bool = True, chunk: int | None = None) -> RunSummary:
+    """Log-likelihoods of continuations (``backend.score_continuations``) for the items not yet in
+    ``store``, a chunk at a time; the body shared by option scoring and text scoring.
+
+    ``build(item) -> (prompt, continuations)``; its ``ValueError``/``TypeError`` becomes the item's
+    error record (``"prompt: <cause>"``), as does a problem ``check(prepared, prompt, continuations)``
+    names. ``error_record`` and ``score_record`` shape the records; ``inputs`` keys them
+    (:func:`input_fingerprint`). Writes the run summary to the manifest and returns it.
+    """
+    done_before = valid_done_keys(store, inputs)
+    todo = [it for it in items if (it.id, 0) not in done_before]
+    chunk = chunk or max(64, 8 * int(getattr(backend, "batch_size", None) or 32))
+    start = time.perf_counter()
+    bar = item_progress(len(todo), desc, progress)
+    try:
+        for prepared in prepared_chunks(todo, backend.window_seconds, backend.sampling_rate, chunk):
+            requests, conts_of, errors, by_id, warnings = [], [], [], {}, {}
+            for p in prepared:
+                prompt = conts = None
+                if p.error is None:
+                    try:
+                        prompt, conts = build(p.item)
+                    except (ValueError, TypeError) as err:
+                        p.error = f"prompt: {err}"
+                    else:
+                        p.error = check(p, prompt, conts)
+                if p.error is not None:
+                    errors.append(error_record(p.item, prompt, conts, p.error))
+                    continue
+                by_id[p.item.id], warnings[p.item.id] = p.item, p.warning
+                requests.append(GenerationRequest(p.item.id, p.audio, prompt, settings))
+                conts_of.append(conts)
+            if errors:
+                store.extend(errors)
+                bar.update(len(errors))
+            if not requests:
+                continue
+            scores = backend.score_continuations(requests, conts_of, terminate=terminate)
+            records = [score_record(by_id[sc.item_id], req, conts, sc, warnings.get(sc.item_id))
+                       for req, conts, sc in zip(requests, conts_of, scores)]
+            store.extend(records)  # one write per chunk: a crash loses at most this chunk
+            bar.update(len(records))
+    finally:
+        bar.close()
+    summary = summarize_run(summary_label, store, items, done_before, 1, time.perf_counter() - start)
+    store.update_manifest(last_run=summary.to_dict())
+    return summary
+
+
+def summarize_run(method: str, store: ResultStore, items: Sequence[BenchmarkItem], done_before: set,
                n_samples: int, seconds: float) -> RunSummary:
     """Counts of this run, from the records the store gained."""
     ids = {it.id for it in items}
@@ -452,164 +468,6 @@ def _summarize(method: str, store: ResultStore, items: Sequence[BenchmarkItem], 
                       error_items=errors)
 
 
-def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
-               store_dir_or_store: ResultStore | str | os.PathLike, *, settings: GenerationSettings | None = None,
-               few_shot: Sequence[Any] = (), progress: bool = True, retry_errors: bool = False,
-               on_batch: BatchHook | None = None, chunk: int | None = None) -> RunSummary:
-    """Run a prompting method ("baseline", "idk", "mcot" or "agent") over ``items`` into a result store.
-
-    Resumable: keys already in the store are skipped. Returns counts for this run.
-    """
-    entry = get_method(method)
-    if entry.kind not in (SINGLE, MULTI_STEP):
-        raise ValueError(f"{method!r} is a sampling method: use sample_knn")
-    settings = settings or _default_settings(method)
-    if settings.num_samples != 1:
-        raise ValueError("run_method writes one output per item; use sample_knn for several samples")
-    store = _open(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
-    with store.writer_lock():  # a second process on this store is refused, not run twice
-        if retry_errors:
-            drop_error_records(store)
-        done_before = store.done_keys()
-        start = time.perf_counter()
-        if entry.kind == MULTI_STEP:
-            _run_agent(backend, items, store, settings=settings, progress=progress, retry_errors=retry_errors,
-                       on_batch=on_batch, chunk=chunk)
-        else:
-            few = tuple(few_shot)
-            _run_prompts(backend, items, store, method=method, settings=settings,
-                         make_prompt=lambda it: entry.build_parts(it.question, it.choices, few),
-                         progress=progress, on_batch=on_batch, chunk=chunk)
-        summary = _summarize(method, store, items, done_before, 1, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
-    return summary
-
-
-def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore | str | os.PathLike,
-               n_samples: int = 5, settings: GenerationSettings | None = None, *, method: str = "baseline",
-               progress: bool = True, retry_errors: bool = False, on_batch: BatchHook | None = None,
-               chunk: int | None = None) -> RunSummary:
-    """K@N sampling: ``n_samples`` answers per item (sample_index 0..N-1) from one shared prefill each.
-
-    Default settings: pure sampling at temperature 1 (the paper gives none), 64 new tokens.
-    Samples are reproducible from ``settings.seed`` whatever the batching or resumption.
-    """
-    entry = get_method(method)
-    if entry.kind != SINGLE:
-        raise ValueError("K@N sampling uses a single-call prompt (baseline, idk or mcot)")
-    settings = settings or GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS[method], do_sample=True,
-                                              temperature=KNN_DEFAULT_TEMPERATURE)
-    settings = replace(settings, num_samples=n_samples)
-    store = _open(store, store_params(backend, method, settings, kind="knn"), settings)
-    with store.writer_lock():
-        if retry_errors:
-            drop_error_records(store)
-        done_before = store.done_keys()
-        start = time.perf_counter()
-        _run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
-                     make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
-                     progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
-        summary = _summarize(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
-    return summary
-
-
-AGENT_STEP_DIRS = ("agent_step1_type", "agent_step2_content")
-
-
-def _run_agent(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore, *,
-               settings: GenerationSettings, progress: bool, retry_errors: bool, on_batch: BatchHook | None,
-               chunk: int | None) -> None:
-    """The task agent (paper Table 7): type -> content -> answer, each step batched over all items.
-
-    Steps 1 and 2 keep their outputs in their own stores inside the final store's folder, so a run
-    interrupted in any step resumes there. Item errors go straight to the final store. {Type} of
-    steps 2-3 is :func:`~reliable_lalm.core.prompts.agent_type_slot` of the step-1 reply: the option
-    it names, else the reply itself (with a warning); an empty reply ends the item with an empty
-    answer (scored invalid) and a warning.
-    """
-    from reliable_lalm.core import prompts
-
-    params = store.manifest().get("params", {})
-    type_store = ResultStore.open(store.directory / AGENT_STEP_DIRS[0], {**params, "step": "type"}, seed=settings.seed)
-    content_store = ResultStore.open(store.directory / AGENT_STEP_DIRS[1], {**params, "step": "content"},
-                                     seed=settings.seed)
-    if retry_errors:
-        drop_error_records(type_store)
-        drop_error_records(content_store)
-
-    key_prompt = agent_key_prompt
-    inputs = {it.id: input_fingerprint(it, key_prompt) for it in items}
-
-    def pending_after(candidates):
-        done = valid_done_keys(store, inputs)
-        return [it for it in candidates if (it.id, 0) not in done]
-
-    pending = pending_after(items)
-    # Step 1: the audio type.
-    type_settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, AGENT_TYPE_MAX_NEW_TOKENS))
-
-    def type_record(item, g, j):
-        slot = prompts.agent_type_slot(g.texts[j])
-        unparsed = slot is not None and prompts.parse_audio_type(g.texts[j]) is None
-        note = f"agent step 1 named no single audio type; {{Type}} of steps 2-3 is its reply {slot!r}" if unparsed else None
-        return {"model_output": g.texts[j], "agent_type_raw": g.texts[j], "agent_type": slot,
-                "agent_type_note": note, "warning": note}
-
-    _run_prompts(backend, pending, type_store, method="agent", settings=type_settings,
-                 make_prompt=lambda it: prompts.agent_type_prompt(), make_record=type_record,
-                 key_prompt=key_prompt,
-                 error_store=store, progress=progress, desc="agent 1/3 type", on_batch=on_batch, chunk=chunk)
-    types = type_store.by_item()
-    untyped = []
-    for it in pending_after(pending):
-        rec = types.get(it.id)
-        if rec is not None and rec.get("agent_type") is None:
-            untyped.append({"item_id": it.id, "sample_index": 0, "method": "agent", "prompt": None,
-                            "input": inputs[it.id],
-                            "model_output": "", "error": None, "settings": settings.to_dict(),
-                            "agent_type_raw": rec.get("agent_type_raw"), "agent_type": None, "agent_content": None,
-                            "agent_type_prompt": rec.get("prompt"),
-                            "warning": _join(rec.get("warning"), "agent step 1 gave an empty reply "
-                                             f"({rec.get('agent_type_raw')!r}): nothing to fill {{Type}} with; "
-                                             "steps 2-3 skipped"),
-                            **_item_fields(it)})
-    store.extend(untyped)
-    typed = [it for it in pending_after(pending) if it.id in types]
-
-    # Step 2: the content description.
-    def content_record(item, g, j):
-        return {"model_output": g.texts[j], "agent_type": types[item.id]["agent_type"], "agent_content": g.texts[j],
-                "warning": types[item.id].get("agent_type_note")}
-
-    _run_prompts(backend, typed, content_store, method="agent", settings=settings,
-                 make_prompt=lambda it: prompts.agent_content_prompt(types[it.id]["agent_type"]),
-                 make_record=content_record, error_store=store, progress=progress, desc="agent 2/3 content",
-                 key_prompt=key_prompt,
-                 on_batch=on_batch, chunk=chunk)
-    contents = content_store.by_item()
-    ready = [it for it in pending_after(typed) if it.id in contents]
-
-    # Step 3: the answer, given type and content.
-    def answer_record(item, g, j):
-        t, c = types[item.id], contents[item.id]
-        return {"model_output": g.texts[j], "agent_type_raw": t.get("agent_type_raw"), "agent_type": t["agent_type"],
-                "agent_content": c.get("agent_content"), "agent_type_prompt": t.get("prompt"),
-                "agent_content_prompt": c.get("prompt"), "agent_type_note": t.get("agent_type_note"),
-                "warning": t.get("agent_type_note")}
-
-    def answer_prompt(it):
-        content = contents[it.id].get("agent_content") or ""
-        if not content.strip():  # the template needs text; record that the description was empty
-            content = "(no description)"
-        return prompts.agent_answer_prompt(types[it.id]["agent_type"], content, it.question, it.choices)
-
-    _run_prompts(backend, ready, store, method="agent", settings=settings, make_prompt=answer_prompt,
-                 make_record=answer_record, progress=progress, desc="agent 3/3 answer", on_batch=on_batch,
-                 key_prompt=key_prompt,
-                 chunk=chunk)
-
-
 def _shown_prompt(req: GenerationRequest) -> str:
     """The user text of a request as recorded: text before the audio, the audio's place, the rest."""
     if req.text_before_audio:
@@ -617,6 +475,6 @@ def _shown_prompt(req: GenerationRequest) -> str:
     return req.prompt
 
 
-def _join(*parts: str | None) -> str | None:
+def join_warnings(*parts: str | None) -> str | None:
     text = "; ".join(p for p in parts if p)
     return text or None
