@@ -110,7 +110,7 @@ def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]
     """
     import torch
 
-    from reliable_lalm.models.qwen_chat import chat_text
+    from reliable_lalm.models.chat import chat_text
 
     if not items:
         return []

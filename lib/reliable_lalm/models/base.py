@@ -151,16 +151,14 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What identifies the model in a result store's parameters."""
-        return {"backend": type(self).__name__}
+        return {"backend": self.describe_name()}
+
+    # The name result stores key this backend's outputs on (default: the class name).
+    STORE_NAME: str | None = None
 
     @classmethod
-    def training_adapter(cls, model_type: str):
-        """What LoRA SFT needs to know about checkpoints of ``model_type`` served by this backend
-        (a :class:`reliable_lalm.training.adapters.TrainingAdapter`); backends that cannot be
-        fine-tuned (endpoints, workers) keep this default."""
-        from reliable_lalm.training.adapters import TrainingNotSupported
-
-        raise TrainingNotSupported(f"{cls.__name__} cannot be fine-tuned here (model_type {model_type!r})")
+    def describe_name(cls) -> str:
+        return cls.STORE_NAME or cls.__name__
 
     @classmethod
     def describe_checkpoint(cls, source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
@@ -168,7 +166,7 @@ class Backend(abc.ABC):
         without loading it: the experiments' "already complete" check uses the same function."""
         from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
 
-        return {"backend": cls.__name__, "weights": model_fingerprint(source),
+        return {"backend": cls.describe_name(), "weights": model_fingerprint(source),
                 "adapter_weights": directory_fingerprint(adapter) if adapter else None, "dtype": dtype}
 
     def check_prompt(self, prompt: str) -> str | None:

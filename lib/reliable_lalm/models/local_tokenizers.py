@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from reliable_lalm.core.items import SAMPLING_RATE
+
 # Qwen2's pre-tokenization regex, so a local tokenizer splits text like the real one.
 QWEN2_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -57,7 +59,7 @@ def qwen2_audio_processor(tokenizer, *, num_mel_bins: int, chunk_length_s: int, 
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=num_mel_bins, sampling_rate=16000, hop_length=160,
+        feature_size=num_mel_bins, sampling_rate=SAMPLING_RATE, hop_length=160,
         chunk_length=chunk_length_s, n_fft=400, padding_value=0.0, return_attention_mask=True,
     )
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template)

@@ -24,6 +24,9 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from reliable_lalm.core.items import SAMPLING_RATE
+from reliable_lalm.models.families import FAMILIES
+from reliable_lalm.models.hf_loading import audio_only_processor
 from reliable_lalm.models.local_tokenizers import QWEN2_PRETOKENIZE_REGEX, train_byte_level_bpe
 
 # Special tokens per family: (plain list of added special tokens, named ones the processor reads).
@@ -72,7 +75,7 @@ def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int =
 def feature_extractor(chunk_length_s: int):
     from transformers import WhisperFeatureExtractor
 
-    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_length_s,
+    return WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLING_RATE, hop_length=160, chunk_length=chunk_length_s,
                                    n_fft=400, padding_value=0.0, return_attention_mask=True)
 
 
@@ -127,8 +130,6 @@ def _omni_tokenizer(kind: str):
 
 def _omni_processor(processor_class, tokenizer, template: str, chunk_length_s: int):
     """The real Omni processor class; audio-only when torchvision (for its video processor) is absent."""
-    from reliable_lalm.models.hf_generic import audio_only_processor
-
     return audio_only_processor(processor_class, feature_extractor=feature_extractor(chunk_length_s),
                                 tokenizer=tokenizer, chat_template=template)
 
@@ -225,7 +226,7 @@ def tekken_json(vocab_size: int = 512) -> dict:
                        "default_vocab_size": TEKKEN_NUM_SPECIAL + len(vocab),
                        "default_num_special_tokens": TEKKEN_NUM_SPECIAL, "version": "v7"},
             "vocab": vocab, "special_tokens": special, "version": 1, "type": "Tekken",
-            "audio": {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
+            "audio": {"sampling_rate": SAMPLING_RATE, "frame_rate": 12.5, "chunk_length_s": 30.0,
                       "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}}
 
 
@@ -278,22 +279,19 @@ def tiny_voxtral(seed: int = 0):
 
 @dataclass(frozen=True)
 class TinySpec:
-    family: str  # key of reliable_lalm.models.hf_generic.FAMILIES
+    family: str  # key of reliable_lalm.models.families.FAMILIES
     build: Callable  # seed -> (model, processor)
     requires: tuple[str, ...] = ()  # importable modules the build needs (beyond the default install)
 
 
-TINY: dict[str, TinySpec] = {s.family: s for s in (
-    TinySpec("audioflamingo3", tiny_audioflamingo3),
-    TinySpec("qwen2_5_omni_thinker", tiny_qwen2_5_omni_thinker),
-    TinySpec("qwen3_omni_moe_thinker", tiny_qwen3_omni_moe_thinker),
-    TinySpec("voxtral", tiny_voxtral, requires=("mistral_common",)),
-)}
+def tiny_specs() -> dict[str, TinySpec]:
+    """Derived from the families' rows: each row with a tiny builder, needing what its family needs."""
+    return {f.name: TinySpec(f.name, f.tiny_builder(), f.extra_requirements) for f in FAMILIES.values() if f.tiny}
 
 
 def build_tiny(family: str, seed: int = 0):
     """``(model, processor)`` of a tiny random-weight instance of ``family``."""
-    return TINY[family].build(seed)
+    return tiny_specs()[family].build(seed)
 
 
 def save_tiny(model, processor, out_dir) -> str:

@@ -68,15 +68,6 @@ class VoxtralBackend(NativeHFBackend):
         # [AUDIO] tokens mistral-common gives one chunk (375 for the real 30 s chunk at 12.5 per second)
         self.audio_tokens_per_chunk = self._rendered_ids("?").count(self.audio_token_id)
 
-    @classmethod
-    def training_adapter(cls, model_type: str):
-        """Refused, in one line: SFT collation (training.adapters) renders prompts with a chat
-        template and ``processor(text=, audio=)``; Voxtral's go through mistral-common's requests."""
-        from reliable_lalm.training.adapters import TrainingNotSupported
-
-        raise TrainingNotSupported("Voxtral cannot be fine-tuned here yet: its prompts are built by mistral-common's "
-                                   "chat requests, which the shared SFT collation does not call")
-
     # ---------------------------------------------------------------- prompts
 
     def _rendered_ids(self, prompt: str) -> list[int]:
