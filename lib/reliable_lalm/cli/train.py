@@ -21,7 +21,7 @@ from pathlib import Path
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
 from reliable_lalm.core.items import TASKS
-from reliable_lalm.training.adapters import LORA_TARGETS
+from reliable_lalm.models.families import LORA_TARGETS
 from reliable_lalm.training.table9 import ALPHA_READINGS
 
 
@@ -218,7 +218,7 @@ def _run_bench(args) -> int:
 def run(args: argparse.Namespace) -> int:
     from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
     from reliable_lalm.core.results import StoreLocked
-    from reliable_lalm.training.adapters import TrainingNotSupported
+    from reliable_lalm.models.training_adapter import TrainingNotSupported
 
     handlers = {"knn": _run_knn, "sft": _run_sft, "merge": _run_merge, "bench-step": _run_bench}
     try:

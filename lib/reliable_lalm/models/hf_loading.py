@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from reliable_lalm.core import jsonio
+from reliable_lalm.core import jsonio, prompts
 from reliable_lalm.models.families import ModelFamily, base_model, family_for_model_type
+from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
 from reliable_lalm.models.registry import registered_models
 
 # Qwen2-Audio-7B(-Instruct) config.json, as published on the hub. Checked against third-party copies
@@ -89,6 +92,7 @@ def published_generation_settings(source: str) -> dict:
     if not path.is_file():
         cached = None
         try:
+            # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
             from huggingface_hub import try_to_load_from_cache
 
             cached = try_to_load_from_cache(str(source), "generation_config.json")
@@ -108,6 +112,7 @@ def published_generation_settings(source: str) -> dict:
 
 
 def resolve_device(device: str | None = "auto") -> str:
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     if device in (None, "auto"):
@@ -117,6 +122,7 @@ def resolve_device(device: str | None = "auto") -> str:
 
 def resolve_dtype(dtype: Any, device: str):
     """``auto``: bf16 on GPU (what Qwen2-Audio ships in), fp32 on CPU (bf16 matmuls are slow there)."""
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     if dtype in (None, "auto"):
@@ -147,8 +153,6 @@ def refusing_pickled_code(what: str | Path) -> Iterator[None]:
     """Turn torch's refusal of a pickle that is more than tensors (``weights_only=True``: a
     ``pytorch_model.bin``, ``adapter_model.bin`` or ``optimizer.pt`` that would run code) into one
     line naming ``what``, instead of a traceback."""
-    import pickle
-    import warnings
 
     try:
         with warnings.catch_warnings():  # torch's note on the pickle protocol would precede the one line
@@ -180,6 +184,7 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     if _is_local(name_or_path):
         return str(Path(name_or_path).expanduser()), True
     name = str(name_or_path)
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -200,6 +205,7 @@ def merges_exactly_enough(dtype) -> bool:
     the update is ~1e-3 of a weight); in bf16 (8 mantissa bits, ~4e-3) the update is about one
     rounding unit, so a large share of it is lost (docs/training.md). Only fp32 is merged.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     return dtype == torch.float32
@@ -212,6 +218,7 @@ def attach_adapter(model, adapter: str | Path, dtype, *, merge: bool | None = No
     in bf16/fp16 it stays a ``PeftModel`` (LoRA weights in fp32, the update added to each layer's
     output), as a bf16 merge rounds most of a small update away. ``True``/``False`` force either.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from peft import PeftModel
 
     with refusing_pickled_code(adapter):
@@ -408,6 +415,7 @@ def cpu_scale_7b_spec() -> dict[str, Any]:
 
 
 def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=None, pad_token_id=None):
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
 
     text = dict(spec["text"])
@@ -426,8 +434,6 @@ def random_layout_parts(spec: dict[str, Any]):
     """(tokenizer, processor, config) of a random-weight Qwen2-Audio of layout ``spec``: a byte-level
     BPE trained locally on the prompts' words, the official chat template, the spec's mel bins and
     window, the config's special-token ids taken from that tokenizer."""
-    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
-
     tokenizer = train_qwen2_audio_tokenizer(_tokenizer_corpus(), vocab_size=1024)
     processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
                                       chunk_length_s=spec["chunk_length_s"],
@@ -451,6 +457,7 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
     needs a download), the official chat template and a
     Whisper feature extractor with the real 30 s window. Built directly on ``device`` in ``dtype``.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
@@ -478,8 +485,6 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
 
 def _tokenizer_corpus() -> list[str]:
     """English text for the benchmark tokenizer: the prompt templates' words and typical answers."""
-    from reliable_lalm.core import prompts
-
     base = [
         prompts.baseline_prompt("What is the primary sound source heard in the recording?",
                                 ["Dog barking", "Car horn", "Piano melody", "Human speech"]),

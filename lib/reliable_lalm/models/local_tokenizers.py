@@ -22,6 +22,7 @@ QWEN2_AUDIO_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|
 
 def train_byte_level_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE trained on ``corpus``: its vocab and merges (GPT-2 byte-to-unicode symbols)."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
@@ -41,6 +42,7 @@ def train_byte_level_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[s
 def train_qwen2_audio_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     """A byte-level BPE trained on ``corpus`` in the real ``Qwen2Tokenizer`` class, with the
     Qwen2-Audio special tokens, left padding (batched generation must equal batch-size-1 generation)."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from transformers import Qwen2Tokenizer
 
     vocab, merges = train_byte_level_bpe(corpus, vocab_size)
@@ -56,6 +58,7 @@ def train_qwen2_audio_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
 
 def qwen2_audio_processor(tokenizer, *, num_mel_bins: int, chunk_length_s: int, chat_template: str):
     """A ``Qwen2AudioProcessor``: ``WhisperFeatureExtractor`` of ``num_mel_bins`` and a ``chunk_length_s`` window."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
     feature_extractor = WhisperFeatureExtractor(

@@ -20,10 +20,14 @@ the "feature rows are windows, not prompts" path is exercised.
 """
 from __future__ import annotations
 
+import base64
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from reliable_lalm.core import prompts
 from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.models.families import FAMILIES
 from reliable_lalm.models.hf_loading import audio_only_processor
@@ -49,8 +53,6 @@ def chat_template(audio_markup: str, system: str | None) -> str:
 
 
 def _corpus() -> list[str]:
-    from reliable_lalm.core import prompts
-
     return [
         prompts.baseline_prompt("What is the primary sound source heard in the recording?",
                                 ["Dog barking", "Car horn", "Piano melody", "Human speech"]),
@@ -61,6 +63,7 @@ def _corpus() -> list[str]:
 
 def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int = 512):
     """A ``Qwen2Tokenizer`` over a BPE trained on the prompts, with ``special`` and ``named`` tokens."""
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import Qwen2Tokenizer
 
     vocab, merges = train_byte_level_bpe(_corpus(), vocab_size)
@@ -73,6 +76,7 @@ def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int =
 
 
 def feature_extractor(chunk_length_s: int):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import WhisperFeatureExtractor
 
     return WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLING_RATE, hop_length=160, chunk_length=chunk_length_s,
@@ -80,6 +84,7 @@ def feature_extractor(chunk_length_s: int):
 
 
 def _finish(model, tokenizer):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import GenerationConfig
 
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -97,6 +102,7 @@ def _text_config(tokenizer, **extra) -> dict:
 
 
 def tiny_audioflamingo3(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (AudioFlamingo3Config, AudioFlamingo3EncoderConfig,
                               AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor, Qwen2Config)
@@ -142,6 +148,7 @@ def _omni_ids(tokenizer, named: dict[str, str]) -> dict:
 
 
 def tiny_qwen2_5_omni_thinker(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -166,6 +173,7 @@ def tiny_qwen2_5_omni_thinker(seed: int = 0):
 
 
 def tiny_qwen3_omni_moe_thinker(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig,
                               Qwen3OmniMoeThinkerForConditionalGeneration)
@@ -206,10 +214,8 @@ def tekken_json(vocab_size: int = 512) -> dict:
     160 and window 400, clips padded to 30 s chunks (so each chunk is 375 ``[AUDIO]`` tokens).
     Version v7 is the first Tekken version with audio; one user turn renders the same in later ones.
     """
-    import base64
-
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers.convert_slow_tokenizer import bytes_to_unicode
-
 
     byte_of = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
     _, merges = train_byte_level_bpe(_corpus(), vocab_size)
@@ -236,9 +242,7 @@ def tekken_tokenizer():
     The backend reads its file by path (and copies it on ``save_pretrained``), so the file lives in
     a temporary folder owned by the tokenizer: removed when the tokenizer is garbage-collected.
     """
-    import tempfile
-    from pathlib import Path
-
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import MistralCommonBackend
 
     folder = tempfile.TemporaryDirectory(prefix="rlalm-tiny-tekken-")
@@ -251,6 +255,7 @@ def tekken_tokenizer():
 
 def tiny_voxtral(seed: int = 0):
     """Voxtral: a Whisper-style encoder over 30 s chunks (1500 positions, 4 frames per audio token) and Llama."""
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (GenerationConfig, LlamaConfig, VoxtralConfig, VoxtralEncoderConfig,
                               VoxtralForConditionalGeneration, VoxtralProcessor)
@@ -301,9 +306,6 @@ def save_tiny(model, processor, out_dir) -> str:
     are written as the hub has them (tokenizer, ``preprocessor_config.json``, ``chat_template.jinja``,
     ``processor_config.json`` naming the processor class).
     """
-    import json as _json
-    from pathlib import Path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -312,7 +314,7 @@ def save_tiny(model, processor, out_dir) -> str:
         processor.feature_extractor.save_pretrained(out)
         (out / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
         base = type(processor).__mro__[1].__name__  # the real class under the audio-only subclass
-        (out / "processor_config.json").write_text(_json.dumps({"processor_class": base}), encoding="utf-8")
+        (out / "processor_config.json").write_text(json.dumps({"processor_class": base}), encoding="utf-8")
     else:
         processor.save_pretrained(out)
     return str(out)

@@ -17,7 +17,7 @@ as the embedded demo does); its backend and extras come from its family's row.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,6 +161,7 @@ def _config_of(source: str) -> dict[str, Any] | None:
         config = path / "config.json"
         return jsonio.load_file(config) if config.is_file() else None
     try:
+        # local import: huggingface_hub comes with transformers, which `rlalm score` does without
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         return None
@@ -206,11 +207,6 @@ def load_backend(name_or_path: str, **kwargs):
     """The ready backend of a registered name, a local checkpoint folder or a cached hub id, by the
     registry (a folder's ``config.json`` model type picks the backend): what every command loads through."""
     return resolve_model(str(name_or_path)).load(**kwargs)
-
-
-def with_source(entry: ModelEntry, source: str) -> ModelEntry:
-    """The same entry served from another folder (e.g. a local copy of the hub weights)."""
-    return replace(entry, source=source)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import soundfile as sf
 
 from reliable_lalm.models.base import AudioNotReachedError
 from reliable_lalm.models.hf_generic import NativeHFBackend
@@ -38,8 +39,6 @@ _RENDERING_CLIP = np.zeros(400, dtype=np.float32)
 
 def wav_base64(audio: np.ndarray, sampling_rate: int) -> str:
     """Mono float32 samples as a base64 float WAV: what mistral-common decodes back unchanged."""
-    import soundfile as sf
-
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(audio, dtype=np.float32), sampling_rate, format="WAV", subtype="FLOAT")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
