@@ -27,9 +27,9 @@ each window row and misalign them with the prompts) but before the processor.
 
 The Omni processors require a video processor, which in transformers 5 needs torchvision even for
 audio-only use. Without torchvision the backend builds the same processor class with no image and
-video sub-processors (:func:`reliable_lalm.models.hf_loading.audio_only_processor`): the audio path of the class is unchanged.
+video sub-processors (:func:`reliable_lalm.models.hf_loading.audio_only_processor`): the audio path of
+the class is unchanged. The family's training adapter (:class:`NativeTraining`) is at the end of this module.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +60,7 @@ def audio_window_seconds(processor, family: ModelFamily) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# Sampling
-
+# Sampling (the rule is models.sampling's, shared with the Qwen2-Audio engine)
 
 
 class RowSeededSampler:

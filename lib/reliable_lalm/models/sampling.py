@@ -1,8 +1,8 @@
 """The one next-token rule of every in-process engine: argmax, or seeded inverse-CDF sampling.
 
 A sampled row draws its uniforms from its own generator seeded by (run seed, item id, sample index)
-(:func:`row_uniforms`, :func:`~reliable_lalm.models.base._row_seed`), so a sample does not depend on its batch, on the other samples requested
-with it, or on resuming; both engines (:mod:`.qwen2_audio`'s decoding loop and :mod:`.hf_generic`'s
+(:func:`row_uniforms`, :func:`~reliable_lalm.models.base._row_seed`), so a sample does not depend on
+its batch, on the other samples requested with it, or on resuming; both engines (:mod:`.qwen2_audio`'s decoding loop and :mod:`.hf_generic`'s
 logits processor) call :func:`choose_tokens` with those draws.
 """
 from __future__ import annotations
