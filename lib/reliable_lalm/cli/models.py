@@ -7,7 +7,7 @@
 ``--check`` prints one line per native model, ``ok`` or the reason, and exits 0 only if every native
 model is ok. A family whose optional packages are not installed is reported as ``skipped (needs
 ...)`` and is **not** ok (exit status 1): the check says what was verified, and an unverified family
-was not. Non-native entries (the Qwen2-Audio engine, the demo) are listed with ``-`` in the check
+was not. Entries whose family has no tiny builder (the Qwen2-Audio engine, the demo, workers) are listed with ``-`` in the check
 (their own test suite covers them).
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     for e in entries:
         family = _family_of(e)
         if family is None:
-            print(f"{e.name}: - (no tiny instance of its family; covered by its own tests)")
+            print(f"{e.name}: - (no tiny instance to check; covered by its own tests)")
             continue
         native += 1
         if family not in results:
