@@ -7,8 +7,8 @@
 ``--check`` prints one line per native model, ``ok`` or the reason, and exits 0 only if every native
 model is ok. A family whose optional packages are not installed is reported as ``skipped (needs
 ...)`` and is **not** ok (exit status 1): the check says what was verified, and an unverified family
-was not. Entries whose family has no tiny builder (the Qwen2-Audio engine, the demo, workers) are listed with ``-`` in the check
-(their own test suite covers them).
+was not. Entries whose family has no tiny builder (the Qwen2-Audio engine, the demo, workers) are
+listed with ``-`` in the check (their own test suite covers them).
 """
 from __future__ import annotations
 
