@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from reliable_lalm.models import hf_generic
+from reliable_lalm.models.families import FAMILIES, family_of_model
 
 QKV = ("q_proj", "k_proj", "v_proj")
 
@@ -14,7 +14,7 @@ def language_model_qkv(model, projections: Sequence[str] = QKV) -> list[str]:
     """Names of the language model's ``nn.Linear`` projections, never the audio encoder's."""
     import torch
 
-    family = hf_generic.family_of_model(model)
+    family = family_of_model(model)
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
     names = [name for name, module in base.named_modules()
              if isinstance(module, torch.nn.Linear) and name.startswith(family.language_model_prefix)
@@ -25,5 +25,5 @@ def language_model_qkv(model, projections: Sequence[str] = QKV) -> list[str]:
 
 def language_model_qkv_regex(family: str, projections: Sequence[str] = QKV) -> str:
     """The same set as a peft ``target_modules`` regex (``re.fullmatch`` on module names)."""
-    prefix = hf_generic.FAMILIES[family].language_model_prefix.replace(".", r"\.")
+    prefix = FAMILIES[family].language_model_prefix.replace(".", r"\.")
     return rf"{prefix}.*\.({'|'.join(projections)})"

@@ -85,10 +85,10 @@ def test_peer_gets_the_engines_batches_and_its_answers_map_back(tiny_demo_dir):
     from reliable_lalm.cli.bench import _Peer, make_questions
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
     from reliable_lalm.models.hf_loading import load_model_and_processor
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
     model, processor = load_model_and_processor(str(tiny_demo_dir), device="cpu")
-    backend = HFBackend(model, processor, batch_size=2)
+    backend = Qwen2AudioBackend(model, processor, batch_size=2)
     questions = make_questions(5, seed=3)
     settings = GenerationSettings(max_new_tokens=4)
     requests = [GenerationRequest(q.item_id, q.audio, q.prompt, settings) for q in questions]

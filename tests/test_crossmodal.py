@@ -165,7 +165,7 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     from reliable_lalm.core.items import load_benchmark
     from reliable_lalm.demo.model import create_untrained
     from reliable_lalm.models.base import GenerationSettings
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
     from reliable_lalm.methods.execution import sample_knn
     from reliable_lalm.methods.registry import build_prompt
     from reliable_lalm.demo.synthetic import build_benchmark
@@ -173,7 +173,7 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     bench = load_benchmark(build_benchmark(tmp_path / "bench", seed=3, n_per_task=2, progress=False))
     corpus = [build_prompt("baseline", it.question, it.choices) + " IDK" for it in bench.items] * 10
     model = create_untrained(tmp_path / "model", corpus)
-    backend = HFBackend.from_pretrained(model, device="cpu", dtype="float32")
+    backend = Qwen2AudioBackend.from_pretrained(model, device="cpu", dtype="float32")
     sample_knn(backend, bench.items, tmp_path / "knn", n_samples=2, progress=False,
                settings=GenerationSettings(max_new_tokens=4, do_sample=True, seed=0))
     backend.close()

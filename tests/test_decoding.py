@@ -53,8 +53,8 @@ def test_repetition_penalised_greedy_equals_hf_generate_and_batch_size_one(demo,
     model, processor = demo
     settings = GenerationSettings(max_new_tokens=24, repetition_penalty=penalty)
     reqs = requests_of(settings)
-    batched = qwen2_audio.HFBackend(model, processor, batch_size=4)
-    single = qwen2_audio.HFBackend(model, processor, batch_size=1)
+    batched = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
+    single = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=1)
     try:
         out_b = batched.generate(reqs)
         out_1 = single.generate(reqs)
@@ -70,7 +70,7 @@ def test_repetition_penalised_greedy_equals_hf_generate_and_batch_size_one(demo,
 def test_the_penalty_is_really_applied(tiny_model, requests_of):
     """On an untrained model (long, repetitive answers) a strong penalty changes some answer; the
     trained demo's answers are too short for it to matter."""
-    backend = qwen2_audio.HFBackend(*tiny_model, batch_size=4)
+    backend = qwen2_audio.Qwen2AudioBackend(*tiny_model, batch_size=4)
     try:
         plain = backend.generate(requests_of(GenerationSettings(max_new_tokens=24)))
         penalised = backend.generate(requests_of(GenerationSettings(max_new_tokens=24, repetition_penalty=2.0)))
@@ -86,7 +86,7 @@ def test_reference_loop_applies_the_same_repetition_penalty(demo, requests_of):
     settings = GenerationSettings(max_new_tokens=24, repetition_penalty=2.0)
     reqs = requests_of(settings)[:4]
     loop = _Loop(model, processor, settings.max_new_tokens)
-    engine = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    engine = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
     try:
         engine_texts = [g.text for g in engine.generate(reqs)]
     finally:

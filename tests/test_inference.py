@@ -49,10 +49,10 @@ def _hf_generate(model, backend, request, max_new_tokens):
 
 def _check_batched_equals_single(model, processor, items, n_reference=3, reqs=None):
     reqs = reqs or _requests(items)
-    batched = qwen2_audio.HFBackend(model, processor, batch_size=4)
-    single = qwen2_audio.HFBackend(model, processor, batch_size=1)
-    uncompacted = qwen2_audio.HFBackend(model, processor, batch_size=4, compact=False)
-    unprefetched = qwen2_audio.HFBackend(model, processor, batch_size=4, prefetch=False)
+    batched = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
+    single = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=1)
+    uncompacted = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4, compact=False)
+    unprefetched = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4, prefetch=False)
     try:
         out_b = batched.generate(reqs)
         out_1 = single.generate(reqs)
@@ -100,7 +100,7 @@ def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch
     import threading
 
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=3, prefetch=prefetch)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3, prefetch=prefetch)
     encoded_in, original = [], backend.encode
 
     def encode(*args, **kwargs):
@@ -117,7 +117,7 @@ def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch
 
 def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=3)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3)
     greedy = inf.run_method(backend, items[:5], "baseline", tmp_path / "greedy", settings=GREEDY, progress=False)
     knn = inf.sample_knn(backend, items[:5], tmp_path / "knn", n_samples=1, settings=GREEDY, progress=False)
     backend.close()
@@ -135,7 +135,7 @@ def _knn_outputs(backend, items, store_dir, seed):
 
 def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    b3, b1 = qwen2_audio.HFBackend(model, processor, batch_size=3), qwen2_audio.HFBackend(model, processor, batch_size=1)
+    b3, b1 = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3), qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=1)
     first = _knn_outputs(b3, items[:4], tmp_path / "s0a", seed=0)
     again = _knn_outputs(b1, items[:4], tmp_path / "s0b", seed=0)  # other batching, same samples
     other = _knn_outputs(b3, items[:4], tmp_path / "s1", seed=1)
@@ -151,7 +151,7 @@ def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
 def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
     """A K@N store missing some samples of an item gets exactly those, equal to an uninterrupted run's."""
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
     reference = _knn_outputs(backend, items[:3], tmp_path / "full", seed=3)
     partial = tmp_path / "partial"
     partial.mkdir()
@@ -173,7 +173,7 @@ def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
 def test_sampling_respects_top_k_1(tiny_model, items):
     """top_k=1 leaves one token: sampling must then reproduce greedy decoding exactly."""
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
     greedy = backend.generate(_requests(items[:4]))
     sampled = backend.generate(_requests(items[:4], models_base.GenerationSettings(
         max_new_tokens=10, do_sample=True, top_k=1, num_samples=3, seed=7)))
@@ -193,7 +193,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 
     model, processor = load_model_and_processor({model!r}, device="cpu")
     items = make_items(Path({items!r}), 10)
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
     kill_after = int(sys.argv[1])
 
     def on_batch(n, records):
@@ -233,7 +233,7 @@ def test_resume_after_kill_minus_9(tiny_demo_dir, tiny_model, items_dir, tmp_pat
     keys = Counter((json.loads(x)["item_id"], json.loads(x)["sample_index"]) for x in lines)
     assert set(keys) == {(f"q{i}", 0) for i in range(10)} and set(keys.values()) == {1}  # each once
     # A third run (same model folder, so the same store parameters) has nothing left to do.
-    backend = qwen2_audio.HFBackend(*tiny_model, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(*tiny_model, batch_size=2)
     again = inf.run_method(backend, make_items(items_dir / "resume", 10), "baseline", store,
                            settings=models_base.GenerationSettings(max_new_tokens=6), progress=False)
     backend.close()
@@ -244,7 +244,7 @@ def test_resume_after_kill_minus_9(tiny_demo_dir, tiny_model, items_dir, tmp_pat
 def test_crash_in_a_batch_resumes_in_process(tiny_model, items, tmp_path):
     """An exception after k batches (in-process crash) then a re-run: same result as an uninterrupted run."""
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=3)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3)
 
     class Crash(Exception):
         pass
@@ -291,7 +291,7 @@ def test_bad_inputs_become_error_records_and_the_run_goes_on(tiny_model, items_d
         BenchmarkItem(id="long", audio_path=str(long), choices=("Dog", "Cat"), **base),
     ]
     all_items = good[:2] + bad + good[2:]
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
     summary = inf.run_method(backend, all_items, "baseline", tmp_path / "s", settings=GREEDY, progress=False)
     records = ResultStore(tmp_path / "s").by_item()
     assert set(records) == {it.id for it in all_items}
@@ -321,7 +321,7 @@ def test_truncated_audio_is_what_the_model_hears(tiny_model, items_dir):
     """6 s of audio and its first 4 s (the demo window) give the same greedy answer."""
     model, processor = tiny_model
     audio = load_audio(write_wav(items_dir / "trunc.wav", 6.0, seed=11))
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
     out = backend.generate([models_base.GenerationRequest("a", audio, "What is heard?", GREEDY),
                             models_base.GenerationRequest("b", audio[: 4 * 16000], "What is heard?", GREEDY)])
     backend.close()
@@ -344,7 +344,7 @@ class _DropAudio:
 
 def test_audio_check_fires_when_the_processor_drops_audio(tiny_model, items):
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
     backend.processor = _DropAudio(processor)
     with pytest.raises(models_base.AudioNotReachedError):
         backend.generate(_requests(items[:2]))
@@ -353,7 +353,7 @@ def test_audio_check_fires_when_the_processor_drops_audio(tiny_model, items):
 
 def test_audio_check_fires_when_features_do_not_reach_the_model(tiny_model, items, monkeypatch):
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=2)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
     original = backend._forward
 
     def forward_without_features(**kwargs):  # the model then only embeds the <|AUDIO|> placeholders
@@ -430,7 +430,7 @@ def test_agent_runs_each_step_batched_and_resumes(items, tmp_path):
 def test_agent_on_the_model(tiny_model, items, tmp_path):
     """The real backend through the three steps (an untrained model rarely names a type)."""
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
     summary = inf.run_method(backend, items[:4], "agent", tmp_path / "a",
                              settings=models_base.GenerationSettings(max_new_tokens=6), progress=False)
     backend.close()
@@ -455,7 +455,7 @@ def test_agent_on_the_shipped_demo_runs_all_three_steps(tmp_path):
         sf.write(str(tmp_path / f"a{i}.wav"), audio, 16000)
         items.append(BenchmarkItem(id=f"a{i}", audio_path=str(tmp_path / f"a{i}.wav"), question=record["question"],
                                    choices=tuple(record["choices"]), answer=record["answer"], task=task))
-    backend = qwen2_audio.HFBackend(*load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu"), batch_size=6)
+    backend = qwen2_audio.Qwen2AudioBackend(*load_model_and_processor(paths.DEMO_MODEL_DIR, device="cpu"), batch_size=6)
     inf.run_method(backend, items, "agent", tmp_path / "agent", settings=models_base.GenerationSettings(max_new_tokens=24),
                    progress=False)
     backend.close()
@@ -488,7 +488,7 @@ def test_store_refuses_other_settings(tiny_model, items, tmp_path):
     from reliable_lalm.core.results import ParamsMismatch
 
     model, processor = tiny_model
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=4)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=4)
     inf.run_method(backend, items[:2], "baseline", tmp_path / "s", settings=GREEDY, progress=False)
     with pytest.raises(ParamsMismatch):
         inf.run_method(backend, items[:2], "baseline", tmp_path / "s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +19,22 @@ import pytest
 
 from lora_fixtures import language_model_qkv, language_model_qkv_regex  # noqa: E402
 from reliable_lalm.core import prompts
-from reliable_lalm.core.plugins import load_reference
+from reliable_lalm.core.plugins import load_object
 from reliable_lalm.models import hf_generic
 from reliable_lalm.models.base import AudioNotReachedError, GenerationRequest, GenerationSettings
-from reliable_lalm.models.native_tiny import TINY, build_tiny, save_tiny
+from reliable_lalm.models.families import FAMILIES
+from reliable_lalm.models.native_tiny import build_tiny, save_tiny, tiny_specs
+
+NATIVE = sorted(tiny_specs())  # the families with a tiny instance: every one served by the native backend
 
 
 def _missing(family: str) -> list[str]:
     """Modules of an optional extra that the family's tiny instance needs and that are not installed."""
-    return [m for m in TINY[family].requires if importlib.util.find_spec(m) is None]
+    return [m for m in tiny_specs()[family].requires if importlib.util.find_spec(m) is None]
 
 
-FAMILIES = [pytest.param(f, marks=pytest.mark.skipif(bool(_missing(f)), reason=(
-    f"{f} needs {', '.join(_missing(f))}, not installed (its optional extra in pyproject.toml)"))) for f in sorted(TINY)]
+TINY_FAMILIES = [pytest.param(f, marks=pytest.mark.skipif(bool(_missing(f)), reason=(
+    f"{f} needs {', '.join(_missing(f))}, not installed (its optional extra in pyproject.toml)"))) for f in NATIVE]
 needs_voxtral = pytest.mark.skipif(bool(_missing("voxtral")), reason=(
     "Voxtral needs mistral-common, not installed (pip install -e '.[voxtral]')"))
 # The end of each family's rendered prompt: where the assistant's answer begins.
@@ -39,13 +43,13 @@ CHATML_GENERATION_PROMPT_END = "<|im_start|>assistant\n"
 
 
 def backend_class(family: str):
-    return load_reference(hf_generic.FAMILIES[family].backend)
+    return load_object(FAMILIES[family].backend)
 
 QUESTION = "What is the primary sound source heard in the recording?"
 CHOICES = ["Dog barking", "Car horn", "Piano melody", "Human speech"]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
 def tiny(request, one_torch_thread):
     model, processor = build_tiny(request.param)
     return request.param, model, processor
@@ -293,16 +297,19 @@ def test_lora_targets_are_the_language_models_qkv_only(tiny):
 
 
 def test_registry_serves_every_native_family():
-    from reliable_lalm.models.registry import BACKENDS_BY_MODEL_TYPE, registered_models
+    from reliable_lalm.models.registry import BUILTIN_MODELS, backends_by_model_type, registered_models
 
-    for family in hf_generic.FAMILIES.values():
+    for family in FAMILIES.values():
         for model_type in family.model_types:
-            assert BACKENDS_BY_MODEL_TYPE[model_type] == family.backend
-    assert hf_generic.FAMILIES["voxtral"].backend == "reliable_lalm.models.voxtral:VoxtralBackend"
-    from reliable_lalm.models.registry import BUILTIN_MODELS
+            assert backends_by_model_type()[model_type] == family.backend
+    assert FAMILIES["voxtral"].backend == "reliable_lalm.models.voxtral:VoxtralBackend"
+    # a named checkpoint repeats nothing of its family's row: its backend and extras come from it
+    assert all(e.backend == FAMILIES[e.family].backend and e.extra_requirements == FAMILIES[e.family].extra_requirements
+               for e in BUILTIN_MODELS.values() if e.family in FAMILIES)
+    assert BUILTIN_MODELS["voxtral-mini-3b"].extra_requirements == ("mistral_common",)
 
-    entries = {e.family: e for e in BUILTIN_MODELS.values() if e.family in hf_generic.FAMILIES}
-    assert set(entries) == set(hf_generic.FAMILIES)
+    entries = {e.family: e for e in BUILTIN_MODELS.values() if e.family in NATIVE}
+    assert set(entries) == set(NATIVE)
     assert entries["audioflamingo3"].source == "nvidia/audio-flamingo-3-hf"
     # the demo's shipped tiny random Audio Flamingo 3 comes through an entry point, served the same way
     assert registered_models()["audio-flamingo-3-tiny-random"].backend_class() is hf_generic.NativeHFBackend
@@ -325,7 +332,7 @@ def test_a_checkpoint_folder_loads_through_the_registry(tiny, tmp_path):
     import transformers
 
     assert loaded.family.name == family
-    assert isinstance(loaded.processor, getattr(transformers, hf_generic.FAMILIES[family].processor_class))
+    assert isinstance(loaded.processor, getattr(transformers, FAMILIES[family].processor_class))
     assert loaded.processor.chat_template == processor.chat_template
     fresh = backend_class(family)(model, processor)
     requests = _requests()
@@ -366,10 +373,10 @@ def test_rlalm_models_lists_and_checks(capsys):
     assert "NativeHFBackend" in listing and "Qwen2-Audio-Instruct" in listing
 
     # Without an optional extra its family is reported as not verified, and the check fails (by design).
-    unverified = {f for f in TINY if _missing(f)}
+    unverified = {f for f in tiny_specs() if _missing(f)}
     assert main(["models", "--check"]) == (1 if unverified else 0)
     lines = capsys.readouterr().out.strip().splitlines()
-    native_backends = {f.backend for f in hf_generic.FAMILIES.values()}
+    native_backends = {f.backend for f in FAMILIES.values() if f.tiny}
     native = [e for e in registered_models().values() if e.backend in native_backends]
     checked = [line for line in lines if "[" in line.split(":")[0]]
     assert len(checked) == len(native) >= 6
@@ -381,16 +388,12 @@ def test_rlalm_models_lists_and_checks(capsys):
 
 def test_rlalm_models_check_fails_when_a_family_fails(capsys, monkeypatch):
     from reliable_lalm.cli import main
-    from reliable_lalm.models import native_tiny
-
     def broken(seed=0):
         raise RuntimeError("simulated build failure")
 
-    monkeypatch.setitem(native_tiny.TINY, "qwen3_omni_moe_thinker",
-                        native_tiny.TinySpec("qwen3_omni_moe_thinker", broken))
-    monkeypatch.setitem(native_tiny.TINY, "audioflamingo3",
-                        native_tiny.TinySpec("audioflamingo3", native_tiny.tiny_audioflamingo3,
-                                             requires=("a_package_that_is_not_installed",)))
+    monkeypatch.setitem(FAMILIES, "qwen3_omni_moe_thinker", replace(FAMILIES["qwen3_omni_moe_thinker"], tiny=broken))
+    monkeypatch.setitem(FAMILIES, "audioflamingo3", replace(FAMILIES["audioflamingo3"],
+                                                            extra_requirements=("a_package_that_is_not_installed",)))
     assert main(["models", "--check"]) == 1
     out = capsys.readouterr().out
     assert "simulated build failure" in out

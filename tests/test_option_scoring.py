@@ -18,7 +18,7 @@ from reliable_lalm.core.items import BenchmarkItem, load_audio
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.option_scoring import score_options
 from reliable_lalm.models import base as models_base
-from reliable_lalm.models.qwen2_audio import HFBackend
+from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def test_batched_equals_batch_size_one(tiny_model, items):
     model, processor = tiny_model
     reqs = _requests(items)
     conts = [[*it.choices, "IDK"] for it in items]  # 2 to 5 choices: ragged rows and continuation lengths
-    single = HFBackend(model, processor, batch_size=1).score_continuations(reqs, conts)
+    single = Qwen2AudioBackend(model, processor, batch_size=1).score_continuations(reqs, conts)
     for size in (3, 16):
-        batched = HFBackend(model, processor, batch_size=size).score_continuations(reqs, conts)
+        batched = Qwen2AudioBackend(model, processor, batch_size=size).score_continuations(reqs, conts)
         assert [s.item_id for s in batched] == [r.item_id for r in reqs]
         for a, b in zip(single, batched):
             assert a.continuations == b.continuations and a.token_counts == b.token_counts
@@ -61,7 +61,7 @@ def test_batched_equals_batch_size_one(tiny_model, items):
 
 
 def test_matches_direct_forward_pass_on_shipped_demo_model(items):
-    backend = HFBackend.from_pretrained(paths.DEMO_MODEL_DIR, batch_size=4, device="cpu")
+    backend = Qwen2AudioBackend.from_pretrained(paths.DEMO_MODEL_DIR, batch_size=4, device="cpu")
     try:
         reqs = _requests(items[:4], "baseline")
         conts = [[*it.choices, "IDK"] for it in items[:4]]
@@ -79,7 +79,7 @@ def test_matches_direct_forward_pass_on_shipped_demo_model(items):
 
 def test_unterminated_scores_a_prefix_and_is_at_least_as_likely(tiny_model, items):
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=4)
+    backend = Qwen2AudioBackend(model, processor, batch_size=4)
     reqs, conts = _requests(items[:3]), [list(it.choices) for it in items[:3]]
     full = backend.score_continuations(reqs, conts, terminate=True)
     prefix = backend.score_continuations(reqs, conts, terminate=False)
@@ -90,7 +90,7 @@ def test_unterminated_scores_a_prefix_and_is_at_least_as_likely(tiny_model, item
 
 def test_runner_writes_probabilities_and_resumes(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=4)
+    backend = Qwen2AudioBackend(model, processor, batch_size=4)
     store_dir = tmp_path / "scores"
     first = score_options(backend, items[:4], store_dir, method="idk", progress=False)
     assert first.processed == 4 and first.already_done == 0
@@ -120,7 +120,7 @@ def test_runner_writes_probabilities_and_resumes(tiny_model, items, tmp_path):
 
 def test_runner_resumes_after_a_torn_write(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=4)
+    backend = Qwen2AudioBackend(model, processor, batch_size=4)
     store_dir = tmp_path / "torn"
     score_options(backend, items[:5], store_dir, progress=False)
     path = ResultStore(store_dir).records_path
@@ -133,7 +133,7 @@ def test_runner_resumes_after_a_torn_write(tiny_model, items, tmp_path):
 
 def test_bad_item_gets_an_error_record(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=4)
+    backend = Qwen2AudioBackend(model, processor, batch_size=4)
     missing = BenchmarkItem(id="gone", audio_path=str(tmp_path / "nope.wav"), question="Q?", choices=("a", "b"),
                             answer="a", task="sound")
     summary = score_options(backend, [items[0], missing], tmp_path / "err", progress=False)

@@ -38,7 +38,7 @@ def test_official_chat_template_renders_as_transformers_qwen2_audio_template(tmp
     from transformers import Qwen2AudioProcessor
 
     from reliable_lalm.models.hf_loading import QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE
-    from reliable_lalm.models.qwen_chat import conversation
+    from reliable_lalm.models.chat import conversation
 
     reference = Qwen2AudioProcessor.default_chat_template.fget(None)
     for conv in (conversation("What is it?"), conversation("What is it?", "Example 1: ...")):
@@ -67,7 +67,7 @@ def test_standin_model_is_built_deterministically_with_the_real_processor_config
     config = json.loads((a / "config.json").read_text())
     assert config["audio_config"]["max_source_positions"] == 1500 and config["audio_config"]["num_mel_bins"] == 128
     entry = resolve_model("qwen2-audio-7b-layout-random")
-    assert entry.paper_label is None and entry.backend.endswith("qwen2_audio:HFBackend")
+    assert entry.paper_label is None and entry.backend.endswith("qwen2_audio:Qwen2AudioBackend")
 
 
 @metadata

@@ -30,7 +30,7 @@ def test_adapter_merged_in_fp32_and_unmerged_give_the_same_greedy_outputs(items_
     from peft import PeftModel
 
     from reliable_lalm.models.hf_loading import load_model_and_processor
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
     items = make_items(items_dir / "lora", 8)
     reqs = [GenerationRequest(it.id, load_audio(it.audio_path), build_prompt("baseline", it.question, it.choices),
@@ -42,7 +42,7 @@ def test_adapter_merged_in_fp32_and_unmerged_give_the_same_greedy_outputs(items_
     assert merged.dtype == torch.float32
     outs = {}
     for name, model in (("merged", merged), ("unmerged", unmerged), ("base", plain)):
-        backend = HFBackend(model, processor, batch_size=4)
+        backend = Qwen2AudioBackend(model, processor, batch_size=4)
         outs[name] = [g.text for g in backend.generate(reqs)]
         backend.close()
     assert outs["merged"] == outs["unmerged"]
@@ -143,7 +143,7 @@ def test_knn_correctness_is_judged_by_the_given_normalizer(tmp_path):
 
 def test_mcot_prompt_parts_put_the_examples_before_the_audio(tiny_model):
     from reliable_lalm.methods.registry import get_method
-    from reliable_lalm.models.qwen_chat import chat_text
+    from reliable_lalm.models.chat import chat_text
 
     _, processor = tiny_model
     parts = get_method("mcot").build_parts("What is it?", ["Dog", "Cat"], EXAMPLES)
@@ -156,13 +156,13 @@ def test_mcot_prompt_parts_put_the_examples_before_the_audio(tiny_model):
 
 def test_runner_sends_examples_before_the_audio_and_keys_the_order(tiny_model, items_dir, tmp_path):
     from reliable_lalm.methods import execution as runners
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
     model, processor = tiny_model
     items = make_items(items_dir / "mcot", 4)
     seen = []
 
-    class Recording(HFBackend):
+    class Recording(Qwen2AudioBackend):
         def generate_iter(self, requests):
             seen.extend(requests)
             yield from super().generate_iter(requests)
@@ -177,7 +177,7 @@ def test_runner_sends_examples_before_the_audio_and_keys_the_order(tiny_model, i
     for r in recorded:
         parts = prompts.mcot_prompt_parts(by_id[r.item_id].question, by_id[r.item_id].choices, EXAMPLES)
         assert (r.text_before_audio, r.prompt) == (parts.before_audio, parts.after_audio)
-    single, batched = HFBackend(model, processor, batch_size=1), HFBackend(model, processor, batch_size=4)
+    single, batched = Qwen2AudioBackend(model, processor, batch_size=1), Qwen2AudioBackend(model, processor, batch_size=4)
     assert [g.texts for g in single.generate(recorded)] == [g.texts for g in batched.generate(recorded)]
     single.close()
     batched.close()

@@ -17,7 +17,7 @@ import torch
 from reliable_lalm.demo.model import create_untrained
 from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.training.adapters import adapter_for_model
+from reliable_lalm.models.registry import adapter_for_model
 from reliable_lalm.training.sft_data import SFTExample
 from reliable_lalm.training import lora_sft as T
 

@@ -9,9 +9,10 @@ import torch
 
 from lora_fixtures import language_model_qkv  # noqa: E402
 from reliable_lalm.methods.registry import build_prompt
-from reliable_lalm.models import hf_generic
+from reliable_lalm.models import hf_generic, qwen2_audio, registry
+from reliable_lalm.models.families import FAMILIES
 from reliable_lalm.models.native_tiny import build_tiny, save_tiny
-from reliable_lalm.training import adapters
+from reliable_lalm.models.training_adapter import TrainingNotSupported
 from reliable_lalm.training import lora_sft as T
 from reliable_lalm.training.sft_data import SFTExample
 
@@ -39,27 +40,25 @@ def tiny_af3(tmp_path_factory):
 
 
 def test_adapters_are_found_through_the_model_registry(tiny_af3):
-    from reliable_lalm.models.native_tiny import build_tiny
-
-    assert isinstance(adapters.adapter_for_source("demo"), adapters.Qwen2AudioTraining)
-    af3 = adapters.adapter_for_source(tiny_af3)
-    assert isinstance(af3, adapters.NativeTraining) and af3.family is hf_generic.FAMILIES["audioflamingo3"]
+    assert isinstance(registry.adapter_for_source("demo"), qwen2_audio.Qwen2AudioTraining)
+    af3 = registry.adapter_for_source(tiny_af3)
+    assert isinstance(af3, hf_generic.NativeTraining) and af3.family is FAMILIES["audioflamingo3"]
     assert af3.feature_keys == ("input_features", "input_features_mask")
     model, _ = build_tiny("audioflamingo3")
-    assert adapters.adapter_for_model(model).name == "audioflamingo3"
-    for family in hf_generic.FAMILIES.values():
+    assert registry.adapter_for_model(model).name == "audioflamingo3"
+    for family in FAMILIES.values():
         if family.name == "voxtral":  # refused: test_voxtral_is_refused_for_training_in_one_line
             continue
         for model_type in family.model_types:
-            assert adapters.adapter_for_model_type(model_type).family is family
-    with pytest.raises(adapters.TrainingNotSupported):
-        adapters.adapter_for_model_type("bert")
-    with pytest.raises(adapters.TrainingNotSupported):
-        adapters.adapter_for_source("openai:some-model@http://127.0.0.1:9/v1")
+            assert registry.adapter_for_model_type(model_type).family is family
+    with pytest.raises(TrainingNotSupported):
+        registry.adapter_for_model_type("bert")
+    with pytest.raises(TrainingNotSupported):
+        registry.adapter_for_source("openai:some-model@http://127.0.0.1:9/v1")
 
 
 def test_af3_collation_labels_the_answer_only(tiny_af3):
-    adapter = adapters.adapter_for_source(tiny_af3)
+    adapter = registry.adapter_for_source(tiny_af3)
     model, processor = T.load_base(tiny_af3, device="cpu", dtype=torch.float32)
     examples = _examples()
     batch = adapter.collate(processor, examples)
@@ -152,5 +151,5 @@ def test_lora_sft_of_the_omni_thinkers(family, tmp_path):
 def test_voxtral_is_refused_for_training_in_one_line():
     """Its prompts are mistral-common's, which the shared SFT collation does not build: the lookup
     says so before any model is loaded, instead of failing inside the processor."""
-    with pytest.raises(adapters.TrainingNotSupported, match="Voxtral cannot be fine-tuned"):
-        adapters.adapter_for_model_type("voxtral")
+    with pytest.raises(TrainingNotSupported, match="Voxtral cannot be fine-tuned"):
+        registry.adapter_for_model_type("voxtral")

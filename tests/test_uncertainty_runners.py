@@ -18,7 +18,7 @@ from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import get_method
 from reliable_lalm.methods.uncertainty import run_follow_up, score_texts
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
-from reliable_lalm.models.qwen2_audio import HFBackend
+from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_scores_batched_equal_batch_size_one_and_resume(tiny_model, items, tmp_p
     runs = {}
     for size in (1, 4):
         store = tmp_path / f"bs{size}"
-        summary = score_texts(HFBackend(model, processor, batch_size=size), items, store, method="baseline",
+        summary = score_texts(Qwen2AudioBackend(model, processor, batch_size=size), items, store, method="baseline",
                               prompt_of=_baseline_prompt, texts_of=lambda it: texts[it.id], progress=False)
         assert summary.errors == 0 and summary.processed == len(items)
         runs[size] = ResultStore(store).by_item(0)
@@ -46,12 +46,12 @@ def test_scores_batched_equal_batch_size_one_and_resume(tiny_model, items, tmp_p
         np.testing.assert_allclose(a["logprobs"], b["logprobs"], rtol=0, atol=1e-4)
         assert all(lp < 0 for lp in a["logprobs"])
     # resumable: a second run scores nothing; other texts for an item are refused, never mixed
-    again = score_texts(HFBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
+    again = score_texts(Qwen2AudioBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
                         prompt_of=_baseline_prompt, texts_of=lambda it: texts[it.id], progress=False)
     assert again.processed == 0 and again.already_done == len(items)
     from reliable_lalm.methods.generation import StaleResultsError
     with pytest.raises(StaleResultsError, match="prompt differs"):
-        score_texts(HFBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
+        score_texts(Qwen2AudioBackend(model, processor, batch_size=4), items, tmp_path / "bs4", method="baseline",
                     prompt_of=_baseline_prompt, texts_of=lambda it: ["other"], progress=False)
 
 
@@ -59,7 +59,7 @@ def test_greedy_answer_score_equals_generated_token_logprobs(items, tmp_path):
     """Reference: transformers' own generate() on the shipped demo model, raw logits per step."""
     import torch
 
-    backend = HFBackend.from_pretrained(paths.DEMO_MODEL_DIR, batch_size=4, device="cpu")
+    backend = Qwen2AudioBackend.from_pretrained(paths.DEMO_MODEL_DIR, batch_size=4, device="cpu")
     try:
         chosen = items[:4]
         reqs = [GenerationRequest(it.id, load_audio(it.audio_path), _baseline_prompt(it),
@@ -90,7 +90,7 @@ def test_greedy_answer_score_equals_generated_token_logprobs(items, tmp_path):
 
 def test_follow_up_prompts_keep_going_past_items_without_an_answer(tiny_model, items, tmp_path):
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=3)
+    backend = Qwen2AudioBackend(model, processor, batch_size=3)
     answers = {it.id: it.choices[1] for it in items}
     answers[items[2].id] = None  # the baseline failed on this item: nothing to ask about
     settings = GenerationSettings(max_new_tokens=4)
@@ -101,7 +101,7 @@ def test_follow_up_prompts_keep_going_past_items_without_an_answer(tiny_model, i
     assert "Proposed answer: " + items[0].choices[1] in records[items[0].id]["prompt"]
     assert records[items[0].id]["prompt"].endswith(prompts.VERBALIZED_INSTRUCTION)
     # batch size 1 gives the same replies
-    run_follow_up(HFBackend(model, processor, batch_size=1), items, answers, tmp_path / "verbal1",
+    run_follow_up(Qwen2AudioBackend(model, processor, batch_size=1), items, answers, tmp_path / "verbal1",
                   method="verbalized-confidence", settings=settings, progress=False)
     one = ResultStore(tmp_path / "verbal1").by_item(0)
     assert {k: r["model_output"] for k, r in one.items()} == {k: r["model_output"] for k, r in records.items()}

@@ -140,10 +140,10 @@ def test_the_prompt_token_count_is_what_the_processor_lays_out(tiny_model):
     """The count the context check uses equals the processor's own, audio tokens included."""
     from reliable_lalm.core.items import load_audio
     from reliable_lalm.models.base import GenerationRequest
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
     model, processor = tiny_model
-    backend = HFBackend(model, processor, batch_size=1)
+    backend = Qwen2AudioBackend(model, processor, batch_size=1)
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:

@@ -2,7 +2,7 @@
 
 The demo worker runs the shipped demo model in a separate process configured by environment
 variables only; its answers (greedy and K@N, both audio transports) must equal the in-process
-HFBackend's. Small stdlib-only workers test the failure paths: an error line is that item's error
+Qwen2AudioBackend's. Small stdlib-only workers test the failure paths: an error line is that item's error
 record, a worker that dies or speaks another protocol stops the run with its reason, prints of a
 worker's model code do not corrupt the protocol. The Qwen-Audio-Chat and SALMONN workers run only
 where their code, weights and environments are given (environment variables), else they skip.
@@ -45,9 +45,9 @@ def outputs(store_dir: Path) -> dict:
 
 @pytest.mark.slow  # two model loads (~20 s on 2 busy cores)
 def test_demo_worker_equals_in_process_backend(worker_items, tmp_path, one_torch_thread):
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
-    local = HFBackend.from_pretrained(str(paths.DEMO_MODEL_DIR), device="cpu", batch_size=2)
+    local = Qwen2AudioBackend.from_pretrained(str(paths.DEMO_MODEL_DIR), device="cpu", batch_size=2)
     runners.run_method(local, worker_items, "baseline", tmp_path / "local", settings=GREEDY, progress=False)
     runners.sample_knn(local, worker_items, tmp_path / "local_knn", n_samples=2, settings=SAMPLING, progress=False)
     local.close()

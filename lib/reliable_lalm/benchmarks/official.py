@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from reliable_lalm.core.atomic import TEMP_SUFFIX
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import Normalizer
-from reliable_lalm.core.plugins import load_reference
+from reliable_lalm.core.plugins import load_object
 
 OUTPUT_FIELD = "model_output"
 RAW_FIELD = "model_output_raw"
@@ -54,7 +54,7 @@ def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normali
     records = list(records)
     answers = {str(r.get("id")): r.get("answer") for r in records if isinstance(r, dict)}
     exported, summary = export_records(records, normalizer)
-    rule = load_reference(entry.official_rule) if entry.official_rule else None
+    rule = load_object(entry.official_rule) if entry.official_rule else None
     out: list[dict[str, Any]] = []
     disagreements: list[dict[str, Any]] = []
     verbatim = 0

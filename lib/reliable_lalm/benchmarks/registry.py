@@ -30,7 +30,7 @@ from reliable_lalm.benchmarks.mmar import MODALITIES as MMAR_MODALITIES
 from reliable_lalm.benchmarks.mmau_pro import MODALITIES as MMAU_PRO_MODALITIES
 from reliable_lalm.benchmarks.mmsu import MODALITIES as MMSU_MODALITIES
 from reliable_lalm.core.items import TASKS, LoadedBenchmark
-from reliable_lalm.core.plugins import entry_point_objects, load_reference
+from reliable_lalm.core.plugins import entry_point_objects, load_object
 
 ENTRY_POINT_GROUP = "reliable_lalm.benchmarks"
 DEFAULT_KIND = "mmau"  # what a bare file path is read as
@@ -65,7 +65,7 @@ class BenchmarkEntry:
         return str(self.default_path() if callable(self.default_path) else self.default_path)
 
     def load(self, path: str | None = None, audio_dir: str | None = None, **kwargs: Any) -> LoadedBenchmark:
-        loader = load_reference(self.loader)
+        loader = load_object(self.loader)
         loaded = loader(self.resolve_path(path), audio_dir, modalities=self.modalities, **kwargs)
         loaded.kind = self.name
         return loaded
@@ -77,7 +77,7 @@ BUILTIN_BENCHMARKS: dict[str, BenchmarkEntry] = {e.name: e for e in (
     # The paper-dryrun profile's benchmark: the mmau-test-mini loader on the real metadata of a few
     # items per modality with generated audio (reliable_lalm.benchmarks.mmau_standin), written on first use.
     BenchmarkEntry("mmau-test-mini-standin", "reliable_lalm.benchmarks.mmau:load", paper_reference=True,
-                   default_path=lambda: load_reference("reliable_lalm.benchmarks.mmau_standin:default_path")(),
+                   default_path=lambda: load_object("reliable_lalm.benchmarks.mmau_standin:default_path")(),
                    description="MMAU test-mini metadata (../shared/mmau/, 2025-03-25), first 4 items per "
                                "modality, generated stand-in audio (CPU dry run of the paper profile)"),
     BenchmarkEntry(DEFAULT_KIND, "reliable_lalm.benchmarks.mmau:load",

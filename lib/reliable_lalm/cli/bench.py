@@ -6,7 +6,7 @@ The loop is what public MMAU evaluation scripts do: for every question, ``proces
 alternative (lmms-eval and batched scripts at their best): ``processor(...)`` on a left-padded batch
 and one ``model.generate`` per batch, K@N as ``generate(num_return_sequences=N, do_sample=True)``; it
 gets the engine's own batches (same batch size, same length-sorted grouping). The engine is
-:class:`~reliable_lalm.models.qwen2_audio.HFBackend`: length-sorted batches, one prefill per question,
+:class:`~reliable_lalm.models.qwen2_audio.Qwen2AudioBackend`: length-sorted batches, one prefill per question,
 N samples decoded from the shared prefix.
 All paths get the same questions, the same audio arrays (already in memory: file reading is
 not timed), the same prompts and the same ``max_new_tokens``; each is warmed up once before
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reliable_lalm.models.hf_loading import random_layouts
-from reliable_lalm.models.qwen_chat import chat_text
+from reliable_lalm.models.chat import chat_text
 from reliable_lalm.core.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
 
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts, from NVIDIA's data sheets.
@@ -161,7 +161,7 @@ class _Loop:
 class _Peer:
     """The strongest common reference: Hugging Face ``generate`` on left-padded batches (what lmms-eval
     and batched MMAU scripts run), K@N as one ``generate(num_return_sequences=N, do_sample=True)``
-    per batch. It gets the engine's own batches (:meth:`HFBackend.plan_batches`)."""
+    per batch. It gets the engine's own batches (:meth:`Qwen2AudioBackend.plan_batches`)."""
 
     def __init__(self, model, processor, max_new_tokens: int, eos_ids: Sequence[int]):
         self.model, self.processor, self.max_new_tokens = model, processor, max_new_tokens
@@ -217,7 +217,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     import torch
 
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
     from reliable_lalm.models.hf_loading import count_parameters, resolve_device
 
     device = resolve_device(device)
@@ -234,7 +234,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     with tempfile.TemporaryDirectory() as tmp:
         model_obj, processor, model_desc = _load(device, random_weights, model, tmp)
     questions = make_questions(n_questions, seed=seed, audio_seconds=audio_seconds)
-    backend = HFBackend(model_obj, processor, batch_size=batch_size)
+    backend = Qwen2AudioBackend(model_obj, processor, batch_size=batch_size)
     loop = _Loop(model_obj, processor, max_new_tokens)
     peer = _Peer(model_obj, processor, max_new_tokens, backend.eos_ids)
     # The greedy rows compare the three paths' texts: all apply the same repetition penalty (loop

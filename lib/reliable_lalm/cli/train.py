@@ -29,7 +29,8 @@ from reliable_lalm.methods.registry import build_prompt, single_call_methods
 from reliable_lalm.models.base import GenerationSettings
 from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
 from reliable_lalm.models.registry import load_backend
-from reliable_lalm.training.adapters import LORA_TARGETS, TrainingNotSupported
+from reliable_lalm.models.families import LORA_TARGETS
+from reliable_lalm.models.training_adapter import TrainingNotSupported
 from reliable_lalm.training.idk_dataset import TRAIN_PROMPT_METHODS, build_idk_dataset, idk_fraction_frame
 from reliable_lalm.training.lora_sft import (LoraSFTConfig, benchmark_sft_step, merge_adapter, resolve_dtype,
                                              train_lora_sft)

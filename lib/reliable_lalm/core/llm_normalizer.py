@@ -54,7 +54,7 @@ from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
-from reliable_lalm.core.plugins import load_reference
+from reliable_lalm.core.plugins import load_object
 from reliable_lalm.core.prompts import JUDGE_INVALID_LABEL, JUDGE_PROMPT_BUILDERS
 
 logger = logging.getLogger(__name__)
@@ -566,7 +566,7 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
         raise ValueError(error)
     kw.setdefault("prompt", "paper" if kind == "all" else "toolkit")
     if kind.startswith(HF_PREFIX):
-        return load_reference(HF_JUDGE)(kind[len(HF_PREFIX):].strip(), mode=mode, **kw)
+        return load_object(HF_JUDGE)(kind[len(HF_PREFIX):].strip(), mode=mode, **kw)
     if kind == "all":
         kind, mode = "auto", "all"
     base = base_url or _env(BASE_URL_ENV)

@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 
-def load_reference(ref: str) -> Any:
+def load_object(ref: str) -> Any:
     """Import ``"package.module:attribute"`` and return the attribute."""
     module, sep, attribute = ref.partition(":")
     if not sep or not module or not attribute:

@@ -109,7 +109,7 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
     bench = load_benchmark(synthetic.default_benchmark(split))
     items = bench.items
     model, processor = modeling.load_model_and_processor(model_dir, device="cpu")
-    backend = qwen2_audio.HFBackend(model, processor, batch_size=batch_size)
+    backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=batch_size)
     settings = models_base.GenerationSettings(max_new_tokens=16)
     preds: dict[str, list[dict[str, Any]]] = {}
 

@@ -21,7 +21,7 @@ def _synthetic_test_split() -> str:
 
 
 DEMO_MODEL = ModelEntry(
-    "demo", "reliable_lalm.models.qwen2_audio:HFBackend", _demo_checkpoint, family="qwen2_audio",
+    "demo", "reliable_lalm.models.qwen2_audio:Qwen2AudioBackend", _demo_checkpoint, family="qwen2_audio",
     description="the embedded demo: a tiny Qwen2AudioForConditionalGeneration trained on the synthetic benchmark")
 
 TINY_AUDIO_FLAMINGO3 = ModelEntry(

@@ -39,12 +39,12 @@ import numpy as np
 from reliable_lalm.core import prompts
 from reliable_lalm.core.items import TASKS
 from reliable_lalm.core.progress import progress_bar
+from reliable_lalm.models.families import FAMILIES
 from reliable_lalm.training import loop
-from reliable_lalm.training.adapters import Qwen2AudioTraining
 from reliable_lalm.training.sft_data import SFTExample
 
 # The demo model is a Qwen2AudioForConditionalGeneration: its batches are collated as that family's.
-DEMO_FAMILY = Qwen2AudioTraining()
+DEMO_FAMILY = FAMILIES["qwen2_audio"].training_adapter()
 
 IDK_TARGET = "IDK"
 FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answer")
@@ -110,7 +110,7 @@ def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]
     """
     import torch
 
-    from reliable_lalm.models.qwen_chat import chat_text
+    from reliable_lalm.models.chat import chat_text
 
     if not items:
         return []

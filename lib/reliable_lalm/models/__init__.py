@@ -1,7 +1,11 @@
-"""Audio language models behind one backend protocol, and the model registry.
+"""Audio language models behind one backend protocol, the family table and the model registry.
 
-A model is one module plus one registry entry (:mod:`.registry`): the module implements
+A served transformers family is one row of :data:`.families.FAMILIES` (its backend, classes,
+processor quirks, extras, language-model prefix, tiny builder and training adapter); the registry
+(:mod:`.registry`) derives the backend of a checkpoint from it. A backend implements
 :class:`~reliable_lalm.models.base.Backend` (batched generation for (audio, prompt) pairs, K@N
-from one prefill where it can, per-option log-probabilities where it can) and, for training,
-:class:`~reliable_lalm.models.base.TrainingAdapter` (chat/SFT collation, LoRA targets, merge).
+through :mod:`.sampling`, per-option log-probabilities where it can); its family's
+:class:`~reliable_lalm.models.training_adapter.TrainingAdapter` sits beside it (SFT collation,
+answer loss, LoRA targets). This package imports only :mod:`reliable_lalm.core` and
+:mod:`reliable_lalm.paths`.
 """

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
 from reliable_lalm.core.items import SAMPLING_RATE
 
 
@@ -151,24 +152,20 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What identifies the model in a result store's parameters."""
-        return {"backend": type(self).__name__}
+        return {"backend": self.describe_name()}
+
+    # The name result stores key this backend's outputs on (default: the class name).
+    STORE_NAME: str | None = None
 
     @classmethod
-    def training_adapter(cls, model_type: str):
-        """What LoRA SFT needs to know about checkpoints of ``model_type`` served by this backend
-        (a :class:`reliable_lalm.training.adapters.TrainingAdapter`); backends that cannot be
-        fine-tuned (endpoints, workers) keep this default."""
-        from reliable_lalm.training.adapters import TrainingNotSupported
-
-        raise TrainingNotSupported(f"{cls.__name__} cannot be fine-tuned here (model_type {model_type!r})")
+    def describe_name(cls) -> str:
+        return cls.STORE_NAME or cls.__name__
 
     @classmethod
     def describe_checkpoint(cls, source: str, adapter: str | None, dtype: str) -> dict[str, Any]:
         """What identifies a loaded checkpoint in result keys (by content, never by path), computable
         without loading it: the experiments' "already complete" check uses the same function."""
-        from reliable_lalm.core.fingerprint import directory_fingerprint, model_fingerprint
-
-        return {"backend": cls.__name__, "weights": model_fingerprint(source),
+        return {"backend": cls.describe_name(), "weights": model_fingerprint(source),
                 "adapter_weights": directory_fingerprint(adapter) if adapter else None, "dtype": dtype}
 
     def check_prompt(self, prompt: str) -> str | None:
@@ -243,6 +240,7 @@ class OptionScoringUnsupported(NotImplementedError):
 
 def state_dict_fingerprint(model) -> str:
     """Hash of every parameter and buffer (names, dtypes, shapes, bytes) of an in-memory model."""
+    # local import: the protocol serves endpoint and worker backends, which run without torch
     import torch
 
     h = hashlib.sha256()
@@ -262,7 +260,3 @@ class ContinuationScores:
     logprobs: list[float]  # sum of the continuation's token log-probabilities (natural log)
     token_counts: list[int]  # tokens scored per continuation (end-of-turn included with terminate)
     prompt_tokens: int = 0
-
-    def mean_logprobs(self) -> list[float]:
-        """Length-normalised log-likelihoods (mean per-token log-probability)."""
-        return [lp / n for lp, n in zip(self.logprobs, self.token_counts)]

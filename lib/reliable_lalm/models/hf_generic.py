@@ -1,9 +1,9 @@
 """Native transformers LALMs behind one backend: Audio Flamingo 3, the Qwen2.5-Omni and Qwen3-Omni thinkers
 (and Voxtral, through its subclass in :mod:`reliable_lalm.models.voxtral`).
 
-Each family is described by a :class:`NativeFamily` (model class, processor class, the feature keys
-its processor must return, its language-model prefix for LoRA). :class:`NativeHFBackend` serves all
-of them the same way, through the model's own processor and chat template and ``model.generate``:
+Each family is one row of :data:`reliable_lalm.models.families.FAMILIES` (model class, processor class,
+the feature keys its processor must return, its language-model prefix for LoRA). :class:`NativeHFBackend`
+serves all of them the same way, through the model's own processor and chat template and ``model.generate``:
 
 * prompts are rendered with ``processor.apply_chat_template`` (one user turn: an audio part, then
   the prompt text) and encoded with ``processor(text=..., audio=..., sampling_rate=16000)`` -- audio
@@ -15,8 +15,8 @@ of them the same way, through the model's own processor and chat template and ``
   (a processor that dropped the audio, or a model that skipped it, raises
   :class:`~reliable_lalm.models.base.AudioNotReachedError`);
 * K@N: every (request, sample index) is its own row; a logits processor (:class:`RowSeededSampler`)
-  draws each row's token by inverse-CDF from a uniform stream seeded by (run seed, item id, sample
-  index) and turns the scores into a one-hot, which greedy decoding then picks. So a sample does not
+  draws each row's token by the shared rule (:func:`reliable_lalm.models.sampling.choose_tokens`) from a
+  uniform stream seeded by (run seed, item id, sample index) and turns the scores into a one-hot, which greedy decoding then picks. So a sample does not
   depend on its batch, on which other samples were requested with it, or on resuming, and
   ``model.generate``'s own sampler (one global RNG over the batch) is never used. Greedy K@N
   decodes one row and copies it (all greedy samples are the same).
@@ -27,173 +27,30 @@ each window row and misalign them with the prompts) but before the processor.
 
 The Omni processors require a video processor, which in transformers 5 needs torchvision even for
 audio-only use. Without torchvision the backend builds the same processor class with no image and
-video sub-processors (:func:`audio_only_processor`): the audio path of the class is unchanged.
+video sub-processors (:func:`reliable_lalm.models.hf_loading.audio_only_processor`): the audio path of
+the class is unchanged. The family's training adapter (:class:`NativeTraining`) is at the end of this module.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
+import transformers
+from transformers import GenerationConfig, LogitsProcessorList
 
-from reliable_lalm.core.plugins import load_reference
+from reliable_lalm.core.plugins import load_object
 from reliable_lalm.models.base import (AudioNotReachedError, Backend, Generation, GenerationRequest,
-                                       GenerationSettings, _row_seed)
-
-AUDIO_PLACEHOLDER = "audio"  # what the audio content part carries; templates only test its type
-
-
-@dataclass(frozen=True)
-class NativeFamily:
-    """What differs between native families; everything else is the shared backend."""
-
-    name: str  # family name (the thinker's / model's own model_type)
-    model_class: str  # transformers class that generates text
-    processor_class: str  # transformers processor class
-    model_types: tuple[str, ...]  # checkpoint config.json model_types this family serves
-    mask_key: str | None  # processor output key of the audio-feature mask (None: the processor returns none)
-    language_model_prefix: str = "model.language_model."  # LoRA targets live below this prefix
-    vision_subprocessors: bool = False  # the processor class also wants image/video processors
-    window_attr: str | None = None  # processor attribute with the longest audio in seconds (else the FE window)
-    extra_requirements: tuple[str, ...] = ()  # modules the family needs beyond the default install (an extra)
-    description: str = ""
-    backend: str = "reliable_lalm.models.hf_generic:NativeHFBackend"  # "module:Class" serving the family
-
-    @property
-    def feature_keys(self) -> tuple[str, str]:
-        return ("input_features", self.mask_key)
+                                       GenerationSettings, state_dict_fingerprint)
+from reliable_lalm.models.chat import chat_text
+from reliable_lalm.models.families import ModelFamily, base_model, family_of_model
+from reliable_lalm.models.hf_loading import load_model_and_processor
+from reliable_lalm.models.sampling import choose_tokens, row_uniforms
+from reliable_lalm.models.training_adapter import TrainingAdapter
 
 
-FAMILIES: dict[str, NativeFamily] = {f.name: f for f in (
-    NativeFamily("audioflamingo3", "AudioFlamingo3ForConditionalGeneration", "AudioFlamingo3Processor",
-                 ("audioflamingo3",), mask_key="input_features_mask", window_attr="max_audio_len",
-                 description="Audio Flamingo 3 (Whisper-style encoder + Qwen2 LM; 30 s windows)"),
-    NativeFamily("qwen2_5_omni_thinker", "Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniProcessor",
-                 ("qwen2_5_omni", "qwen2_5_omni_thinker"), mask_key="feature_attention_mask",
-                 vision_subprocessors=True,
-                 description="Qwen2.5-Omni thinker (text output only; talker and token2wav not loaded)"),
-    NativeFamily("qwen3_omni_moe_thinker", "Qwen3OmniMoeThinkerForConditionalGeneration", "Qwen3OmniMoeProcessor",
-                 ("qwen3_omni_moe", "qwen3_omni_moe_thinker"), mask_key="feature_attention_mask",
-                 vision_subprocessors=True,
-                 description="Qwen3-Omni MoE thinker (text output only)"),
-    # Prompts through mistral-common, no feature mask, 30 s chunks: the subclass in models/voxtral.py.
-    NativeFamily("voxtral", "VoxtralForConditionalGeneration", "VoxtralProcessor", ("voxtral",), mask_key=None,
-                 extra_requirements=("mistral_common",), backend="reliable_lalm.models.voxtral:VoxtralBackend",
-                 description="Voxtral (Mistral AI: Whisper-style encoder + Mistral LM; Tekken tokenizer)"),
-)}
-
-
-def family_for_model_type(model_type: str) -> NativeFamily:
-    for family in FAMILIES.values():
-        if model_type in family.model_types:
-            return family
-    raise ValueError(f"no native family serves model_type {model_type!r} "
-                     f"(known: {', '.join(t for f in FAMILIES.values() for t in f.model_types)})")
-
-
-def family_of_model(model) -> NativeFamily:
-    """The family of a loaded model, by its class name (PEFT wrappers unwrapped)."""
-    inner = _base_model(model)
-    name = type(inner).__name__
-    for family in FAMILIES.values():
-        if family.model_class == name:
-            return family
-    raise ValueError(f"{name} is not a native family ({', '.join(f.model_class for f in FAMILIES.values())})")
-
-
-def _base_model(model):
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-# --------------------------------------------------------------------------------------------------
-# Prompts
-
-
-def conversation(prompt: str) -> list[dict[str, Any]]:
-    """One user turn: the audio part first, then the text (each family's template places the audio)."""
-    return [{"role": "user", "content": [{"type": "audio", "audio": AUDIO_PLACEHOLDER},
-                                         {"type": "text", "text": prompt}]}]
-
-
-def chat_text(processor, prompt: str) -> str:
-    """The prompt in the model's chat template, ending in the assistant header (audio not expanded yet)."""
-    if not getattr(processor, "chat_template", None):
-        raise ValueError(f"{type(processor).__name__} has no chat template: pass a checkpoint with one")
-    return processor.apply_chat_template(conversation(prompt), add_generation_prompt=True, tokenize=False)
-
-
-# --------------------------------------------------------------------------------------------------
-# Processors
-
-
-def audio_only_processor(processor_class, *, feature_extractor, tokenizer, chat_template=None):
-    """``processor_class`` built without image/video sub-processors (those need torchvision).
-
-    The subclass only relaxes the constructor's type check for ``image_processor`` and
-    ``video_processor``; tokenization, audio features and audio-token expansion are the class's own.
-    Passing images or videos to it fails.
-    """
-    class AudioOnly(processor_class):  # type: ignore[misc, valid-type]
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None and argument_name in ("image_processor", "video_processor"):
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    AudioOnly.__name__ = AudioOnly.__qualname__ = f"{processor_class.__name__}AudioOnly"
-    return AudioOnly(image_processor=None, video_processor=None, feature_extractor=feature_extractor,
-                     tokenizer=tokenizer, chat_template=chat_template)
-
-
-def _missing_vision_backend(err: BaseException) -> bool:
-    text = str(err)
-    return isinstance(err, (ImportError, TypeError, ValueError)) and ("torchvision" in text.lower()
-                                                                     or "video_processor" in text
-                                                                     or "image_processor" in text)
-
-
-def _read_chat_template(source: str, local_files_only: bool) -> str | None:
-    """The processor's chat template file of a checkpoint (``chat_template.jinja`` or ``.json``)."""
-    for name in ("chat_template.jinja", "chat_template.json"):
-        path = Path(source) / name
-        if not path.is_file():
-            try:
-                from huggingface_hub import hf_hub_download
-
-                path = Path(hf_hub_download(source, name, local_files_only=local_files_only))
-            except Exception:  # noqa: BLE001 - absent file or no network: try the next name
-                continue
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text)["chat_template"] if name.endswith(".json") else text
-    return None
-
-
-def load_processor(source: str, family: NativeFamily, *, local_files_only: bool = False):
-    """The checkpoint's processor; for the Omni families without torchvision, its audio-only form."""
-    import transformers
-
-    processor_class = getattr(transformers, family.processor_class)
-    try:
-        processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
-    except Exception as err:  # noqa: BLE001 - decide below whether it is the known vision-backend case
-        if not (family.vision_subprocessors and _missing_vision_backend(err)):
-            raise
-    else:
-        if isinstance(processor, processor_class):
-            return processor
-        if not family.vision_subprocessors:  # e.g. a folder without processor files: AutoProcessor gave a tokenizer
-            raise TypeError(f"{source}: AutoProcessor gave {type(processor).__name__}, not {family.processor_class}")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    feature_extractor = transformers.WhisperFeatureExtractor.from_pretrained(source, local_files_only=local_files_only)
-    template = _read_chat_template(source, local_files_only) or getattr(tokenizer, "chat_template", None)
-    return audio_only_processor(processor_class, feature_extractor=feature_extractor, tokenizer=tokenizer,
-                                chat_template=template)
-
-
-def audio_window_seconds(processor, family: NativeFamily) -> float:
+def audio_window_seconds(processor, family: ModelFamily) -> float:
     """Seconds of audio the model hears (longer clips are truncated): the processor's own limit where
     the family has one (AF3's ``max_audio_len``), else the feature extractor's window."""
     fe = processor.feature_extractor
@@ -202,72 +59,15 @@ def audio_window_seconds(processor, family: NativeFamily) -> float:
     return float(fe.n_samples) / float(fe.sampling_rate)
 
 
-def load_model_and_processor(name_or_path, *, device="auto", dtype="auto", device_map=None, adapter=None,
-                             merge_adapter: bool | None = None, attn_implementation: str | None = None):
-    """``(model, processor, family)`` of a checkpoint of any native family (by its ``model_type``),
-    in eval mode; ``adapter`` attached as for Qwen2-Audio (merged only in fp32:
-    :func:`reliable_lalm.models.hf_loading.attach_adapter`)."""
-    import transformers
-
-    from reliable_lalm.models.hf_loading import attach_adapter, refusing_pickled_code, resolve_device, resolve_dtype
-
-    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
-    local_only = not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
-    family = family_for_model_type(config.model_type)
-    device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
-    load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
-    if attn_implementation:
-        load_kwargs["attn_implementation"] = attn_implementation
-    if device_map is not None:
-        load_kwargs["device_map"] = device_map
-    # The thinker class loads from a full Omni checkpoint (transformers maps away "thinker."
-    # and ignores the talker / token2wav weights).
-    with refusing_pickled_code(source):
-        model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
-    if device_map is None:
-        model = model.to(device)
-    if adapter is not None:
-        model = attach_adapter(model, adapter, torch_dtype, merge=merge_adapter)
-    model.eval()
-    model.rlalm_source = {"model": source, "adapter": str(adapter) if adapter is not None else None}
-    return model, load_processor(source, family, local_files_only=local_only), family
-
-
 # --------------------------------------------------------------------------------------------------
-# Sampling
-
-
-def choose_tokens(logits, settings: GenerationSettings, uniforms):
-    """Next token per row: argmax, or inverse-CDF sampling with each row's own uniform draw.
-
-    The same rule as the Qwen2-Audio engine: temperature, then top-k, then top-p (the top token
-    always stays), then the first token whose cumulative mass exceeds ``u`` times the total.
-    """
-    import torch
-
-    if settings.greedy:
-        return logits.argmax(dim=-1)
-    scores = logits.float() / settings.temperature
-    sorted_scores, order = scores.sort(dim=-1, descending=True)
-    if settings.top_k and settings.top_k < sorted_scores.shape[-1]:
-        sorted_scores[:, settings.top_k:] = float("-inf")
-    probs = sorted_scores.softmax(dim=-1)
-    if settings.top_p < 1.0:
-        before = probs.cumsum(dim=-1) - probs
-        probs = probs.masked_fill(before >= settings.top_p, 0.0)
-    cdf = probs.double().cumsum(dim=-1)
-    target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
-    pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
-    return order.gather(1, pick).squeeze(1)
+# Sampling (the rule is models.sampling's, shared with the Qwen2-Audio engine)
 
 
 class RowSeededSampler:
     """A ``LogitsProcessor`` that samples each row from its own seeded stream and returns a one-hot.
 
     ``uniforms[r, t]`` is row r's draw for its t-th new token (from a generator seeded by
-    :func:`~reliable_lalm.models.base._row_seed`); greedy decoding of the returned scores picks
+    :func:`~reliable_lalm.models.sampling.row_uniforms`); greedy decoding of the returned scores picks
     exactly the sampled token.
     """
 
@@ -277,8 +77,6 @@ class RowSeededSampler:
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids, scores):
-        import torch
-
         step = input_ids.shape[1] - self.prompt_length
         tokens = choose_tokens(scores, self.settings, self.uniforms[:, step])
         out = torch.full_like(scores, float("-inf"))
@@ -308,19 +106,16 @@ class NativeHFBackend(Backend):
     DEFAULT_BATCH_SIZE = 8
 
     def __init__(self, model, processor, *, batch_size: int | None = None, check_audio: bool = True):
-        import torch
-
-        self._torch = torch
         self.model = model
         self.processor = processor
         self.family = family_of_model(model)
-        if not isinstance(self, load_reference(self.family.backend)):
+        if not isinstance(self, load_object(self.family.backend)):
             raise TypeError(f"{self.family.model_class} is served by {self.family.backend}, not {type(self).__name__}")
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # batched generation must equal batch-size-1 generation
         self.batch_size = int(batch_size or self.DEFAULT_BATCH_SIZE)
         self.check_audio = check_audio
-        self._inner = _base_model(model)
+        self._inner = base_model(model)
         self.device = self._inner.get_input_embeddings().weight.device
         self.sampling_rate = int(processor.feature_extractor.sampling_rate)
         self.window_seconds = audio_window_seconds(processor, self.family)
@@ -347,21 +142,12 @@ class NativeHFBackend(Backend):
                         device_map=None, adapter=None, attn_implementation: str | None = None,
                         **kwargs) -> "NativeHFBackend":
         """Load a checkpoint of any native family (chosen by its config's ``model_type``)."""
-        model, processor, _ = load_model_and_processor(name_or_path, device=device, dtype=dtype,
-                                                       device_map=device_map, adapter=adapter,
-                                                       attn_implementation=attn_implementation)
+        model, processor = load_model_and_processor(name_or_path, device=device, dtype=dtype, device_map=device_map,
+                                                    adapter=adapter, attn_implementation=attn_implementation)
         return cls(model, processor, batch_size=batch_size, **kwargs)
-
-    @classmethod
-    def training_adapter(cls, model_type: str):
-        from reliable_lalm.training.adapters import NativeTraining
-
-        return NativeTraining(family_for_model_type(model_type))
 
     def describe(self) -> dict[str, Any]:
         """The model by content: checkpoint and adapter hashes and the dtype (never a path)."""
-        from reliable_lalm.models.base import state_dict_fingerprint
-
         source = getattr(self.model, "rlalm_source", None)
         dtype = str(self._inner.dtype).replace("torch.", "")
         if source is not None:
@@ -476,9 +262,6 @@ class NativeHFBackend(Backend):
 
     def _generate_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str],
                         settings: GenerationSettings) -> list[Generation]:
-        torch = self._torch
-        from transformers import GenerationConfig, LogitsProcessorList
-
         rows: list[_Row] = []
         for b, (r, text) in enumerate(zip(batch, texts)):
             audio = self.fit_audio(r.audio)
@@ -497,11 +280,8 @@ class NativeHFBackend(Backend):
                                   top_k=None, top_p=None)
         processors = LogitsProcessorList()
         if not settings.greedy:
-            uniforms = torch.stack([
-                torch.rand(settings.max_new_tokens, dtype=torch.float64,
-                           generator=torch.Generator().manual_seed(_row_seed(settings.seed, batch[row.request].item_id,
-                                                                              int(row.sample))))
-                for row in rows])
+            uniforms = row_uniforms(settings.seed, [(batch[row.request].item_id, int(row.sample)) for row in rows],
+                                    settings.max_new_tokens)
             processors.append(RowSeededSampler(uniforms, settings, prompt_length))
         self._audio_frames_seen, self._audio_all_nonzero = [], True
         with torch.inference_mode():
@@ -527,3 +307,48 @@ class NativeHFBackend(Backend):
                                   texts=[decoded[i].strip() for i in mine], new_tokens=[lengths[i] for i in mine],
                                   finished=[finished[i] for i in mine], prompt_tokens=int(prompt_tokens[mine[0]])))
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Training (the adapter of every row of FAMILIES served by this backend)
+
+
+class NativeTraining(TrainingAdapter):
+    """Any native :class:`~reliable_lalm.models.families.ModelFamily`, through the model's own forward."""
+
+    def load(self, source, *, device: str, dtype, adapter=None, merge_adapter: bool | None = None):
+        return load_model_and_processor(source, device=device, dtype=dtype, adapter=adapter,
+                                        merge_adapter=merge_adapter)
+
+    def model_class(self):
+        return getattr(transformers, self.family.model_class)
+
+    def chat_text(self, processor, prompt: str) -> str:
+        return chat_text(processor, prompt)
+
+    def encode(self, processor, texts, audios, *, padding_side: str) -> dict:
+        rate = int(processor.feature_extractor.sampling_rate)
+        window = int(round(audio_window_seconds(processor, self.family) * rate))
+        # Text padding only: a top-level padding=True would pad the audio to the longest clip instead
+        # of the encoder's window (see NativeHFBackend.encode).
+        enc = processor(text=list(texts), audio=[a[:window] for a in audios],
+                        sampling_rate=rate,
+                        text_kwargs={"padding": True, "padding_side": padding_side}, return_tensors="pt")
+        missing = [k for k in self.feature_keys if k not in enc]
+        if missing:
+            raise ValueError(f"{type(processor).__name__} returned no {', '.join(missing)}: the audio was not processed")
+        return dict(enc)
+
+    def answer_logits(self, model, batch: dict, keep):
+        # The model's own forward (each family places its audio and positions itself), its LM head
+        # restricted to the columns that hold an answer position in some row.
+        lm = base_model(model)
+        columns = keep.any(dim=0).nonzero().squeeze(1)
+        features = {k: batch[k] for k in self.feature_keys}
+        features["input_features"] = features["input_features"].to(lm.dtype)
+        out = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **features, use_cache=False,
+                 logits_to_keep=columns)
+        if out.logits.shape[1] == len(columns):
+            return out.logits[keep[:, columns]].float()
+        # A forward that ignores logits_to_keep (Qwen2.5-Omni's thinker) returns every position.
+        return out.logits[:, :-1][keep].float()

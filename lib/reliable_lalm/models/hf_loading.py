@@ -1,4 +1,4 @@
-"""Loading Qwen2-Audio checkpoints (the demo, a local copy of the 7B, a cached hub id) for inference.
+"""Loading checkpoints of every served family (the demo, a local copy of the 7B, a cached hub id).
 
 Also builds the real Qwen2-Audio-7B *architecture* with random weights, for the GPU throughput
 benchmark: the timing of a forward pass does not depend on the weights' values, so no download is
@@ -7,10 +7,16 @@ needed to measure it.
 from __future__ import annotations
 
 import contextlib
+import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from reliable_lalm.core import jsonio
+from reliable_lalm.core import jsonio, prompts
+from reliable_lalm.models.families import ModelFamily, base_model, family_for_model_type
+from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
+from reliable_lalm.models.registry import registered_models
 
 # Qwen2-Audio-7B(-Instruct) config.json, as published on the hub. Checked against third-party copies
 # of that file found with the project's code search (a model-architecture test suite's
@@ -86,6 +92,7 @@ def published_generation_settings(source: str) -> dict:
     if not path.is_file():
         cached = None
         try:
+            # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
             from huggingface_hub import try_to_load_from_cache
 
             cached = try_to_load_from_cache(str(source), "generation_config.json")
@@ -105,6 +112,7 @@ def published_generation_settings(source: str) -> dict:
 
 
 def resolve_device(device: str | None = "auto") -> str:
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     if device in (None, "auto"):
@@ -114,6 +122,7 @@ def resolve_device(device: str | None = "auto") -> str:
 
 def resolve_dtype(dtype: Any, device: str):
     """``auto``: bf16 on GPU (what Qwen2-Audio ships in), fp32 on CPU (bf16 matmuls are slow there)."""
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     if dtype in (None, "auto"):
@@ -144,8 +153,6 @@ def refusing_pickled_code(what: str | Path) -> Iterator[None]:
     """Turn torch's refusal of a pickle that is more than tensors (``weights_only=True``: a
     ``pytorch_model.bin``, ``adapter_model.bin`` or ``optimizer.pt`` that would run code) into one
     line naming ``what``, instead of a traceback."""
-    import pickle
-    import warnings
 
     try:
         with warnings.catch_warnings():  # torch's note on the pickle protocol would precede the one line
@@ -171,14 +178,13 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     never downloads: without the check, an uncached id hung for minutes on retries, then failed
     with a long traceback.
     """
-    from reliable_lalm.models.registry import registered_models
-
     entry = registered_models().get(str(name_or_path))
     if entry is not None and not _is_local(name_or_path):  # a registry name ("demo", "qwen2-audio-7b-instruct")
         name_or_path = entry.resolve_source()
     if _is_local(name_or_path):
         return str(Path(name_or_path).expanduser()), True
     name = str(name_or_path)
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -199,6 +205,7 @@ def merges_exactly_enough(dtype) -> bool:
     the update is ~1e-3 of a weight); in bf16 (8 mantissa bits, ~4e-3) the update is about one
     rounding unit, so a large share of it is lost (docs/training.md). Only fp32 is merged.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
 
     return dtype == torch.float32
@@ -211,6 +218,7 @@ def attach_adapter(model, adapter: str | Path, dtype, *, merge: bool | None = No
     in bf16/fp16 it stays a ``PeftModel`` (LoRA weights in fp32, the update added to each layer's
     output), as a bf16 merge rounds most of a small update away. ``True``/``False`` force either.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from peft import PeftModel
 
     with refusing_pickled_code(adapter):
@@ -220,37 +228,106 @@ def attach_adapter(model, adapter: str | Path, dtype, *, merge: bool | None = No
     return model.merge_and_unload() if merge else model
 
 
+def audio_only_processor(processor_class, *, feature_extractor, tokenizer, chat_template=None):
+    """``processor_class`` built without image/video sub-processors (those need torchvision).
+
+    The subclass only relaxes the constructor's type check for ``image_processor`` and
+    ``video_processor``; tokenization, audio features and audio-token expansion are the class's own.
+    Passing images or videos to it fails.
+    """
+    class AudioOnly(processor_class):  # type: ignore[misc, valid-type]
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument is None and argument_name in ("image_processor", "video_processor"):
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    AudioOnly.__name__ = AudioOnly.__qualname__ = f"{processor_class.__name__}AudioOnly"
+    return AudioOnly(image_processor=None, video_processor=None, feature_extractor=feature_extractor,
+                     tokenizer=tokenizer, chat_template=chat_template)
+
+
+def _missing_vision_backend(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, (ImportError, TypeError, ValueError)) and ("torchvision" in text.lower()
+                                                                     or "video_processor" in text
+                                                                     or "image_processor" in text)
+
+
+def _read_chat_template(source: str, local_files_only: bool) -> str | None:
+    """The processor's chat template file of a checkpoint (``chat_template.jinja`` or ``.json``)."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = Path(source) / name
+        if not path.is_file():
+            try:
+                # local import: as transformers (huggingface_hub comes with it)
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(source, name, local_files_only=local_files_only))
+            except Exception:  # noqa: BLE001 - absent file or no network: try the next name
+                continue
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return None
+
+
+def load_processor(source: str, family: ModelFamily, *, local_files_only: bool = False):
+    """The checkpoint's processor; for the Omni families without torchvision, its audio-only form."""
+    # local import: listing and resolving models (`rlalm models`) imports no transformers
+    import transformers
+
+    processor_class = getattr(transformers, family.processor_class)
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+    except Exception as err:  # noqa: BLE001 - decide below whether it is the known vision-backend case
+        if not (family.vision_subprocessors and _missing_vision_backend(err)):
+            raise
+    else:
+        if isinstance(processor, processor_class):
+            return processor
+        if not family.vision_subprocessors:  # e.g. a folder without processor files: AutoProcessor gave a tokenizer
+            raise TypeError(f"{source}: AutoProcessor gave {type(processor).__name__}, not {family.processor_class}")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    feature_extractor = transformers.WhisperFeatureExtractor.from_pretrained(source, local_files_only=local_files_only)
+    template = _read_chat_template(source, local_files_only) or getattr(tokenizer, "chat_template", None)
+    return audio_only_processor(processor_class, feature_extractor=feature_extractor, tokenizer=tokenizer,
+                                chat_template=template)
+
+
 def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "auto", dtype: Any = "auto",
                              device_map: Any = None, adapter: str | Path | None = None,
                              merge_adapter: bool | None = None, attn_implementation: str | None = None):
-    """Load any ``Qwen2AudioForConditionalGeneration`` checkpoint and its processor, ready for generation.
+    """``(model, processor)`` of a checkpoint of any family of :data:`~reliable_lalm.models.families.FAMILIES`
+    (chosen by its config's ``model_type``), in eval mode, ready for generation.
 
-    ``name_or_path``: a local folder (e.g. :data:`reliable_lalm.paths.DEMO_MODEL_DIR`) or a hub id such
-    as ``Qwen/Qwen2-Audio-7B-Instruct`` that is already in the Hugging Face cache (with
-    ``HF_HUB_OFFLINE=1`` nothing is downloaded). ``device_map="auto"`` spreads the model over several
-    GPUs (accelerate); otherwise the model is moved to ``device``. ``adapter``: a PEFT (LoRA) folder.
-    ``merge_adapter``: :func:`attach_adapter`'s ``merge`` (``None``: merged only in fp32).
+    ``name_or_path``: a registry name (``"demo"``), a local folder, or a hub id such as
+    ``Qwen/Qwen2-Audio-7B-Instruct`` that is already in the Hugging Face cache (nothing is downloaded).
+    ``device_map="auto"`` spreads the model over several GPUs (accelerate); otherwise the model is
+    moved to ``device``. ``adapter``: a PEFT (LoRA) folder; ``merge_adapter``: :func:`attach_adapter`'s
+    ``merge`` (``None``: merged only in fp32).
 
     The tokenizer pads on the LEFT: batched generation must see every prompt end at the same column.
     """
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+    # local import: listing and resolving models (`rlalm models`) imports no transformers
+    import transformers
 
     source, local = resolve_model_source(name_or_path)  # fails fast for a model that is not there
     if adapter is not None and not _is_local(adapter):
         raise ModelNotAvailable(f"adapter folder not found: {adapter}")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": not local}  # cached: never ask the hub
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
-    if not local:
-        kwargs["local_files_only"] = True  # cached: load from the cache, never ask the hub
     try:
-        processor = AutoProcessor.from_pretrained(source, local_files_only=kwargs.get("local_files_only", False))
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=not local)
+        family = family_for_model_type(config.model_type)
+        processor = load_processor(source, family, local_files_only=not local)
+        # The thinker class loads from a full Omni checkpoint (transformers maps away "thinker."
+        # and ignores the talker / token2wav weights).
         with refusing_pickled_code(source):
-            model = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
+            model = getattr(transformers, family.model_class).from_pretrained(source, **kwargs)
     except OSError as err:
         if local:
             raise
@@ -265,12 +342,6 @@ def load_model_and_processor(name_or_path: str | Path, *, device: str | None = "
     # What result stores record as the model (checkpoint + adapter).
     model.rlalm_source = {"model": source, "adapter": str(adapter) if adapter is not None else None}
     return model, processor
-
-
-def base_model(model):
-    """The ``Qwen2AudioForConditionalGeneration`` under an (unmerged) PEFT wrapper, or the model itself."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def audio_tower(model):
@@ -344,6 +415,7 @@ def cpu_scale_7b_spec() -> dict[str, Any]:
 
 
 def _config_from(spec: dict[str, Any], *, audio_token_index=None, eos_token_id=None, pad_token_id=None):
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2Config
 
     text = dict(spec["text"])
@@ -362,8 +434,6 @@ def random_layout_parts(spec: dict[str, Any]):
     """(tokenizer, processor, config) of a random-weight Qwen2-Audio of layout ``spec``: a byte-level
     BPE trained locally on the prompts' words, the official chat template, the spec's mel bins and
     window, the config's special-token ids taken from that tokenizer."""
-    from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
-
     tokenizer = train_qwen2_audio_tokenizer(_tokenizer_corpus(), vocab_size=1024)
     processor = qwen2_audio_processor(tokenizer, num_mel_bins=spec["audio"]["num_mel_bins"],
                                       chunk_length_s=spec["chunk_length_s"],
@@ -387,6 +457,7 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
     needs a download), the official chat template and a
     Whisper feature extractor with the real 30 s window. Built directly on ``device`` in ``dtype``.
     """
+    # local import: resolving models and checkpoints (`rlalm models`, `rlalm infer` on an endpoint) needs no torch
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
@@ -414,8 +485,6 @@ def build_random_model_and_processor(size: str = "7b", *, device: str | None = "
 
 def _tokenizer_corpus() -> list[str]:
     """English text for the benchmark tokenizer: the prompt templates' words and typical answers."""
-    from reliable_lalm.core import prompts
-
     base = [
         prompts.baseline_prompt("What is the primary sound source heard in the recording?",
                                 ["Dog barking", "Car horn", "Piano melody", "Human speech"]),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from reliable_lalm.core.items import SAMPLING_RATE
+
 # Qwen2's pre-tokenization regex, so a local tokenizer splits text like the real one.
 QWEN2_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -20,6 +22,7 @@ QWEN2_AUDIO_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|
 
 def train_byte_level_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE trained on ``corpus``: its vocab and merges (GPT-2 byte-to-unicode symbols)."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
@@ -39,6 +42,7 @@ def train_byte_level_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[s
 def train_qwen2_audio_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     """A byte-level BPE trained on ``corpus`` in the real ``Qwen2Tokenizer`` class, with the
     Qwen2-Audio special tokens, left padding (batched generation must equal batch-size-1 generation)."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from transformers import Qwen2Tokenizer
 
     vocab, merges = train_byte_level_bpe(corpus, vocab_size)
@@ -54,10 +58,11 @@ def train_qwen2_audio_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
 
 def qwen2_audio_processor(tokenizer, *, num_mel_bins: int, chunk_length_s: int, chat_template: str):
     """A ``Qwen2AudioProcessor``: ``WhisperFeatureExtractor`` of ``num_mel_bins`` and a ``chunk_length_s`` window."""
+    # local import: hf_loading imports this module, and resolving models needs no torch
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=num_mel_bins, sampling_rate=16000, hop_length=160,
+        feature_size=num_mel_bins, sampling_rate=SAMPLING_RATE, hop_length=160,
         chunk_length=chunk_length_s, n_fft=400, padding_value=0.0, return_attention_mask=True,
     )
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template)

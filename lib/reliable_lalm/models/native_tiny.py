@@ -20,10 +20,17 @@ the "feature rows are windows, not prompts" path is exercised.
 """
 from __future__ import annotations
 
+import base64
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from reliable_lalm.core import prompts
+from reliable_lalm.core.items import SAMPLING_RATE
+from reliable_lalm.models.families import FAMILIES
+from reliable_lalm.models.hf_loading import audio_only_processor
 from reliable_lalm.models.local_tokenizers import QWEN2_PRETOKENIZE_REGEX, train_byte_level_bpe
 
 # Special tokens per family: (plain list of added special tokens, named ones the processor reads).
@@ -46,8 +53,6 @@ def chat_template(audio_markup: str, system: str | None) -> str:
 
 
 def _corpus() -> list[str]:
-    from reliable_lalm.core import prompts
-
     return [
         prompts.baseline_prompt("What is the primary sound source heard in the recording?",
                                 ["Dog barking", "Car horn", "Piano melody", "Human speech"]),
@@ -58,6 +63,7 @@ def _corpus() -> list[str]:
 
 def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int = 512):
     """A ``Qwen2Tokenizer`` over a BPE trained on the prompts, with ``special`` and ``named`` tokens."""
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import Qwen2Tokenizer
 
     vocab, merges = train_byte_level_bpe(_corpus(), vocab_size)
@@ -70,13 +76,15 @@ def train_tokenizer(special: list[str], named: dict[str, str], vocab_size: int =
 
 
 def feature_extractor(chunk_length_s: int):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import WhisperFeatureExtractor
 
-    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_length_s,
+    return WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLING_RATE, hop_length=160, chunk_length=chunk_length_s,
                                    n_fft=400, padding_value=0.0, return_attention_mask=True)
 
 
 def _finish(model, tokenizer):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import GenerationConfig
 
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -94,6 +102,7 @@ def _text_config(tokenizer, **extra) -> dict:
 
 
 def tiny_audioflamingo3(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (AudioFlamingo3Config, AudioFlamingo3EncoderConfig,
                               AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor, Qwen2Config)
@@ -127,8 +136,6 @@ def _omni_tokenizer(kind: str):
 
 def _omni_processor(processor_class, tokenizer, template: str, chunk_length_s: int):
     """The real Omni processor class; audio-only when torchvision (for its video processor) is absent."""
-    from reliable_lalm.models.hf_generic import audio_only_processor
-
     return audio_only_processor(processor_class, feature_extractor=feature_extractor(chunk_length_s),
                                 tokenizer=tokenizer, chat_template=template)
 
@@ -141,6 +148,7 @@ def _omni_ids(tokenizer, named: dict[str, str]) -> dict:
 
 
 def tiny_qwen2_5_omni_thinker(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
@@ -165,6 +173,7 @@ def tiny_qwen2_5_omni_thinker(seed: int = 0):
 
 
 def tiny_qwen3_omni_moe_thinker(seed: int = 0):
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig,
                               Qwen3OmniMoeThinkerForConditionalGeneration)
@@ -205,10 +214,8 @@ def tekken_json(vocab_size: int = 512) -> dict:
     160 and window 400, clips padded to 30 s chunks (so each chunk is 375 ``[AUDIO]`` tokens).
     Version v7 is the first Tekken version with audio; one user turn renders the same in later ones.
     """
-    import base64
-
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers.convert_slow_tokenizer import bytes_to_unicode
-
 
     byte_of = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
     _, merges = train_byte_level_bpe(_corpus(), vocab_size)
@@ -225,7 +232,7 @@ def tekken_json(vocab_size: int = 512) -> dict:
                        "default_vocab_size": TEKKEN_NUM_SPECIAL + len(vocab),
                        "default_num_special_tokens": TEKKEN_NUM_SPECIAL, "version": "v7"},
             "vocab": vocab, "special_tokens": special, "version": 1, "type": "Tekken",
-            "audio": {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
+            "audio": {"sampling_rate": SAMPLING_RATE, "frame_rate": 12.5, "chunk_length_s": 30.0,
                       "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}}
 
 
@@ -235,9 +242,7 @@ def tekken_tokenizer():
     The backend reads its file by path (and copies it on ``save_pretrained``), so the file lives in
     a temporary folder owned by the tokenizer: removed when the tokenizer is garbage-collected.
     """
-    import tempfile
-    from pathlib import Path
-
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     from transformers import MistralCommonBackend
 
     folder = tempfile.TemporaryDirectory(prefix="rlalm-tiny-tekken-")
@@ -250,6 +255,7 @@ def tekken_tokenizer():
 
 def tiny_voxtral(seed: int = 0):
     """Voxtral: a Whisper-style encoder over 30 s chunks (1500 positions, 4 frames per audio token) and Llama."""
+    # local import: `rlalm models` lists the families and their tiny builders without torch
     import torch
     from transformers import (GenerationConfig, LlamaConfig, VoxtralConfig, VoxtralEncoderConfig,
                               VoxtralForConditionalGeneration, VoxtralProcessor)
@@ -278,22 +284,19 @@ def tiny_voxtral(seed: int = 0):
 
 @dataclass(frozen=True)
 class TinySpec:
-    family: str  # key of reliable_lalm.models.hf_generic.FAMILIES
+    family: str  # key of reliable_lalm.models.families.FAMILIES
     build: Callable  # seed -> (model, processor)
     requires: tuple[str, ...] = ()  # importable modules the build needs (beyond the default install)
 
 
-TINY: dict[str, TinySpec] = {s.family: s for s in (
-    TinySpec("audioflamingo3", tiny_audioflamingo3),
-    TinySpec("qwen2_5_omni_thinker", tiny_qwen2_5_omni_thinker),
-    TinySpec("qwen3_omni_moe_thinker", tiny_qwen3_omni_moe_thinker),
-    TinySpec("voxtral", tiny_voxtral, requires=("mistral_common",)),
-)}
+def tiny_specs() -> dict[str, TinySpec]:
+    """Derived from the families' rows: each row with a tiny builder, needing what its family needs."""
+    return {f.name: TinySpec(f.name, f.tiny_builder(), f.extra_requirements) for f in FAMILIES.values() if f.tiny}
 
 
 def build_tiny(family: str, seed: int = 0):
     """``(model, processor)`` of a tiny random-weight instance of ``family``."""
-    return TINY[family].build(seed)
+    return tiny_specs()[family].build(seed)
 
 
 def save_tiny(model, processor, out_dir) -> str:
@@ -303,9 +306,6 @@ def save_tiny(model, processor, out_dir) -> str:
     are written as the hub has them (tokenizer, ``preprocessor_config.json``, ``chat_template.jinja``,
     ``processor_config.json`` naming the processor class).
     """
-    import json as _json
-    from pathlib import Path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -314,7 +314,7 @@ def save_tiny(model, processor, out_dir) -> str:
         processor.feature_extractor.save_pretrained(out)
         (out / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
         base = type(processor).__mro__[1].__name__  # the real class under the audio-only subclass
-        (out / "processor_config.json").write_text(_json.dumps({"processor_class": base}), encoding="utf-8")
+        (out / "processor_config.json").write_text(json.dumps({"processor_class": base}), encoding="utf-8")
     else:
         processor.save_pretrained(out)
     return str(out)

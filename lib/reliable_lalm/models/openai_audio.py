@@ -48,12 +48,14 @@ import wave
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.core.llm_normalizer import _host, endpoint_id
 from reliable_lalm.models.base import (Backend, BackendFatalError, Generation, GenerationRequest, _row_seed)
+from reliable_lalm.models.registry import ModelEntry
 
 SPEC_PREFIX = "openai:"
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -128,7 +130,8 @@ class OpenAIAudioBackend(Backend):
             raise ValueError("max_concurrency >= 1, max_retries >= 0, malformed_retries >= 0, timeout > 0")
         if window_seconds <= 0:
             raise ValueError("window_seconds must be > 0")
-        from openai import OpenAI  # only this backend needs the client
+        # local import: openai is an optional extra, needed by this backend only
+        from openai import OpenAI
 
         self.model = str(model)
         self.base_url = base_url or _env(BASE_URL_ENV)
@@ -268,6 +271,7 @@ class OpenAIAudioBackend(Backend):
           fail alike: stop the run); anything else left after the retries (a 429/5xx streak, a
           timeout, a 400 for this clip) fails this item only, with the cause scrubbed of the key.
         """
+        # local import: openai is an optional extra, needed by this backend only
         import openai
 
         if self._fatal is not None:
@@ -410,10 +414,6 @@ def model_entry(spec: str):
     The entry's name is the spec without URL credentials (``user:password@`` is dropped), so it can
     appear in parameters and paths.
     """
-    from urllib.parse import urlsplit, urlunsplit
-
-    from reliable_lalm.models.registry import ModelEntry
-
     model, base_url = parse_spec(spec)
     shown = base_url
     if base_url:

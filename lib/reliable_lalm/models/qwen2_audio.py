@@ -1,6 +1,6 @@
 """Qwen2-Audio backend: ``Qwen2AudioForConditionalGeneration`` with its transformers processor.
 
-The engine (:class:`HFBackend`): requests are sorted by prompt length and generated in left-padded
+The engine (:class:`Qwen2AudioBackend`): requests are sorted by prompt length and generated in left-padded
 batches with an explicit decoding loop over the model's KV cache:
 
 * one prefill per question: for K@N the audio and the prompt are encoded once and the cache is
@@ -10,8 +10,8 @@ batches with an explicit decoding loop over the model's KV cache:
   not keep a whole batch busy;
 * the processor's work for the next batch (tokenizing, log-mel features) runs in a background
   thread while the model works on the current batch;
-* sampling draws its randomness from a ``torch.Generator`` seeded by (run seed, item id, sample
-  index): a sample does not depend on which batch it landed in, so a resumed or re-batched run
+* sampling (:func:`reliable_lalm.models.sampling.choose_tokens`, the rule every engine shares)
+  draws its randomness from a ``torch.Generator`` seeded by (run seed, item id, sample index): a sample does not depend on which batch it landed in, so a resumed or re-batched run
   reproduces it;
 * a forward pre-hook on ``model.model.audio_tower`` checks, at every prefill, that the audio
   features of every row reached the model (with ``audio=`` dropped or misspelled the processor
@@ -28,13 +28,17 @@ from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
+from transformers import DynamicCache, Qwen2AudioForConditionalGeneration
 
+from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.models.base import (AudioNotReachedError, Backend, ContinuationScores, Generation,
-                                       GenerationRequest, GenerationSettings, _row_seed, _unencodable,
-                                       state_dict_fingerprint)
-from reliable_lalm.models.qwen_chat import chat_text
-
-
+                                       GenerationRequest, GenerationSettings, _unencodable, state_dict_fingerprint)
+from reliable_lalm.models.chat import chat_text
+from reliable_lalm.models.families import base_model
+from reliable_lalm.models.hf_loading import audio_tower, feature_window_seconds, load_model_and_processor
+from reliable_lalm.models.sampling import choose_tokens, row_uniforms
+from reliable_lalm.models.training_adapter import END_OF_TURN, TrainingAdapter
 
 
 def audio_token_count(n_samples: int, hop_length: int = 160) -> int:
@@ -61,23 +65,22 @@ def estimate_batch_size(free_bytes: int, config, dtype_bytes: int, prompt_len: i
     return int(max(1, min(cap, 0.8 * free_bytes // (2 * per_prompt))))
 
 
-class HFBackend(Backend):
+class Qwen2AudioBackend(Backend):
     """Qwen2AudioForConditionalGeneration (demo or 7B) with a transformers processor.
 
     ``batch_size``: prompts per batch (each with ``num_samples`` rows). ``None``: chosen from free
     GPU memory on CUDA, :data:`CPU_BATCH_SIZE` on CPU.
     """
 
+    # The name result stores key this engine's outputs on (Backend.describe_name): its name before
+    # the rename, so the stores, caches and shipped adapters' provenance made under it stay valid.
+    STORE_NAME = "HFBackend"
     CPU_BATCH_SIZE = 32
     MAX_AUTO_BATCH = 128
     places_text_before_audio = True  # MCoT's examples go before the audio (chat content: text, audio, text)
 
     def __init__(self, model, processor, *, batch_size: int | None = None, check_audio: bool = True,
                  compact: bool = True, feature_device: str | None = None, prefetch: bool = True):
-        import torch
-
-        from reliable_lalm.models.hf_loading import audio_tower, base_model, feature_window_seconds
-
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -113,24 +116,15 @@ class HFBackend(Backend):
         self.special_tokens = self._special_token_strings(processor)
         text_config = getattr(self._inner.config, "text_config", self._inner.config)
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
-        self._torch = torch
         self.stats = {"batches": 0, "prefill_rows": 0, "decode_steps": 0, "oom_splits": 0, "compactions": 0}
         self._description: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, batch_size: int | None = None, device="auto", dtype="auto",
-                        device_map=None, adapter=None, **kwargs) -> "HFBackend":
-        from reliable_lalm.models.hf_loading import load_model_and_processor
-
+                        device_map=None, adapter=None, **kwargs) -> "Qwen2AudioBackend":
         model, processor = load_model_and_processor(name_or_path, device=device, dtype=dtype,
                                                     device_map=device_map, adapter=adapter)
         return cls(model, processor, batch_size=batch_size, **kwargs)
-
-    @classmethod
-    def training_adapter(cls, model_type: str):
-        from reliable_lalm.training.adapters import Qwen2AudioTraining
-
-        return Qwen2AudioTraining()
 
     @staticmethod
     def _special_token_strings(processor) -> tuple[str, ...]:
@@ -184,7 +178,7 @@ class HFBackend(Backend):
             if source is not None:
                 self._description = self.describe_checkpoint(source["model"], source.get("adapter"), dtype)
             else:  # built in memory (tests, benchmarks): hash the weights themselves
-                self._description = {"backend": type(self).__name__, "weights": state_dict_fingerprint(self.model),
+                self._description = {"backend": self.describe_name(), "weights": state_dict_fingerprint(self.model),
                                      "adapter_weights": None, "dtype": dtype}
         return self._description
 
@@ -243,7 +237,6 @@ class HFBackend(Backend):
             return max(1, int(self.batch_size))
         if self.device.type != "cuda":
             return self.CPU_BATCH_SIZE
-        torch = self._torch
         free, _ = torch.cuda.mem_get_info(self.device)
         return estimate_batch_size(free, self._inner.config, torch.finfo(self._inner.dtype).bits // 8, prompt_len,
                                    settings.max_new_tokens, settings.num_samples, cap=self.MAX_AUTO_BATCH)
@@ -298,7 +291,6 @@ class HFBackend(Backend):
                 yield from run(chunk, enc)
 
     def _generate_with_oom_split(self, batch, indices, texts, enc=None):
-        torch = self._torch
         try:
             result = self._generate_batch(batch, texts, enc)
         except torch.cuda.OutOfMemoryError:
@@ -334,8 +326,6 @@ class HFBackend(Backend):
 
     def _generate_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str] | None = None,
                         enc=None) -> list[Generation]:
-        torch = self._torch
-        from transformers import DynamicCache
 
         settings = batch[0].settings
         samples = [r.samples for r in batch]
@@ -363,10 +353,8 @@ class HFBackend(Backend):
             uniforms = None
             if not settings.greedy:
                 # Per-row generators: the draw for (item, sample) is the same in any batch.
-                uniforms = torch.stack([
-                    torch.rand(steps, generator=torch.Generator().manual_seed(_row_seed(settings.seed, r.item_id, s)),
-                               dtype=torch.float64)
-                    for r, idx in zip(batch, samples) for s in idx]).to(dev)
+                uniforms = row_uniforms(settings.seed, [(r.item_id, s) for r, idx in zip(batch, samples) for s in idx],
+                                        steps).to(dev)
             eos = torch.tensor(self.eos_ids, device=dev)
             # Repetition penalty (HF's): every token of the prompt (padding excluded, so a batch
             # equals batch size 1) and of the answer so far, one row of the vocabulary per row.
@@ -385,7 +373,7 @@ class HFBackend(Backend):
             for t in range(steps):
                 if seen is not None:
                     logits = penalize_repetitions(logits, seen, settings.repetition_penalty)
-                tokens = self._choose(logits, settings, None if uniforms is None else uniforms[live, t])
+                tokens = choose_tokens(logits, settings, None if uniforms is None else uniforms[live, t])
                 tokens = torch.where(stopped, pad, tokens)  # rows that hit EOS only wait for compaction
                 if seen is not None:
                     seen[torch.arange(len(live), device=dev), tokens] = True
@@ -424,24 +412,6 @@ class HFBackend(Backend):
                                   finished=finished[sl], prompt_tokens=int(prompt_tokens[b])))
         return out
 
-    def _choose(self, logits, settings: GenerationSettings, uniforms):
-        """Next token per row: argmax, or inverse-CDF sampling with the row's own uniform draw."""
-        torch = self._torch
-        if settings.greedy:
-            return logits.argmax(dim=-1)
-        scores = logits / settings.temperature
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        if settings.top_k and settings.top_k < sorted_scores.shape[-1]:
-            sorted_scores[:, settings.top_k:] = float("-inf")
-        probs = sorted_scores.softmax(dim=-1)
-        if settings.top_p < 1.0:
-            before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above
-            probs = probs.masked_fill(before >= settings.top_p, 0.0)  # the top token always stays
-        cdf = probs.double().cumsum(dim=-1)
-        target = (uniforms * cdf[:, -1]).unsqueeze(1)
-        pick = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
-        return order.gather(1, pick).squeeze(1)
-
     # ---------------------------------------------------------------- scoring continuations
 
     supports_option_logprobs = True
@@ -453,8 +423,6 @@ class HFBackend(Backend):
         prompt/answer boundary: these are the tokens the model would generate for that answer
         (the same rule the SFT collator checks).
         """
-        from reliable_lalm.training.sft_data import END_OF_TURN
-
         with self._tokenizer_lock:
             ids = self.tokenizer(str(text) + (END_OF_TURN if terminate else ""), add_special_tokens=False)["input_ids"]
         if not ids:
@@ -500,7 +468,6 @@ class HFBackend(Backend):
         return out  # type: ignore[return-value]
 
     def _score_with_oom_split(self, indices, batch, texts, conts, names):
-        torch = self._torch
         try:
             result = self._score_batch(batch, texts, conts, names)
         except torch.cuda.OutOfMemoryError:
@@ -527,8 +494,6 @@ class HFBackend(Backend):
     def _score_batch(self, batch: Sequence[GenerationRequest], texts: Sequence[str],
                      conts: Sequence[Sequence[Sequence[int]]], names: Sequence[Sequence[str]]
                      ) -> list[ContinuationScores]:
-        torch = self._torch
-        from transformers import DynamicCache
 
         enc = self.encode(batch, texts)
         dev = self.device
@@ -579,7 +544,47 @@ class HFBackend(Backend):
 def penalize_repetitions(logits, seen, penalty: float):
     """HF's ``RepetitionPenaltyLogitsProcessor`` on a boolean mask of the tokens already seen per row:
     a seen token's logit is divided by ``penalty`` when positive, multiplied when negative."""
-    import torch
-
     penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalized, logits)
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+
+
+class Qwen2AudioTraining(TrainingAdapter):
+    """Qwen2AudioForConditionalGeneration (the 7B and the demo model)."""
+
+    def load(self, source, *, device: str, dtype, adapter=None, merge_adapter: bool | None = None):
+        return load_model_and_processor(source, device=device, dtype=dtype, adapter=adapter,
+                                        merge_adapter=merge_adapter)
+
+    def model_class(self):
+        return Qwen2AudioForConditionalGeneration
+
+    def chat_text(self, processor, prompt: str) -> str:
+        return chat_text(processor, prompt)
+
+    def encode(self, processor, texts, audios, *, padding_side: str) -> dict:
+        tokenizer = processor.tokenizer
+        previous_side = tokenizer.padding_side
+        tokenizer.padding_side = padding_side
+        try:
+            return dict(processor(text=list(texts), audio=list(audios), sampling_rate=SAMPLING_RATE,
+                                  return_tensors="pt", padding=True))
+        finally:
+            tokenizer.padding_side = previous_side
+
+    def answer_logits(self, model, batch: dict, keep):
+        # The LM head runs on the answer positions only: the 156k-entry vocabulary projection is never
+        # materialised for the ~330 prompt/audio positions of a batch.
+        lm = base_model(model)
+        # The audio encoder's conv has no input cast: match its dtype (bf16 under DeepSpeed/bf16).
+        features = batch["input_features"].to(lm.model.audio_tower.conv1.weight.dtype)
+        out = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], input_features=features,
+                       feature_attention_mask=batch["feature_attention_mask"], use_cache=False)
+        return lm.lm_head(out.last_hidden_state[:, :-1][keep]).float()
+
+    def audio_positions(self, model, feature_frames: int) -> int:
+        _, positions = base_model(model).model.audio_tower._get_feat_extract_output_lengths(torch.tensor(feature_frames))
+        return int(positions)

@@ -9,19 +9,22 @@ and its rows are shown without paper values.
 A path or hub id that is not a registered name is served by the backend registered for its
 checkpoint's ``model_type`` (read from its ``config.json``, locally or in the HF cache).
 
-Adding a model: one backend module under :mod:`reliable_lalm.models` plus one :class:`ModelEntry`
-in :data:`BUILTIN_MODELS` (or, for another package, an entry point in the group
-``reliable_lalm.models``, as the embedded demo does).
+A checkpoint of a served family (:data:`reliable_lalm.models.families.FAMILIES`) needs no entry: its
+``model_type`` picks the backend. A named checkpoint is one :class:`ModelEntry` in
+:data:`BUILTIN_MODELS` (or, for another package, an entry point in the group ``reliable_lalm.models``,
+as the embedded demo does); its backend and extras come from its family's row.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from reliable_lalm.core import jsonio
-from reliable_lalm.core.plugins import entry_point_objects, load_reference
+from reliable_lalm.core.plugins import entry_point_objects, load_object
+from reliable_lalm.models.families import FAMILIES, base_model, families_by_model_type
+from reliable_lalm.models.training_adapter import TrainingAdapter, TrainingNotSupported
 
 ENTRY_POINT_GROUP = "reliable_lalm.models"
 
@@ -36,13 +39,19 @@ class ModelEntry:
     backend: str  # "module:Class"; the class has from_pretrained(source, **kwargs)
     source: str | Callable[[], str]  # hub id or local folder (or a function returning one)
     paper_label: str | None = None  # the row label of this model in the paper's Table 3
-    family: str = ""  # model family (transformers model_type), for grouping and LoRA targets
+    family: str = ""  # model family (a FAMILIES key or a model_type), for grouping and training
     description: str = ""
-    extra_requirements: tuple[str, ...] = ()  # optional packages the backend needs (pip extra)
+    # Optional packages the backend needs (a pip extra); None: those of its family's row.
+    extra_requirements: tuple[str, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # default from_pretrained keyword arguments
     # A substitute's registry name of the model it stands in for (the paper-dryrun profile's random 7B
     # layout for Qwen2-Audio-7B-Instruct): its table rows take that model's paper label.
     stands_in_for: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.extra_requirements is None:  # a served family's checkpoint needs what its row says
+            family = FAMILIES.get(self.family) or families_by_model_type().get(self.family)
+            object.__setattr__(self, "extra_requirements", family.extra_requirements if family else ())
 
     def table_label(self) -> str | None:
         """The paper's label of this model's rows: its own, else that of the model it stands in for."""
@@ -59,7 +68,7 @@ class ModelEntry:
         return isinstance(self.source, _LazyReference)
 
     def backend_class(self):
-        return load_reference(self.backend)
+        return load_object(self.backend)
 
     def load(self, **kwargs):
         """The ready backend (weights loaded): ``backend_class().from_pretrained(source, **kwargs)``."""
@@ -73,45 +82,42 @@ class _LazyReference:
         self.reference = reference
 
     def __call__(self) -> str:
-        return str(load_reference(self.reference)())
+        return str(load_object(self.reference)())
 
     def __repr__(self) -> str:
         return f"<built by {self.reference}>"
 
 
-# transformers model_type -> backend serving that architecture
-BACKENDS_BY_MODEL_TYPE: dict[str, str] = {
-    "qwen2_audio": "reliable_lalm.models.qwen2_audio:HFBackend",
-    # Native transformers LALMs (reliable_lalm.models.hf_generic.FAMILIES): full Omni checkpoints are
-    # served by their thinker (text output only).
-    **{t: "reliable_lalm.models.hf_generic:NativeHFBackend" for t in (
-        "audioflamingo3", "qwen2_5_omni", "qwen2_5_omni_thinker", "qwen3_omni_moe", "qwen3_omni_moe_thinker")},
-    # Voxtral: the native backend with prompts through mistral-common (the optional extra `voxtral`).
-    "voxtral": "reliable_lalm.models.voxtral:VoxtralBackend",
-}
+def backends_by_model_type() -> dict[str, str]:
+    """transformers ``model_type`` -> the backend serving it, from the families' rows."""
+    return {t: f.backend for t, f in families_by_model_type().items()}
+
+
+def named_checkpoint(name: str, family: str, source, **fields: Any) -> ModelEntry:
+    """A :class:`ModelEntry` of a checkpoint of a served family: the backend is the family's row's."""
+    return ModelEntry(name, FAMILIES[family].backend, source, family=family, **fields)
+
 
 BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
-    ModelEntry("qwen2-audio-7b-instruct", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B-Instruct",
-               paper_label="Qwen2-Audio-Instruct", family="qwen2_audio",
-               description="Qwen2-Audio-7B-Instruct, the paper's main model"),
+    named_checkpoint("qwen2-audio-7b-instruct", "qwen2_audio", "Qwen/Qwen2-Audio-7B-Instruct",
+                     paper_label="Qwen2-Audio-Instruct", description="Qwen2-Audio-7B-Instruct, the paper's main model"),
     # The paper-dryrun profile's substitute (reliable_lalm.models.standin): built on first use; its
     # Table 3 rows carry the label of the model it stands in for (the dry run lays out the paper's rows).
-    ModelEntry("qwen2-audio-7b-layout-random", BACKENDS_BY_MODEL_TYPE["qwen2_audio"],
-               _LazyReference("reliable_lalm.models.standin:layout_random_source"), family="qwen2_audio",
-               stands_in_for="qwen2-audio-7b-instruct",
-               description="random weights in the Qwen2-Audio-7B-Instruct layout, scaled down, with the real "
-                           "processor configuration (CPU dry run of the paper profile; answers are noise)"),
-    ModelEntry("qwen2-audio-7b", BACKENDS_BY_MODEL_TYPE["qwen2_audio"], "Qwen/Qwen2-Audio-7B",
-               family="qwen2_audio", description="Qwen2-Audio-7B base (pre-trained, not instruction-tuned)"),
-    ModelEntry("audio-flamingo-3", BACKENDS_BY_MODEL_TYPE["audioflamingo3"], "nvidia/audio-flamingo-3-hf",
-               family="audioflamingo3", description="Audio Flamingo 3 (NVIDIA), transformers-native checkpoint"),
-    ModelEntry("qwen2.5-omni-7b", BACKENDS_BY_MODEL_TYPE["qwen2_5_omni"], "Qwen/Qwen2.5-Omni-7B",
-               family="qwen2_5_omni_thinker", description="Qwen2.5-Omni-7B, thinker only (text output)"),
-    ModelEntry("qwen2.5-omni-3b", BACKENDS_BY_MODEL_TYPE["qwen2_5_omni"], "Qwen/Qwen2.5-Omni-3B",
-               family="qwen2_5_omni_thinker", description="Qwen2.5-Omni-3B, thinker only (text output)"),
-    ModelEntry("qwen3-omni-30b-a3b-instruct", BACKENDS_BY_MODEL_TYPE["qwen3_omni_moe"],
-               "Qwen/Qwen3-Omni-30B-A3B-Instruct", family="qwen3_omni_moe_thinker",
-               description="Qwen3-Omni-30B-A3B-Instruct (MoE), thinker only (text output)"),
+    named_checkpoint("qwen2-audio-7b-layout-random", "qwen2_audio",
+                     _LazyReference("reliable_lalm.models.standin:layout_random_source"),
+                     stands_in_for="qwen2-audio-7b-instruct",
+                     description="random weights in the Qwen2-Audio-7B-Instruct layout, scaled down, with the real "
+                                 "processor configuration (CPU dry run of the paper profile; answers are noise)"),
+    named_checkpoint("qwen2-audio-7b", "qwen2_audio", "Qwen/Qwen2-Audio-7B",
+                     description="Qwen2-Audio-7B base (pre-trained, not instruction-tuned)"),
+    named_checkpoint("audio-flamingo-3", "audioflamingo3", "nvidia/audio-flamingo-3-hf",
+                     description="Audio Flamingo 3 (NVIDIA), transformers-native checkpoint"),
+    named_checkpoint("qwen2.5-omni-7b", "qwen2_5_omni_thinker", "Qwen/Qwen2.5-Omni-7B",
+                     description="Qwen2.5-Omni-7B, thinker only (text output)"),
+    named_checkpoint("qwen2.5-omni-3b", "qwen2_5_omni_thinker", "Qwen/Qwen2.5-Omni-3B",
+                     description="Qwen2.5-Omni-3B, thinker only (text output)"),
+    named_checkpoint("qwen3-omni-30b-a3b-instruct", "qwen3_omni_moe_thinker", "Qwen/Qwen3-Omni-30B-A3B-Instruct",
+                     description="Qwen3-Omni-30B-A3B-Instruct (MoE), thinker only (text output)"),
     # The paper's other Table 3 models run in their own environments (old transformers pins) as
     # isolated workers; the command comes from environment variables (models.worker.CONFIGURED_WORKERS,
     # docs/workers.md) and an unset one is a one-line WorkerNotConfigured when the model is used.
@@ -123,12 +129,10 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (
                _LazyReference("reliable_lalm.models.worker:salmonn_command"), paper_label="SALMONN",
                family="worker", description="SALMONN v1 (Tang et al., 2024) through its worker "
                                             "(RLALM_SALMONN_PYTHON, RLALM_SALMONN_REPO/CKPT/WHISPER/BEATS/VICUNA)"),
-    ModelEntry("voxtral-mini-3b", BACKENDS_BY_MODEL_TYPE["voxtral"], "mistralai/Voxtral-Mini-3B-2507",
-               family="voxtral", extra_requirements=("mistral_common",),
-               description="Voxtral Mini 3B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
-    ModelEntry("voxtral-small-24b", BACKENDS_BY_MODEL_TYPE["voxtral"], "mistralai/Voxtral-Small-24B-2507",
-               family="voxtral", extra_requirements=("mistral_common",),
-               description="Voxtral Small 24B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
+    named_checkpoint("voxtral-mini-3b", "voxtral", "mistralai/Voxtral-Mini-3B-2507",
+                     description="Voxtral Mini 3B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
+    named_checkpoint("voxtral-small-24b", "voxtral", "mistralai/Voxtral-Small-24B-2507",
+                     description="Voxtral Small 24B (Mistral AI, 2507); needs the extra `voxtral` (mistral-common)"),
 )}
 
 
@@ -157,6 +161,7 @@ def _config_of(source: str) -> dict[str, Any] | None:
         config = path / "config.json"
         return jsonio.load_file(config) if config.is_file() else None
     try:
+        # local import: huggingface_hub comes with transformers, which `rlalm score` does without
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         return None
@@ -176,7 +181,7 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     """
     prefix, sep, _ = str(name_or_path).partition(":")
     if sep and prefix in SPEC_FACTORIES:
-        return load_reference(SPEC_FACTORIES[prefix])(str(name_or_path))
+        return load_object(SPEC_FACTORIES[prefix])(str(name_or_path))
     entries = registered_models()
     if name_or_path in entries:
         return entries[name_or_path]
@@ -187,13 +192,14 @@ def resolve_model(name_or_path: str) -> ModelEntry:
             f"folder with a config.json, and not in the Hugging Face cache; download it first "
             f"(`huggingface-cli download {name_or_path}`) or pass a local path")
     model_type = str(config.get("model_type", ""))
-    if model_type not in BACKENDS_BY_MODEL_TYPE:
+    backends = backends_by_model_type()
+    if model_type not in backends:
         raise UnknownModelError(f"model {name_or_path!r}: no backend for model_type {model_type!r} "
-                                f"(supported: {', '.join(sorted(BACKENDS_BY_MODEL_TYPE))})")
+                                f"(supported: {', '.join(sorted(backends))})")
     # A registered model at the same source keeps its paper label (a local copy of the 7B).
     same = [e for e in entries.values() if not callable(e.source) and e.source == str(name_or_path)]
     label = same[0].paper_label if same else None
-    return ModelEntry(str(name_or_path), BACKENDS_BY_MODEL_TYPE[model_type], str(name_or_path),
+    return ModelEntry(str(name_or_path), backends[model_type], str(name_or_path),
                       paper_label=label, family=model_type)
 
 
@@ -203,6 +209,34 @@ def load_backend(name_or_path: str, **kwargs):
     return resolve_model(str(name_or_path)).load(**kwargs)
 
 
-def with_source(entry: ModelEntry, source: str) -> ModelEntry:
-    """The same entry served from another folder (e.g. a local copy of the hub weights)."""
-    return replace(entry, source=source)
+# --------------------------------------------------------------------------------------------------
+# Training adapters (each family's lives beside its backend; its row names it)
+
+
+def adapter_for_model_type(model_type: str) -> TrainingAdapter:
+    """The training adapter of the family serving a transformers ``model_type``."""
+    family = families_by_model_type().get(str(model_type))
+    if family is None:
+        raise TrainingNotSupported(f"no backend serves model_type {model_type!r}, so none can train it "
+                                   f"(registered: {', '.join(sorted(families_by_model_type()))})")
+    return family.training_adapter()
+
+
+def adapter_for_model(model) -> TrainingAdapter:
+    """The adapter of a loaded transformers model (PEFT wrappers unwrapped), by its ``config.model_type``."""
+    return adapter_for_model_type(base_model(model).config.model_type)
+
+
+def adapter_for_source(name_or_path) -> TrainingAdapter:
+    """The adapter of a model name, checkpoint folder or cached hub id, as the registry resolves it
+    (the entry's family, else its checkpoint's model_type; nothing is loaded). A backend outside the
+    families (an endpoint, a worker) cannot be trained."""
+    entry = resolve_model(str(name_or_path))
+    if entry.family in FAMILIES:
+        return FAMILIES[entry.family].training_adapter()
+    if entry.family and entry.family in families_by_model_type():
+        return adapter_for_model_type(entry.family)
+    if entry.backend not in {f.backend for f in FAMILIES.values()}:
+        raise TrainingNotSupported(f"{entry.name}: its backend {entry.backend} cannot be fine-tuned here")
+    config = _config_of(entry.resolve_source()) or {}
+    return adapter_for_model_type(str(config.get("model_type", "")))

@@ -16,13 +16,16 @@ stands in for (``ModelEntry.stands_in_for``), so the dry run lays out the paper'
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
+
 from reliable_lalm import paths
+from reliable_lalm.models.hf_loading import QWEN2_AUDIO_INSTRUCT_GENERATION, random_layout_parts, scaled_down_7b_spec
 
 LAYOUT_RANDOM_NAME = "qwen2-audio-7b-layout-random"
 LAYOUT_RANDOM_VERSION = 1  # bump when the built folder's content changes
@@ -35,11 +38,6 @@ def layout_random_dir() -> Path:
 
 def build_layout_random_checkpoint(out_dir: str | Path, *, seed: int = LAYOUT_RANDOM_SEED) -> Path:
     """Write the stand-in checkpoint (config, weights, processor, generation config) to ``out_dir``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
-
-    from reliable_lalm.models.hf_loading import QWEN2_AUDIO_INSTRUCT_GENERATION, random_layout_parts, scaled_down_7b_spec
-
     out_dir = Path(out_dir)
     tokenizer, processor, config = random_layout_parts(scaled_down_7b_spec())
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -79,6 +77,3 @@ def layout_random_source() -> str:
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
-
-def read_generation_config(source: str | Path) -> dict:
-    return json.loads((Path(source) / "generation_config.json").read_text(encoding="utf-8"))

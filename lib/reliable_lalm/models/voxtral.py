@@ -26,6 +26,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import soundfile as sf
 
 from reliable_lalm.models.base import AudioNotReachedError
 from reliable_lalm.models.hf_generic import NativeHFBackend
@@ -38,8 +39,6 @@ _RENDERING_CLIP = np.zeros(400, dtype=np.float32)
 
 def wav_base64(audio: np.ndarray, sampling_rate: int) -> str:
     """Mono float32 samples as a base64 float WAV: what mistral-common decodes back unchanged."""
-    import soundfile as sf
-
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(audio, dtype=np.float32), sampling_rate, format="WAV", subtype="FLOAT")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -67,15 +66,6 @@ class VoxtralBackend(NativeHFBackend):
         self._prompt_of_text: dict[str, str] = {}
         # [AUDIO] tokens mistral-common gives one chunk (375 for the real 30 s chunk at 12.5 per second)
         self.audio_tokens_per_chunk = self._rendered_ids("?").count(self.audio_token_id)
-
-    @classmethod
-    def training_adapter(cls, model_type: str):
-        """Refused, in one line: SFT collation (training.adapters) renders prompts with a chat
-        template and ``processor(text=, audio=)``; Voxtral's go through mistral-common's requests."""
-        from reliable_lalm.training.adapters import TrainingNotSupported
-
-        raise TrainingNotSupported("Voxtral cannot be fine-tuned here yet: its prompts are built by mistral-common's "
-                                   "chat requests, which the shared SFT collation does not call")
 
     # ---------------------------------------------------------------- prompts
 

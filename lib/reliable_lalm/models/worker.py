@@ -53,6 +53,7 @@ the worker dies). A worker that exits, breaks the protocol, or does not answer w
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -65,9 +66,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import soundfile as sf
 
 from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.models.base import Backend, BackendFatalError, Generation, GenerationRequest, _row_seed
+from reliable_lalm.models.registry import ModelEntry
 
 PROTOCOL_VERSION = 1
 SPEC_PREFIX = "worker:"
@@ -226,14 +229,10 @@ class WorkerBackend(Backend):
     # ---------------------------------------------------------------- generation
 
     def _audio_field(self, rid: int, audio: np.ndarray) -> tuple[dict[str, Any], Path]:
-        import soundfile as sf
-
         path = Path(self._tmp.name) / f"{rid}.wav"
         sf.write(str(path), np.asarray(audio, dtype=np.float32), self.sampling_rate, subtype=self.wav_subtype)
         if self.audio_transport == "path":
             return {"path": str(path)}, path
-        import base64
-
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         path.unlink()
         return {"wav_base64": data}, path
@@ -300,8 +299,6 @@ class WorkerBackend(Backend):
 
 def model_entry(spec: str):
     """``worker:<command line>`` -> a :class:`~reliable_lalm.models.registry.ModelEntry` (nothing started)."""
-    from reliable_lalm.models.registry import ModelEntry
-
     if not spec.startswith(SPEC_PREFIX) or not spec[len(SPEC_PREFIX):].strip():
         raise ValueError(f"not a worker spec (worker:<command line>): {spec!r}")
     command = spec[len(SPEC_PREFIX):].strip()

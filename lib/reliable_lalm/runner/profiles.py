@@ -417,7 +417,7 @@ def _table9_alpha_readings() -> tuple[str, ...]:
 
 
 def _lora_target_modes() -> tuple[str, ...]:
-    from reliable_lalm.training.adapters import LORA_TARGETS  # torch-free; kept lazy like the normalizer kinds
+    from reliable_lalm.models.families import LORA_TARGETS  # torch-free; kept lazy like the normalizer kinds
 
     return tuple(LORA_TARGETS)
 

@@ -1,6 +1,6 @@
 """LoRA supervised fine-tuning of an audio LM on an IDK dataset (paper section 3.2, Appendix D).
 
-The model family is reached only through its :class:`~reliable_lalm.training.adapters.TrainingAdapter`
+The model family is reached only through its :class:`~reliable_lalm.models.training_adapter.TrainingAdapter`
 (Qwen2-Audio, Audio Flamingo 3, the Omni thinkers): loading, collation, the answer-loss forward, where
 its language model is. One data/loss code path and the one training loop
 (:mod:`reliable_lalm.training.loop`), with two optimisation back-ends:
@@ -46,11 +46,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from reliable_lalm.models.families import LANGUAGE_MODEL_QKV, LORA_TARGETS
+from reliable_lalm.models.registry import adapter_for_model, adapter_for_model_type, adapter_for_source
+from reliable_lalm.models.training_adapter import IGNORE_INDEX, TrainingAdapter
 from reliable_lalm.training import loop
-from reliable_lalm.training.adapters import (LANGUAGE_MODEL_QKV, LORA_TARGETS, TrainingAdapter, adapter_for_model,
-                                             adapter_for_model_type, adapter_for_source)
 from reliable_lalm.training.loop import UnsafeCheckpointError, load_torch_state  # noqa: F401 - public API
-from reliable_lalm.training.sft_data import IGNORE_INDEX, SFTExample
+from reliable_lalm.training.sft_data import SFTExample
 from reliable_lalm.training.table9 import ALPHA_READINGS, DEFAULT_ALPHA_READING, table9_alpha
 
 DEFAULT_TARGET_MODULES = LANGUAGE_MODEL_QKV

@@ -1,6 +1,6 @@
 """Supervised examples (audio, prompt, target).
 
-Their collation into a model's batch is the model family's (:meth:`reliable_lalm.training.adapters.
+Their collation into a model's batch is the model family's (:meth:`reliable_lalm.models.training_adapter.
 TrainingAdapter.collate`): the prompt through the model's chat template, loss on the target tokens
 and the closing end-of-turn token only; prompt, audio and padding tokens get label -100. Shared
 by the demo model's training recipe and the LoRA SFT.
@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-IGNORE_INDEX = -100
-END_OF_TURN = "<|im_end|>"  # ChatML's, which every family served here closes its turns with
 
 
 @dataclass

@@ -11,7 +11,7 @@ which. The two readings (Sound-Music-Speech order, as the columns):
 
 Both agree on sound (32) and speech (16, also the modality of the paper's alpha study); they differ
 on music only. Which modules the names {k_proj, q_proj, v_proj} select is the ``lora_targets``
-setting (:data:`reliable_lalm.training.adapters.LORA_TARGETS`). The evidence for each reading, and
+setting (:data:`reliable_lalm.models.families.LORA_TARGETS`). The evidence for each reading, and
 the paper profile's choice, are in ``docs/paper_settings.md``. No torch here: the profiles validate
 these names before anything runs.
 """

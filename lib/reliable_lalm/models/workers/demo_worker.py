@@ -1,7 +1,7 @@
-"""Worker serving the embedded demo model (or any Qwen2-Audio checkpoint) through HFBackend.
+"""Worker serving the embedded demo model (or any Qwen2-Audio checkpoint) through Qwen2AudioBackend.
 
 It exists to test the worker protocol end to end in a separate process: its answers must equal
-the in-process :class:`reliable_lalm.models.qwen2_audio.HFBackend`'s. It runs in this project's
+the in-process :class:`reliable_lalm.models.qwen2_audio.Qwen2AudioBackend`'s. It runs in this project's
 environment and is configured by environment variables only:
 
     RLALM_WORKER_MODEL        checkpoint folder (default: the shipped demo model)
@@ -26,13 +26,13 @@ def main() -> None:
 
     from reliable_lalm import paths
     from reliable_lalm.models.base import GenerationRequest, GenerationSettings
-    from reliable_lalm.models.qwen2_audio import HFBackend
+    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 
     torch.set_num_threads(int(jsonl_worker.env("RLALM_WORKER_THREADS", "1")))
     model_dir = jsonl_worker.env("RLALM_WORKER_MODEL", str(paths.DEMO_MODEL_DIR))
     fail_items = set(filter(None, jsonl_worker.env("RLALM_WORKER_FAIL_ITEMS", "").split(",")))
     try:
-        backend = HFBackend.from_pretrained(model_dir, batch_size=1, device=jsonl_worker.env("RLALM_WORKER_DEVICE", "cpu"),
+        backend = Qwen2AudioBackend.from_pretrained(model_dir, batch_size=1, device=jsonl_worker.env("RLALM_WORKER_DEVICE", "cpu"),
                                             dtype=jsonl_worker.env("RLALM_WORKER_DTYPE", "auto"))
     except Exception as err:  # a wrong folder: say so through the protocol
         jsonl_worker.fail_startup(f"cannot load {model_dir}: {type(err).__name__}: {err}")
