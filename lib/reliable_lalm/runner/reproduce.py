@@ -24,7 +24,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
@@ -108,7 +108,6 @@ class PlannedRun:
     input: Path
     output: Path
     parameters: dict[str, Any]
-    run_parameters: dict[str, Any] = field(default_factory=dict)  # the ones encoded in the name
 
     def to_dict(self) -> dict[str, Any]:
         return {"notebook": self.stem, "input": relative(self.input), "output": relative(self.output),
@@ -160,7 +159,7 @@ def build_plan(profile: Profile, *, only: str | Sequence[str] | None = None,
                 tag = run_folder(profile.name, stem, params, notebooks_dir=profile.notebooks_dir,
                                  params_dir=profile.path.parent)
                 plan.append(PlannedRun(stem, profile.notebook_path(stem),
-                                       _runs_dir(tag, runs_root) / output_name(stem, own), params, own))
+                                       _runs_dir(tag, runs_root) / output_name(stem, own), params))
         seen: dict[Path, PlannedRun] = {}
         for run in plan:
             if run.output in seen:
@@ -303,7 +302,7 @@ def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None =
         checked[PROFILE_KEY] = profile
     label = {k: v for k, v in (checked if name_params is None else name_params).items() if k != PROFILE_KEY}
     tag = run_folder(profile, stem, checked, notebooks_dir=directory, params_dir=params_dir)
-    run = PlannedRun(stem, input_path, _runs_dir(tag, runs_root) / output_name(stem, label), checked, label)
+    run = PlannedRun(stem, input_path, _runs_dir(tag, runs_root) / output_name(stem, label), checked)
     _run_papermill(run, kernel_name=kernel_name, log_output=log_output, cwd=Path(cwd or paths.REPO_ROOT))
     return run.output
 
