@@ -330,3 +330,16 @@ def test_papermill_inspection_agrees_where_it_sees_a_parameter_and_misses_option
         assert seen["help"] == ours[name].comment, name
     optional = sorted(n for n, p in ours.items() if "None" in p.type_name)
     assert len(optional) >= 4 and sorted(set(ours) - set(theirs)) == optional
+
+
+def test_the_shared_parameters_are_experiment_fields_with_the_same_defaults():
+    """``start_notebook`` builds the Experiment from the shared parameters by name; a default that
+    differed between the model and Experiment would make a notebook and a library call disagree."""
+    import dataclasses
+
+    from reliable_lalm.experiments import Experiment
+    from reliable_lalm.runner.schema import BaseParameters
+
+    fields = {f.name: f.default for f in dataclasses.fields(Experiment)}
+    assert {name: fields.get(name, "missing") for name in BaseParameters.model_fields} == \
+        {name: f.default for name, f in BaseParameters.model_fields.items()}

@@ -203,7 +203,7 @@ def annotation_from_text(text: str) -> Any:
     """The type a parameters cell's annotation text names; ValueError for anything else."""
     try:
         return eval(compile(text, "<annotation>", "eval"), {"__builtins__": {}}, dict(_ANNOTATION_NAMES))  # noqa: S307 - names above only
-    except Exception as err:  # noqa: BLE001 - any failure means the annotation is not one we can check
+    except Exception:  # noqa: BLE001 - any failure means the annotation is not one we can check
         raise ValueError(f"unsupported annotation {text!r}") from None
 
 
