@@ -343,3 +343,17 @@ def test_the_shared_parameters_are_experiment_fields_with_the_same_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(Experiment)}
     assert {name: fields.get(name, "missing") for name in BaseParameters.model_fields} == \
         {name: f.default for name, f in BaseParameters.model_fields.items()}
+
+
+def test_the_demo_profile_is_the_models_defaults():
+    """The demo profile restates nothing: each notebook's model defaults are its parameters (04 runs
+    once per modality), so a default is changed in one place, the model."""
+    from reliable_lalm.runner.outputs import profile_parameter_sets
+    from reliable_lalm.runner.schema import SCHEMAS, declarations
+
+    assert load_profile("demo").defaults == {}
+    for stem, model in SCHEMAS.items():
+        defaults = {k: p.default for k, p in declarations(model).items()}
+        sets = profile_parameter_sets("demo", stem)
+        expected = [{**defaults, "modality": m} for m in ("sound", "music", "speech")] if stem == "04_sft" else [defaults]
+        assert sets == expected, stem
