@@ -273,7 +273,7 @@ class NotebookSettings:
 
 @dataclass
 class Profile:
-    """A loaded profile; parameters are validated against the notebooks in ``notebooks_dir``."""
+    """A loaded profile; parameters are validated by the models of the notebooks in ``notebooks_dir``."""
 
     name: str
     path: Path
@@ -353,7 +353,7 @@ class Profile:
         return [params for params, _ in plan]
 
     def check(self, stems: Iterable[str] | None = None) -> None:
-        """Validate the whole profile against the notebooks (all problems in one error)."""
+        """Validate the whole profile against the notebooks' models (all problems in one error)."""
         errors = self.errors(stems)
         if errors:
             raise ProfileError(f"profile {self.name} ({self.path}):\n  " + "\n  ".join(errors))
@@ -456,7 +456,7 @@ def _load_raw(path: Path, params_dir: Path, chain: tuple[Path, ...]) -> tuple[di
 def load_profile(name_or_path: str | Path, *, params_dir: str | Path | None = None,
                  notebooks_dir: str | Path | None = None) -> Profile:
     """Load ``params/<name>.yaml`` (or a YAML path). Structure errors raise :class:`ProfileError`;
-    parameters are checked against the notebooks by :meth:`Profile.parameters_for` / :meth:`Profile.check`.
+    parameters are checked by the notebooks' models in :meth:`Profile.parameters_for` / :meth:`Profile.check`.
     """
     params_dir = Path(params_dir or paths.PARAMS_DIR)
     path = _resolve_profile_path(name_or_path, params_dir)
