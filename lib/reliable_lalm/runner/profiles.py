@@ -115,7 +115,8 @@ def _read_yaml(path: Path) -> Any:
 
 def read_notebook_cells(path: str | Path) -> list[dict[str, Any]]:
     """The cells of an .ipynb file. Plain JSON on purpose: importing nbformat pulls in jsonschema's
-    format checkers, which take seconds, and ``rlalm reproduce --list`` should answer at once."""
+    format checkers, which take seconds, and the notebook checks (tests, ``tools/check_notebooks.py``)
+    need only the cells."""
     try:
         data = jsonio.load_file(path)
     except (OSError, ValueError) as err:
