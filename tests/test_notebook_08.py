@@ -75,3 +75,38 @@ def test_circular_table(run08):
     total = table.xs("total", level=1).apply(pd.to_numeric)
     assert (total["circular Acc%"] <= total["rot0 Acc%"] + 1e-9).all()  # correct in all rotations => in rot 0
     assert (total["consistency%"] <= total["consistency% (IDK counts)"] + 1e-9).all()
+
+
+def _status(*folders):
+    import subprocess
+
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *folders],
+                          cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def test_other_parameters_leave_the_committed_outputs_alone(tmp_path):
+    """Notebook 08 run by papermill with other parameters than the demo profile's writes its tables
+    and both figures under ``demo+<hash>/`` (ignored by git), never into ``tables/demo`` or
+    ``figures/demo``."""
+    import shutil
+
+    import papermill as pm
+
+    from reliable_lalm.runner import outputs
+    from reliable_lalm.runner.schema import SCHEMAS, declarations
+
+    before = _status("tables", "figures", "docs")
+    params = {"limit_per_task": 2, "bootstrap": 0, "knn_samples": 2, "ece_bins": 3, "with_lora": False}
+    defaults = {k: p.default for k, p in declarations(SCHEMAS[STEM]).items()}
+    loc = outputs.output_location("demo", STEM, {**defaults, **params})
+    assert loc.tag.startswith("demo+")
+    try:
+        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{STEM}.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters=params, cwd=str(paths.REPO_ROOT), progress_bar=False)
+        for name in ("risk_coverage", "reliability"):
+            assert (loc.figures / f"{PREFIX}{name}.png").is_file() and (loc.figures / f"{PREFIX}{name}.csv").is_file()
+        assert (loc.tables / f"{PREFIX}circular.csv").is_file()
+        assert _status("tables", "figures", "docs") == before
+    finally:
+        shutil.rmtree(loc.tables, ignore_errors=True)
+        shutil.rmtree(loc.figures, ignore_errors=True)

@@ -276,15 +276,16 @@ def test_table9_alpha_readings_differ_on_music_only():
 
 
 def test_paper_profile_names_both_readings_and_the_profiles_validate_them():
-    from reliable_lalm.runner.profiles import load_profile, value_problem
+    from reliable_lalm.runner.profiles import load_profile
+    from reliable_lalm.runner.schema import Sft, validate
 
     paper = load_profile("paper").defaults
     assert (paper["lora_alpha_reading"], paper["lora_targets"]) == ("32-16-16", "paper_names")
-    defaults = json.loads((paths.PACKAGE_DIR / "runner" / "notebook_defaults.json").read_text())
-    assert defaults["04_sft"]["lora_alpha_reading"]["default"] == "32-32-16"  # the demo's (shipped adapters)
+    assert Sft().lora_alpha_reading == "32-32-16"  # the demo's (shipped adapters)
     assert "lora_alpha_reading" not in load_profile("demo").defaults
-    assert value_problem("lora_alpha_reading", "32-16-16") is None
-    assert value_problem("lora_alpha_reading", "32/16/16") and value_problem("lora_targets", "everything")
+    assert validate("04_sft", Sft, {"lora_alpha_reading": "32-16-16"}) == ({"lora_alpha_reading": "32-16-16"}, [])
+    assert validate("04_sft", Sft, {"lora_alpha_reading": "32/16/16"})[1]
+    assert validate("04_sft", Sft, {"lora_targets": "everything"})[1]
     docs = (paths.REPO_ROOT / "docs" / "paper_settings.md").read_text()
     for name in ("32-32-16", "32-16-16", "paper_names", "language_model_only"):
         assert f"`{name}`" in docs

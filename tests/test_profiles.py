@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reliable_lalm.runner.profiles import (Parameter, ProfileError, check_value, discover_notebooks, is_secret_name,
-                                    load_profile, notebook_parameters, parse_parameters_source)
+from reliable_lalm.runner.profiles import (ProfileError, discover_notebooks, is_secret_name, load_profile,
+                                           notebook_parameters, parse_parameters_source)
+from reliable_lalm.runner.schema import Parameter, check_value
 
 FIXTURES = Path(__file__).parent / "nb_fixtures"
 
@@ -124,7 +125,6 @@ def test_check_value_accepts_and_converts(value, type_name, expected):
     (1.5, "int"),
     (3, "str | None"),
     ([1], "list[str]"),
-    ((1, 2), "list[int]"),
     ("speech", "Literal['sound', 'music']"),
     ([1, 2, 3], "tuple[int, int]"),
     ({"a": "x"}, "dict[str, float]"),
@@ -330,3 +330,30 @@ def test_papermill_inspection_agrees_where_it_sees_a_parameter_and_misses_option
         assert seen["help"] == ours[name].comment, name
     optional = sorted(n for n, p in ours.items() if "None" in p.type_name)
     assert len(optional) >= 4 and sorted(set(ours) - set(theirs)) == optional
+
+
+def test_the_shared_parameters_are_experiment_fields_with_the_same_defaults():
+    """``start_notebook`` builds the Experiment from the shared parameters by name; a default that
+    differed between the model and Experiment would make a notebook and a library call disagree."""
+    import dataclasses
+
+    from reliable_lalm.experiments import Experiment
+    from reliable_lalm.runner.schema import BaseParameters
+
+    fields = {f.name: f.default for f in dataclasses.fields(Experiment)}
+    assert {name: fields.get(name, "missing") for name in BaseParameters.model_fields} == \
+        {name: f.default for name, f in BaseParameters.model_fields.items()}
+
+
+def test_the_demo_profile_is_the_models_defaults():
+    """The demo profile restates nothing: each notebook's model defaults are its parameters (04 runs
+    once per modality), so a default is changed in one place, the model."""
+    from reliable_lalm.runner.outputs import profile_parameter_sets
+    from reliable_lalm.runner.schema import SCHEMAS, declarations
+
+    assert load_profile("demo").defaults == {}
+    for stem, model in SCHEMAS.items():
+        defaults = {k: p.default for k, p in declarations(model).items()}
+        sets = profile_parameter_sets("demo", stem)
+        expected = [{**defaults, "modality": m} for m in ("sound", "music", "speech")] if stem == "04_sft" else [defaults]
+        assert sets == expected, stem

@@ -14,21 +14,23 @@ import pytest
 from reliable_lalm import paths
 from reliable_lalm.runner import outputs
 from reliable_lalm.runner.profiles import ProfileError, notebook_parameters
-
-DEFAULTS = json.loads(outputs.DEFAULTS_FILE.read_text())
+from reliable_lalm.runner.schema import SCHEMAS, declarations
 
 
 def defaults(stem: str) -> dict:
-    return {k: v["default"] for k, v in DEFAULTS[stem].items()}
+    return {k: p.default for k, p in declarations(SCHEMAS[stem]).items()}
 
 
 # ------------------------------------------------------------------ output routing
 
-def test_canonical_defaults_are_the_committed_notebooks():
-    # tools/make_notebooks.py writes both; a hand-edited notebook would route by stale defaults.
+def test_routing_defaults_are_the_models_not_the_notebook_on_disk(tmp_path):
+    """A parameters cell edited in JupyterLab is a parameter change: the edited default routes the
+    run away from the committed folders, because the profile's parameters come from the model."""
+    assert outputs.canonical_declarations("02_idk_prompting") == declarations(SCHEMAS["02_idk_prompting"])
     for nb in sorted(paths.NOTEBOOKS_DIR.glob("0*.ipynb")):
-        declared = {k: {"type": p.type_name, "default": p.default} for k, p in notebook_parameters(nb).items()}
-        assert json.loads(json.dumps(declared)) == DEFAULTS[nb.stem], nb.name
+        assert notebook_parameters(nb) == declarations(SCHEMAS[nb.stem]), nb.name
+    edited = {**defaults("02_idk_prompting"), "bootstrap": 10}  # as if the cell said bootstrap: int = 10
+    assert outputs.output_location("demo", "02_idk_prompting", edited).tag != "demo"
 
 
 @pytest.mark.parametrize("modality", ["sound", "music", "speech"])

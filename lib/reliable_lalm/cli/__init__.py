@@ -58,8 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("reliable_lalm.cli.report", "one self-contained HTML page of every item of a run: listen, read, filter"),
     "benchmark": ("reliable_lalm.cli.benchmark", "list registered benchmarks; validate a benchmark file"),
     "models": ("reliable_lalm.cli.models", "list registered models; --check runs a tiny instance of each native one"),
-    "reproduce": ("reliable_lalm.runner.reproduce", "execute the notebooks of a profile with papermill"),
-    "retrain": ("reliable_lalm.runner.retrain", "retrain the LoRA adapters over seeds; check the shipped ones statistically"),
+    "reproduce": ("reliable_lalm.cli.reproduce", "execute the notebooks of a profile with papermill"),
+    "retrain": ("reliable_lalm.cli.retrain", "retrain the LoRA adapters over seeds; check the shipped ones statistically"),
 }
 
 

@@ -284,18 +284,18 @@ def read_table(path: str | Path, index_levels: int = 1) -> pd.DataFrame:
     return pd.read_csv(path, header=header, index_col=list(range(index_levels)) if index_levels > 1 else 0)
 
 
-def save_table(df: pd.DataFrame, name: str, tag: str, *, caption: str,
+def save_table(df: pd.DataFrame, name: str, output_tag: str, *, caption: str,
                reference: pd.DataFrame | None = None, decimals: int = 2,
                out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``tables/<tag>/<name>.csv``, ``.md`` and ``.tex``; with ``reference`` (the paper's
+    """Write ``tables/<output_tag>/<name>.csv``, ``.md`` and ``.tex``; with ``reference`` (the paper's
     numbers in the same layout, e.g. :func:`paper_table`) also ``<name>_vs_paper.csv`` and ``.md``.
 
-    ``tag``: the output folder of the run, a notebook's ``output.tag`` (the profile's name only for
+    ``output_tag``: the output folder of the run, a notebook's ``output.tag`` (the profile's name only for
     the profile's own parameters, see :mod:`reliable_lalm.runner.outputs`), never the bare profile.
     Returns ``{"csv", "md", "tex"[, "vs_paper_csv", "vs_paper_md"]} -> path``. ``df`` holds paper
     units (see the module docstring); printing rounds to ``decimals``.
     """
-    directory = Path(out_dir) if out_dir is not None else paths.tables_dir(tag)
+    directory = Path(out_dir) if out_dir is not None else paths.tables_dir(output_tag)
     written = {
         "csv": _write(directory / f"{name}.csv", _csv(df)),
         "md": _write(directory / f"{name}.md", to_markdown(df, caption=caption, decimals=decimals)),
@@ -311,7 +311,7 @@ def save_table(df: pd.DataFrame, name: str, tag: str, *, caption: str,
             notes.append("paper rows without ours: " + ", ".join(map(str, side.attrs["paper_only_rows"])))
         written["vs_paper_csv"] = _write(directory / f"{name}_vs_paper.csv", _csv(side))
         written["vs_paper_md"] = _write(directory / f"{name}_vs_paper.md", to_markdown(
-            side, caption=f"{caption} Ours (profile {tag}) against the paper; diff = ours - paper.",
+            side, caption=f"{caption} Ours (profile {output_tag}) against the paper; diff = ours - paper.",
             decimals=decimals) + "\n" + "".join(f"{n}\n\n" for n in notes).rstrip("\n") + "\n")
     return written
 
@@ -320,20 +320,20 @@ def save_table(df: pd.DataFrame, name: str, tag: str, *, caption: str,
 # Figures
 # ------------------------------------------------------------------------------------------------
 
-def save_figure(fig: Any, name: str, tag: str, *, data: pd.DataFrame, dpi: int = FIGURE_DPI,
+def save_figure(fig: Any, name: str, output_tag: str, *, data: pd.DataFrame, dpi: int = FIGURE_DPI,
                 out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``figures/<tag>/<name>.png``, ``.pdf`` and ``.csv`` (``data``: the numbers plotted).
+    """Write ``figures/<output_tag>/<name>.png``, ``.pdf`` and ``.csv`` (``data``: the numbers plotted).
 
     Every figure carries its data: image bytes are not portable across CPUs (a coordinate may move
     in the sixth digit), so ``rlalm reproduce --check`` compares a figure by its data CSV at the
-    printed precision. ``tag`` as in :func:`save_table` (a notebook's ``output.tag``).
+    printed precision. ``output_tag`` as in :func:`save_table` (a notebook's ``output.tag``).
     No creation date (PDF) and no software tag (PNG) are embedded, and the dpi is fixed, so the
     same figure saved twice (or by a rerun) gives identical files.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"save_figure({name!r}): data must be the DataFrame of the plotted numbers, "
                         f"not {type(data).__name__}")
-    directory = Path(out_dir) if out_dir is not None else paths.figures_dir(tag)
+    directory = Path(out_dir) if out_dir is not None else paths.figures_dir(output_tag)
     directory.mkdir(parents=True, exist_ok=True)
     png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
     fig.savefig(png, format="png", dpi=dpi, metadata={"Software": None})

@@ -18,12 +18,15 @@ file that is not committed, are differences too. The exit status is non-zero on 
 """
 from __future__ import annotations
 
+import difflib
 import io
 import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+import pandas as pd
 
 from reliable_lalm import paths
 from reliable_lalm.runner.publish import DOCS_NOTEBOOKS, PUBLISHED_PROFILES
@@ -90,8 +93,6 @@ class CheckResult:
 
 def _csv_cells(old: bytes, new: bytes) -> list[str]:
     """The cells that differ between two CSV files, as ``row | column: old -> new``."""
-    import pandas as pd
-
     a = pd.read_csv(io.BytesIO(old), header=None, dtype=str, keep_default_na=False)
     b = pd.read_csv(io.BytesIO(new), header=None, dtype=str, keep_default_na=False)
     if a.shape != b.shape:
@@ -151,8 +152,6 @@ def numbers_within_printed_precision(old: bytes, new: bytes) -> tuple[bool, int]
 
 
 def _text_lines(old: bytes, new: bytes) -> list[str]:
-    import difflib
-
     a = old.decode("utf-8", errors="replace").splitlines()
     b = new.decode("utf-8", errors="replace").splitlines()
     return [line for line in difflib.unified_diff(a, b, lineterm="", n=0)

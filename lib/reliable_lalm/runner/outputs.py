@@ -10,11 +10,11 @@ overwritten by a run with other parameters. Any other parameter set writes to
 :func:`output_location` is the one function deciding this; the notebooks' setup cell calls it
 through :func:`notebook_setup`, and ``rlalm reproduce`` through :func:`reliable_lalm.runner.reproduce.build_plan`.
 
-"The profile's parameters" of notebook ``stem`` are the canonical defaults of its parameters cell
-(``notebook_defaults.json`` beside this module, written by ``tools/make_notebooks.py``) overridden
-by the profile's ``defaults``, ``notebooks.<stem>`` and one of its ``runs``. The defaults come from
-that file and not from the notebook on disk because editing a parameters cell in JupyterLab is a
-parameter change too: the edited notebook must not write into the committed folders.
+"The profile's parameters" of notebook ``stem`` are the defaults of its model
+(:data:`reliable_lalm.runner.schema.SCHEMAS`) overridden by the profile's ``defaults``,
+``notebooks.<stem>`` and one of its ``runs``. The defaults come from the model and not from the
+notebook on disk because editing a parameters cell in JupyterLab is a parameter change too: the
+edited notebook must not write into the committed folders.
 """
 from __future__ import annotations
 
@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+from IPython import get_ipython
+
 from reliable_lalm import paths
 from reliable_lalm.core import progress
 from reliable_lalm.core.quiet import silence_known_warnings
-from reliable_lalm.runner.profiles import (PROFILE_KEY, TOP_LEVEL_KEYS, Parameter, ProfileError, load_profile,
-                                           notebook_parameters, validate_parameters)
+from reliable_lalm.runner.profiles import (PROFILE_KEY, TOP_LEVEL_KEYS, ProfileError, is_secret_name, load_profile,
+                                           notebook_model, validate_parameters)
+from reliable_lalm.runner.schema import Parameter, declarations
 
-DEFAULTS_FILE = Path(__file__).with_name("notebook_defaults.json")
 PARAMETERS_FILE = "parameters.json"
 HASH_CHARS = 8
 
@@ -47,15 +50,9 @@ def parameters_hash(params: Mapping[str, Any]) -> str:
 
 
 def canonical_declarations(stem: str, notebooks_dir: str | Path | None = None) -> dict[str, Parameter]:
-    """The declared parameters of notebook ``stem`` as ``tools/make_notebooks.py`` generated them;
-    a notebook it does not generate (a user's, a test fixture) is read from ``notebooks_dir``."""
-    try:
-        table = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        table = {}
-    if stem in table:
-        return {k: Parameter(v["type"], v["default"], "") for k, v in table[stem].items()}
-    return notebook_parameters(Path(notebooks_dir or paths.NOTEBOOKS_DIR) / f"{stem}.ipynb")
+    """The declared parameters of notebook ``stem`` as its model states them; a notebook without
+    a model (a user's, a test fixture) is read from ``notebooks_dir``."""
+    return declarations(notebook_model(stem, notebooks_dir))
 
 
 def profile_parameter_sets(profile: str, stem: str, *, params_dir: str | Path | None = None,
@@ -160,12 +157,7 @@ def injected_parameter_names(history: list[str] | None = None) -> list[str] | No
     """Names assigned by papermill's injected-parameters cell (``# Parameters`` then assignments),
     read from IPython's input history; ``None`` outside a papermill run."""
     if history is None:
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        except ImportError:
-            shell = None
+        shell = get_ipython()
         history = list(shell.user_ns.get("In", [])) if shell is not None else []
     for source in reversed(history):
         if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
@@ -181,8 +173,6 @@ def injected_parameter_names(history: list[str] | None = None) -> list[str] | No
 def _profile_of_injected_file(injected: Mapping[str, Any], params_dir: Path) -> str | None:
     """The profile whose YAML file papermill was given with ``-f params/<name>.yaml`` (it injects the
     file's top-level keys ``description``/``extends``/``defaults``/``notebooks`` as variables)."""
-    import yaml
-
     keys = {k: injected[k] for k in TOP_LEVEL_KEYS if k in injected}
     for path in sorted(params_dir.glob("*.yaml")):
         try:
@@ -202,10 +192,12 @@ def quiet_library_bars() -> None:
     (:mod:`reliable_lalm.core.progress`)."""
     if progress.mode() == "widget" or not progress.in_kernel():
         return
+    # local import: huggingface_hub only inside a kernel (rlalm reproduce imports this module)
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # transformers reads this when it is imported
     if "transformers" in sys.modules:  # already imported: its own switch
+        # local import: transformers is already imported here; importing it above would load torch
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
@@ -247,8 +239,6 @@ def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] |
     for n in injected:
         if n in declared:
             continue
-        from reliable_lalm.runner.profiles import is_secret_name
-
         if is_secret_name(n):
             errors.append(f"notebook {stem}: parameter {n!r} looks like a secret; secrets are read from the "
                           f"environment only (e.g. export OPENAI_API_KEY), never passed as parameters")
@@ -265,7 +255,7 @@ def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] |
             if k in declared and k not in explicit:
                 namespace[k] = v
     parameters = {k: namespace.get(k) for k in declared}
-    _, type_errors = validate_parameters(stem, declared, parameters)
+    _, type_errors = validate_parameters(stem, notebook_model(stem), parameters)
     if type_errors:
         raise ProfileError("\n".join(type_errors))
     location = output_location(profile, stem, parameters, params_dir=params_dir)

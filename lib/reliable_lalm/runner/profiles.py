@@ -20,14 +20,13 @@ A profile says which parameters each notebook gets when ``rlalm reproduce`` exec
 
 Rules (checked before anything runs):
 
-* A key in ``notebooks.<stem>`` or in one of its ``runs`` must be declared in that notebook's
-  ``parameters`` cell, else :class:`ProfileError` names the notebook, the key and the declared
-  keys. A ``defaults`` key goes only to notebooks that declare it, but at least one notebook
-  must declare it (a typo in ``defaults`` is an error too).
-* Values must match the notebook's annotation (``str``, ``int``, ``float``, ``bool``, ``list``,
-  ``dict``, ``tuple``, ``list[int]``, ``str | None``, ``Optional[...]``, ``Literal[...]``, ...).
-  ``bool`` is not accepted for ``int``; an ``int`` is accepted (and converted) for ``float``;
-  a YAML list is accepted (and converted) for ``tuple``.
+* A key in ``notebooks.<stem>`` or in one of its ``runs`` must be a parameter of that notebook's
+  model (:mod:`reliable_lalm.runner.schema`), else :class:`ProfileError` names the notebook, the
+  key and the declared keys. A ``defaults`` key goes only to notebooks that declare it, but at
+  least one notebook must declare it (a typo in ``defaults`` is an error too).
+* Values are checked by the notebook's pydantic model: types (``bool`` is not accepted for
+  ``int``; an ``int`` is accepted, and converted, for ``float``) and allowed values
+  (``limit_per_task: -3`` or ``normalizer: banana`` are refused before any notebook starts).
 * ``profile`` is set to the profile's name automatically (where declared) and may not be given.
 * Parameter names that look like secrets (an ``_``-separated part equal to key, token, secret,
   password, ...) are refused: papermill writes parameters into the output notebook, and the
@@ -35,7 +34,8 @@ Rules (checked before anything runs):
 
 A notebook's ``parameters`` cell may only hold annotated assignments of literal values, each
 optionally with a ``# comment`` (the parameter's help text), e.g.
-``profile: str = "demo"  # parameter profile name``.
+``profile: str = "demo"  # parameter profile name``; for the project's notebooks the cell is the
+rendering of its model (checked by the tests).
 """
 from __future__ import annotations
 
@@ -45,16 +45,16 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping
 
 import yaml
+from pydantic import BaseModel
 
 from reliable_lalm import paths
 from reliable_lalm.core import jsonio
-from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.core.results import is_secret_key
-
-PROFILE_KEY = "profile"
+from reliable_lalm.runner.schema import (PROFILE_KEY, SCHEMAS, Parameter, check_value, declarations,
+                                         model_from_declarations, validate)
 TOP_LEVEL_KEYS = ("description", "extends", "defaults", "notebooks")
 RUNS_KEY = "runs"
 NOTEBOOK_PATTERN = re.compile(r"^\d+_[\w.-]+$")  # executed notebooks are NN_name.ipynb
@@ -65,14 +65,6 @@ _OPENAI_KEY_VALUE = re.compile(r"^sk-[A-Za-z0-9_-]{16,}$")
 
 class ProfileError(ValueError):
     """A profile or a notebook's parameters cell is invalid (the message lists every problem)."""
-
-
-class Parameter(NamedTuple):
-    """One declared notebook parameter: annotation text, default value and ``# comment``."""
-
-    type_name: str
-    default: Any
-    comment: str
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,154 +110,13 @@ def _read_yaml(path: Path) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-# Annotations and type checks
-# ------------------------------------------------------------------------------------------------
-
-_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,), "int": (int,), "float": (float,), "bool": (bool,), "list": (list,), "dict": (dict,),
-    "tuple": (tuple,), "List": (list,), "Dict": (dict,), "Tuple": (tuple,),
-}
-_ANY_NAMES = {"Any", "object"}
-_NONE = object()  # "value does not match" marker (None is a legitimate value)
-
-
-def _annotation_name(node: ast.expr) -> str | None:
-    """``typing.Optional`` -> ``"Optional"``; ``int`` -> ``"int"``."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("typing", "t"):
-        return node.attr
-    return None
-
-
-def _check_annotation(node: ast.expr) -> None:
-    """Raise ValueError for an annotation this module cannot check (so errors surface at parse time)."""
-    _coerce(None, node, probe=True)
-
-
-def _coerce(value: Any, node: ast.expr, probe: bool = False) -> Any:
-    """``value`` converted to the annotation ``node`` (int -> float, list -> tuple) or ``_NONE``.
-
-    With ``probe`` only the annotation's structure is checked (every branch is visited).
-    """
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "int | None" as a string
-        return _coerce(value, ast.parse(node.value, mode="eval").body, probe)
-    if isinstance(node, ast.Constant) and node.value is None:
-        return None if value is None else _NONE
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _union(value, [node.left, node.right], probe)
-    name = _annotation_name(node)
-    if name is not None:
-        if name == "None":
-            return None if value is None else _NONE
-        if name in _ANY_NAMES:
-            return value
-        if name not in _SIMPLE_TYPES:
-            raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
-        if probe:
-            return _NONE
-        return _simple(value, name)
-    if isinstance(node, ast.Subscript):
-        base = _annotation_name(node.value)
-        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if base == "Optional":
-            return _union(value, [args[0], ast.Constant(None)], probe)
-        if base == "Union":
-            return _union(value, args, probe)
-        if base == "Literal":
-            literals = [ast.literal_eval(a) for a in args]
-            if probe:
-                return _NONE
-            return value if any(type(value) is type(v) and value == v for v in literals) else _NONE
-        if base in ("list", "List"):
-            return _sequence(value, args[0], list, probe)
-        if base in ("tuple", "Tuple"):
-            if len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is Ellipsis:
-                return _sequence(value, args[0], tuple, probe)
-            return _fixed_tuple(value, args, probe)
-        if base in ("dict", "Dict"):
-            if len(args) != 2:
-                raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
-            return _mapping(value, args[0], args[1], probe)
-    raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
-
-
-def _simple(value: Any, name: str) -> Any:
-    if name == "float":
-        # An int is a fine float (YAML writes 1 for 1.0); bool is an int subclass but not a number here.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value if isinstance(value, float) else _NONE
-    if name in ("int",):
-        return value if isinstance(value, int) and not isinstance(value, bool) else _NONE
-    if name in ("tuple", "Tuple") and isinstance(value, list):
-        return tuple(value)  # YAML has no tuples
-    return value if isinstance(value, _SIMPLE_TYPES[name]) else _NONE
-
-
-def _union(value: Any, options: list[ast.expr], probe: bool) -> Any:
-    if probe:
-        for option in options:
-            _coerce(None, option, probe=True)
-        return _NONE
-    for option in options:
-        out = _coerce(value, option)
-        if out is not _NONE:
-            return out
-    return _NONE
-
-
-def _sequence(value: Any, item: ast.expr, kind: type, probe: bool) -> Any:
-    if probe:
-        return _coerce(None, item, probe=True)
-    if not isinstance(value, (list, tuple)) or (kind is list and isinstance(value, tuple)):
-        return _NONE
-    items = [_coerce(v, item) for v in value]
-    return _NONE if any(v is _NONE for v in items) else kind(items)
-
-
-def _fixed_tuple(value: Any, args: list[ast.expr], probe: bool) -> Any:
-    if probe:
-        for a in args:
-            _coerce(None, a, probe=True)
-        return _NONE
-    if not isinstance(value, (list, tuple)) or len(value) != len(args):
-        return _NONE
-    items = [_coerce(v, a) for v, a in zip(value, args)]
-    return _NONE if any(v is _NONE for v in items) else tuple(items)
-
-
-def _mapping(value: Any, key: ast.expr, val: ast.expr, probe: bool) -> Any:
-    if probe:
-        _coerce(None, key, probe=True)
-        return _coerce(None, val, probe=True)
-    if not isinstance(value, dict):
-        return _NONE
-    out = {}
-    for k, v in value.items():
-        ck, cv = _coerce(k, key), _coerce(v, val)
-        if ck is _NONE or cv is _NONE:
-            return _NONE
-        out[ck] = cv
-    return out
-
-
-def check_value(value: Any, type_name: str) -> Any:
-    """``value`` converted to the annotation ``type_name``; ValueError when it does not match."""
-    node = ast.parse(type_name, mode="eval").body
-    out = _coerce(value, node)
-    if out is _NONE:
-        raise ValueError(f"expected {type_name}, got {type(value).__name__} {value!r}")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 # The parameters cell
 # ------------------------------------------------------------------------------------------------
 
 def read_notebook_cells(path: str | Path) -> list[dict[str, Any]]:
     """The cells of an .ipynb file. Plain JSON on purpose: importing nbformat pulls in jsonschema's
-    format checkers, which take seconds, and ``rlalm reproduce --list`` should answer at once."""
+    format checkers, which take seconds, and the notebook checks (tests, ``tools/check_notebooks.py``)
+    need only the cells."""
     try:
         data = jsonio.load_file(path)
     except (OSError, ValueError) as err:
@@ -341,7 +192,6 @@ def parse_parameters_source(source: str, where: str = "parameters cell") -> dict
         # A quoted annotation ("int | None") is reported and checked by its content.
         type_name = ann.value if isinstance(ann, ast.Constant) and isinstance(ann.value, str) else ast.unparse(ann)
         try:
-            _check_annotation(stmt.annotation)
             check_value(default, type_name)
         except ValueError as err:
             raise ProfileError(f"{prefix}: {stmt.target.id}: {err}") from None
@@ -369,102 +219,39 @@ def is_secret_name(name: str) -> bool:
     return is_secret_key(name)
 
 
-def validate_parameters(notebook: str, declared: Mapping[str, Parameter], params: Mapping[str, Any],
-                        *, origin: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Check ``params`` against the declarations; returns (converted params, error messages).
+def notebook_model(stem: str, notebooks_dir: str | Path | None = None) -> type[BaseModel]:
+    """The parameters model of notebook ``stem``: its :data:`~reliable_lalm.runner.schema.SCHEMAS`
+    entry, else one built from the notebook's parameters cell (a user's notebook, a test fixture)."""
+    if stem in SCHEMAS:
+        return SCHEMAS[stem]
+    path = Path(notebooks_dir or paths.NOTEBOOKS_DIR) / f"{stem}.ipynb"
+    try:
+        return model_from_declarations(stem, notebook_parameters(path))
+    except ValueError as err:
+        raise ProfileError(f"{path.name}: parameters cell: {err}") from None
 
-    ``origin`` optionally names where each key came from (for messages).
+
+def validate_parameters(notebook: str, model: type[BaseModel], params: Mapping[str, Any],
+                        *, origin: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Check ``params`` with the notebook's model; returns (converted params, error messages).
+
+    ``origin`` optionally names where each key came from (for messages). Secret-like names and
+    values are refused before the model sees them.
     """
     errors: list[str] = []
-    out: dict[str, Any] = {}
+    checkable: dict[str, Any] = {}
     for key, value in params.items():
         src = f" (from {origin[key]})" if origin and key in origin else ""
         if not isinstance(key, str):
             errors.append(f"notebook {notebook}: parameter name {key!r}{src} is not a string")
-            continue
-        if is_secret_name(key) or (isinstance(value, str) and _OPENAI_KEY_VALUE.match(value)):
+        elif is_secret_name(key) or (isinstance(value, str) and _OPENAI_KEY_VALUE.match(value)):
             errors.append(f"notebook {notebook}: parameter {key!r}{src} looks like a secret; secrets are never "
                           "notebook parameters (papermill writes parameters into the output notebook); "
                           "set them in the environment (e.g. OPENAI_API_KEY)")
-            continue
-        if key not in declared:
-            errors.append(f"notebook {notebook}: unknown parameter {key!r}{src}; {notebook} declares: "
-                          + (", ".join(declared) or "(nothing)"))
-            continue
-        try:
-            out[key] = check_value(value, declared[key].type_name)
-        except ValueError as err:
-            errors.append(f"notebook {notebook}: parameter {key!r}{src}: {err}")
-            continue
-        problem = value_problem(key, out[key])
-        if problem:
-            errors.append(f"notebook {notebook}: parameter {key!r}{src} = {out[key]!r} {problem}")
-    return out, errors
-
-
-def _normalizer_kinds() -> tuple[str, ...]:
-    return (*NORMALIZER_KINDS, f"{HF_PREFIX}<model>")
-
-
-def _is_normalizer_kind(value: Any) -> bool:
-    return isinstance(value, str) and normalizer_kind_error(value) is None
-
-
-def _table9_alpha_readings() -> tuple[str, ...]:
-    from reliable_lalm.training.table9 import ALPHA_READINGS  # torch-free; kept lazy like the normalizer kinds
-
-    return tuple(ALPHA_READINGS)
-
-
-def _lora_target_modes() -> tuple[str, ...]:
-    from reliable_lalm.models.families import LORA_TARGETS  # torch-free; kept lazy like the normalizer kinds
-
-    return tuple(LORA_TARGETS)
-
-
-def _all_positive(values: Any) -> bool:
-    return all(isinstance(v, (int, float)) and v > 0 for v in values)
-
-
-# Values a parameter of this name must have beyond its type (the same names mean the same thing in
-# every notebook): checked for profiles before the first notebook starts and in each notebook's
-# setup cell before any work, so `limit_per_task: -3` or `normalizer: banana` never run.
-VALUE_RULES: dict[str, tuple[Any, str]] = {
-    "limit_per_task": (lambda v: v is None or v >= 1, "must be None (all items) or at least 1"),
-    "batch_size": (lambda v: v is None or v >= 1, "must be None (automatic) or at least 1"),
-    "bootstrap": (lambda v: v >= 0, "must be 0 (no intervals) or more"),
-    "knn_samples": (lambda v: v >= 1, "must be at least 1"),
-    "knn_k": (lambda v: v >= 0, "must be 0 or more"),
-    "knn_temperature": (lambda v: v >= 0, "must be 0 or more"),
-    "knn_top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "sft_learning_rate": (lambda v: v > 0, "must be positive"),
-    "sft_epochs": (lambda v: v >= 1, "must be at least 1"),
-    "sft_batch_size": (lambda v: v >= 1, "must be at least 1"),
-    "lora_rank": (lambda v: v >= 1, "must be at least 1"),
-    "lora_alpha": (lambda v: v is None or v > 0, "must be None (Table 9) or positive"),
-    "lora_alpha_reading": (lambda v: v in _table9_alpha_readings(), "is not a reading of Table 9's alpha row "
-                           "(32-32-16 or 32-16-16, docs/paper_settings.md)"),
-    "lora_targets": (lambda v: v in _lora_target_modes(), "must be language_model_only or paper_names"),
-    "alphas": (lambda v: len(v) > 0 and _all_positive(v), "must be a non-empty list of positive numbers"),
-    "max_new_tokens": (lambda v: v is None or 1 <= v <= 8192, "must be None or between 1 and 8192"),
-    "device": (lambda v: v in ("auto", "cpu", "mps") or str(v).startswith("cuda"), "must be auto, cpu, mps or cuda[:N]"),
-    "normalizer": (_is_normalizer_kind, "is not a normalizer kind"),
-}
-
-
-def value_problem(name: str, value: Any) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` (None when it is, or nothing is known)."""
-    rule = VALUE_RULES.get(name)
-    if rule is None:
-        return None
-    check, message = rule
-    try:
-        ok = bool(check(value))
-    except TypeError:
-        ok = False
-    if name == "normalizer" and not ok:
-        message += f" ({', '.join(_normalizer_kinds())})"
-    return None if ok else message
+        else:
+            checkable[key] = value
+    out, model_errors = validate(notebook, model, checkable, origin=origin)
+    return out, errors + model_errors
 
 
 # ------------------------------------------------------------------------------------------------
@@ -487,7 +274,7 @@ class NotebookSettings:
 
 @dataclass
 class Profile:
-    """A loaded profile; parameters are validated against the notebooks in ``notebooks_dir``."""
+    """A loaded profile; parameters are validated by the models of the notebooks in ``notebooks_dir``."""
 
     name: str
     path: Path
@@ -495,7 +282,7 @@ class Profile:
     notebooks: dict[str, NotebookSettings]
     notebooks_dir: Path
     description: str = ""
-    _declared: dict[str, dict[str, Parameter]] = field(default_factory=dict, repr=False)
+    _models: dict[str, type[BaseModel]] = field(default_factory=dict, repr=False)
 
     # -- notebooks --------------------------------------------------------------------------------
     def notebook_paths(self) -> list[Path]:
@@ -507,10 +294,15 @@ class Profile:
             raise ProfileError(f"profile {self.name}: notebook {stem!r} not found in {self.notebooks_dir}")
         return path
 
+    def model(self, stem: str) -> type[BaseModel]:
+        """The parameters model of notebook ``stem`` (see :func:`notebook_model`)."""
+        if stem not in self._models:
+            self.notebook_path(stem)  # a profile naming a missing notebook fails here
+            self._models[stem] = notebook_model(stem, self.notebooks_dir)
+        return self._models[stem]
+
     def declared(self, stem: str) -> dict[str, Parameter]:
-        if stem not in self._declared:
-            self._declared[stem] = notebook_parameters(self.notebook_path(stem))
-        return self._declared[stem]
+        return declarations(self.model(stem))
 
     # -- parameters -------------------------------------------------------------------------------
     def _runs_with_origin(self, stem: str) -> list[tuple[dict[str, Any], dict[str, str], dict[str, Any]]]:
@@ -542,7 +334,7 @@ class Profile:
                 errors.append(f"notebook {stem}: {PROFILE_KEY!r} is set automatically to the profile name "
                               f"(from {origin[PROFILE_KEY]}); remove it")
                 merged.pop(PROFILE_KEY)
-            params, errs = validate_parameters(stem, declared, merged, origin=origin)
+            params, errs = validate_parameters(stem, self.model(stem), merged, origin=origin)
             errors.extend(errs)
             if PROFILE_KEY in declared:
                 try:
@@ -562,7 +354,7 @@ class Profile:
         return [params for params, _ in plan]
 
     def check(self, stems: Iterable[str] | None = None) -> None:
-        """Validate the whole profile against the notebooks (all problems in one error)."""
+        """Validate the whole profile against the notebooks' models (all problems in one error)."""
         errors = self.errors(stems)
         if errors:
             raise ProfileError(f"profile {self.name} ({self.path}):\n  " + "\n  ".join(errors))
@@ -588,7 +380,7 @@ class Profile:
             elif key not in declared_anywhere:
                 errors.append(f"defaults: parameter {key!r} is declared by no notebook in {self.notebooks_dir}")
         for stem in selected:
-            if stem not in self._declared:
+            if stem not in self._models:
                 continue  # its parameters cell is broken: reported above
             errors.extend(self.plan_for(stem)[1])
         return errors
@@ -665,7 +457,7 @@ def _load_raw(path: Path, params_dir: Path, chain: tuple[Path, ...]) -> tuple[di
 def load_profile(name_or_path: str | Path, *, params_dir: str | Path | None = None,
                  notebooks_dir: str | Path | None = None) -> Profile:
     """Load ``params/<name>.yaml`` (or a YAML path). Structure errors raise :class:`ProfileError`;
-    parameters are checked against the notebooks by :meth:`Profile.parameters_for` / :meth:`Profile.check`.
+    parameters are checked by the notebooks' models in :meth:`Profile.parameters_for` / :meth:`Profile.check`.
     """
     params_dir = Path(params_dir or paths.PARAMS_DIR)
     path = _resolve_profile_path(name_or_path, params_dir)

@@ -1,10 +1,11 @@
-"""``rlalm reproduce``: execute the notebooks of a profile with papermill (``make reproduce``).
+"""Execute the notebooks of a profile with papermill (``rlalm reproduce``, ``make reproduce``;
+the command line is :mod:`reliable_lalm.cli.reproduce`).
 
     rlalm reproduce [--profile demo] [--only 01,04] [--list] [--kernel python3] [--keep-going]
     rlalm reproduce --profile demo --check     # regenerated tables/figures == committed ones?
 
-Every parameter of every planned execution is checked against the notebooks' ``parameters`` cells
-*before* the first notebook starts (see :mod:`reliable_lalm.runner.profiles`). Notebooks run in name
+Every parameter of every planned execution is checked by the notebooks' parameter models
+*before* the first notebook starts (see :mod:`reliable_lalm.runner.schema`). Notebooks run in name
 order, in the repository root as working directory, into ``runs/<profile>/<stem>.ipynb``; a
 notebook executed several times (``runs:`` in the profile) gets the run's own parameters in its
 name, e.g. ``runs/demo/04_sft__modality-music.ipynb``. ``runs/<profile>/reproduce.json`` records
@@ -16,7 +17,6 @@ the message names the notebook, the failing cell and the exception, and the exit
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -24,15 +24,23 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
+from papermill.translators import PythonTranslator, papermill_translators
+from tqdm.auto import tqdm
+
 from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
+from reliable_lalm.core.progress import use_text_bars
+from reliable_lalm.runner.kernel import IPCKernelManager
+from reliable_lalm.runner.outputs import canonical_declarations, output_location
+from reliable_lalm.runner.profiles import (PROFILE_KEY, Profile, ProfileError, load_profile, notebook_model,
+                                           parameters_cell_index, read_notebook_cells, validate_parameters)
 from reliable_lalm.runner.publish import PUBLISHED_PROFILES, publish
-from reliable_lalm.runner.profiles import (PROFILE_KEY, Profile, ProfileError, load_profile, notebook_parameters, parameters_cell_index,
-                       read_notebook_cells, validate_parameters)
 
 REPORT_FILE = "reproduce.json"
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9.+-]+")
@@ -100,14 +108,13 @@ class PlannedRun:
     input: Path
     output: Path
     parameters: dict[str, Any]
-    run_parameters: dict[str, Any] = field(default_factory=dict)  # the ones encoded in the name
 
     def to_dict(self) -> dict[str, Any]:
-        return {"notebook": self.stem, "input": _rel(self.input), "output": _rel(self.output),
+        return {"notebook": self.stem, "input": relative(self.input), "output": relative(self.output),
                 "parameters": _jsonable(self.parameters)}
 
 
-def _rel(path: Path) -> str:
+def relative(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(paths.REPO_ROOT))
     except ValueError:
@@ -152,7 +159,7 @@ def build_plan(profile: Profile, *, only: str | Sequence[str] | None = None,
                 tag = run_folder(profile.name, stem, params, notebooks_dir=profile.notebooks_dir,
                                  params_dir=profile.path.parent)
                 plan.append(PlannedRun(stem, profile.notebook_path(stem),
-                                       _runs_dir(tag, runs_root) / output_name(stem, own), params, own))
+                                       _runs_dir(tag, runs_root) / output_name(stem, own), params))
         seen: dict[Path, PlannedRun] = {}
         for run in plan:
             if run.output in seen:
@@ -170,11 +177,9 @@ def run_folder(profile: str, stem: str, params: Mapping[str, Any], *, notebooks_
     """The folder name under ``runs/`` of one execution, by the same rule as its tables and figures
     (:func:`reliable_lalm.runner.outputs.output_location`): ``<profile>`` for the profile's own
     parameters, else ``<profile>+<hash>``. ``params`` are what papermill injects; the notebook's own
-    defaults fill in the rest, as in the kernel."""
-    from reliable_lalm.runner.outputs import output_location
-
+    defaults (its model's) fill in the rest, as in the kernel."""
     directory = Path(notebooks_dir or paths.NOTEBOOKS_DIR)
-    full = {k: p.default for k, p in notebook_parameters(directory / f"{stem}.ipynb").items()}
+    full = {k: p.default for k, p in canonical_declarations(stem, directory).items()}
     full.update(params)
     return output_location(profile, stem, full, params_dir=params_dir, notebooks_dir=directory).tag
 
@@ -200,8 +205,6 @@ _PM_FILTER = _DropUnknownParameterWarning()
 
 def _install_tuple_translator() -> None:
     """papermill writes a tuple parameter as a *string*; teach its Python translator tuples."""
-    from papermill.translators import PythonTranslator, papermill_translators
-
     class TupleAwarePythonTranslator(PythonTranslator):
         @classmethod
         def translate(cls, val):
@@ -220,18 +223,12 @@ def _parameters_cell_index(input_path: Path) -> int | None:
 
 
 def _run_papermill(run: PlannedRun, *, kernel_name: str | None, log_output: bool, cwd: Path) -> None:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     _install_tuple_translator()
     pm_logger = logging.getLogger("papermill")
     if _PM_FILTER not in pm_logger.filters:
         pm_logger.addFilter(_PM_FILTER)
     run.output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from reliable_lalm.core.progress import use_text_bars
-        from reliable_lalm.runner.kernel import IPCKernelManager
-
         use_text_bars()  # the kernel inherits it: saved notebooks show where each loop ended, not a 0 % widget
         pm.execute_notebook(str(run.input), str(run.output), parameters=run.parameters, cwd=str(cwd),
                             kernel_name=kernel_name, progress_bar=False, log_output=log_output,
@@ -285,7 +282,7 @@ def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None =
     profile's parameters (profiles from ``params_dir``), else into ``runs/<profile>+<hash>/``;
     returns the output path.
 
-    ``params`` are validated against the notebook's parameters cell (ProfileError); ``profile``
+    ``params`` are validated by the notebook's parameters model (ProfileError); ``profile``
     is injected where the notebook declares it. The output name encodes ``name_params``
     (default: ``params`` without ``profile``). A failing notebook raises :class:`NotebookFailed`.
     """
@@ -293,19 +290,19 @@ def execute_notebook(stem: str, profile: str, params: Mapping[str, Any] | None =
     input_path = directory / f"{stem}.ipynb"
     if not input_path.is_file():
         raise ProfileError(f"notebook {stem!r} not found in {directory}")
-    declared = notebook_parameters(input_path)
+    model = notebook_model(stem, directory)
     given = dict(params or {})
     if PROFILE_KEY in given and given[PROFILE_KEY] != profile:
         raise ProfileError(f"notebook {stem}: params['profile'] = {given[PROFILE_KEY]!r} differs from profile {profile!r}")
     given.pop(PROFILE_KEY, None)
-    checked, errors = validate_parameters(stem, declared, given)
+    checked, errors = validate_parameters(stem, model, given)
     if errors:
         raise ProfileError("\n".join(errors))
-    if PROFILE_KEY in declared:
+    if PROFILE_KEY in model.model_fields:
         checked[PROFILE_KEY] = profile
     label = {k: v for k, v in (checked if name_params is None else name_params).items() if k != PROFILE_KEY}
     tag = run_folder(profile, stem, checked, notebooks_dir=directory, params_dir=params_dir)
-    run = PlannedRun(stem, input_path, _runs_dir(tag, runs_root) / output_name(stem, label), checked, label)
+    run = PlannedRun(stem, input_path, _runs_dir(tag, runs_root) / output_name(stem, label), checked)
     _run_papermill(run, kernel_name=kernel_name, log_output=log_output, cwd=Path(cwd or paths.REPO_ROOT))
     return run.output
 
@@ -318,7 +315,7 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_json(path, data, default=str)  # a crash never leaves a half-written report
 
 
-def _loud(stream: TextIO, text: str) -> None:
+def loud_failure(stream: TextIO, text: str) -> None:
     bar = "=" * 78
     print(f"\n{bar}\nREPRODUCE FAILED\n{text}\n{bar}", file=stream, flush=True)
 
@@ -333,8 +330,6 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
     Raises ProfileError (nothing executed) for an invalid profile; a failing notebook does not
     raise here: the report's ``status`` is ``"failed"`` and the failure is printed to ``stream``.
     """
-    from tqdm.auto import tqdm
-
     stream = stream or sys.stderr
     prof = load_profile(profile, params_dir=params_dir, notebooks_dir=notebooks_dir)
     plan = build_plan(prof, only=only, runs_root=runs_root)
@@ -349,11 +344,11 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
             previous = json.loads(report_path.read_text(encoding="utf-8")).get("notebooks", [])
         except (OSError, ValueError):
             previous = []
-    planned_outputs = {_rel(r.output) for r in plan}
+    planned_outputs = {relative(r.output) for r in plan}
     kept = [e for e in previous if e.get("output") not in planned_outputs]
     entries = [{**r.to_dict(), "status": "pending", "started": None, "seconds": None, "error": None} for r in plan]
     report: dict[str, Any] = {
-        "profile": prof.name, "profile_file": _rel(prof.path), "only": only if only else None,
+        "profile": prof.name, "profile_file": relative(prof.path), "only": only if only else None,
         "kernel": kernel_name, "cwd": str(work_dir), "started": _now(), "finished": None, "seconds": None,
         "status": "running", "notebooks": entries,
     }
@@ -373,7 +368,7 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
                 continue
             tag = f"[{i}/{len(plan)}] {run.output.stem}"
             bar.set_postfix_str(run.output.stem)
-            bar.write(f"{tag}: running -> {_rel(run.output)}", file=stream)
+            bar.write(f"{tag}: running -> {relative(run.output)}", file=stream)
             entry.update(status="running", started=_now())
             save()
             t0 = time.perf_counter()
@@ -382,11 +377,11 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
             except NotebookFailed as err:
                 entry.update(status="failed", error=err.to_dict())
                 failures.append(err)
-                _loud(stream, err.message())
+                loud_failure(stream, err.message())
             else:
                 entry["status"] = "ok"
                 if prof.name in PUBLISHED_PROFILES and runs_root is None:  # the committed profile's own runs
-                    entry["published"] = _rel(publish(run.output, prof.name))
+                    entry["published"] = relative(publish(run.output, prof.name))
             entry["warnings"] = notebook_warnings(run.output)
             for warning in entry["warnings"]:
                 bar.write(f"{tag}: {warning}", file=stream)
@@ -408,7 +403,7 @@ def reproduce(profile: str | Path = "demo", *, only: str | Sequence[str] | None 
                   seconds=round(time.perf_counter() - t_all, 3))
     save()
     summary = f"profile {prof.name}: {sum(e['status'] == 'ok' for e in entries)}/{len(entries)} notebooks ok " \
-              f"in {_fmt_seconds(report['seconds'])}; report {_rel(report_path)}"
+              f"in {_fmt_seconds(report['seconds'])}; report {relative(report_path)}"
     if failures:
         failed = "; ".join(f"{f.output.stem} (cell {f.cell_index}: {f.ename})" for f in failures)
         print(f"FAILED {summary}\nfailed: {failed}", file=stream, flush=True)
@@ -422,57 +417,3 @@ def _fmt_seconds(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
-    parser.add_argument("--only", default=None, metavar="NN[,NN]",
-                        help="run only these notebooks: numbers (04) or stems (04_sft), comma-separated")
-    parser.add_argument("--list", action="store_true", help="validate and print the planned executions; run nothing")
-    parser.add_argument("--kernel", default=None, metavar="K",
-                        help="Jupyter kernel name (default: the kernel named in each notebook)")
-    parser.add_argument("--keep-going", action="store_true", help="continue with the next notebook after a failure")
-    parser.add_argument("--check", action="store_true",
-                        help="run nothing: compare tables/<profile>/ and figures/<profile>/ with the committed files "
-                             "(git HEAD) and exit 1 on any difference")
-    parser.add_argument("--log-output", action="store_true", help="stream cell outputs to the log while running")
-    # Injectable locations (tests, or profiles kept elsewhere); the defaults are the repository's.
-    parser.add_argument("--params-dir", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--notebooks-dir", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--runs-dir", default=None, help=argparse.SUPPRESS)
-
-
-def run(args: argparse.Namespace) -> int:
-    stream = sys.stderr
-    if args.check:
-        from reliable_lalm.runner.check import CheckUnavailable, check_outputs
-
-        try:
-            result = check_outputs(Path(args.profile).stem)
-        except CheckUnavailable as err:
-            print(f"check: {err}", file=stream)
-            return 2
-        print(result.verdict(), flush=True)
-        return 0 if result.ok or not (result.identical or result.differences) else 1
-    try:
-        if args.list:
-            prof = load_profile(args.profile, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir)
-            plan = build_plan(prof, only=args.only, runs_root=args.runs_dir)
-            print(f"profile {prof.name} ({_rel(prof.path)}): {len(plan)} execution(s)")
-            for i, r in enumerate(plan, 1):
-                shown = ", ".join(f"{k}={v!r}" for k, v in r.parameters.items())
-                print(f"{i:3d}. {r.stem:28s} -> {_rel(r.output)}\n       {shown}")
-            return 0
-        if args.log_output:
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-        report = reproduce(args.profile, only=args.only, kernel_name=args.kernel, params_dir=args.params_dir,
-                           notebooks_dir=args.notebooks_dir, runs_root=args.runs_dir, log_output=args.log_output,
-                           keep_going=args.keep_going, stream=stream)
-    except ProfileError as err:
-        _loud(stream, str(err))
-        return 2
-    return 0 if report["status"] == "ok" else 1

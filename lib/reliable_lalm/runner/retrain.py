@@ -1,5 +1,6 @@
-"""``rlalm retrain`` (``make retrain``): retrain the LoRA adapters over several seeds and check,
-statistically, that the shipped adapters' numbers are what retraining gives.
+"""Retrain the LoRA adapters over several seeds and check, statistically, that the shipped
+adapters' numbers are what retraining gives (``rlalm retrain``, ``make retrain``; the command line
+is :mod:`reliable_lalm.cli.retrain`).
 
 Why statistical: LoRA SFT is not bitwise portable across CPUs (issue 16), so a retrain cannot be
 compared byte for byte; what must hold is that the shipped adapter is a typical draw of the
@@ -18,7 +19,6 @@ sd and the command refuses to judge. The report goes to ``runs/<profile>/retrain
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reliable_lalm import paths
+from reliable_lalm.core.numerics import numerics_description
+from reliable_lalm.runner.notebook import experiment_from_parameters
+from reliable_lalm.runner.outputs import profile_parameter_sets
 
 METRICS = ("acc", "tru", "rej", "rel")
 SIGMAS = 3.0
@@ -36,12 +39,7 @@ def crossmodal_from_parameters(params: Mapping[str, Any], *, seed: int | None = 
                                progress: bool = False):
     """The notebooks' ``Experiment`` + ``exp.crossmodal(...)`` for one parameter set of 04/05/07
     (the same construction as their setup cells), optionally with another SFT seed."""
-    from reliable_lalm.experiments import Experiment
-
-    exp = Experiment(profile=params["profile"], model=params["model"], benchmark=params["benchmark"],
-                     audio_dir=params["audio_dir"], limit_per_task=params["limit_per_task"],
-                     batch_size=params["batch_size"], device=params["device"], normalizer=params["normalizer"],
-                     bootstrap=params["bootstrap"], seed=params["seed"])
+    exp = experiment_from_parameters(params)
     sft = dict(learning_rate=params["sft_learning_rate"], epochs=params["sft_epochs"],
                batch_size=params["sft_batch_size"], rank=params["lora_rank"], alpha=params["lora_alpha"],
                alpha_reading=params["lora_alpha_reading"], lora_targets=params["lora_targets"])
@@ -57,8 +55,6 @@ def crossmodal_from_parameters(params: Mapping[str, Any], *, seed: int | None = 
 
 def planned_trainings(profile: str, *, alpha_sweep: bool = False) -> list[tuple[dict[str, Any], str, float | None]]:
     """(notebook parameters, train modality, alpha) of every adapter the profile's notebooks train."""
-    from reliable_lalm.runner.outputs import profile_parameter_sets
-
     out: list[tuple[dict[str, Any], str, float | None]] = []
     for params in profile_parameter_sets(profile, "04_sft") or []:
         out.append((params, params["modality"], None))
@@ -87,8 +83,6 @@ def retrain(profile: str = "demo", *, seeds: Sequence[int] = (0, 1, 2, 3, 4), al
             tests: Sequence[str] = ("sound", "music", "speech"), out_dir: str | Path | None = None,
             stream=None) -> dict[str, Any]:
     """Train every planned adapter once per seed, evaluate, compare with the shipped adapters."""
-    from reliable_lalm.core.numerics import numerics_description
-
     stream = stream or sys.stderr
     if len(seeds) < 2:
         raise ValueError("retrain needs at least two seeds for a standard deviation (five or more recommended)")
@@ -137,20 +131,3 @@ def retrain(profile: str = "demo", *, seeds: Sequence[int] = (0, 1, 2, 3, 4), al
         print(f"  {c['train']} a={c['alpha']} -> {c['test']} {c['metric']}: shipped {c['shipped']:.2f}, "
               f"mean {c['mean']:.2f} ± {c['sd']:.2f}", file=stream)
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="demo", help="profile whose 04_sft adapters are retrained (default: demo)")
-    parser.add_argument("--seeds", type=int, default=5, help="number of SFT seeds, 0..N-1 (default 5; at least 2)")
-    parser.add_argument("--alpha-sweep", action="store_true", help="also retrain the alpha sweep of notebook 07")
-    parser.add_argument("--out-dir", default=None, help="report folder (default: runs/<profile>/)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        report = retrain(args.profile, seeds=list(range(args.seeds)), alpha_sweep=args.alpha_sweep,
-                         out_dir=args.out_dir)
-    except ValueError as err:
-        print(f"rlalm retrain: {err}", file=sys.stderr)
-        return 2
-    return 0 if report["status"] == "ok" else 1
