@@ -267,7 +267,7 @@ def serve():
 
 
 def _llm(server, tmp_path, **kw):
-    from reliable_lalm.core.llm_normalizer import OpenAINormalizer
+    from reliable_lalm.methods.llm_judge import OpenAINormalizer
 
     return OpenAINormalizer(base_url=server.base_url, cache_dir=tmp_path / "llm-cache", backoff_base=0.01,
                             progress=False, mode="all", **kw)
@@ -317,7 +317,8 @@ def test_refused_authorisation_is_a_non_zero_exit(serve, tmp_path, capsys):
 
 
 def test_per_item_llm_failures_are_listed_by_id(serve, tmp_path):
-    from reliable_lalm.core.scoring import format_table, score_records
+    from reliable_lalm.core.score_table import format_table
+    from reliable_lalm.core.scoring import score_records
 
     server = serve(lambda body, n: Status(500, "down") if "FAIL" in str(body) else Reply("Rain"))
     records = [_record("ok", "drip", answer="Rain"), _record("broken", "FAIL here", answer="Rain")]

@@ -12,6 +12,7 @@ import pytest
 from reliable_lalm import paths
 from reliable_lalm.benchmarks import mmar
 from reliable_lalm.benchmarks.official import export_store_for_benchmark
+from reliable_lalm.benchmarks.registry import resolve_benchmark
 from reliable_lalm.benchmarks.registry import load, parse_benchmark
 from reliable_lalm.cli import main
 from reliable_lalm.core.normalize import mmau_string_match
@@ -171,7 +172,7 @@ def test_official_rule_counts_what_we_count(style, raw, bench, tmp_path):
         assert "model_output" not in rec
     official = mmar.mmar_evaluate(exported)
     assert official["total"] == 1000  # MMAR's script skips records without the key: none is skipped
-    ours = score_store(store, spec, keep_items=True)
+    ours = score_store(store, resolve_benchmark(spec), keep_items=True)
     assert ours["n"] == 1000 and ours["n_errors"] == 0
     ours_correct = {it["id"] for it in ours["items"] if it["outcome"] == "correct"}
     official_correct = set(official["matched_ids"])

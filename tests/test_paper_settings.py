@@ -76,7 +76,7 @@ def test_merge_rounding_loss_is_measured_per_dtype():
 # ---------------------------------------------------------------- item 4: normalization
 
 def test_normalizer_all_sends_every_output_or_says_it_fell_back(monkeypatch):
-    from reliable_lalm.core import llm_normalizer as ln
+    from reliable_lalm.methods import llm_judge as ln
 
     monkeypatch.delenv(ln.API_KEY_ENV, raising=False)
     monkeypatch.delenv(ln.BASE_URL_ENV, raising=False)
@@ -93,7 +93,7 @@ def test_normalizer_all_sends_every_output_or_says_it_fell_back(monkeypatch):
 def test_experiment_warns_loudly_and_the_runner_records_it(monkeypatch, capsys, tmp_path):
     import nbformat
 
-    from reliable_lalm.core import llm_normalizer as ln
+    from reliable_lalm.methods import llm_judge as ln
     from reliable_lalm.experiments import Experiment
     from reliable_lalm.runner.reproduce import notebook_warnings
 

@@ -12,11 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 from chat_server import ChatServer, Reply, user_prompt  # noqa: E402
 
 from reliable_lalm import paths  # noqa: E402
+from reliable_lalm.benchmarks.registry import resolve_benchmark  # noqa: E402
 from reliable_lalm.cli import main  # noqa: E402
 from reliable_lalm.core.metrics import Transitions  # noqa: E402
 from reliable_lalm.core.results import ResultStore  # noqa: E402
-from reliable_lalm.core.scoring import (IdMismatchError, format_table, read_records, records_from_store,  # noqa: E402
-                                   score_files, score_records, score_store)
+from reliable_lalm.core.records import IdMismatchError, read_records, records_from_store  # noqa: E402
+from reliable_lalm.core.score_table import format_table  # noqa: E402
+from reliable_lalm.core.scoring import score_files, score_records, score_store  # noqa: E402
 
 ANIMALS = ["Dog barking", "Cat meowing", "Car horn", "Rain"]
 
@@ -175,7 +177,7 @@ def _benchmark(tmp_path, n=4):
 
 
 def test_score_store(tmp_path):
-    bench, records = _benchmark(tmp_path, 5)
+    bench = resolve_benchmark(_benchmark(tmp_path, 5)[0])
     store = ResultStore.open(tmp_path / "store", {"method": "baseline"})
     store.extend([{"item_id": "q0", "model_output": "Dog barking"},
                   {"item_id": "q1", "model_output": "IDK"},

@@ -128,3 +128,12 @@ def parse_benchmark(spec: str) -> tuple[BenchmarkEntry, str | None]:
 def load(spec: str, audio_dir: str | None = None, **kwargs: Any) -> LoadedBenchmark:
     entry, path = parse_benchmark(spec)
     return entry.load(path, audio_dir, **kwargs)
+
+
+def resolve_benchmark(benchmark: Any) -> Any:
+    """The benchmark a result store is joined with, loaded: a spec (``mmar:FILE``, a JSON file, ...)
+    is loaded without checking its audio (scoring and export read no clip); a loaded benchmark, a
+    sequence of items or None is passed through."""
+    if isinstance(benchmark, (str, Path)):
+        return load(str(benchmark), check_audio=False)
+    return benchmark

@@ -57,7 +57,7 @@ class CrossModalConfig:
     device: str | None = None
     dtype: str = "auto"
     eval_batch_size: int | None = None
-    normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.core.llm_normalizer)
+    normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.methods.llm_judge)
     # What judges the K@N samples' correctness for the IDK set; None: the evaluation's normalizer.
     knn_normalizer: str | None = None
     # Decoding of the evaluation beyond greedy (GenerationSettings keywords, e.g. the checkpoint's
@@ -295,7 +295,7 @@ class CrossModal:
 
     @staticmethod
     def _resolve_normalizer(kind: str):
-        from reliable_lalm.core.scoring import resolve_normalizer
+        from reliable_lalm.methods.llm_judge import resolve_normalizer
 
         return resolve_normalizer(kind)
 
@@ -306,7 +306,8 @@ class CrossModal:
 
     def score(self, store: ResultStore, tasks: Iterable[str]) -> dict[str, Any]:
         """Paired scores of ``store`` against the base model's run, on the eval items of ``tasks``."""
-        from reliable_lalm.core.scoring import records_from_store, score_records
+        from reliable_lalm.core.records import records_from_store
+        from reliable_lalm.core.scoring import score_records
 
         wanted = {it.id for it in self.eval_items if it.task in set(tasks)}
         pred = [r for r in records_from_store(store, self.eval_items) if r["id"] in wanted]

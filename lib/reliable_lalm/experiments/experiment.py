@@ -352,7 +352,7 @@ class Experiment:
     def normalizer_object(self):
         """The evaluation's normalizer; an LLM normalization that fell back to the rules (no key) is
         said loudly: a warning in the output (``rlalm reproduce`` records it in its report)."""
-        from reliable_lalm.core.llm_normalizer import FALLBACK_WARNING, build_normalizer, fell_back_to_rules
+        from reliable_lalm.methods.llm_judge import FALLBACK_WARNING, build_normalizer, fell_back_to_rules
 
         normalizer = build_normalizer(self.normalizer)
         if fell_back_to_rules(self.normalizer, normalizer):
@@ -367,7 +367,7 @@ class Experiment:
     @cached_property
     def knn_normalizer_object(self):
         """What judges K@N samples (the evaluation's normalizer unless ``knn_normalizer`` is set)."""
-        from reliable_lalm.core.llm_normalizer import build_normalizer
+        from reliable_lalm.methods.llm_judge import build_normalizer
 
         if self.knn_normalizer in (None, self.normalizer):
             return self.normalizer_object
@@ -376,7 +376,7 @@ class Experiment:
     @property
     def normalizer_caption(self) -> str:
         """One sentence for table captions: what normalized the answers."""
-        from reliable_lalm.core.llm_normalizer import describe_normalizer
+        from reliable_lalm.methods.llm_judge import describe_normalizer
 
         return describe_normalizer(self.normalizer, self.normalizer_object)
 

@@ -52,7 +52,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from reliable_lalm.core.items import SAMPLING_RATE
-from reliable_lalm.core.llm_normalizer import _host, endpoint_id
+from reliable_lalm.core.endpoints import endpoint_host as _host, endpoint_id
 from reliable_lalm.models.base import (Backend, BackendFatalError, Generation, GenerationRequest, _row_seed)
 
 SPEC_PREFIX = "openai:"

@@ -51,7 +51,7 @@ import yaml
 
 from reliable_lalm import paths
 from reliable_lalm.core import jsonio
-from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
+from reliable_lalm.methods.llm_judge import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.core.results import is_secret_key
 
 PROFILE_KEY = "profile"
