@@ -21,7 +21,7 @@ def _synthetic_test_split() -> str:
 
 
 DEMO_MODEL = ModelEntry(
-    "demo", "reliable_lalm.models.qwen2_audio:HFBackend", _demo_checkpoint, family="qwen2_audio",
+    paths.DEMO_MODEL_NAME, "reliable_lalm.models.qwen2_audio:HFBackend", _demo_checkpoint, family="qwen2_audio",
     description="the embedded demo: a tiny Qwen2AudioForConditionalGeneration trained on the synthetic benchmark")
 
 TINY_AUDIO_FLAMINGO3 = ModelEntry(
@@ -30,5 +30,5 @@ TINY_AUDIO_FLAMINGO3 = ModelEntry(
     description="a tiny random-weight Audio Flamingo 3 (shipped): a second model family for the demo's Table 3")
 
 SYNTHETIC_BENCHMARK = BenchmarkEntry(
-    "synthetic", "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
+    paths.SYNTHETIC_BENCHMARK_NAME, "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
     description="the demo's synthetic three-modality benchmark (test split, generated offline)")
