@@ -34,7 +34,7 @@ NOT_RUN = "not run"    # the cells of a row whose model could not be run (e.g. a
 # df.attrs key: {row label: why it was not run}; its empty cells print NOT_RUN, the reason under the table.
 ROW_NOTES_ATTR = "row_notes"
 FIGURE_DPI = 200
-CSV_DECIMALS = 4  # the CSV files keep two more decimals than the printed tables, rounded the same way
+CSV_DECIMALS = 4  # every CSV (tables and figure data) keeps two more decimals than the printed tables, rounded the same way
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,9 +257,6 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8", newline="\n")
     return path
-
-
-CSV_DECIMALS = 4  # printed precision of every CSV (tables and figure data)
 
 
 def _csv(df: pd.DataFrame) -> str:
