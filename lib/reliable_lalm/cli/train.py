@@ -156,7 +156,8 @@ def _open_store(path: str):
 
 def _run_sft(args) -> int:
     from reliable_lalm.training.idk_dataset import build_idk_dataset
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, train_lora_sft
+    from reliable_lalm.training.lora_config import LoraSFTConfig
+    from reliable_lalm.training.lora_sft import train_lora_sft
 
     modalities = [m for m in (TASKS if "all" in args.modality else args.modality)]
     items = _items(args)
@@ -188,7 +189,8 @@ def _run_merge(args) -> int:
     from reliable_lalm.core.items import load_audio
     from reliable_lalm.core.prompts import build_prompt
     from reliable_lalm.training.sft_data import SFTExample
-    from reliable_lalm.training.lora_sft import merge_adapter, resolve_dtype
+    from reliable_lalm.training.lora_config import resolve_dtype
+    from reliable_lalm.training.merge import merge_adapter
 
     checks = []
     if args.benchmark and args.check_items:
@@ -204,7 +206,8 @@ def _run_merge(args) -> int:
 
 
 def _run_bench(args) -> int:
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, benchmark_sft_step
+    from reliable_lalm.training.sft_benchmark import benchmark_sft_step
+    from reliable_lalm.training.lora_config import LoraSFTConfig
 
     config = LoraSFTConfig(gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype)
     model_config = "qwen2-audio-7b" if args.model_config == "7b" else args.model_config

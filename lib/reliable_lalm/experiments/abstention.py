@@ -53,7 +53,7 @@ from reliable_lalm.benchmarks.circular import build_circular, circular_summary
 from reliable_lalm.benchmarks.unanswerable import (build_unanswerable, summary_rows, unanswerable_outcome_of,
                                                    unanswerable_summary)
 from reliable_lalm.core import abstention as ab
-from reliable_lalm.core.items import TASKS, BenchmarkItem, load_benchmark
+from reliable_lalm.core.items import TASKS, load_benchmark
 from reliable_lalm.core.normalize_types import Normalized
 from reliable_lalm.core.records import records_from_store
 from reliable_lalm.core.results import ResultStore

@@ -7,7 +7,7 @@ Protocol (as the paper describes it):
   (:mod:`reliable_lalm.training.idk_dataset`; main results use 5@5: Table 12's IDK shares 63.06 / 61.98 /
   65.47 % average to Figure 5's 5@5 = 63.5 %);
 * a LoRA adapter is trained on one modality's IDK set (Table 9 hyper-parameters per modality,
-  :meth:`reliable_lalm.training.lora_sft.LoraSFTConfig.for_modality`);
+  :meth:`reliable_lalm.training.lora_config.LoraSFTConfig.for_modality`);
 * the fine-tuned model is evaluated with the *baseline* prompt (Appendix C: "Baseline and LoRA
   Fine-tuning" share Table 4) on the other modalities, and compared item by item with the base
   model's baseline-prompt run on the same items: ΔCon, ΔHum, RGI (eqs. 8-10), with paired
@@ -143,7 +143,7 @@ class CrossModal:
     # ---------------------------------------------------------------- training
 
     def sft_config(self, train_task: str, alpha: float | None = None):
-        from reliable_lalm.training.lora_sft import LoraSFTConfig
+        from reliable_lalm.training.lora_config import LoraSFTConfig
 
         overrides = dict(self.config.sft)
         if alpha is not None:
@@ -154,7 +154,7 @@ class CrossModal:
         return [it for it in self.train_items if it.task == task]
 
     def adapter_key(self, train_task: str, alpha: float | None = None) -> str:
-        from reliable_lalm.training.lora_sft import load_deepspeed_config
+        from reliable_lalm.training.distributed import load_deepspeed_config
 
         config = self.sft_config(train_task, alpha)
         params = {
@@ -177,7 +177,8 @@ class CrossModal:
 
     def adapter(self, train_task: str, alpha: float | None = None) -> Path:
         """The adapter trained on ``train_task``'s IDK set: reused when cached, else trained now."""
-        from reliable_lalm.training.lora_sft import AdapterCheckError, read_summary, train_lora_sft, verify_adapter
+        from reliable_lalm.training.adapter_check import AdapterCheckError, verify_adapter
+        from reliable_lalm.training.lora_sft import read_summary, train_lora_sft
 
         config = self.sft_config(train_task, alpha)
         given = self.adapters.get((train_task, float(config.alpha)))
@@ -229,7 +230,7 @@ class CrossModal:
         """The portable content key of this adapter's training (:func:`shipped.training_key`);
         ``None`` when the base model is not a local folder small enough to hash."""
         from reliable_lalm.experiments import shipped
-        from reliable_lalm.training.lora_sft import load_deepspeed_config
+        from reliable_lalm.training.distributed import load_deepspeed_config
 
         digest = shipped.model_content_digest(self.config.base_model)
         if digest is None:
