@@ -1,6 +1,6 @@
 """Unanswerable variants of a multiple-choice audio benchmark, and how to score them.
 
-Beyond the paper (issue 20): the paper only asks questions that have a correct option, so it
+Beyond the paper: the paper only asks questions that have a correct option, so it
 cannot tell whether a model refuses *where it does not know*. Questions with no correct option
 test that directly: the right behaviour is a refusal (IDK) and any option is a hallucination.
 

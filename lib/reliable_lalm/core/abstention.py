@@ -1,6 +1,6 @@
 """Abstention from the model's own confidence: risk–coverage, AURC, calibration, confidence targets.
 
-Beyond the paper (issue 20). The paper measures reliability only through what the model *says*
+Beyond the paper. The paper measures reliability only through what the model *says*
 (IDK or an option). This module measures abstention from a *confidence score* per item and makes
 the two comparable:
 

@@ -1,4 +1,4 @@
-"""Beyond the paper (issue 20) as experiment-level calls: confidence-based abstention, calibration,
+"""Beyond the paper as experiment-level calls: confidence-based abstention, calibration,
 unanswerable questions and option-order robustness on an :class:`~reliable_lalm.experiments.Experiment`.
 
 Every expensive step is cached in result stores under the experiment's results folder and reused:
