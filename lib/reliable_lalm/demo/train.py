@@ -169,7 +169,7 @@ def recipe_type_word(record) -> str:
 
 
 def answer_prior(records) -> dict[str, Any]:
-    """Training-pool statistics for the question-text-only classifiers of :func:`reliable_lalm.demo.cli.text_only_baselines`."""
+    """Training-pool statistics for the question-text-only classifiers of :func:`reliable_lalm.demo.card.text_only_baselines`."""
     answers: dict[str, dict[str, int]] = {}
     offered: dict[str, dict[str, int]] = {}
     positions: dict[str, dict[str, int]] = {}
