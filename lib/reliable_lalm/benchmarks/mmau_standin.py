@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from reliable_lalm import paths
+from reliable_lalm.core.items import SAMPLING_RATE
 
 METADATA_FILE = "mmau-test-mini.2025-03-25.json"  # the release that matches the paper's baselines
 ITEMS_PER_MODALITY = 4
 STANDIN_VERSION = 1  # bump when the generated audio or the selection changes
-SAMPLING_RATE = 16000
 CLIP_SECONDS = 10.0
 LONG_CLIP_SECONDS = 31.0  # one clip past the 30 s window
 MODALITIES = ("sound", "music", "speech")

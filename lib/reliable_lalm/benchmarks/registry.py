@@ -31,6 +31,7 @@ from reliable_lalm.benchmarks.mmau_pro import MODALITIES as MMAU_PRO_MODALITIES
 from reliable_lalm.benchmarks.mmsu import MODALITIES as MMSU_MODALITIES
 from reliable_lalm.core.items import TASKS, LoadedBenchmark
 from reliable_lalm.core.plugins import entry_point_objects, load_reference
+from reliable_lalm.core.records import OUTPUT_FIELD
 
 ENTRY_POINT_GROUP = "reliable_lalm.benchmarks"
 DEFAULT_KIND = "mmau"  # what a bare file path is read as
@@ -45,7 +46,7 @@ class BenchmarkEntry:
     name: str
     loader: str  # "module:function"; function(path, audio_dir=None, *, check_audio=..., modalities=...) -> LoadedBenchmark
     modalities: tuple[str, ...] = TASKS  # the modality groups, in table order
-    output_field: str = "model_output"  # where the official scorer reads the model's answer
+    output_field: str = OUTPUT_FIELD  # where the official scorer reads the model's answer
     paper_reference: bool = False  # the paper's tables (tables/reference/) apply to this benchmark
     default_path: str | Callable[[], str] | None = None  # used when no path is given
     has_answers: bool = True  # False: a hidden test split (inference and export only)

@@ -37,12 +37,12 @@ import numpy as np
 from scipy.fft import next_fast_len
 from scipy.signal import butter, lfilter, sosfilt
 
+from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.core.progress import progress_bar
 
 # Bump whenever the generated audio or records change: cached benchmarks are keyed on it.
 GENERATOR_VERSION = "3.0"
 DATASET = "synthetic-v1"
-SAMPLING_RATE = 16_000
 SR = SAMPLING_RATE
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.0
 PEAK = 0.5
