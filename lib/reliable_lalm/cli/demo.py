@@ -18,9 +18,6 @@ import sys
 from pathlib import Path
 
 from reliable_lalm import paths
-from reliable_lalm.demo import synthetic
-from reliable_lalm.demo.card import RETRAIN_TOLERANCE_POINTS, compare_to_card, evaluate_demo, write_card
-from reliable_lalm.demo.train import DemoTrainConfig, train_demo
 from reliable_lalm.models.hf_loading import UnsafeCheckpointError
 
 
@@ -34,17 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--expect", type=Path, default=None,
-                   help=f"card_metrics.json to compare with; exit 1 beyond {RETRAIN_TOLERANCE_POINTS:g} points")
+                   help="card_metrics.json to compare with; exit 1 beyond the retrain tolerance (points per modality)")
     e = sub.add_parser("evaluate", help="greedy accuracy per modality on the synthetic test split")
     e.add_argument("--model", type=Path, default=paths.DEMO_MODEL_DIR)
     e.add_argument("--split", default="test", choices=["test", "train"])
 
 
 def run(args: argparse.Namespace) -> int:
+    # local import: the generator (scipy) and the card (the model stack) load only for `rlalm demo`, not
+    # for `rlalm --help`, which imports every command module
+    from reliable_lalm.demo import synthetic
+    from reliable_lalm.demo.card import RETRAIN_TOLERANCE_POINTS, compare_to_card, evaluate_demo, write_card
+
     if args.demo_command == "benchmark":
         print(synthetic.default_benchmark(args.split))
         return 0
     if args.demo_command == "train":
+        # local import: the trainer loads torch, only for `rlalm demo train`
+        from reliable_lalm.demo.train import DemoTrainConfig, train_demo
+
         cfg = DemoTrainConfig()
         if args.steps is not None:
             cfg.steps = args.steps

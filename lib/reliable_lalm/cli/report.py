@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local import: the reporting package loads matplotlib and pandas, only for `rlalm report`, not for
+    # `rlalm --help`, which imports every command module
     from reliable_lalm.reporting.item_report import build_item_report, write_report
 
     try:

@@ -38,6 +38,7 @@ def mode() -> str:
 def progress_bar(iterable: Any = None, *, total: int | None = None, desc: str = "", unit: str = "it",
                  enabled: bool = True, **kwargs: Any):
     chosen = mode()
+    # local import: which tqdm depends on where it runs (tqdm.auto loads the notebook widgets)
     if chosen == "widget":
         from tqdm.auto import tqdm
     else:

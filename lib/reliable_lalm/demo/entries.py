@@ -15,7 +15,8 @@ def _demo_checkpoint() -> str:
 
 
 def _synthetic_test_split() -> str:
-    from reliable_lalm.demo.synthetic import default_benchmark  # generates it on first use (seconds)
+    # local import: listing the registries must not load the generator (scipy); it runs on first use
+    from reliable_lalm.demo.synthetic import default_benchmark
 
     return str(default_benchmark("test"))
 

@@ -453,7 +453,8 @@ def write_report(report: ItemReport, out: str | Path, *, audio: str = "link", ti
 def show_items(report: ItemReport, items: Sequence[ReportItem] | None = None, *, n: int = 5) -> None:
     """Show ``items`` (default: the first ``n`` of the report) inline in a notebook: the card of
     each item as in the HTML report, with an ``IPython.display.Audio`` player of its clip."""
-    from IPython.display import HTML, Audio, display  # notebooks only: the library works without IPython
+    # local import: IPython exists only in notebooks; the library works without it
+    from IPython.display import HTML, Audio, display
 
     chosen = list(items if items is not None else report.items)[:n]
     display(HTML(f"<style>{ITEM_CSS}</style>"))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from reliable_lalm.core.items import BenchmarkItem, ItemError, load_audio
 from reliable_lalm.core.metrics import CORRECT, outcome_of
@@ -197,8 +198,6 @@ def idk_fraction_by_k(store, items: Sequence[BenchmarkItem], *, n: int | None = 
 def idk_fraction_frame(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
                        normalizer: Any = normalize_answer):
     """Figure 5 as a DataFrame: rows K = 1..N, columns per task and ``all`` (IDK share in %)."""
-    import pandas as pd
-
     table = knn_table(store, items, n=n, normalizer=normalizer)
     tasks = sorted({it.task for it in table.items}, key=lambda t: ("sound", "music", "speech").index(t)
                    if t in ("sound", "music", "speech") else 9)
