@@ -173,9 +173,6 @@ class UnanswerableSet:
                 **{f"n_{kind}": len(self.by_kind(kind)) for kind in KINDS},
                 "n_skipped": len(self.skipped), "skipped": self.skip_reasons()}
 
-    def to_records(self) -> list[dict[str, Any]]:
-        return [it.to_record() for it in self.items]
-
 
 def _pick(eligible: Sequence[BenchmarkItem], seed: int, kind: str, item_id: str) -> BenchmarkItem:
     digest = hashlib.sha256(f"{seed}:{kind}:{item_id}".encode("utf-8")).digest()

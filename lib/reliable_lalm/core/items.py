@@ -363,9 +363,6 @@ def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *
                         modalities=modalities, require_answer=require_answer)
 
 
-load_mmau = load_benchmark  # MMAU test-mini is the reference schema
-
-
 def _decoder_hint(path: Path) -> str:
     """What to install when libsndfile cannot read a format (compressed audio needs ffmpeg)."""
     suffix = path.suffix.lower() or "(no extension)"
@@ -415,10 +412,3 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
         raise ItemError(name, f"audio contains NaN or inf: {path}")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
-
-def audio_duration_seconds(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
-    return float(len(audio)) / sampling_rate if len(audio) else 0.0
-
-
-def split_by_task(items: Sequence[BenchmarkItem]) -> dict[str, list[BenchmarkItem]]:
-    return {task: [item for item in items if item.task == task] for task in TASKS}

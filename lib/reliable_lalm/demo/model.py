@@ -17,7 +17,6 @@ import torch
 from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration,
                           Qwen2Config)
 
-from reliable_lalm import paths
 from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
 
 # The chat template of Qwen2-Audio-7B-Instruct (transformers' Qwen2AudioProcessor default).
@@ -126,6 +125,3 @@ def create_untrained(out_dir: str | Path, corpus: Iterable[str], config: DemoMod
     return out_dir
 
 
-def default_demo_path() -> Path:
-    """Where the shipped, trained demo checkpoint lives (inside the package)."""
-    return paths.DEMO_MODEL_DIR

@@ -54,7 +54,6 @@ from reliable_lalm.training.sft_data import SFTExample
 DEMO_FAMILY = Qwen2AudioTraining()
 
 IDK_TARGET = "IDK"
-FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answer")
 
 
 @dataclass

@@ -101,6 +101,3 @@ def resolve_deepspeed_config(source: str | Path | dict, config: LoraSFTConfig, *
         bf16_section["enabled"] = bf16
     return ds, replace(config, **updates)
 
-
-def zero_stage(ds_config: dict | None) -> int:
-    return int((ds_config or {}).get("zero_optimization", {}).get("stage", 0))

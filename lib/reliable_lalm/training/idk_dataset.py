@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -279,7 +279,3 @@ def build_idk_examples(items: Sequence[BenchmarkItem], store, k: int, n: int | N
     """SFT examples of the K@N IDK dataset (see :func:`build_idk_dataset` for the skip counts)."""
     return build_idk_dataset(items, store, k, n, prompt_method).examples
 
-
-def items_of_tasks(items: Iterable[BenchmarkItem], tasks: str | Sequence[str]) -> list[BenchmarkItem]:
-    wanted = {tasks} if isinstance(tasks, str) else set(tasks)
-    return [item for item in items if item.task in wanted]

@@ -12,13 +12,11 @@ from peft import LoraConfig
 from reliable_lalm.models.hf_loading import resolve_device
 from reliable_lalm.models.hf_loading import resolve_dtype as loader_dtype
 from reliable_lalm.training.adapters import LANGUAGE_MODEL_QKV, LORA_TARGETS
-from reliable_lalm.training.table9 import ALPHA_READINGS, DEFAULT_ALPHA_READING, table9_alpha
+from reliable_lalm.training.table9 import DEFAULT_ALPHA_READING, EPOCHS, LEARNING_RATE, LORA_RANK, table9_alpha
 
 
 DEFAULT_TARGET_MODULES = LANGUAGE_MODEL_QKV
 DEFAULT_LORA_TARGETS = "language_model_only"
-# Table 9's LoRA alpha per training modality under the default reading (training.table9).
-TABLE9_ALPHA = ALPHA_READINGS[DEFAULT_ALPHA_READING]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 SUMMARY_FILE = "training_summary.json"
@@ -40,13 +38,13 @@ class LoraSFTConfig:
     batch size, dropout, schedule, clipping and weight decay are this project's choices.
     """
 
-    rank: int = 8
+    rank: int = LORA_RANK
     alpha: float = 32.0
     dropout: float = 0.05  # not stated in the paper
     target_modules: Any = None  # None: LORA_TARGETS[lora_targets] (a regex, or a list of names)
     lora_targets: str = DEFAULT_LORA_TARGETS  # language_model_only | paper_names (module docstring)
-    learning_rate: float = 3e-5
-    epochs: int = 1
+    learning_rate: float = LEARNING_RATE
+    epochs: int = EPOCHS
     batch_size: int = 8  # micro-batch per process; not stated in the paper
     grad_accum: int = 1
     weight_decay: float = 0.0
