@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from reliable_lalm.benchmarks._common import audio_field, NOTES_KEY, load_translated, record_id, text_field
+from reliable_lalm.benchmarks.loading import audio_field, NOTES_KEY, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
 from reliable_lalm.core.normalize import mmau_string_match
 

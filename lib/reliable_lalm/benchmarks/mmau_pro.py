@@ -51,7 +51,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from reliable_lalm.benchmarks._common import audio_field, load_translated, record_id, text_field
+from reliable_lalm.benchmarks.loading import audio_field, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, ItemSkipped, LoadedBenchmark
 
 MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "sound-music", "sound-speech", "music-speech",
