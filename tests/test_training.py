@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from model_probes import logits_of
 
 from reliable_lalm.demo.model import create_untrained
 from reliable_lalm.core.prompts import build_prompt
@@ -175,9 +176,9 @@ def test_single_process_sft(reference, demo, examples):
     assert not (reference.adapter_dir / "checkpoints").exists()  # removed after success
     base, processor = lora_model.load_base(demo, device="cpu", dtype=torch.float32)
     base.eval()
-    base_logits = merge.logits_of(base, processor, examples)
+    base_logits = logits_of(base, processor, examples)
     tuned = PeftModel.from_pretrained(base, str(reference.adapter_dir)).eval()
-    tuned_logits = merge.logits_of(tuned, processor, examples)
+    tuned_logits = logits_of(tuned, processor, examples)
     assert (tuned_logits - base_logits).abs().max() > 1e-2
 
 
@@ -249,7 +250,7 @@ def test_merge_equals_adapter(reference, demo, examples, tmp_path):
     processor = AutoProcessor.from_pretrained(merged_dir)  # the merged folder is self-contained for serving
     merged = Qwen2AudioForConditionalGeneration.from_pretrained(merged_dir).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert torch.allclose(merge.logits_of(merged, processor, examples), merge.logits_of(adapter_model, processor, examples),
+    assert torch.allclose(logits_of(merged, processor, examples), logits_of(adapter_model, processor, examples),
                           atol=1e-4)
 
 
@@ -318,14 +319,14 @@ def _check_adapter_changes_outputs(demo, adapter_dir: Path, examples) -> None:
     adapter_check.verify_adapter(adapter_dir)
     base, processor = lora_model.load_base(demo, device="cpu", dtype=torch.float32)
     base.eval()
-    before = merge.logits_of(base, processor, examples[:2])
-    after = merge.logits_of(PeftModel.from_pretrained(base, str(adapter_dir)).eval(), processor, examples[:2])
+    before = logits_of(base, processor, examples[:2])
+    after = logits_of(PeftModel.from_pretrained(base, str(adapter_dir)).eval(), processor, examples[:2])
     assert (after - before).abs().max() > 1e-3
 
 
 def test_deepspeed_zero2_single_process_matches_the_plain_loop(demo, cli_data, examples, tmp_path):
     from reliable_lalm.core.items import load_benchmark
-    from reliable_lalm.training.idk_dataset import build_idk_examples
+    from reliable_lalm.training.idk_dataset import build_idk_dataset
 
     out = tmp_path / "ds1"
     cmd = [sys.executable, "-m", "reliable_lalm.cli.train", *_sft_args(demo, cli_data, out, "--deepspeed", str(DS_CONFIG))]
@@ -337,7 +338,7 @@ def test_deepspeed_zero2_single_process_matches_the_plain_loop(demo, cli_data, e
     _check_adapter_changes_outputs(demo, out, examples)
     # Same data order, loss and optimizer: DeepSpeed ZeRO-2 on one process = the plain loop.
     items = load_benchmark(cli_data / "bench.json").items
-    plain = lora_sft.train_lora_sft(demo, build_idk_examples(items, ResultStore(cli_data / "knn"), 2), tmp_path / "plain",
+    plain = lora_sft.train_lora_sft(demo, build_idk_dataset(items, ResultStore(cli_data / "knn"), 2).examples, tmp_path / "plain",
                              lora_config.LoraSFTConfig.for_modality("sound", learning_rate=2e-2, epochs=2, batch_size=1),
                              progress=False)
     assert np.allclose(plain.losses, summary["losses"], atol=1e-4)

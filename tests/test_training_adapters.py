@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lora_fixtures import language_model_qkv  # noqa: E402
+from model_probes import logits_of  # noqa: E402
 from reliable_lalm.core.prompts import build_prompt
 from reliable_lalm.models import hf_generic
 from reliable_lalm.models.native_tiny import build_tiny, save_tiny
@@ -100,13 +101,13 @@ def test_lora_sft_of_audio_flamingo3_trains_only_the_language_models_lora(tiny_a
     assert saved and all("language_model" in k and "lora_" in k for k in saved)
     # Reloaded on the base: base weights as they were, outputs changed by the adapter.
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
-    base_logits = merge.logits_of(base, processor, examples)
+    base_logits = logits_of(base, processor, examples)
     tuned = PeftModel.from_pretrained(base, str(out)).eval()
     for name, param in tuned.named_parameters():
         if "lora_" not in name:
             key = name.removeprefix("base_model.model.").replace(".base_layer", "")
             assert torch.equal(param, before[key]), name
-    assert (merge.logits_of(tuned, processor, examples) - base_logits).abs().max() > 1e-3
+    assert (logits_of(tuned, processor, examples) - base_logits).abs().max() > 1e-3
     # The merged checkpoint (fp32) is a plain AF3 folder whose greedy outputs equal base + adapter.
     merged = merge.merge_adapter(tiny_af3, out, tmp_path / "merged", check_examples=examples[:2], max_new_tokens=4)
     assert merged["mismatched_items"] == []

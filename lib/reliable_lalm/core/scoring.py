@@ -33,7 +33,7 @@ from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize import RuleBasedNormalizer, mmau_string_match
 from reliable_lalm.core.normalize_types import LLMRefusedError, Normalized, Normalizer
 from reliable_lalm.core.records import (IdMismatchError, JoinBenchmark, RecordError, ScoredRecord, check_records,
-                                        join_items, join_summary, read_records, records_from_store, task_order)
+                                        join_items, join_summary, records_from_store, task_order)
 from reliable_lalm.core.sample_log import disagreement_summary, sample_rows, write_sample_log
 from reliable_lalm.core.submission import refuse_unscorable
 
@@ -183,14 +183,6 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
                              baseline_kind=base_norm[k].kind, baseline_method=base_norm[k].method)
             result["items"].append(entry)
     return result
-
-
-def score_files(pred_path: str | Path, baseline_path: str | Path | None = None,
-                normalizer: Normalizer | None = None, **kw: Any) -> dict[str, Any]:
-    """:func:`score_records` on files; JSONL lines that do not parse are reported as errors."""
-    pred, pred_read_errors = read_records(pred_path, "pred")
-    base, base_read_errors = (read_records(baseline_path, "baseline") if baseline_path is not None else (None, []))
-    return score_records(pred, base, normalizer, errors=pred_read_errors, baseline_errors=base_read_errors, **kw)
 
 
 def score_store(store: Any, benchmark: JoinBenchmark = None,

@@ -272,10 +272,3 @@ def build_idk_dataset(items: Sequence[BenchmarkItem], store, k: int, n: int | No
                                    target=target, item_id=item.id))
     return IdkDataset(k=k, n=table.n, prompt_method=prompt_method, examples=examples, skipped=skipped,
                       n_idk=n_idk, n_kept=n_kept, sampling=sampling_settings(store))
-
-
-def build_idk_examples(items: Sequence[BenchmarkItem], store, k: int, n: int | None = None,
-                       prompt_method: str = "baseline") -> list[SFTExample]:
-    """SFT examples of the K@N IDK dataset (see :func:`build_idk_dataset` for the skip counts)."""
-    return build_idk_dataset(items, store, k, n, prompt_method).examples
-

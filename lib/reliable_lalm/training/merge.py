@@ -43,17 +43,6 @@ def greedy_token_ids(model, processor, examples: Sequence[SFTExample], *, max_ne
     return outputs
 
 
-def logits_of(model, processor, examples: Sequence[SFTExample]):
-    """Next-token logits at the end of each prompt (float32, CPU), for comparing models."""
-    adapter = adapter_for_model(model)
-    rows = []
-    for ex in examples:
-        inputs = adapter.prompt_inputs(model, processor, ex.prompt, ex.audio)
-        with torch.no_grad():
-            rows.append(model(**inputs).logits[0, -1].float().cpu())
-    return torch.stack(rows)
-
-
 class MergeMismatch(RuntimeError):
     """The merged model's greedy outputs differ from the base + adapter outputs."""
 
