@@ -38,7 +38,7 @@ import numpy as np
 from reliable_lalm import paths
 from reliable_lalm.benchmarks.registry import registered_benchmarks
 from reliable_lalm.core import prompts
-from reliable_lalm.core.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
+from reliable_lalm.cli.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
 from reliable_lalm.core.items import SAMPLING_RATE, load_audio
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
 from reliable_lalm.models.hf_loading import (build_random_model_and_processor, count_parameters, load_model_and_processor,

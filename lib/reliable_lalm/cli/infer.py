@@ -24,7 +24,7 @@ import json
 import sys
 
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
-from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
+from reliable_lalm.cli.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import invalid_outputs_warning

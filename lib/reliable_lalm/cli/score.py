@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reliable_lalm.benchmarks.registry import parse_benchmark, resolve_benchmark
-from reliable_lalm.core.argtypes import real
+from reliable_lalm.cli.argtypes import real
 from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.normalize_types import LLMConfigError, LLMRefusedError, Normalizer
 from reliable_lalm.core.records import NothingScoredError, join_items, prediction_records, rejected_summary

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
-from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
+from reliable_lalm.cli.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
 from reliable_lalm.core.items import TASKS
 from reliable_lalm.training.adapters import LORA_TARGETS
 from reliable_lalm.training.table9 import ALPHA_READINGS
