@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # local import: the generator (scipy) and the card (the model stack) load only for `rlalm demo`, not
-    # for `rlalm --help`, which imports every command module
+    # local import: the generator (scipy) loads only when `rlalm demo` runs, not for `rlalm --help`
     from reliable_lalm.demo import synthetic
+    # local import: the card (the model stack) loads only when `rlalm demo` runs, not for `rlalm --help`
     from reliable_lalm.demo.card import RETRAIN_TOLERANCE_POINTS, compare_to_card, evaluate_demo, write_card
 
     if args.demo_command == "benchmark":

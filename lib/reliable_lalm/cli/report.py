@@ -39,8 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # local import: the reporting package loads matplotlib and pandas, only for `rlalm report`, not for
-    # `rlalm --help`, which imports every command module
+    # local import: reporting (matplotlib, pandas) loads for `rlalm report`, not for `rlalm --help`
     from reliable_lalm.reporting.item_report import build_item_report, write_report
 
     try:
