@@ -272,7 +272,7 @@ def test_calibration_frame_and_figure():
     cal = calibration(CAL_CONF, CAL_OK, n_bins=2)
     frame = cal.to_frame()
     assert list(frame.columns) == ["index", "low", "high", "count", "mean_confidence", "accuracy", "gap"]
-    from reliable_lalm.core.abstention import plot_reliability_diagram, plot_risk_coverage
+    from reliable_lalm.reporting.abstention import plot_reliability_diagram, plot_risk_coverage
 
     fig = plot_reliability_diagram(cal)
     assert fig.axes[0].get_xlabel() == "confidence"

@@ -22,7 +22,7 @@ from reliable_lalm.models import families, native_tiny, registry
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
 from reliable_lalm.models.hf_generic import NativeHFBackend, NativeTraining
 from reliable_lalm.models.native_tiny import _finish, _text_config, chat_template, feature_extractor, train_tokenizer
-from reliable_lalm.training.lora_sft import lora_target_names
+from reliable_lalm.training.lora_model import lora_target_names
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

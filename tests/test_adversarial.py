@@ -267,7 +267,7 @@ def serve():
 
 
 def _llm(server, tmp_path, **kw):
-    from reliable_lalm.core.llm_normalizer import OpenAINormalizer
+    from reliable_lalm.methods.llm_judge import OpenAINormalizer
 
     return OpenAINormalizer(base_url=server.base_url, cache_dir=tmp_path / "llm-cache", backoff_base=0.01,
                             progress=False, mode="all", **kw)
@@ -317,7 +317,8 @@ def test_refused_authorisation_is_a_non_zero_exit(serve, tmp_path, capsys):
 
 
 def test_per_item_llm_failures_are_listed_by_id(serve, tmp_path):
-    from reliable_lalm.core.scoring import format_table, score_records
+    from reliable_lalm.core.score_table import format_table
+    from reliable_lalm.core.scoring import score_records
 
     server = serve(lambda body, n: Status(500, "down") if "FAIL" in str(body) else Reply("Rain"))
     records = [_record("ok", "drip", answer="Rain"), _record("broken", "FAIL here", answer="Rain")]
@@ -345,7 +346,7 @@ def test_planted_optimizer_pickle_is_not_run_on_sft_resume(tmp_path, one_torch_t
     import numpy as np
     import torch
 
-    from reliable_lalm.training import lora_sft as T
+    from reliable_lalm.training import lora_config, lora_sft
     from reliable_lalm.demo.model import create_untrained
     from reliable_lalm.methods.registry import build_prompt
     from reliable_lalm.training.sft_data import SFTExample
@@ -355,7 +356,7 @@ def test_planted_optimizer_pickle_is_not_run_on_sft_resume(tmp_path, one_torch_t
     demo_dir = create_untrained(tmp_path / "model", [p + "\nIDK dog bark siren rain" for p in prompts] * 20)
     examples = [SFTExample(audio=(0.1 * np.random.default_rng(i).standard_normal(16000)).astype(np.float32),
                            prompt=p, target=t, item_id=f"e{i}") for i, (p, t) in enumerate(zip(prompts, ["IDK", "rain"]))]
-    config = T.LoraSFTConfig.for_modality("sound", learning_rate=1e-2, epochs=3, batch_size=1, save_every=2, seed=0)
+    config = lora_config.LoraSFTConfig.for_modality("sound", learning_rate=1e-2, epochs=3, batch_size=1, save_every=2, seed=0)
     out = tmp_path / "adapter"
 
     def crash(step, loss):
@@ -363,12 +364,12 @@ def test_planted_optimizer_pickle_is_not_run_on_sft_resume(tmp_path, one_torch_t
             raise KeyboardInterrupt("simulated crash")
 
     with pytest.raises(KeyboardInterrupt):
-        T.train_lora_sft(demo_dir, examples, out, config, progress=False, on_step=crash, device="cpu")
+        lora_sft.train_lora_sft(demo_dir, examples, out, config, progress=False, on_step=crash, device="cpu")
     [checkpoint] = (out / "checkpoints").glob("step-*")
     marker = tmp_path / "PWNED"
     torch.save({"optimizer": _Planted(marker), "scheduler": {}}, checkpoint / "optimizer.pt")
     with pytest.raises(Exception, match="optimizer.pt") as caught:
-        T.train_lora_sft(demo_dir, examples, out, config, progress=False, device="cpu")
+        lora_sft.train_lora_sft(demo_dir, examples, out, config, progress=False, device="cpu")
     assert not marker.exists()
     assert "\n" not in str(caught.value).strip()
 

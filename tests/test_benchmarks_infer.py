@@ -9,6 +9,7 @@ import json
 import pytest
 
 from inference_fixtures import items_dir, make_items, tiny_demo_dir  # noqa: F401
+from mmar_evaluation import mmar_evaluate
 from reliable_lalm.benchmarks import mmar
 from reliable_lalm.cli import main
 from reliable_lalm.core.results import ResultStore
@@ -40,7 +41,7 @@ def test_mmar_infer_export_score(tiny_demo_dir, items_dir, tmp_path, capsys):  #
     capsys.readouterr()
     exported = json.loads(out.read_text())
     assert all("answer_prediction" in r and r["rubric"] == [{"name": "kept"}] for r in exported)
-    official = mmar.mmar_evaluate(exported)
+    official = mmar_evaluate(exported)
     assert official["total"] == 4
     assert main(["score", str(tmp_path / "store"), "--benchmark", f"mmar:{meta}", "--by", "task,category"]) == 0
     scored = json.loads(capsys.readouterr().out)

@@ -11,7 +11,7 @@ import pytest
 from reliable_lalm import paths
 from reliable_lalm.benchmarks import mmau_pro, mmsu
 from reliable_lalm.benchmarks.official import export_for_benchmark, export_store_for_benchmark
-from reliable_lalm.benchmarks.registry import load, parse_benchmark, registered_benchmarks
+from reliable_lalm.benchmarks.registry import load, parse_benchmark, registered_benchmarks, resolve_benchmark
 from reliable_lalm.cli import main
 from reliable_lalm.core.results import ResultStore
 from reliable_lalm.core.scoring import score_records, score_store
@@ -155,7 +155,7 @@ def test_test_split_scoring_refused_in_one_line(test_split, tmp_path, capsys):
     store = ResultStore.open(tmp_path / "store", {"m": "idk"})
     store.extend([{"item_id": r["id"], "model_output": "A"} for r in raw])
     with pytest.raises(NoAnswersError, match="carry no answers"):
-        score_store(store, f"mmau-test:{path}")
+        score_store(store, resolve_benchmark(f"mmau-test:{path}"))
     with pytest.raises(NoAnswersError):
         score_records([{**r, "model_output": "A"} for r in raw])
     assert main(["score", str(tmp_path / "store"), "--benchmark", f"mmau-test:{path}"]) == 2

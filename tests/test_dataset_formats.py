@@ -171,7 +171,7 @@ def test_mmau_pro_export_parquet_keeps_columns_and_refusals(tmp_path):
     items = {i.id: i for i in bench.items}
     outputs = {"p-sound": "rain", "p-music": "I don't know.", "p-speech": "B", "p-spatial": "the moon"}
     records = [{**items[i].scoring_record(), "model_output": outputs[i]} for i in items]
-    exported, summary = export_for_benchmark(records, entry, "rule", items=items)
+    exported, summary = export_for_benchmark(records, entry, items=items)
     out = tmp_path / "mmau_pro_with_outputs.parquet"
     from reliable_lalm.benchmarks.official import write_parquet
 

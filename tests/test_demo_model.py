@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reliable_lalm import paths
-from reliable_lalm.demo.cli import CARD_METRICS_FILE
+from reliable_lalm.demo.card import CARD_METRICS_FILE
 
 pytestmark = pytest.mark.skipif(not (paths.DEMO_MODEL_DIR / "config.json").exists(),
                                 reason="no shipped demo checkpoint")
@@ -32,7 +32,7 @@ def test_demo_loads_offline_as_the_real_class(monkeypatch):
 
 @pytest.fixture(scope="module")
 def measured():
-    from reliable_lalm.demo.cli import evaluate_demo
+    from reliable_lalm.demo.card import evaluate_demo
 
     return evaluate_demo(progress=False)
 
@@ -49,7 +49,7 @@ def test_demo_reproduces_its_card_and_is_not_degenerate(measured):
     for name, row in measured["baselines"].items():
         assert row["total"] < measured["chance_acc"] + 0.05, name
     # It hears the audio: above the best such rule and above itself with silent clips, in every modality.
-    from reliable_lalm.demo.cli import best_prior_baseline
+    from reliable_lalm.demo.card import best_prior_baseline
 
     for task in ("sound", "music", "speech"):
         s = measured["by_task"][task]
@@ -63,7 +63,7 @@ def test_demo_reproduces_its_card_and_is_not_degenerate(measured):
 
 
 def test_demo_meets_the_issue_15_bar(measured):
-    from reliable_lalm.demo.cli import best_prior_baseline
+    from reliable_lalm.demo.card import best_prior_baseline
 
     for task in ("sound", "music", "speech"):
         s = measured["by_task"][task]

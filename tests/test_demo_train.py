@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reliable_lalm.demo import synthetic
-from reliable_lalm.demo.cli import RETRAIN_TOLERANCE_POINTS, _by_difficulty, compare_to_card
+from reliable_lalm.demo.card import RETRAIN_TOLERANCE_POINTS, _by_difficulty, compare_to_card
 from reliable_lalm.demo.train import IDK_TARGET, DemoTrainConfig, make_example, train_demo
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from reliable_lalm import paths
+from reliable_lalm.benchmarks.registry import resolve_benchmark
 from reliable_lalm.cli import main
 from reliable_lalm.core.items import load_benchmark
 from reliable_lalm.core.export import export_records, export_store
@@ -98,7 +99,7 @@ def test_export_store_with_benchmark(tmp_path, capsys):
     store.extend([{"item_id": r["id"], "model_output": r["model_output"]} for r in recs[:4]])
     store.append({"item_id": "ghost", "model_output": "A"})
     out = tmp_path / "out.json"
-    summary = export_store(store, bench, out)
+    summary = export_store(store, resolve_benchmark(bench), out)
     exported = json.loads(out.read_text())
     assert [r["id"] for r in exported] == ["r0", "r1", "r2", "r3"]
     assert summary["missing"] == {"n": 1, "ids": ["r4"]} and summary["errors"][0]["id"] == "ghost"

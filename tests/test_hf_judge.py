@@ -9,7 +9,7 @@ import pytest
 
 from reliable_lalm.cli import main
 from reliable_lalm.core.judge_eval import load_judge_set
-from reliable_lalm.core.llm_normalizer import LLMConfigError, build_normalizer
+from reliable_lalm.methods.llm_judge import LLMConfigError, build_normalizer
 from reliable_lalm.core.prompts import build_toolkit_judge_prompt
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.training.idk_dataset import (AUDIO_ERROR, IDK_TARGET, NO_SAMPLES, SAMPLE_ERROR, TOO_FEW_SAMPLES,
-                                       build_idk_dataset, build_idk_examples, idk_fraction_by_k,
+                                       build_idk_dataset, idk_fraction_by_k,
                                        idk_fraction_frame, knn_table, store_n_samples)
 from reliable_lalm.core.prompts import IDK_INSTRUCTION
 from reliable_lalm.methods.registry import build_prompt
@@ -130,9 +130,9 @@ def test_smaller_n_uses_the_first_samples(setup):
 
 def test_idk_prompt_variant_and_bad_arguments(setup):
     items, store = setup
-    examples = build_idk_examples(items, store, 5, prompt_method="idk")
+    examples = build_idk_dataset(items, store, 5, prompt_method="idk").examples
     assert all(ex.prompt.endswith(IDK_INSTRUCTION) for ex in examples)
     with pytest.raises(ValueError):
-        build_idk_examples(items, store, 6)
+        build_idk_dataset(items, store, 6).examples
     with pytest.raises(ValueError):
-        build_idk_examples(items, store, 1, prompt_method="mcot")
+        build_idk_dataset(items, store, 1, prompt_method="mcot").examples

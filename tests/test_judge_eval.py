@@ -23,7 +23,7 @@ from reliable_lalm.core.judge_eval import (
     judge_decisions,
     load_judge_set,
 )
-from reliable_lalm.core.llm_normalizer import parse_reply
+from reliable_lalm.methods.llm_judge import parse_reply
 from reliable_lalm.core.normalize import RULE_DESCRIPTIONS, SCOPE_DESCRIPTIONS, RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import Normalized
 from reliable_lalm.reporting.item_report import describe_rule
@@ -253,7 +253,7 @@ def test_judge_eval_with_the_rules_imports_no_torch():
 
 
 def test_the_paper_setting_keeps_table8_and_the_toolkit_gets_its_own_prompt():
-    from reliable_lalm.core.llm_normalizer import build_normalizer, describe_normalizer
+    from reliable_lalm.methods.llm_judge import build_normalizer, describe_normalizer
 
     base = "http://127.0.0.1:9/v1"  # never contacted: only the settings are read
     paper = build_normalizer("all", base_url=base, progress=False)

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 
 from chat_server import ChatServer, Hang, Raw, Reply, Status, user_prompt  # noqa: E402
 
-from reliable_lalm.core import llm_normalizer
+from reliable_lalm.methods import llm_judge
 from reliable_lalm import paths  # noqa: E402
-from reliable_lalm.core.llm_normalizer import (  # noqa: E402
+from reliable_lalm.methods.llm_judge import (  # noqa: E402
     LLMConfigError,
     OpenAINormalizer,
     build_normalizer,
@@ -286,8 +286,8 @@ def test_build_normalizer_kinds(serve, tmp_path, monkeypatch):
 
 
 def test_auto_without_credentials_uses_rules_and_warns_once(monkeypatch, caplog):
-    monkeypatch.setattr(llm_normalizer, "_AUTO_FALLBACK_WARNED", False)
-    caplog.set_level(logging.WARNING, logger="reliable_lalm.core.llm_normalizer")
+    monkeypatch.setattr(llm_judge, "_AUTO_FALLBACK_WARNED", False)
+    caplog.set_level(logging.WARNING, logger="reliable_lalm.methods.llm_judge")
     first, second = build_normalizer("auto"), build_normalizer()
     assert isinstance(first, RuleBasedNormalizer) and isinstance(second, RuleBasedNormalizer)
     warned = [r for r in caplog.records if "OPENAI_API_KEY" in r.getMessage()]

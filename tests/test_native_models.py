@@ -280,7 +280,8 @@ def test_paper_prompts_go_through_the_chat_template(backend, make_prompt):
 
 
 def test_lora_targets_are_the_language_models_qkv_only(tiny):
-    from reliable_lalm.training.lora_sft import DEFAULT_TARGET_MODULES, lora_target_names
+    from reliable_lalm.training.lora_config import DEFAULT_TARGET_MODULES
+    from reliable_lalm.training.lora_model import lora_target_names
 
     family, model, _ = tiny
     targets = language_model_qkv(model)

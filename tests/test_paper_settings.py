@@ -65,7 +65,7 @@ def test_bf16_evaluation_keeps_the_adapter_unmerged_with_fp32_lora_weights():
 
 @needs_demo
 def test_merge_rounding_loss_is_measured_per_dtype():
-    from reliable_lalm.training.lora_sft import merge_rounding_loss
+    from reliable_lalm.training.merge import merge_rounding_loss
 
     fp32 = merge_rounding_loss(DEMO, ADAPTER, dtype="float32")
     bf16 = merge_rounding_loss(DEMO, ADAPTER, dtype="bfloat16")
@@ -77,7 +77,7 @@ def test_merge_rounding_loss_is_measured_per_dtype():
 # ---------------------------------------------------------------- item 4: normalization
 
 def test_normalizer_all_sends_every_output_or_says_it_fell_back(monkeypatch):
-    from reliable_lalm.core import llm_normalizer as ln
+    from reliable_lalm.methods import llm_judge as ln
 
     monkeypatch.delenv(ln.API_KEY_ENV, raising=False)
     monkeypatch.delenv(ln.BASE_URL_ENV, raising=False)
@@ -94,7 +94,7 @@ def test_normalizer_all_sends_every_output_or_says_it_fell_back(monkeypatch):
 def test_experiment_warns_loudly_and_the_runner_records_it(monkeypatch, capsys, tmp_path):
     import nbformat
 
-    from reliable_lalm.core import llm_normalizer as ln
+    from reliable_lalm.methods import llm_judge as ln
     from reliable_lalm.experiments import Experiment
     from reliable_lalm.runner.reproduce import notebook_warnings
 
@@ -206,7 +206,8 @@ def test_few_shot_file_of_the_paper_profile_is_ours_and_valid():
 # ---------------------------------------------------------------- item 7: LoRA targets
 
 def test_lora_targets_choose_which_modules_are_wrapped(tiny_model):
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, lora_target_names
+    from reliable_lalm.training.lora_config import LoraSFTConfig
+    from reliable_lalm.training.lora_model import lora_target_names
 
     model, _ = tiny_model
     default = LoraSFTConfig.for_modality("sound")
@@ -228,7 +229,8 @@ def test_lora_targets_choose_which_modules_are_wrapped(tiny_model):
 def test_paper_names_adapter_trains_the_audio_encoder_too(tiny_model):
     import copy
 
-    from reliable_lalm.training.lora_sft import LoraSFTConfig, add_lora
+    from reliable_lalm.training.lora_config import LoraSFTConfig
+    from reliable_lalm.training.lora_model import add_lora
 
     model, _ = tiny_model
     wrapped = add_lora(copy.deepcopy(model), LoraSFTConfig.for_modality("sound", lora_targets="paper_names"))
@@ -258,7 +260,7 @@ def test_notebook_02_shows_the_worked_example_computed_by_the_library():
 # ---------------------------------------------------------------- Table 9's ambiguous cells
 
 def test_table9_alpha_readings_differ_on_music_only():
-    from reliable_lalm.training.lora_sft import LoraSFTConfig
+    from reliable_lalm.training.lora_config import LoraSFTConfig
     from reliable_lalm.training.table9 import ALPHA_READINGS, table9_alpha
 
     assert set(ALPHA_READINGS) == {"32-32-16", "32-16-16"}

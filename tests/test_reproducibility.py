@@ -328,9 +328,9 @@ STUDY_SCRIPT = textwrap.dedent('''
     for name, table in {"risk_coverage": study.risk_coverage_table(), "calibration": study.calibration_table(),
                         "confidence_targets": study.confidence_target_table()}.items():
         reporting.save_table(table, name, "x", caption="c", out_dir=out)
-    reporting.save_figure(study.risk_coverage_figure(), "risk_coverage_figure", "x",
+    reporting.save_figure(reporting.risk_coverage_figure(study.curves()), "risk_coverage_figure", "x",
                           data=study.risk_coverage_data(), out_dir=out)
-    reporting.save_figure(study.reliability_figure(), "reliability_figure", "x",
+    reporting.save_figure(reporting.reliability_figure(study.calibrations()), "reliability_figure", "x",
                           data=study.reliability_data(), out_dir=out)
     print("CAPABILITY", torch.backends.cpu.get_cpu_capability())
 ''')

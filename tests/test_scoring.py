@@ -12,11 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 from chat_server import ChatServer, Reply, user_prompt  # noqa: E402
 
 from reliable_lalm import paths  # noqa: E402
+from reliable_lalm.benchmarks.registry import resolve_benchmark  # noqa: E402
 from reliable_lalm.cli import main  # noqa: E402
 from reliable_lalm.core.metrics import Transitions  # noqa: E402
 from reliable_lalm.core.results import ResultStore  # noqa: E402
-from reliable_lalm.core.scoring import (IdMismatchError, format_table, read_records, records_from_store,  # noqa: E402
-                                   score_files, score_records, score_store)
+from reliable_lalm.core.records import IdMismatchError, read_records, records_from_store  # noqa: E402
+from reliable_lalm.core.score_table import format_table  # noqa: E402
+from reliable_lalm.core.scoring import score_records, score_store  # noqa: E402
 
 ANIMALS = ["Dog barking", "Cat meowing", "Car horn", "Rain"]
 
@@ -145,6 +147,12 @@ def test_bootstrap_intervals_in_output():
     assert score_records(recs, base, n_boot=200, seed=5)["ci"] == r["ci"]
 
 
+def score_file(path):
+    """A prediction file scored as ``rlalm score`` reads it: its unreadable lines reported as errors."""
+    records, errors = read_records(path)
+    return score_records(records, errors=errors)
+
+
 def test_files_and_jsonl_with_a_broken_line(tmp_path):
     path = tmp_path / "p.jsonl"
     lines = [json.dumps(r) for r in predictions()]
@@ -152,11 +160,11 @@ def test_files_and_jsonl_with_a_broken_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     records, errors = read_records(path)
     assert len(records) == 7 and errors[0].id == "#line 3" and "invalid JSON" in errors[0].reason
-    r = score_files(path)
+    r = score_file(path)
     assert r["n"] == 7 and r["errors"][0]["id"] == "#line 3"
     as_items = tmp_path / "p.json"
     as_items.write_text(json.dumps({"items": predictions()}))
-    assert score_files(as_items)["n"] == 7
+    assert score_file(as_items)["n"] == 7
     broken = tmp_path / "b.json"
     broken.write_text("[{")
     with pytest.raises(ValueError):
@@ -175,7 +183,7 @@ def _benchmark(tmp_path, n=4):
 
 
 def test_score_store(tmp_path):
-    bench, records = _benchmark(tmp_path, 5)
+    bench = resolve_benchmark(_benchmark(tmp_path, 5)[0])
     store = ResultStore.open(tmp_path / "store", {"method": "baseline"})
     store.extend([{"item_id": "q0", "model_output": "Dog barking"},
                   {"item_id": "q1", "model_output": "IDK"},

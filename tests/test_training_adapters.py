@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from lora_fixtures import language_model_qkv  # noqa: E402
+from model_probes import logits_of  # noqa: E402
 from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.models import hf_generic, qwen2_audio, registry
 from reliable_lalm.models.families import FAMILIES
 from reliable_lalm.models.native_tiny import build_tiny, save_tiny
 from reliable_lalm.models.training_adapter import TrainingNotSupported
-from reliable_lalm.training import lora_sft as T
+from reliable_lalm.training import adapter_check, lora_config, lora_model, lora_sft, merge
 from reliable_lalm.training.sft_data import SFTExample
 
 CHOICES = ("dog bark", "siren", "rain")
@@ -59,7 +60,7 @@ def test_adapters_are_found_through_the_model_registry(tiny_af3):
 
 def test_af3_collation_labels_the_answer_only(tiny_af3):
     adapter = registry.adapter_for_source(tiny_af3)
-    model, processor = T.load_base(tiny_af3, device="cpu", dtype=torch.float32)
+    model, processor = lora_model.load_base(tiny_af3, device="cpu", dtype=torch.float32)
     examples = _examples()
     batch = adapter.collate(processor, examples)
     assert {"input_ids", "attention_mask", "input_features", "input_features_mask", "labels"} <= set(batch)
@@ -71,10 +72,10 @@ def test_af3_collation_labels_the_answer_only(tiny_af3):
         labelled = batch["labels"][row][batch["labels"][row] != -100].tolist()
         assert tok.decode(labelled) == ex.target + "<|im_end|>"
     # The answer loss restricted to the answer positions equals the model's own full-vocabulary loss.
-    peft_model = T.add_lora(model, T.LoraSFTConfig())
+    peft_model = lora_model.add_lora(model, lora_config.LoraSFTConfig())
     peft_model.eval()
     with torch.no_grad():
-        ours = T.answer_loss(peft_model, batch)
+        ours = lora_model.answer_loss(peft_model, batch)
         theirs = peft_model(**batch).loss
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -84,30 +85,30 @@ def test_lora_sft_of_audio_flamingo3_trains_only_the_language_models_lora(tiny_a
     from safetensors.torch import load_file
 
     examples = _examples()
-    config = T.LoraSFTConfig.for_modality("sound", learning_rate=5e-2, epochs=3, batch_size=2, grad_accum=1,
+    config = lora_config.LoraSFTConfig.for_modality("sound", learning_rate=5e-2, epochs=3, batch_size=2, grad_accum=1,
                                           save_every=2, seed=1)
     out = tmp_path / "adapter"
-    result = T.train_lora_sft(tiny_af3, examples, out, config, progress=False, device="cpu")
+    result = lora_sft.train_lora_sft(tiny_af3, examples, out, config, progress=False, device="cpu")
     assert result.steps == 6 and len(result.losses) == 6 and all(np.isfinite(result.losses))
     assert np.mean(result.losses[-2:]) < np.mean(result.losses[:2])
     # Every LoRA tensor is in the language model; the audio encoder's q/k/v (there are some) got none.
-    base, processor = T.load_base(tiny_af3, device="cpu", dtype=torch.float32)
+    base, processor = lora_model.load_base(tiny_af3, device="cpu", dtype=torch.float32)
     lm_qkv = sorted(language_model_qkv(base))
-    report = T.verify_adapter(out, expected_modules=lm_qkv)
+    report = adapter_check.verify_adapter(out, expected_modules=lm_qkv)
     assert report.modules == len(lm_qkv) and report.lora_b_abs_mean > 0
-    saved = load_file(str(out / T.ADAPTER_WEIGHTS))
+    saved = load_file(str(out / lora_config.ADAPTER_WEIGHTS))
     assert saved and all("language_model" in k and "lora_" in k for k in saved)
     # Reloaded on the base: base weights as they were, outputs changed by the adapter.
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
-    base_logits = T.logits_of(base, processor, examples)
+    base_logits = logits_of(base, processor, examples)
     tuned = PeftModel.from_pretrained(base, str(out)).eval()
     for name, param in tuned.named_parameters():
         if "lora_" not in name:
             key = name.removeprefix("base_model.model.").replace(".base_layer", "")
             assert torch.equal(param, before[key]), name
-    assert (T.logits_of(tuned, processor, examples) - base_logits).abs().max() > 1e-3
+    assert (logits_of(tuned, processor, examples) - base_logits).abs().max() > 1e-3
     # The merged checkpoint (fp32) is a plain AF3 folder whose greedy outputs equal base + adapter.
-    merged = T.merge_adapter(tiny_af3, out, tmp_path / "merged", check_examples=examples[:2], max_new_tokens=4)
+    merged = merge.merge_adapter(tiny_af3, out, tmp_path / "merged", check_examples=examples[:2], max_new_tokens=4)
     assert merged["mismatched_items"] == []
 
 
@@ -117,7 +118,7 @@ def test_native_loading_merges_an_adapter_only_in_fp32(tiny_af3, tmp_path):
     from peft import PeftModel
 
     out = tmp_path / "adapter"
-    T.train_lora_sft(tiny_af3, _examples()[:2], out, T.LoraSFTConfig(learning_rate=5e-2, batch_size=2, epochs=1),
+    lora_sft.train_lora_sft(tiny_af3, _examples()[:2], out, lora_config.LoraSFTConfig(learning_rate=5e-2, batch_size=2, epochs=1),
                      progress=False, device="cpu")
     fp32 = hf_generic.NativeHFBackend.from_pretrained(tiny_af3, device="cpu", dtype="float32", adapter=out)
     assert not isinstance(fp32.model, PeftModel) and not any("lora_" in n for n, _ in fp32.model.named_parameters())
@@ -139,12 +140,12 @@ def test_lora_sft_of_the_omni_thinkers(family, tmp_path):
     model, processor = build_tiny(family)
     source = save_tiny(model, processor, tmp_path / "omni")
     out = tmp_path / "adapter"
-    result = T.train_lora_sft(source, _examples(), out, T.LoraSFTConfig(learning_rate=5e-2, batch_size=2, epochs=1),
+    result = lora_sft.train_lora_sft(source, _examples(), out, lora_config.LoraSFTConfig(learning_rate=5e-2, batch_size=2, epochs=1),
                               progress=False, device="cpu")
     assert result.steps == 2 and all(np.isfinite(result.losses))
     lm_qkv = language_model_qkv(model)
-    assert T.verify_adapter(out, expected_modules=lm_qkv).modules == len(lm_qkv)
-    saved = load_file(str(out / T.ADAPTER_WEIGHTS))
+    assert adapter_check.verify_adapter(out, expected_modules=lm_qkv).modules == len(lm_qkv)
+    saved = load_file(str(out / lora_config.ADAPTER_WEIGHTS))
     assert saved and all("language_model" in k for k in saved), sorted(saved)[:3]
 
 

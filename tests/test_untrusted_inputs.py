@@ -225,7 +225,7 @@ def test_pickled_weights_are_refused_in_one_line(tmp_path, capsys, where, one_to
 
 @pytest.mark.parametrize("command", [["train", "knn"], ["demo", "train"]])
 def test_a_planted_checkpoint_ends_the_command_in_one_line(tmp_path, capsys, monkeypatch, command):
-    from reliable_lalm.training.loop import UnsafeCheckpointError
+    from reliable_lalm.models.hf_loading import UnsafeCheckpointError
 
     def planted(*_a, **_k):
         raise UnsafeCheckpointError(f"{tmp_path}/optimizer.pt: refused to load: a pickled file ...")
@@ -246,7 +246,8 @@ def test_a_planted_checkpoint_ends_the_command_in_one_line(tmp_path, capsys, mon
 def test_load_torch_state_refuses_a_planted_optimizer_in_one_line(tmp_path):
     import torch
 
-    from reliable_lalm.training.loop import UnsafeCheckpointError, load_torch_state
+    from reliable_lalm.models.hf_loading import UnsafeCheckpointError
+    from reliable_lalm.training.loop import load_torch_state
 
     marker = tmp_path / "PWNED"
     torch.save({"optimizer": _Planted(marker)}, tmp_path / "optimizer.pt")

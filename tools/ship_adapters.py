@@ -24,7 +24,8 @@ from reliable_lalm.core.numerics import cpu_description  # noqa: E402
 from reliable_lalm.experiments import shipped  # noqa: E402
 from reliable_lalm.experiments.crossmodal import store_identity  # noqa: E402
 from reliable_lalm.runner.retrain import crossmodal_from_parameters, planned_trainings  # noqa: E402
-from reliable_lalm.training.lora_sft import read_summary, verify_adapter  # noqa: E402
+from reliable_lalm.training.adapter_check import verify_adapter  # noqa: E402
+from reliable_lalm.training.lora_sft import read_summary  # noqa: E402
 
 
 def main() -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
 DEMO_MODEL_DIR = ASSETS_DIR / "demo_model"
+# Registry names of the embedded demo model and benchmark (registered by the demo package's entry points).
+DEMO_MODEL_NAME = "demo"
+SYNTHETIC_BENCHMARK_NAME = "synthetic"
 JUDGE_SET_PATH = ASSETS_DIR / "judge" / "judge_set.jsonl"  # labelled outputs that measure a judge
 
 

@@ -1,6 +1,6 @@
 """Option-order robustness: "circular" evaluation under the cyclic permutations of the choices.
 
-Beyond the paper (issue 20). A model that picks an option by its *position* (always "A") scores
+Beyond the paper. A model that picks an option by its *position* (always "A") scores
 by luck. Circular evaluation (as in MMBench's CircularEval) asks each question once per cyclic
 rotation of its options: an item with ``n`` choices gives ``n`` presentations, rotation ``r``
 listing ``choices[r:] + choices[:r]`` (rotation 0 is the original order), with the derived id

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import datasets
 import huggingface_hub
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,6 +45,14 @@ from reliable_lalm.core.atomic import atomic_write_bytes
 from reliable_lalm.core.progress import progress_bar
 
 HF_PREFIX = "hf:"
+
+
+def _datasets():
+    """The ``datasets`` library, imported when a Hugging Face release is first read."""
+    # local import: datasets takes seconds to import; `rlalm score` and `rlalm benchmark` on JSON files never need it
+    import datasets
+
+    return datasets
 BATCH_ROWS = 64
 PARQUET_BUFFER_BYTES = 1 << 20  # read buffer of the parquet stream (no pre-buffering of whole row groups)
 AUDIO_CACHE_SUBDIR = "audio"
@@ -106,8 +113,8 @@ def _one_line(err: BaseException) -> str:
 
 def _call(spec: str, what: Callable[[], Any]) -> Any:
     """Run a ``datasets`` call; its many error types become one ValueError naming ``spec``."""
-    verbosity = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its error log would repeat our one line
+    verbosity = _datasets().logging.get_verbosity()
+    _datasets().logging.set_verbosity(_datasets().logging.CRITICAL)  # its error log would repeat our one line
     try:
         return what()
     except FileNotFoundError:
@@ -115,12 +122,12 @@ def _call(spec: str, what: Callable[[], Any]) -> Any:
     except Exception as err:  # datasets/pyarrow raise a zoo of types (DatasetNotFoundError, ArrowInvalid, ...)
         raise ValueError(f"{spec}: cannot be read as a dataset ({type(err).__name__}: {_one_line(err)})") from None
     finally:
-        datasets.logging.set_verbosity(verbosity)
+        _datasets().logging.set_verbosity(verbosity)
 
 
 def _pick_split(dataset: Any, split: str | None, spec: str) -> Any:
     """The split of a ``DatasetDict`` (or a dict by split name): ``split``, else ``test``, else the only one."""
-    if isinstance(dataset, (dict, datasets.DatasetDict, datasets.IterableDatasetDict)):
+    if isinstance(dataset, (dict, _datasets().DatasetDict, _datasets().IterableDatasetDict)):
         names = list(dataset)
         if split is None:
             split = DEFAULT_SPLIT if DEFAULT_SPLIT in names else (names[0] if len(names) == 1 else None)
@@ -158,7 +165,7 @@ def open_rows(spec: str | Path) -> DatasetRows:
         total = _call(text, lambda: pq.ParquetFile(str(path)).metadata.num_rows)  # a broken file fails here
         return DatasetRows(text, _parquet_batches([path]), path.parent, total)
     if any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
-        dataset = _pick_split(_call(text, lambda: datasets.load_from_disk(str(path))), split, text)  # memory-mapped
+        dataset = _pick_split(_call(text, lambda: _datasets().load_from_disk(str(path))), split, text)  # memory-mapped
         return DatasetRows(text, _dataset_batches(dataset), path, len(dataset))
     return _open_folder(text, path, split)
 
@@ -166,13 +173,13 @@ def open_rows(spec: str | Path) -> DatasetRows:
 def _open_folder(spec: str, folder: Path, split: str | None) -> DatasetRows:
     """A folder of data files (the Hub's layout: ``data/<split>-*.parquet``, or a README's configs):
     ``datasets`` resolves its splits and files; parquet files are then streamed by pyarrow."""
-    builder = _call(spec, lambda: datasets.load_dataset_builder(str(folder)))
+    builder = _call(spec, lambda: _datasets().load_dataset_builder(str(folder)))
     files_by_split = {str(name): [Path(str(f)) for f in files]
                       for name, files in (builder.config.data_files or {}).items()}
     chosen = _pick_split(files_by_split, split, spec)
     if chosen and all(f.suffix == ".parquet" for f in chosen):
         return DatasetRows(spec, _parquet_batches(chosen), folder, _parquet_rows(chosen))
-    dataset = _pick_split(_call(spec, lambda: datasets.load_dataset(str(folder), streaming=True)), split, spec)
+    dataset = _pick_split(_call(spec, lambda: _datasets().load_dataset(str(folder), streaming=True)), split, spec)
     return DatasetRows(spec, _dataset_batches(dataset), folder)
 
 

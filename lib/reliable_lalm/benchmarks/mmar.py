@@ -17,16 +17,16 @@ given, no ``difficulty`` (MMAR has none).
 
 MMAR's official scorer (``code/evaluation.py`` in github.com/ddlBoJack/MMAR, adapted from MMAU's)
 reads the model's answer from :data:`OUTPUT_FIELD` and judges it with a token rule:
-:func:`mmar_string_match` re-implements it and :func:`mmar_evaluate` its counting, so a test can
+:func:`mmar_string_match` re-implements it (its counting is re-implemented in the tests), so a test can
 check that the file :func:`reliable_lalm.benchmarks.official.export_for_benchmark` writes is
 scored by MMAR's rule exactly as we score it, up to the items it lists.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from reliable_lalm.benchmarks._common import audio_field, NOTES_KEY, load_translated, record_id, text_field
+from reliable_lalm.benchmarks.loading import audio_field, NOTES_KEY, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
 from reliable_lalm.core.normalize import mmau_string_match
 
@@ -82,33 +82,3 @@ def mmar_string_match(answer: str, prediction: str, choices: Sequence[str]) -> b
     answer's), so this is :func:`reliable_lalm.core.normalize.mmau_string_match`, named for MMAR.
     """
     return mmau_string_match(answer, prediction, choices)
-
-
-def mmar_evaluate(records: Iterable[dict[str, Any]], output_field: str = OUTPUT_FIELD) -> dict[str, Any]:
-    """What MMAR's evaluation script counts on ``records`` (its input file's records).
-
-    As the script does: a record without ``output_field`` is skipped (not in the total); the others
-    are judged by :func:`mmar_string_match` against the record's own ``answer`` and ``choices``, and
-    counted in total and per ``modality``, ``category`` and ``sub-category`` as ``[correct, total]``.
-    ``matched_ids`` lists the records judged correct (the script only sets ``match`` on them).
-    """
-    correct = total = 0
-    by: dict[str, dict[str, list[int]]] = {"modality": {}, "category": {}, "sub-category": {}}
-    matched: list[str] = []
-    for record in records:
-        if output_field not in record:
-            continue
-        hit = mmar_string_match(record["answer"], record[output_field], record["choices"])
-        total += 1
-        correct += hit
-        if hit:
-            matched.append(str(record.get("id")))
-        for key in by:
-            value = record.get(key)
-            if value is None:
-                continue
-            cell = by[key].setdefault(str(value), [0, 0])
-            cell[0] += hit
-            cell[1] += 1
-    return {"correct": correct, "total": total, "accuracy": correct / total if total else None,
-            "matched_ids": matched, **{f"by_{k.replace('-', '_')}": v for k, v in by.items()}}

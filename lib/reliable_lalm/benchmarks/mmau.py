@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from reliable_lalm.benchmarks import hf_data
-from reliable_lalm.benchmarks._common import audio_field, load_translated
+from reliable_lalm.benchmarks.loading import audio_field, load_translated
 from reliable_lalm.core.items import TASKS, LoadedBenchmark, load_benchmark
 
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from reliable_lalm.benchmarks._common import audio_field, load_translated, record_id, text_field
+from reliable_lalm.benchmarks.loading import audio_field, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, ItemSkipped, LoadedBenchmark
 
 MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "sound-music", "sound-speech", "music-speech",
@@ -59,8 +59,6 @@ MODALITIES: tuple[str, ...] = ("sound", "music", "speech", "sound-music", "sound
 INSTRUCTION_FOLLOWING = ("instruction following", "instruction-following", "instruction_following")
 OPEN_ENDED = ("open", "open-ended", "open_ended", "open ended")
 SUB_CATEGORY_FIELDS = ("sub-cat", "sub-category", "sub_category")  # the release spells it sub-cat
-# Columns kept in the record for breakdowns and exports but not given to the model (see the doc).
-IGNORED_COLUMNS = ("transcription", "task_classification", "task_identifier", "kwargs")
 
 
 def _category(record: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from reliable_lalm import paths
 from reliable_lalm.core.items import SAMPLING_RATE
@@ -68,8 +69,6 @@ def select_records(records: list[dict], per_modality: int = ITEMS_PER_MODALITY) 
 
 def generate(per_modality: int = ITEMS_PER_MODALITY) -> Path:
     """Write (once) the stand-in metadata JSON and its audio; returns the JSON's path."""
-    import soundfile as sf
-
     out = standin_dir(per_modality)
     target = out / "mmau-test-mini.json"
     if target.is_file():

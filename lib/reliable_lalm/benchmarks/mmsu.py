@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from reliable_lalm.benchmarks._common import audio_field, load_translated, record_id, text_field
+from reliable_lalm.benchmarks.loading import audio_field, load_translated, record_id, text_field
 from reliable_lalm.core.items import ItemError, LoadedBenchmark
 
 MODALITIES: tuple[str, ...] = ("speech",)

@@ -26,16 +26,17 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reliable_lalm.benchmarks.registry import parse_benchmark
 from reliable_lalm.core.atomic import TEMP_SUFFIX
+from reliable_lalm.core.export import export_records, write_json
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.normalize_types import Normalizer
 from reliable_lalm.core.plugins import load_object
+from reliable_lalm.core.records import OUTPUT_FIELD, RAW_FIELD, records_from_store
+from reliable_lalm.core.submission import submission_records
 
-OUTPUT_FIELD = "model_output"
-RAW_FIELD = "model_output_raw"
 
-
-def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normalizer | str | None = None, *,
+def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normalizer | None = None, *,
                          items: Mapping[str, BenchmarkItem] | None = None
                          ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``(exported, summary)`` for prediction records (raw output in ``model_output``) of ``entry``.
@@ -43,9 +44,6 @@ def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normali
     ``items``: the benchmark's items by id; their original records are what is written (without
     them, the prediction records' own fields are).
     """
-    from reliable_lalm.core.export import export_records
-    from reliable_lalm.core.submission import submission_records
-
     originals = {i: item.to_record() for i, item in items.items()} if items else {}
     if not entry.has_answers:
         exported, summary = submission_records(records, normalizer, originals=originals)
@@ -87,13 +85,9 @@ def export_for_benchmark(records: Iterable[Any], entry: Any, normalizer: Normali
     return out, summary
 
 
-def export_store_for_benchmark(store: Any, spec: str, out: str | Path, normalizer: Normalizer | str | None = None,
+def export_store_for_benchmark(store: Any, spec: str, out: str | Path, normalizer: Normalizer | None = None,
                                *, sample_index: int = 0, output_field: str | None = None) -> dict[str, Any]:
     """A result store joined with the registered benchmark ``spec`` (``mmar:FILE`` ...) to ``out``."""
-    from reliable_lalm.benchmarks.registry import parse_benchmark
-    from reliable_lalm.core.export import write_json
-    from reliable_lalm.core.scoring import records_from_store
-
     entry, path = parse_benchmark(spec)
     bench = entry.load(path, check_audio=False)
     items = {item.id: item for item in bench.items}
@@ -115,8 +109,6 @@ def needs_own_export(spec: str | None) -> bool:
     (a registered benchmark whose format is not MMAU's test-mini format)."""
     if not spec:
         return False
-    from reliable_lalm.benchmarks.registry import parse_benchmark
-
     entry, _ = parse_benchmark(spec)
     return (entry.output_field != OUTPUT_FIELD or not entry.has_answers or entry.official_rule is not None
             or entry.verbatim_refusals)

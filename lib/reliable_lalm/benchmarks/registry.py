@@ -31,6 +31,7 @@ from reliable_lalm.benchmarks.mmau_pro import MODALITIES as MMAU_PRO_MODALITIES
 from reliable_lalm.benchmarks.mmsu import MODALITIES as MMSU_MODALITIES
 from reliable_lalm.core.items import TASKS, LoadedBenchmark
 from reliable_lalm.core.plugins import entry_point_objects, load_object
+from reliable_lalm.core.records import OUTPUT_FIELD
 
 ENTRY_POINT_GROUP = "reliable_lalm.benchmarks"
 DEFAULT_KIND = "mmau"  # what a bare file path is read as
@@ -45,7 +46,7 @@ class BenchmarkEntry:
     name: str
     loader: str  # "module:function"; function(path, audio_dir=None, *, check_audio=..., modalities=...) -> LoadedBenchmark
     modalities: tuple[str, ...] = TASKS  # the modality groups, in table order
-    output_field: str = "model_output"  # where the official scorer reads the model's answer
+    output_field: str = OUTPUT_FIELD  # where the official scorer reads the model's answer
     paper_reference: bool = False  # the paper's tables (tables/reference/) apply to this benchmark
     default_path: str | Callable[[], str] | None = None  # used when no path is given
     has_answers: bool = True  # False: a hidden test split (inference and export only)
@@ -128,3 +129,12 @@ def parse_benchmark(spec: str) -> tuple[BenchmarkEntry, str | None]:
 def load(spec: str, audio_dir: str | None = None, **kwargs: Any) -> LoadedBenchmark:
     entry, path = parse_benchmark(spec)
     return entry.load(path, audio_dir, **kwargs)
+
+
+def resolve_benchmark(benchmark: Any) -> Any:
+    """The benchmark a result store is joined with, loaded: a spec (``mmar:FILE``, a JSON file, ...)
+    is loaded without checking its audio (scoring and export read no clip); a loaded benchmark, a
+    sequence of items or None is passed through."""
+    if isinstance(benchmark, (str, Path)):
+        return load(str(benchmark), check_audio=False)
+    return benchmark

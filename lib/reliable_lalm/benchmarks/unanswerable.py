@@ -1,6 +1,6 @@
 """Unanswerable variants of a multiple-choice audio benchmark, and how to score them.
 
-Beyond the paper (issue 20): the paper only asks questions that have a correct option, so it
+Beyond the paper: the paper only asks questions that have a correct option, so it
 cannot tell whether a model refuses *where it does not know*. Questions with no correct option
 test that directly: the right behaviour is a refusal (IDK) and any option is a hallucination.
 
@@ -172,9 +172,6 @@ class UnanswerableSet:
         return {"seed": self.seed, "n_source": self.n_source, "n_built": len(self.items),
                 **{f"n_{kind}": len(self.by_kind(kind)) for kind in KINDS},
                 "n_skipped": len(self.skipped), "skipped": self.skip_reasons()}
-
-    def to_records(self) -> list[dict[str, Any]]:
-        return [it.to_record() for it in self.items]
 
 
 def _pick(eligible: Sequence[BenchmarkItem], seed: int, kind: str, item_id: str) -> BenchmarkItem:

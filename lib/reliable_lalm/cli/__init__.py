@@ -47,10 +47,10 @@ def max_new_tokens(text: str) -> int:
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("reliable_lalm.core.scoring", "score predictions (MMAU-style JSON/JSONL with model_output)"),
+    "score": ("reliable_lalm.cli.score", "score predictions (MMAU-style JSON/JSONL with model_output)"),
     "judge-eval": ("reliable_lalm.cli.judge_eval", "measure an answer normalizer (judge) against labelled outputs"),
-    "export": ("reliable_lalm.core.export", "export a result store to MMAU's official JSON format"),
-    "demo": ("reliable_lalm.demo.cli", "embedded demo: build the synthetic benchmark, train the demo model"),
+    "export": ("reliable_lalm.cli.export", "export a result store to MMAU's official JSON format"),
+    "demo": ("reliable_lalm.cli.demo", "embedded demo: build the synthetic benchmark, train the demo model"),
     "bench": ("reliable_lalm.cli.bench", "benchmarks (inference engine against the per-question loop)"),
     "infer": ("reliable_lalm.cli.infer", "run a prompting method over a benchmark into a result store"),
     "merge-shards": ("reliable_lalm.cli.merge_shards", "merge the shard stores of 'rlalm infer --shard i/n' into one"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +35,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reliable_lalm.models.hf_loading import random_layouts
+from reliable_lalm import paths
+from reliable_lalm.benchmarks.registry import registered_benchmarks
+from reliable_lalm.core import prompts
+from reliable_lalm.cli.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
+from reliable_lalm.core.items import SAMPLING_RATE, load_audio
+from reliable_lalm.models.base import GenerationRequest, GenerationSettings
+from reliable_lalm.models.hf_loading import (build_random_model_and_processor, count_parameters, load_model_and_processor,
+                                             random_layouts, resolve_device)
+from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
 from reliable_lalm.models.chat import chat_text
-from reliable_lalm.core.argtypes import REPETITION_PENALTY, SAMPLES, TEMPERATURE, real
+from reliable_lalm.models.registry import registered_models
 
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts, from NVIDIA's data sheets.
 GPU_PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0)}
@@ -51,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--random-weights", choices=list(random_layouts()), default=None,
                    help="random weights of the Qwen2-Audio-7B layout (7b), of its ~100 M-parameter CPU cut "
                         "(100m) or of its tiny test copy (tiny); default: the demo model")
-    p.add_argument("--model", default=None, help="checkpoint (default: the shipped demo, else a freshly built "
-                                                 "untrained demo)")
+    p.add_argument("--model", default=None, help="checkpoint (default: the registered demo model's checkpoint, "
+                                                 "else random weights of the tiny layout)")
     p.add_argument("--n-questions", type=int, default=None,
                    help="default: 256 on CUDA; on CPU 48 (demo) or 4 (random weights)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -96,21 +104,18 @@ class Question:
 
 
 def make_questions(n: int, *, seed: int = 0, audio_seconds: float | None = None,
-                   sampling_rate: int = 16000) -> list[Question]:
-    """Synthetic benchmark questions (the project's generator), or noise clips if it is unavailable."""
-    from reliable_lalm.core import prompts
-
+                   sampling_rate: int = SAMPLING_RATE) -> list[Question]:
+    """``n`` questions of the registered synthetic benchmark (drawn with ``seed``, repeated when ``n``
+    exceeds it), or noise clips with a fixed question where no such benchmark is registered."""
     rng = np.random.default_rng(seed)
-    tasks = ("sound", "music", "speech")
+    entry = registered_benchmarks().get(paths.SYNTHETIC_BENCHMARK_NAME)
+    items = entry.load(None, check_audio=False).items if entry is not None else []
     out = []
-    try:
-        from reliable_lalm.demo.synthetic import generate_item
-    except ImportError:  # generator not installed: noise clips with a fixed question
-        generate_item = None
     for i in range(n):
-        if generate_item is not None:
-            audio, record = generate_item(rng, tasks[i % 3], item_id=f"bench-{i}")
-            question, choices = record["question"], record["choices"]
+        if items:
+            item = items[int(rng.integers(len(items)))]
+            audio = load_audio(item.audio_path, sampling_rate=sampling_rate, item_id=item.id)
+            question, choices = item.question, list(item.choices)
         else:
             audio = (0.1 * rng.standard_normal(int(rng.uniform(1.0, 4.0) * sampling_rate))).astype(np.float32)
             question, choices = "What is the main sound source?", ["Dog barking", "Car horn", "Piano", "Rain"]
@@ -121,21 +126,19 @@ def make_questions(n: int, *, seed: int = 0, audio_seconds: float | None = None,
     return out
 
 
-def _load(device: str, random_weights: str | None, model_path: str | None, tmp: str):
-    from reliable_lalm import paths
-    from reliable_lalm.models.hf_loading import build_random_model_and_processor, load_model_and_processor
-
+def _load(device: str, random_weights: str | None, model_path: str | None):
+    """The model to bench: a random-weights layout, ``model_path``, else the registered demo model's
+    checkpoint, else random weights of the tiny layout (no demo checkpoint here)."""
+    if random_weights is None and model_path is None:
+        demo = registered_models().get(paths.DEMO_MODEL_NAME)
+        source = Path(demo.resolve_source()) if demo is not None and not demo.built_on_first_use else None
+        if source is not None and (source / "config.json").exists():
+            model_path = str(source)
+        else:
+            random_weights = "tiny"
     if random_weights:
         model, processor = build_random_model_and_processor(random_weights, device=device)
         return model, processor, f"random weights, {random_weights} layout"
-    if model_path is None:
-        if (paths.DEMO_MODEL_DIR / "config.json").exists():
-            model_path = str(paths.DEMO_MODEL_DIR)
-        else:
-            from reliable_lalm.demo.model import create_untrained
-            from reliable_lalm.models.hf_loading import _tokenizer_corpus
-
-            model_path = str(create_untrained(Path(tmp) / "demo", _tokenizer_corpus()))
     model, processor = load_model_and_processor(model_path, device=device)
     return model, processor, str(model_path)
 
@@ -148,9 +151,10 @@ class _Loop:
         self.device = model.get_input_embeddings().weight.device
 
     def answer(self, q: Question, **sampling) -> tuple[str, int]:
+        # local import: `rlalm --help` imports every command module and stays torch-free
         import torch
 
-        inputs = self.processor(text=chat_text(self.processor, q.prompt), audio=q.audio, sampling_rate=16000,
+        inputs = self.processor(text=chat_text(self.processor, q.prompt), audio=q.audio, sampling_rate=SAMPLING_RATE,
                                 return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
@@ -171,11 +175,12 @@ class _Peer:
     def answer_batch(self, qs: Sequence[Question], num_return_sequences: int = 1,
                      **sampling) -> list[tuple[str, int]]:
         """``(text, generated tokens)`` per row: question by question, its ``num_return_sequences`` rows in a row."""
+        # local import: `rlalm --help` imports every command module and stays torch-free
         import torch
 
         self.processor.tokenizer.padding_side = "left"
         inputs = self.processor(text=[chat_text(self.processor, q.prompt) for q in qs],
-                                audio=[q.audio for q in qs], sampling_rate=16000, padding=True,
+                                audio=[q.audio for q in qs], sampling_rate=SAMPLING_RATE, padding=True,
                                 return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
@@ -203,6 +208,7 @@ def compare_greedy(item_ids: Sequence[str], texts: dict[str, Sequence[str]]) -> 
 
 def _sync(device: str) -> None:
     if device == "cuda":
+        # local import: `rlalm --help` imports every command module and stays torch-free
         import torch
 
         torch.cuda.synchronize()
@@ -214,11 +220,8 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
                     temperature: float = 1.0, threads: int | None = None, seed: int = 0,
                     round_size: int | None = None, repetition_penalty: float = 1.0,
                     print_fn=print) -> dict[str, Any]:
+    # local import: `rlalm --help` imports every command module and stays torch-free
     import torch
-
-    from reliable_lalm.models.base import GenerationRequest, GenerationSettings
-    from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
-    from reliable_lalm.models.hf_loading import count_parameters, resolve_device
 
     device = resolve_device(device)
     if device == "cuda" and not torch.cuda.is_available():
@@ -231,8 +234,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     max_new_tokens = max_new_tokens or (32 if random_weights else 16)
     if audio_seconds is None and random_weights:
         audio_seconds = 10.0  # typical MMAU clip length
-    with tempfile.TemporaryDirectory() as tmp:
-        model_obj, processor, model_desc = _load(device, random_weights, model, tmp)
+    model_obj, processor, model_desc = _load(device, random_weights, model)
     questions = make_questions(n_questions, seed=seed, audio_seconds=audio_seconds)
     backend = Qwen2AudioBackend(model_obj, processor, batch_size=batch_size)
     loop = _Loop(model_obj, processor, max_new_tokens)
@@ -421,6 +423,4 @@ def _cpu_name() -> str:
                 return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical CPUs)"
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()

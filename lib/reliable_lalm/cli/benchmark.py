@@ -22,6 +22,7 @@ import sys
 from collections import Counter
 from dataclasses import replace
 
+from reliable_lalm.benchmarks.registry import UnknownBenchmarkError, registered_benchmarks
 from reliable_lalm.core.items import ItemError, LoadedBenchmark, RejectedRecord, load_audio
 from reliable_lalm.core.progress import progress_bar
 
@@ -50,8 +51,6 @@ def _reason_key(cause: str) -> str:
 
 
 def _list() -> int:
-    from reliable_lalm.benchmarks.registry import registered_benchmarks
-
     rows = [("name", "modalities", "output field", "answers", "paper values", "description")]
     for name, e in sorted(registered_benchmarks().items()):
         rows.append((name, ",".join(e.modalities), e.output_field, "yes" if e.has_answers else "no (hidden)",
@@ -63,8 +62,6 @@ def _list() -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from reliable_lalm.benchmarks.registry import UnknownBenchmarkError, registered_benchmarks
-
     entries = registered_benchmarks()
     if args.kind not in entries:
         print(f"rlalm benchmark validate: error: unknown kind {args.kind!r} (registered: {', '.join(sorted(entries))})",

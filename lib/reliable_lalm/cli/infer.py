@@ -25,7 +25,7 @@ import sys
 
 from reliable_lalm.benchmarks.registry import load as load_benchmark
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
-from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
+from reliable_lalm.cli.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P
 from reliable_lalm.core.jsonio import load_file
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.prompts import FewShotExample

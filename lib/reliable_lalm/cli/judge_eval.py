@@ -13,13 +13,8 @@ import sys
 
 from reliable_lalm.core.atomic import atomic_write_text
 from reliable_lalm.core.judge_eval import JudgeSetError, evaluate_splits, format_report, load_judge_set
-from reliable_lalm.core.llm_normalizer import (
-    JUDGE_PROMPTS,
-    LLMConfigError,
-    LLMRefusedError,
-    build_normalizer,
-    normalizer_kind_error,
-)
+from reliable_lalm.core.normalize_types import LLMConfigError, LLMRefusedError
+from reliable_lalm.methods.llm_judge import JUDGE_PROMPTS, build_normalizer, normalizer_kind_error
 
 DEFAULT_MIN_AGREEMENT = 0.97
 

@@ -20,7 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from reliable_lalm.core.scoring import add_normalizer_arguments, invalid_outputs_warning, normalizer_from_args
+from reliable_lalm.cli.score import add_normalizer_arguments, normalizer_from_args
+from reliable_lalm.core.normalize_types import LLMConfigError, LLMRefusedError
+from reliable_lalm.core.scoring import invalid_outputs_warning
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reliable_lalm.core.llm_normalizer import LLMConfigError, LLMRefusedError
+    # local import: reporting (matplotlib, pandas) loads for `rlalm report`, not for `rlalm --help`
     from reliable_lalm.reporting.item_report import build_item_report, write_report
 
     try:

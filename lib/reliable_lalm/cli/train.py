@@ -21,7 +21,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
-from reliable_lalm.core.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
+from reliable_lalm.cli.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
 from reliable_lalm.core.items import TASKS, load_audio, load_benchmark
 from reliable_lalm.core.results import ResultStore, StoreLocked
 from reliable_lalm.methods.execution import sample_knn
@@ -32,8 +32,10 @@ from reliable_lalm.models.registry import load_backend
 from reliable_lalm.models.families import LORA_TARGETS
 from reliable_lalm.models.training_adapter import TrainingNotSupported
 from reliable_lalm.training.idk_dataset import TRAIN_PROMPT_METHODS, build_idk_dataset, idk_fraction_frame
-from reliable_lalm.training.lora_sft import (LoraSFTConfig, benchmark_sft_step, merge_adapter, resolve_dtype,
-                                             train_lora_sft)
+from reliable_lalm.training.lora_config import LoraSFTConfig, resolve_dtype
+from reliable_lalm.training.lora_sft import train_lora_sft
+from reliable_lalm.training.merge import merge_adapter
+from reliable_lalm.training.sft_benchmark import benchmark_sft_step
 from reliable_lalm.training.sft_data import SFTExample
 from reliable_lalm.training.table9 import ALPHA_READINGS
 

@@ -1,6 +1,6 @@
 """Abstention from the model's own confidence: risk–coverage, AURC, calibration, confidence targets.
 
-Beyond the paper (issue 20). The paper measures reliability only through what the model *says*
+Beyond the paper. The paper measures reliability only through what the model *says*
 (IDK or an option). This module measures abstention from a *confidence score* per item and makes
 the two comparable:
 
@@ -34,19 +34,21 @@ the two comparable:
 Conventions follow :mod:`reliable_lalm.core.metrics`: outcome names ``"correct"``, ``"rejected"``,
 ``"wrong"``; an undefined value (empty item set, 0/0) is ``None`` with a reason string, never an
 exception. Bad *input* (confidence outside [0, 1] where a probability is required, NaN for an
-answered item, mismatched lengths) raises ``ValueError``. numpy only; pandas and matplotlib are
-imported inside the functions that need them.
+answered item, mismatched lengths) raises ``ValueError``. numpy and pandas; the figures are drawn
+by :mod:`reliable_lalm.reporting.abstention`.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from reliable_lalm.core.metrics import CORRECT, REJECTED, WRONG, Counts, outcome_codes, summarize
+from reliable_lalm.core.normalize import normalize_answer
 from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized
 
 CONFIDENCE_TARGETS: tuple[float, ...] = (0.5, 0.75, 0.9)
@@ -157,8 +159,6 @@ class RiskCoverage:
     reason: str | None = None
 
     def to_frame(self):
-        import pandas as pd
-
         return pd.DataFrame({"threshold": self.threshold, "n_answered": self.n_answered, "n_wrong": self.n_wrong,
                              "coverage": self.coverage, "risk": self.risk, "accuracy": [1 - r for r in self.risk],
                              "rel": self.reliability})
@@ -476,8 +476,6 @@ class Calibration:
 
     def to_frame(self):
         """Reliability-diagram data: one row per bin (count, mean confidence, accuracy, gap)."""
-        import pandas as pd
-
         return pd.DataFrame([asdict(b) for b in self.bins])
 
     def summary(self) -> dict[str, Any]:
@@ -568,56 +566,6 @@ def multiclass_brier_score(probabilities: Sequence[Sequence[float]], answer_inde
         y[a] = 1.0
         total += float(np.sum((p - y) ** 2))
     return total / len(probabilities)
-
-
-def plot_reliability_diagram(cal: Calibration, *, ax: Any = None, title: str | None = None,
-                             decimals: int | None = None) -> Any:
-    """Reliability diagram: accuracy per bin (bars at the bin's mean confidence) against the
-    diagonal, with the bin counts written above the bars and the ECE in the legend. Returns the figure.
-
-    ``decimals``: draw the bars at their positions and heights rounded so (the precision of the
-    figure's data CSV), so a change in a far digit (another CPU's kernels) does not move them."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.2, 4.0))
-    full = [b for b in cal.bins if b.count]
-    width = 1.0 / max(cal.n_bins, 1)
-    shown = (lambda v: v) if decimals is None else (lambda v: round(v, decimals))  # noqa: E731
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-    if full:
-        x = [shown(b.mean_confidence) for b in full]
-        heights = [shown(b.accuracy) for b in full]
-        ax.bar(x, heights, width=width * 0.9, color="tab:blue", alpha=0.8, edgecolor="black",
-               label=f"accuracy (ECE {cal.ece:.3f})" if cal.ece is not None else "accuracy")
-        for b, xb, hb in zip(full, x, heights):
-            ax.text(xb, min(hb + 0.02, 0.97), str(b.count), ha="center", fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title if title is not None else f"Reliability diagram ({cal.binning}, {cal.n_bins} bins)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
-def plot_risk_coverage(curves: Mapping[str, RiskCoverage], *, ax: Any = None, title: str | None = None) -> Any:
-    """Risk–coverage curves (one line per named confidence score, AURC in the legend)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.6, 3.8))
-    for name, rc in curves.items():
-        label = f"{name} (AURC {rc.aurc:.3f})" if rc.aurc is not None else name
-        ax.step(rc.coverage, rc.risk, where="post", label=label)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("coverage")
-    ax.set_ylabel("selective risk")
-    ax.set_title(title if title is not None else "Risk–coverage")
-    ax.legend(fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
 
 
 # ------------------------------------------------------------------------------------------------
@@ -761,6 +709,4 @@ def sample_agreement(samples: Sequence[Normalized | str | None], choices: Sequen
 
 def sample_agreement_from_outputs(outputs: Sequence[str], choices: Sequence[str]) -> SampleAgreement:
     """:func:`sample_agreement` of raw model outputs, normalized with the rule-based normalizer."""
-    from reliable_lalm.core.normalize import normalize_answer
-
     return sample_agreement([normalize_answer(o, choices) for o in outputs], choices)

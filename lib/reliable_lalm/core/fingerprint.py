@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from reliable_lalm import paths
+from reliable_lalm.core.atomic import atomic_write_json
+
 HASH_CHUNK = 1 << 20
 # A file changed less than this before it was hashed is not memoized: file times come from a coarse
 # clock (one tick, up to 10 ms), so a second change within the tick could leave the ctime as it was.
@@ -50,8 +53,6 @@ def text_digest(text: str, *, length: int = SHORT) -> str:
 
 
 def _memo_path() -> Path:
-    from reliable_lalm import paths
-
     return paths.CACHE_DIR / "file-sha256.json"
 
 
@@ -67,8 +68,6 @@ def _load_memo(path: Path) -> None:
 
 
 def _save_memo(path: Path) -> None:
-    from reliable_lalm.core.atomic import atomic_write_json
-
     try:
         atomic_write_json(path, _memo, indent=None, sort_keys=True)
     except OSError:
@@ -130,6 +129,7 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path | None:
     if path.is_dir():
         return path
     try:
+        # local import: huggingface_hub comes with the model stack; the scoring core does not need it
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(name_or_path), local_files_only=True))

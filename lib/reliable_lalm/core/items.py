@@ -10,11 +10,14 @@ offset); only a file whose structure is broken raises, in one line naming the fi
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import soundfile as sf
 
 TASKS: tuple[str, ...] = ("sound", "music", "speech")
 SAMPLING_RATE = 16_000
@@ -360,15 +363,8 @@ def load_benchmark(json_path: str | Path, audio_dir: str | Path | None = None, *
                         modalities=modalities, require_answer=require_answer)
 
 
-load_mmau = load_benchmark  # MMAU test-mini is the reference schema
-
-
 def _decoder_hint(path: Path) -> str:
     """What to install when libsndfile cannot read a format (compressed audio needs ffmpeg)."""
-    import shutil
-
-    import soundfile as sf
-
     suffix = path.suffix.lower() or "(no extension)"
     if suffix.lstrip(".").upper() in sf.available_formats():
         return f"; {suffix} is a format libsndfile reads: the file is probably corrupt or truncated"
@@ -384,8 +380,6 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
 
     Raises :class:`ItemError` naming the item for a missing, unreadable, empty or non-finite file.
     """
-    import soundfile as sf
-
     name = item_id or str(path)
     path = Path(path)
     if not path.is_file():
@@ -394,13 +388,12 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for corrupt files
         try:  # formats libsndfile cannot read (e.g. some mp3/m4a): let librosa/audioread try
-            import warnings
-
             with warnings.catch_warnings():  # librosa's fallback chatter; a failure is raised below
                 warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
                 warnings.filterwarnings("ignore", message=r"(?s).*__audioread_load", category=FutureWarning)
                 warnings.filterwarnings("ignore", message="'(aifc|audioop|sunau)' is deprecated",
                                         category=DeprecationWarning)
+                # local import: librosa (numba) loads only for a format libsndfile cannot read
                 import librosa
 
                 audio, sr = librosa.load(str(path), sr=None, mono=False)
@@ -411,6 +404,7 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
         raise ItemError(name, f"audio file is empty: {path}")
     audio = audio.mean(axis=1)  # downmix
     if sr != sampling_rate:
+        # local import: librosa (numba) loads only when a clip needs resampling
         import librosa
 
         audio = librosa.resample(audio, orig_sr=sr, target_sr=sampling_rate)
@@ -418,10 +412,3 @@ def load_audio(path: str | Path, *, sampling_rate: int = SAMPLING_RATE, item_id:
         raise ItemError(name, f"audio contains NaN or inf: {path}")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
-
-def audio_duration_seconds(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
-    return float(len(audio)) / sampling_rate if len(audio) else 0.0
-
-
-def split_by_task(items: Sequence[BenchmarkItem]) -> dict[str, list[BenchmarkItem]]:
-    return {task: [item for item in items if item.task == task] for task in TASKS}

@@ -34,3 +34,11 @@ class Normalizer(Protocol):
     name: str
 
     def normalize_many(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Normalized]: ...
+
+
+class LLMConfigError(RuntimeError):
+    """An LLM normalizer cannot be built as asked (e.g. neither a key nor a base URL)."""
+
+
+class LLMRefusedError(RuntimeError):
+    """The endpoint refused the requests (bad key, no permission, unknown model, no quota)."""

@@ -2,14 +2,15 @@
 threads and the environment variables that select code paths.
 
 Recorded in every result-store manifest (:func:`reliable_lalm.core.results.device_description`)
-because the same code on two CPUs can give different bits: issue 16 measured that LoRA SFT on an
-AMD EPYC and on an Intel Xeon diverges at step 1 (seventh significant digit) while evaluation of
+because the same code on two CPUs can give different bits: LoRA SFT on an AMD EPYC and on an Intel
+Xeon was measured to diverge at step 1 (seventh significant digit) while evaluation of
 one adapter gives the same outputs everywhere. When two stores disagree, these fields say whether
 the machines (or their settings) differed.
 """
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 from typing import Any
@@ -40,8 +41,6 @@ def numerics_environment(environ: dict[str, str] | None = None) -> dict[str, str
 def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, Any]:
     """CPU vendor, model name and instruction-set flags that matter to kernels (Linux /proc/cpuinfo;
     other systems get ``platform.processor()``)."""
-    import platform
-
     info: dict[str, Any] = {"cpu_vendor": None, "cpu_model": platform.processor() or None}
     try:
         with open(cpuinfo_path, encoding="utf-8", errors="replace") as fh:
@@ -67,12 +66,8 @@ def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, Any]:
     return info
 
 
-def torch_numerics() -> dict[str, Any]:
-    """torch's CPU capability, math-library versions and thread counts (only if torch is importable)."""
-    try:
-        import torch
-    except ImportError:
-        return {}
+def torch_numerics(torch: Any) -> dict[str, Any]:
+    """The CPU capability, math-library versions and thread counts of ``torch`` (the loaded module)."""
     out: dict[str, Any] = {"torch": torch.__version__}
     try:
         out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -103,9 +98,10 @@ def torch_numerics() -> dict[str, Any]:
 def numerics_description() -> dict[str, Any]:
     """Everything above in one dict (CPU, torch kernels and libraries, threads, environment).
 
-    torch is only described when it is already imported (a store written by pure scoring code
-    should not pay for importing torch)."""
+    torch is only described when it is already imported: the scoring core never imports it (a store
+    written by pure scoring code does not pay for it)."""
     out: dict[str, Any] = {**cpu_description(), "env": numerics_environment()}
-    if "torch" in sys.modules:
-        out.update(torch_numerics())
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out.update(torch_numerics(torch))
     return out

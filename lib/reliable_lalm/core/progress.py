@@ -39,8 +39,10 @@ def progress_bar(iterable: Any = None, *, total: int | None = None, desc: str = 
                  enabled: bool = True, **kwargs: Any):
     chosen = mode()
     if chosen == "widget":
+        # local import: which tqdm depends on where it runs (tqdm.auto loads the notebook widgets)
         from tqdm.auto import tqdm
     else:
+        # local import: which tqdm depends on where it runs (tqdm.auto loads the notebook widgets)
         from tqdm.std import tqdm
 
         if chosen == "text" or in_kernel():

@@ -24,16 +24,19 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
+from reliable_lalm.core.numerics import numerics_description
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -49,8 +52,6 @@ Key = tuple[str, int]
 
 def is_secret_key(name: Any) -> bool:
     """Whether a parameter name looks like a secret (one rule for manifests and notebook parameters)."""
-    import re
-
     lowered = str(name).lower()
     return any(part in SECRET_PARTS for part in re.split(r"[_\W]+", lowered)) or "apikey" in lowered.replace("_", "")
 
@@ -83,8 +84,6 @@ def git_revision(root: Path | None = None) -> dict[str, Any]:
 
 def package_versions(names: Iterable[str] = ("reliable-lalm", "torch", "transformers", "peft", "deepspeed",
                                                "accelerate", "numpy", "librosa", "openai", "tokenizers")) -> dict[str, str | None]:
-    from importlib import metadata
-
     out: dict[str, str | None] = {}
     for name in names:
         try:
@@ -97,21 +96,15 @@ def package_versions(names: Iterable[str] = ("reliable-lalm", "torch", "transfor
 def device_description(device: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
-    if "torch" in sys.modules or device is not None:
-        try:
-            import torch
-
-            info["torch_threads"] = torch.get_num_threads()
-            info["cuda_available"] = torch.cuda.is_available()
-            if torch.cuda.is_available():
-                info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        except ImportError:
-            pass
+    torch = sys.modules.get("torch")  # described when loaded; the scoring core never imports it
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     if device is not None:
         info["device"] = str(device)
-    # CPU, kernels, math libraries, threads and numerics env vars (issue 16: SFT bits differ by CPU).
-    from reliable_lalm.core.numerics import numerics_description
-
+    # CPU, kernels, math libraries, threads and numerics env vars (SFT bits differ by CPU).
     info["numerics"] = numerics_description()
     return info
 

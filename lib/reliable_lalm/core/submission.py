@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
+from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import Normalizer
-
-OUTPUT_FIELD = "model_output"
-RAW_FIELD = "model_output_raw"
+from reliable_lalm.core.records import OUTPUT_FIELD, RAW_FIELD
 
 
 class NoAnswersError(ValueError):
@@ -43,7 +42,7 @@ def _err(item_id: str, reason: str, index: int) -> dict[str, Any]:
     return {"id": item_id, "reason": reason, "source": "pred", "index": index}
 
 
-def submission_records(records: Iterable[Any], normalizer: Normalizer | str | None = None, *,
+def submission_records(records: Iterable[Any], normalizer: Normalizer | None = None, *,
                        originals: dict[str, dict[str, Any]] | None = None
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The submission file's records for prediction records with ``id``, ``choices`` and the raw
@@ -53,8 +52,6 @@ def submission_records(records: Iterable[Any], normalizer: Normalizer | str | No
     record's fields (so the file holds exactly the split's records plus the outputs). A record
     without an id, choices or an output is left out and listed in ``summary["errors"]``.
     """
-    from reliable_lalm.core.scoring import resolve_normalizer
-
     good: list[tuple[str, dict[str, Any], list[str], str]] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -80,7 +77,7 @@ def submission_records(records: Iterable[Any], normalizer: Normalizer | str | No
             errors.append(_err(item_id, "choices must be a list of at least two options", index))
             continue
         good.append((item_id, rec, list(dict.fromkeys(str(c).strip() for c in choices)), output))
-    norm = resolve_normalizer(normalizer)
+    norm = normalizer or RuleBasedNormalizer()
     normalized = norm.normalize_many([g[3] for g in good], [g[2] for g in good]) if good else []
     exported = []
     for (item_id, rec, _, output), x in zip(good, normalized):

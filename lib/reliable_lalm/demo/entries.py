@@ -15,13 +15,14 @@ def _demo_checkpoint() -> str:
 
 
 def _synthetic_test_split() -> str:
-    from reliable_lalm.demo.synthetic import default_benchmark  # generates it on first use (seconds)
+    # local import: listing the registries must not load the generator (scipy); it runs on first use
+    from reliable_lalm.demo.synthetic import default_benchmark
 
     return str(default_benchmark("test"))
 
 
 DEMO_MODEL = ModelEntry(
-    "demo", "reliable_lalm.models.qwen2_audio:Qwen2AudioBackend", _demo_checkpoint, family="qwen2_audio",
+    paths.DEMO_MODEL_NAME, "reliable_lalm.models.qwen2_audio:Qwen2AudioBackend", _demo_checkpoint, family="qwen2_audio",
     description="the embedded demo: a tiny Qwen2AudioForConditionalGeneration trained on the synthetic benchmark")
 
 TINY_AUDIO_FLAMINGO3 = ModelEntry(
@@ -30,5 +31,5 @@ TINY_AUDIO_FLAMINGO3 = ModelEntry(
     description="a tiny random-weight Audio Flamingo 3 (shipped): a second model family for the demo's Table 3")
 
 SYNTHETIC_BENCHMARK = BenchmarkEntry(
-    "synthetic", "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
+    paths.SYNTHETIC_BENCHMARK_NAME, "reliable_lalm.benchmarks.mmau:load", default_path=_synthetic_test_split,
     description="the demo's synthetic three-modality benchmark (test split, generated offline)")

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from reliable_lalm import paths
-from reliable_lalm.models.local_tokenizers import QWEN2_AUDIO_SPECIAL_TOKENS as SPECIAL_TOKENS
+import torch
+from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration,
+                          Qwen2Config)
+
 from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
 
 # The chat template of Qwen2-Audio-7B-Instruct (transformers' Qwen2AudioProcessor default).
@@ -81,10 +83,6 @@ def build_processor(tokenizer, config: DemoModelConfig):
 
 
 def build_model(tokenizer, config: DemoModelConfig, *, seed: int = 0):
-    import torch
-    from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioEncoderConfig,
-                              Qwen2AudioForConditionalGeneration, Qwen2Config)
-
     torch.manual_seed(seed)
     audio_config = Qwen2AudioEncoderConfig(
         num_mel_bins=config.num_mel_bins, encoder_layers=config.encoder_layers,
@@ -127,6 +125,3 @@ def create_untrained(out_dir: str | Path, corpus: Iterable[str], config: DemoMod
     return out_dir
 
 
-def default_demo_path() -> Path:
-    """Where the shipped, trained demo checkpoint lives (inside the package)."""
-    return paths.DEMO_MODEL_DIR

@@ -35,8 +35,10 @@ from typing import Any, Callable
 
 import numpy as np
 from scipy.fft import next_fast_len
+import soundfile as sf
 from scipy.signal import butter, lfilter, sosfilt
 
+from reliable_lalm import paths
 from reliable_lalm.core.items import SAMPLING_RATE
 from reliable_lalm.core.progress import progress_bar
 
@@ -1165,6 +1167,7 @@ def _is_built(out_dir: Path, seed: int, n_per_task: int, split: str) -> bool:
 def _lock(path: Path):
     """Serialize builders of one split (parallel notebooks) with an advisory file lock."""
     try:
+        # local import: fcntl exists only on POSIX systems
         import fcntl
     except ImportError:  # not POSIX: no lock, the atomic renames still protect readers
         yield
@@ -1185,8 +1188,6 @@ def build_benchmark(out_dir: str | Path, *, seed: int = 0, n_per_task: int = 200
     generator version. Atomic: everything is written in a temporary folder and moved into place,
     the meta file last, so an interrupted build never looks complete.
     """
-    import soundfile as sf
-
     if n_per_task < 1:
         raise ValueError("n_per_task must be >= 1")
     if not split or any(c in split for c in "/\\ "):
@@ -1239,13 +1240,11 @@ def check_disjoint(out_dir: str | Path, split_a: str, split_b: str) -> None:
 
 def default_benchmark(split: str = "test", *, n_per_task: int | None = None, seed: int | None = None) -> Path:
     """The demo's benchmark under ``DATA_DIR/synthetic`` (test: seed 1234, train: seed 5678)."""
-    from reliable_lalm.paths import DATA_DIR
-
     if seed is None:
         if split not in DEFAULT_SEEDS:
             raise ValueError(f"no default seed for split {split!r}; pass seed=")
         seed = DEFAULT_SEEDS[split]
-    out_dir = DATA_DIR / "synthetic"
+    out_dir = paths.DATA_DIR / "synthetic"
     path = build_benchmark(out_dir, seed=seed, n_per_task=n_per_task or DEFAULT_N_PER_TASK, split=split)
     for other in DEFAULT_SEEDS:
         if other != split and read_meta(out_dir, other) is not None:

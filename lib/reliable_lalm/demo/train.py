@@ -35,10 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+from transformers.masking_utils import create_bidirectional_mask
 
 from reliable_lalm.core import prompts
 from reliable_lalm.core.items import TASKS
 from reliable_lalm.core.progress import progress_bar
+from reliable_lalm.demo import model as demo_model
+from reliable_lalm.demo import synthetic
+from reliable_lalm.models.chat import chat_text
 from reliable_lalm.models.families import FAMILIES
 from reliable_lalm.training import loop
 from reliable_lalm.training.sft_data import SFTExample
@@ -47,7 +54,6 @@ from reliable_lalm.training.sft_data import SFTExample
 DEMO_FAMILY = FAMILIES["qwen2_audio"].training_adapter()
 
 IDK_TARGET = "IDK"
-FORMATS = ("baseline", "idk", "mcot", "agent_type", "agent_content", "agent_answer")
 
 
 @dataclass
@@ -108,10 +114,6 @@ def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]
     (what greedy decoding starts with); an option sharing its first token with another counts as
     wrong. One no-grad forward pass over the items.
     """
-    import torch
-
-    from reliable_lalm.models.chat import chat_text
-
     if not items:
         return []
     tok = processor.tokenizer
@@ -169,7 +171,7 @@ def recipe_type_word(record) -> str:
 
 
 def answer_prior(records) -> dict[str, Any]:
-    """Training-pool statistics for the question-text-only classifiers of :func:`reliable_lalm.demo.cli.text_only_baselines`."""
+    """Training-pool statistics for the question-text-only classifiers of :func:`reliable_lalm.demo.card.text_only_baselines`."""
     answers: dict[str, dict[str, int]] = {}
     offered: dict[str, dict[str, int]] = {}
     positions: dict[str, dict[str, int]] = {}
@@ -188,8 +190,6 @@ def answer_prior(records) -> dict[str, Any]:
 
 def build_pool(cfg: DemoTrainConfig, *, progress: bool = True) -> list[tuple[np.ndarray, dict]]:
     """Training items from the synthetic generator, interleaved across modalities."""
-    from reliable_lalm.demo import synthetic
-
     rng = np.random.default_rng(cfg.pool_seed)
     pool: list[tuple[np.ndarray, dict]] = []
     for i in progress_bar(range(cfg.pool_per_task), desc="demo training pool", enabled=progress):
@@ -220,8 +220,6 @@ def per_example_loss(logits, labels):
     one- or two-token multiple-choice answers; weighting examples equally keeps the answers, which
     every notebook scores, in the gradient.
     """
-    import torch
-
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     mask = shift_labels != -100
@@ -249,8 +247,6 @@ def audio_answer_loss(model, audio_features, input_ids, answers: list[tuple[list
     the plain Qwen2-Audio class, this loss is not part of it. Summed over the examples with an
     entry in ``answers``, divided by the number of examples.
     """
-    import torch
-
     audio_token = model.config.audio_token_id
     embeddings = model.get_input_embeddings().weight
     total = audio_features.new_zeros(())
@@ -269,10 +265,6 @@ def pretrain_audio(model, processor, pool: list[tuple[np.ndarray, dict]], answer
                    cfg: "DemoTrainConfig") -> list[dict[str, Any]]:
     """Stage 1: the audio encoder and projector alone learn :func:`audio_answer_loss` (the decoder
     is not run, so a step is cheap). Returns its log."""
-    import torch
-
-    from transformers.masking_utils import create_bidirectional_mask
-
     params = list(model.model.audio_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     tower = model.model.audio_tower
@@ -364,8 +356,6 @@ def lr_schedule(optimizer, cfg: DemoTrainConfig):
     """:func:`_lr_at` as a ``torch.optim`` scheduler: linear warm-up to ``lr`` (``(step + 1) / warmup``),
     then a cosine to ``min_lr_ratio * lr``. Not ``transformers.get_scheduler``'s ``cosine_with_min_lr``:
     its warm-up ramps ``step / warmup`` (0 at the first step), other weights than the shipped model's."""
-    from torch.optim.lr_scheduler import LRScheduler
-
     class DemoSchedule(LRScheduler):
         def get_lr(self):
             return [_lr_at(self.last_epoch, cfg) for _ in self.optimizer.param_groups]
@@ -379,11 +369,6 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
 
     ``work_dir`` keeps resumable checkpoints (default: ``out_dir/../<name>-work``).
     """
-    import torch
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
-
-    from reliable_lalm.demo import model as demo_model
-
     cfg = cfg or DemoTrainConfig()
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir.parent / f"{out_dir.name}-work"
@@ -455,8 +440,6 @@ def train_demo(out_dir: str | Path, cfg: DemoTrainConfig | None = None, *, work_
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "demo_config.json").write_text((init_dir / "demo_config.json").read_text())
-    from reliable_lalm.demo import synthetic
-
     shares = [r["idk_target_share"] for r in log if "idk_target_share" in r]
     tenth = max(1, len(shares) // 10)
     (out_dir / "training.json").write_text(json.dumps({

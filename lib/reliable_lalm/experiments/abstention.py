@@ -1,4 +1,4 @@
-"""Beyond the paper (issue 20) as experiment-level calls: confidence-based abstention, calibration,
+"""Beyond the paper as experiment-level calls: confidence-based abstention, calibration,
 unanswerable questions and option-order robustness on an :class:`~reliable_lalm.experiments.Experiment`.
 
 Every expensive step is cached in result stores under the experiment's results folder and reused:
@@ -46,11 +46,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from reliable_lalm import paths
+from reliable_lalm.benchmarks.circular import build_circular, circular_summary
+from reliable_lalm.benchmarks.unanswerable import (build_unanswerable, summary_rows, unanswerable_outcome_of,
+                                                   unanswerable_summary)
 from reliable_lalm.core import abstention as ab
-from reliable_lalm.core.items import TASKS, BenchmarkItem
+from reliable_lalm.core.items import TASKS, load_benchmark
 from reliable_lalm.core.normalize_types import Normalized
-from reliable_lalm.reporting.tables import CSV_DECIMALS
+from reliable_lalm.core.records import records_from_store
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.core.scoring import score_records
+from reliable_lalm.methods.option_scoring import SCORING_SETTINGS, option_score_records, score_options, store_extras
 
 SCORES: tuple[str, ...] = ("option prob", "option prob (len-norm)", "1 - P(IDK)", "K@N agreement", "1 - entropy")
 PROBABILITY_SCORES: tuple[str, ...] = SCORES  # all five lie in [0, 1]; calibration is computed for each
@@ -72,11 +80,6 @@ def mmau_unanswerable_counts(metadata: str | Path, *, seed: int = 0):
 
     Returns ``(UnanswerableSet, counts DataFrame)``.
     """
-    import pandas as pd
-
-    from reliable_lalm.benchmarks.unanswerable import build_unanswerable
-    from reliable_lalm.core.items import load_benchmark
-
     loaded = load_benchmark(metadata, check_audio=False)
     built = build_unanswerable(loaded.items, seed=seed)
     return built, pd.DataFrame(built.counts())
@@ -84,8 +87,6 @@ def mmau_unanswerable_counts(metadata: str | Path, *, seed: int = 0):
 
 def default_mmau_metadata() -> Path | None:
     """``../shared/mmau/mmau-test-mini.2025-03-25.json`` beside the checkout, when it is there."""
-    from reliable_lalm import paths
-
     path = paths.SHARED_DIR / "mmau" / MMAU_TEST_MINI
     return path if path.is_file() else None
 
@@ -116,8 +117,6 @@ class AbstentionStudy:
     # ------------------------------------------------------------------------ cached inputs
     def option_store(self, method: str) -> Path:
         """Option log-likelihoods of every evaluated item under ``method``'s prompt (cached)."""
-        from reliable_lalm.methods.option_scoring import SCORING_SETTINGS, score_options, store_extras
-
         directory, complete = self.exp.cached_store(f"option_scores/{method}", method, self.exp.items,
                                                     SCORING_SETTINGS, **store_extras())
         if not complete:
@@ -125,8 +124,6 @@ class AbstentionStudy:
         return directory
 
     def _scored(self, records: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        from reliable_lalm.core.scoring import score_records
-
         return score_records(records, baseline, self.exp.normalizer_object, keep_items=True)
 
     def method_items(self, method: str) -> list[dict[str, Any]]:
@@ -139,8 +136,6 @@ class AbstentionStudy:
     def adapter_items(self, train: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(adapter items, base items) of the adapter trained on ``train``, on the other modalities,
         with the base model's run that :class:`CrossModal` pairs it with."""
-        from reliable_lalm.core.scoring import records_from_store
-
         key = f"adapter:{train}"
         if key not in self._cache:
             cm = self.cm
@@ -153,8 +148,6 @@ class AbstentionStudy:
 
     @cached_property
     def _knn(self) -> dict[str, Any]:
-        from reliable_lalm.core.results import ResultStore
-
         store = ResultStore(self.exp.knn_store(n_samples=self.knn_samples, temperature=self.knn_temperature,
                                                top_p=self.knn_top_p, progress=self.progress))
         by_item = store.by_item(None)
@@ -168,8 +161,6 @@ class AbstentionStudy:
         return out
 
     def _option_records(self, method: str) -> dict[str, dict[str, Any]]:
-        from reliable_lalm.methods.option_scoring import option_score_records
-
         key = f"options:{method}"
         if key not in self._cache:
             self._cache[key] = option_score_records(self.option_store(method))
@@ -203,8 +194,6 @@ class AbstentionStudy:
 
     def confidence_frame(self):
         """Per-item table: task, baseline outcome and label, IDK-prompt outcome, every confidence score."""
-        import pandas as pd
-
         base = self.method_items("baseline")
         idk = {r["id"]: r for r in self.method_items("idk")}
         conf = self.confidences(base)
@@ -218,7 +207,8 @@ class AbstentionStudy:
         frame = self.confidence_frame()
         return frame[frame["baseline_outcome"] != "rejected"]
 
-    def _curves(self) -> dict[str, Any]:
+    def curves(self) -> dict[str, Any]:
+        """Per probability score, its risk–coverage curve on the items the baseline answered."""
         answered = self._answered()
         correct = (answered["baseline_outcome"] == "correct").to_numpy()
         curves = {}
@@ -230,12 +220,10 @@ class AbstentionStudy:
     # ------------------------------------------------------------------------ tables and figures
     def risk_coverage_table(self):
         """Per score: AURC, oracle AURC, E-AURC, and accuracy / selective Rel (%) at each coverage."""
-        import pandas as pd
-
         answered = self._answered()
         correct = (answered["baseline_outcome"] == "correct").to_numpy()
         rows = {}
-        for name, rc in self._curves().items():
+        for name, rc in self.curves().items():
             ok = answered[name].notna().to_numpy()
             row = {"n": rc.n, "AURC": rc.aurc, "oracle AURC": rc.oracle_aurc, "E-AURC": rc.e_aurc}
             for c, v in ab.accuracy_at_coverage(answered[name].to_numpy()[ok], correct[ok], self.coverages).items():
@@ -246,23 +234,15 @@ class AbstentionStudy:
         out.index.name = "confidence"
         return out
 
-    def risk_coverage_figure(self):
-        """Risk–coverage curves of every score on the baseline's answers (AURC in the legend)."""
-        return ab.plot_risk_coverage(self._curves(), title="Risk–coverage of the baseline's answers")
-
     def risk_coverage_data(self):
-        """The numbers :meth:`risk_coverage_figure` draws: per score, one row per point of its curve."""
-        import pandas as pd
-
+        """The numbers :func:`reliable_lalm.reporting.abstention.risk_coverage_figure` draws: per score, one row per point of its curve."""
         frames = {name: rc.to_frame()[["threshold", "n_answered", "n_wrong", "coverage", "risk"]]
-                  for name, rc in self._curves().items()}
+                  for name, rc in self.curves().items()}
         out = pd.concat(frames, names=["confidence", "point"])
         return out
 
     def calibration_table(self):
         """ECE (``n_bins`` bins, ``binning``; and the other binning beside it), MCE and Brier per score."""
-        import pandas as pd
-
         answered = self._answered()
         correct = (answered["baseline_outcome"] == "correct").to_numpy()
         other = [b for b in ab.BINNINGS if b != self.binning][0]
@@ -281,7 +261,8 @@ class AbstentionStudy:
         out.index.name = "confidence"
         return out
 
-    def _calibrations(self) -> dict[str, Any]:
+    def calibrations(self) -> dict[str, Any]:
+        """Per probability score, its calibration (``binning``, ``n_bins`` bins) on the items the baseline answered."""
         answered = self._answered()
         correct = (answered["baseline_outcome"] == "correct").to_numpy()
         out = {}
@@ -291,29 +272,14 @@ class AbstentionStudy:
                                        binning=self.binning)
         return out
 
-    def reliability_figure(self):
-        """Reliability diagrams, one panel per score (``binning``, ``n_bins`` bins), drawn at the
-        precision of :meth:`reliability_data`'s CSV."""
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(PROBABILITY_SCORES), figsize=(3.2 * len(PROBABILITY_SCORES), 3.4))
-        for ax, (name, cal) in zip(np.atleast_1d(axes), self._calibrations().items()):
-            ab.plot_reliability_diagram(cal, ax=ax, title=name, decimals=CSV_DECIMALS)
-        fig.tight_layout()
-        return fig
-
     def reliability_data(self):
-        """The numbers :meth:`reliability_figure` draws: per score, one row per bin."""
-        import pandas as pd
-
-        frames = {name: cal.to_frame().set_index("index") for name, cal in self._calibrations().items()}
+        """The numbers :func:`reliable_lalm.reporting.abstention.reliability_figure` draws: per score, one row per bin."""
+        frames = {name: cal.to_frame().set_index("index") for name, cal in self.calibrations().items()}
         return pd.concat(frames, names=["confidence", "bin"])
 
     def confidence_target_table(self):
         """Mean confidence-target score (correct +1, wrong -t/(1-t), abstain 0) for t in ``targets``:
         the baseline and IDK prompting as they answer, and the baseline answering only where a score > t."""
-        import pandas as pd
-
         frame = self.confidence_frame()
         rows = {}
         for t in self.targets:
@@ -347,8 +313,6 @@ class AbstentionStudy:
         """Acc/Tru/Rej/Rel (%), ΔCon/ΔHum (%, subset convention) and RGI of each method (IDK
         prompting, each LoRA adapter on the modalities it was not trained on) and of thresholding
         each score on the baseline's answers at that method's rejection rate, on the same items."""
-        import pandas as pd
-
         rows = {}
         for label, method, base in self._comparisons():
             conf = self.confidences(base)
@@ -378,20 +342,14 @@ class AbstentionStudy:
     @cached_property
     def unanswerable_set(self):
         """Unanswerable variants of the evaluated items (seeded with the experiment's seed)."""
-        from reliable_lalm.benchmarks.unanswerable import build_unanswerable
-
         return build_unanswerable(self.exp.items, kinds=self.unanswerable_kinds, seed=self.exp.seed)
 
     def unanswerable_counts_table(self):
         """Variants built and skipped per kind and modality (built + skipped = source items)."""
-        import pandas as pd
-
         return pd.DataFrame(self.unanswerable_set.counts()).set_index(["kind", "task"])
 
     def _run_on(self, items: Sequence[Any], method: str, directory: Path, adapter: Path | None = None,
                 settings=None) -> list[Normalized]:
-        from reliable_lalm.core.results import ResultStore
-
         name = str(directory.relative_to(self.exp.results_dir))
         directory = self.exp.run_items(method, items, name=name, settings=settings, adapter=adapter,
                                        progress=self.progress)
@@ -400,8 +358,6 @@ class AbstentionStudy:
         return _normalize(self.exp.normalizer_object, outputs, [it.choices for it in items])
 
     def _unanswerable_rows(self) -> list[tuple[str, dict[str, Any]]]:
-        from reliable_lalm.benchmarks.unanswerable import unanswerable_outcome_of, unanswerable_summary
-
         u_items = self.unanswerable_set.items
         root = self.exp.results_dir / "unanswerable" / f"seed{self.exp.seed}"
         out = []
@@ -427,10 +383,6 @@ class AbstentionStudy:
     def unanswerable_table(self):
         """Refusal rate (%) on answerable and on unanswerable items, hallucination rate and the gap,
         per method (baseline, IDK prompting, each LoRA adapter on its test modalities), total and per kind."""
-        import pandas as pd
-
-        from reliable_lalm.benchmarks.unanswerable import summary_rows
-
         rows = {}
         for label, summary in self._unanswerable_rows():
             for row in summary_rows(summary):
@@ -452,10 +404,6 @@ class AbstentionStudy:
     def circular_table(self):
         """Per method and modality: consistency under all rotations of the options, circular
         accuracy (correct in every rotation), mean accuracy over rotations and rotation-0 accuracy (%)."""
-        import pandas as pd
-
-        from reliable_lalm.benchmarks.circular import build_circular, circular_summary
-
         rotated = build_circular(self.exp.items)
         rows = {}
         for method in self.circular_methods:

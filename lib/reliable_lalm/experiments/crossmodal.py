@@ -7,7 +7,7 @@ Protocol (as the paper describes it):
   (:mod:`reliable_lalm.training.idk_dataset`; main results use 5@5: Table 12's IDK shares 63.06 / 61.98 /
   65.47 % average to Figure 5's 5@5 = 63.5 %);
 * a LoRA adapter is trained on one modality's IDK set (Table 9 hyper-parameters per modality,
-  :meth:`reliable_lalm.training.lora_sft.LoraSFTConfig.for_modality`);
+  :meth:`reliable_lalm.training.lora_config.LoraSFTConfig.for_modality`);
 * the fine-tuned model is evaluated with the *baseline* prompt (Appendix C: "Baseline and LoRA
   Fine-tuning" share Table 4) on the other modalities, and compared item by item with the base
   model's baseline-prompt run on the same items: ΔCon, ΔHum, RGI (eqs. 8-10), with paired
@@ -38,15 +38,19 @@ import pandas as pd
 from reliable_lalm.core.fingerprint import directory_fingerprint, items_fingerprint, model_fingerprint
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore, params_fingerprint
-from reliable_lalm.core.scoring import records_from_store, resolve_normalizer, score_records
+from reliable_lalm.core.records import records_from_store
+from reliable_lalm.core.scoring import score_records
 from reliable_lalm.experiments.shipped import find_shipped, model_content_digest, read_manifest
 from reliable_lalm.experiments.shipped import training_key as shipped_training_key
 from reliable_lalm.methods.execution import pending_items, run_method
+from reliable_lalm.methods.llm_judge import resolve_normalizer
 from reliable_lalm.models.base import GenerationSettings
 from reliable_lalm.models.registry import load_backend
 from reliable_lalm.training.idk_dataset import build_idk_dataset
-from reliable_lalm.training.lora_sft import (AdapterCheckError, LoraSFTConfig, load_deepspeed_config, read_summary,
-                                             train_lora_sft, verify_adapter)
+from reliable_lalm.training.adapter_check import AdapterCheckError, verify_adapter
+from reliable_lalm.training.distributed import load_deepspeed_config
+from reliable_lalm.training.lora_config import LoraSFTConfig
+from reliable_lalm.training.lora_sft import read_summary, train_lora_sft
 
 PAPER_K = 5  # 5@5 (see the module docstring)
 PAPER_ALPHA_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)  # our grid; the paper's Figure 4 axis values are not in the text
@@ -68,7 +72,7 @@ class CrossModalConfig:
     device: str | None = None
     dtype: str = "auto"
     eval_batch_size: int | None = None
-    normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.core.llm_normalizer)
+    normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.methods.llm_judge)
     # What judges the K@N samples' correctness for the IDK set; None: the evaluation's normalizer.
     knn_normalizer: str | None = None
     # Decoding of the evaluation beyond greedy (GenerationSettings keywords, e.g. the checkpoint's

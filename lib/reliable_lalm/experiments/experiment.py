@@ -22,8 +22,6 @@ from reliable_lalm.benchmarks.registry import parse_benchmark
 from reliable_lalm.core import jsonio
 from reliable_lalm.core.fingerprint import digest, items_fingerprint, model_fingerprint
 from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
-from reliable_lalm.core.llm_normalizer import (FALLBACK_WARNING, build_normalizer, describe_normalizer,
-                                               fell_back_to_rules)
 from reliable_lalm.core.prompts import FewShotExample
 from reliable_lalm.core.results import ResultStore, params_fingerprint
 from reliable_lalm.core.scoring import (NOT_RUN_KEY, score_mmau_string_match, score_records,
@@ -31,6 +29,7 @@ from reliable_lalm.core.scoring import (NOT_RUN_KEY, score_mmau_string_match, sc
 from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
 from reliable_lalm.methods.execution import method_inputs, pending_items, run_method, sample_knn
 from reliable_lalm.methods.generation import store_params_for
+from reliable_lalm.methods.llm_judge import FALLBACK_WARNING, build_normalizer, describe_normalizer, fell_back_to_rules
 from reliable_lalm.methods.registry import get_method
 from reliable_lalm.models.base import GenerationSettings
 from reliable_lalm.models.hf_loading import published_generation_settings, resolve_device, resolve_dtype

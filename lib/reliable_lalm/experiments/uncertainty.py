@@ -49,7 +49,7 @@ from reliable_lalm.core.items import TASKS
 from reliable_lalm.core.normalize_types import IDK_LABEL
 from reliable_lalm.core.prompts import P_TRUE_ANSWERS
 from reliable_lalm.core.results import ResultStore, params_fingerprint
-from reliable_lalm.core.scoring import records_from_store
+from reliable_lalm.core.records import records_from_store
 from reliable_lalm.experiments.abstention import SCORES as OPTION_SCORES
 from reliable_lalm.experiments.abstention import AbstentionStudy, _normalize
 from reliable_lalm.methods.registry import get_method

@@ -6,10 +6,10 @@ folder) judges the outputs the rules cannot map (``mode="fallback"``) or every o
 (``mode="all"``), with the toolkit's judge prompt (default) or the paper's Table 8 prompt, through
 its chat template. Generation is greedy and batched with left padding (batched output equals batch
 size 1); identical prompts are asked once. Replies are parsed by
-:func:`reliable_lalm.core.llm_normalizer.parse_reply`. The result has the same per-item details as
+:func:`reliable_lalm.methods.llm_judge.parse_reply`. The result has the same per-item details as
 the OpenAI judge (``last_details``: reply, rules' decision), so ``rlalm score --log-samples`` and the
 disagreement counts work alike. Loaded by reference from
-:func:`reliable_lalm.core.llm_normalizer.build_normalizer`, so ``rlalm score`` with another
+:func:`reliable_lalm.methods.llm_judge.build_normalizer`, so ``rlalm score`` with another
 normalizer never imports torch.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reliable_lalm.core.llm_normalizer import MODES, PROMPT_NAMES, LLMConfigError, parse_reply
 from reliable_lalm.core.normalize import RuleBasedNormalizer
-from reliable_lalm.core.normalize_types import Normalized, Normalizer
+from reliable_lalm.core.normalize_types import LLMConfigError, Normalized, Normalizer
 from reliable_lalm.core.prompts import JUDGE_PROMPT_BUILDERS
+from reliable_lalm.methods.llm_judge import MODES, PROMPT_NAMES, judge_detail, judge_prompts, parse_reply
 
 
 class HFJudgeNormalizer:
@@ -81,19 +81,16 @@ class HFJudgeNormalizer:
         if len(outputs) != len(choices):
             raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
         rule = self.rule.normalize_many(outputs, choices)
-        ask = [i for i, r in enumerate(rule) if self.mode == "all" or r.kind == "invalid"]
-        build = JUDGE_PROMPT_BUILDERS[self.prompt]
-        prompts = {i: build(outputs[i] or "", list(choices[i])) for i in ask}
+        prompts = judge_prompts(rule, outputs, choices, mode=self.mode, prompt=self.prompt)
         distinct = list(dict.fromkeys(prompts.values()))  # identical prompts are asked once
         replies = dict(zip(distinct, self.generate(distinct)))
         results, details = list(rule), [None] * len(outputs)
-        for i in ask:
-            reply = replies[prompts[i]]
+        for i, text in prompts.items():
+            reply = replies[text]
             results[i] = parse_reply(reply, choices[i], letters=self.prompt == "toolkit")
             self._stats["unparsed"] += results[i].method == "llm-unparsed"
-            details[i] = {"reply": reply, "cached": False, "error": None, "rule_decision": rule[i].decision,
-                          "rule_method": rule[i].method}
-        self._stats["llm_items"] += len(ask)
+            details[i] = judge_detail(rule[i], reply)
+        self._stats["llm_items"] += len(prompts)
         self.last_details = details
         return results
 

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from reliable_lalm.core.items import SAMPLING_RATE
-from reliable_lalm.core.llm_normalizer import _host, endpoint_id
+from reliable_lalm.core.endpoints import endpoint_host as _host, endpoint_id
 from reliable_lalm.models.base import (Backend, BackendFatalError, Generation, GenerationRequest, _row_seed)
 from reliable_lalm.models.registry import ModelEntry
 

@@ -84,12 +84,6 @@ def _metric(group: Mapping[str, Any] | None, key: str, metric: str) -> float:
     return 100.0 * value if metric in PERCENT_METRICS else value
 
 
-def _ci(group: Mapping[str, Any] | None, key: str, metric: str) -> tuple[float, float]:
-    ci = ((group or {}).get("ci") or {}).get(key) or {}
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    return scale * _number(ci.get("low")), scale * _number(ci.get("high"))
-
-
 def _index(labels: Sequence[Any], index_name: str | Sequence[str] | None) -> pd.Index:
     if labels and all(isinstance(k, tuple) for k in labels):
         names = list(index_name) if isinstance(index_name, (list, tuple)) else None

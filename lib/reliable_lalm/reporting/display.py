@@ -25,7 +25,6 @@ METRIC_LABELS: dict[str, tuple[str, bool]] = {
 }
 
 
-FRACTIONS = ("acc", "tru", "rej", "rel", "d_con", "d_hum", "d_con_subset", "d_hum_subset")
 
 
 def styled(frame: pd.DataFrame, decimals: int = DECIMALS, *, percent: Sequence[str] = ()):

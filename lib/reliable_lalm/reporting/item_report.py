@@ -32,8 +32,10 @@ from reliable_lalm.core.metrics import OUTCOMES, outcome_of
 from reliable_lalm.core.normalize import RULE_DESCRIPTIONS, SCOPE_DESCRIPTIONS
 from reliable_lalm.core.normalize_types import Normalized, Normalizer
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.core.scoring import (_load_join_benchmark, records_from_store, resolve_normalizer,
-                                        score_records, task_order)
+from reliable_lalm.benchmarks.registry import parse_benchmark, resolve_benchmark
+from reliable_lalm.core.records import join_items, records_from_store, task_order
+from reliable_lalm.core.scoring import score_records
+from reliable_lalm.methods.llm_judge import resolve_normalizer
 from reliable_lalm.reporting.tables import format_number
 
 ERROR = "error"  # the outcome of an item whose record could not be scored (generation failed, bad record)
@@ -146,12 +148,10 @@ def build_item_report(store: str | Path, *, baseline: str | Path | None = None, 
     """
     reasons = reasons or {}
     norm = resolve_normalizer(normalizer)
-    bench_items, _ = _load_join_benchmark(benchmark)
+    bench_items, _ = join_items(resolve_benchmark(benchmark))
     join = list(bench_items.values()) if bench_items is not None else None
     modalities: tuple[str, ...] = tuple(getattr(benchmark, "modalities", ()) or ())
     if isinstance(benchmark, (str, Path)):
-        from reliable_lalm.benchmarks.registry import parse_benchmark
-
         modalities = tuple(parse_benchmark(str(benchmark))[0].modalities)
     pred = records_from_store(store, join)
     base = records_from_store(baseline, join) if baseline is not None else None
@@ -453,7 +453,8 @@ def write_report(report: ItemReport, out: str | Path, *, audio: str = "link", ti
 def show_items(report: ItemReport, items: Sequence[ReportItem] | None = None, *, n: int = 5) -> None:
     """Show ``items`` (default: the first ``n`` of the report) inline in a notebook: the card of
     each item as in the HTML report, with an ``IPython.display.Audio`` player of its clip."""
-    from IPython.display import HTML, Audio, display  # notebooks only: the library works without IPython
+    # local import: IPython exists only in notebooks; the library works without it
+    from IPython.display import HTML, Audio, display
 
     chosen = list(items if items is not None else report.items)[:n]
     display(HTML(f"<style>{ITEM_CSS}</style>"))

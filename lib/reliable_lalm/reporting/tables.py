@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -34,7 +35,7 @@ NOT_RUN = "not run"    # the cells of a row whose model could not be run (e.g. a
 # df.attrs key: {row label: why it was not run}; its empty cells print NOT_RUN, the reason under the table.
 ROW_NOTES_ATTR = "row_notes"
 FIGURE_DPI = 200
-CSV_DECIMALS = 4  # the CSV files keep two more decimals than the printed tables, rounded the same way
+CSV_DECIMALS = 4  # every CSV (tables and figure data) keeps two more decimals than the printed tables, rounded the same way
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,9 +260,6 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-CSV_DECIMALS = 4  # printed precision of every CSV (tables and figure data)
-
-
 def _csv(df: pd.DataFrame) -> str:
     # Four decimals of a percentage keep single items visible (1/333 = 0.3003 %) and make reruns diffable.
     return df.to_csv(float_format=lambda v: format_number(v, CSV_DECIMALS), lineterminator="\n")
@@ -341,12 +339,6 @@ def save_figure(fig: Any, name: str, output_tag: str, *, data: pd.DataFrame, dpi
     return {"png": png, "pdf": pdf, "csv": _write(directory / f"{name}.csv", _csv(data))}
 
 
-def _pyplot():
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_rgi_heatmap(df_train_by_test: pd.DataFrame, *, ax: Any = None, title: str | None = None,
                      cmap: str = "RdBu", limit: float | None = None, decimals: int = 2) -> Any:
     """Figure 3: RGI of models trained on one modality (rows) and tested on another (columns).
@@ -354,7 +346,6 @@ def plot_rgi_heatmap(df_train_by_test: pd.DataFrame, *, ax: Any = None, title: s
     NaN cells (the diagonal) are left white and marked "-"; the colour scale is symmetric around 0
     (blue: RGI > 0, the model rejects more of what it got wrong than of what it got right).
     """
-    plt = _pyplot()
     values = df_train_by_test.to_numpy(dtype=float)
     finite = np.abs(values[np.isfinite(values)])
     limit = float(limit if limit is not None else (finite.max() if finite.size and finite.max() > 0 else 1.0))
@@ -386,7 +377,6 @@ def plot_alpha_ablation(df: pd.DataFrame, *, x: str = "alpha", modality: str = "
     """Figure 4 (a-c): rejection rate, reliability and RGI against the LoRA alpha, one line per
     test modality (long format, as :func:`.artifacts.figure4` lays it out); ``<metric>_low/_high`` columns give
     error bars. ``logx="auto"`` uses a log2 axis when the alphas span a factor of 8 or more."""
-    plt = _pyplot()
     needed = [x, modality] + [m for m, _ in panels]
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -431,7 +421,6 @@ def plot_idk_threshold(df: pd.DataFrame, *, reference: Mapping[int, float] | pd.
     (e.g. the paper's 1@5 = 50.2 and 5@5 = 63.5, :func:`.artifacts.paper_figure5_points`) is drawn
     as points.
     """
-    plt = _pyplot()
     if "k" not in df.columns:
         raise ValueError(f"plot_idk_threshold: column 'k' missing; got {list(df.columns)}")
     if "idk_percent" in df.columns:

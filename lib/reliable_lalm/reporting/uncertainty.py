@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -14,8 +15,6 @@ def estimator_aurc_figure(table: pd.DataFrame) -> Any:
 
     ``table``: :meth:`reliable_lalm.experiments.uncertainty.UncertaintyStudy.estimator_table`.
     """
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys(table.index.get_level_values(0)))
     fig, axes = plt.subplots(1, len(groups), figsize=(3.3 * len(groups), 4.4), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups):

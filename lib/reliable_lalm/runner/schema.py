@@ -23,7 +23,7 @@ from typing import Any, Literal, Mapping, NamedTuple, Optional, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reliable_lalm.core.llm_normalizer import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
+from reliable_lalm.methods.llm_judge import HF_PREFIX, NORMALIZER_KINDS, normalizer_kind_error
 from reliable_lalm.models.families import LORA_TARGETS
 from reliable_lalm.training.table9 import ALPHA_READINGS
 

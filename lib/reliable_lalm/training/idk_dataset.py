@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from reliable_lalm.core.items import BenchmarkItem, ItemError, load_audio
 from reliable_lalm.core.metrics import CORRECT, outcome_of
@@ -198,8 +199,6 @@ def idk_fraction_by_k(store, items: Sequence[BenchmarkItem], *, n: int | None = 
 def idk_fraction_frame(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
                        normalizer: Any = normalize_answer):
     """Figure 5 as a DataFrame: rows K = 1..N, columns per task and ``all`` (IDK share in %)."""
-    import pandas as pd
-
     table = knn_table(store, items, n=n, normalizer=normalizer)
     tasks = sorted({it.task for it in table.items}, key=lambda t: ("sound", "music", "speech").index(t)
                    if t in ("sound", "music", "speech") else 9)
@@ -274,14 +273,3 @@ def build_idk_dataset(items: Sequence[BenchmarkItem], store, k: int, n: int | No
                                    target=target, item_id=item.id))
     return IdkDataset(k=k, n=table.n, prompt_method=prompt_method, examples=examples, skipped=skipped,
                       n_idk=n_idk, n_kept=n_kept, sampling=sampling_settings(store))
-
-
-def build_idk_examples(items: Sequence[BenchmarkItem], store, k: int, n: int | None = None,
-                       prompt_method: str = "baseline") -> list[SFTExample]:
-    """SFT examples of the K@N IDK dataset (see :func:`build_idk_dataset` for the skip counts)."""
-    return build_idk_dataset(items, store, k, n, prompt_method).examples
-
-
-def items_of_tasks(items: Iterable[BenchmarkItem], tasks: str | Sequence[str]) -> list[BenchmarkItem]:
-    wanted = {tasks} if isinstance(tasks, str) else set(tasks)
-    return [item for item in items if item.task in wanted]

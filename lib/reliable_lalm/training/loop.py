@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 
-from reliable_lalm.models.hf_loading import UnsafeCheckpointError, refusing_pickled_code  # noqa: F401 - public API
+from reliable_lalm.core.progress import progress_bar
+from reliable_lalm.models.hf_loading import refusing_pickled_code
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
@@ -67,8 +71,6 @@ def step_loss(values: Sequence[float], batches: Sequence[MicroBatch]) -> float:
 
 def rng_state() -> dict[str, Any]:
     """torch's CPU (and CUDA) generator states: what dropout and sampling inside a step draw from."""
-    import torch
-
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -76,8 +78,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -91,8 +91,6 @@ def load_torch_state(path: str | Path) -> Any:
     data, so the restricted unpickler loads every checkpoint this library writes and refuses anything
     else with one line naming the file.
     """
-    import torch
-
     with refusing_pickled_code(path):
         return torch.load(path, weights_only=True, map_location="cpu")
 
@@ -137,8 +135,6 @@ class TorchOptimization:
         return backward(self.module, batch, n_micro)
 
     def optimizer_step(self) -> None:
-        import torch
-
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
@@ -152,9 +148,6 @@ class TorchOptimization:
         return {n: p for n, p in self.weights_of.named_parameters() if p.requires_grad}
 
     def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
-        import torch
-        from safetensors.torch import save_file
-
         final, tmp = directory / step_tag(step), directory / f".tmp-{step_tag(step)}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -167,9 +160,6 @@ class TorchOptimization:
         prune_checkpoints(directory, self.keep_checkpoints)
 
     def load_checkpoint(self, directory: Path) -> dict | None:
-        import torch
-        from safetensors.torch import load_file
-
         done = sorted(p for p in directory.glob("step-*") if (p / LOOP_STATE).is_file())
         if not done:
             return None
@@ -198,6 +188,7 @@ class DeepSpeedOptimization:
     name = "deepspeed"
 
     def __init__(self, module, params: Iterable, optimizer, scheduler, ds_config: dict, *, keep_checkpoints: int = 2):
+        # local import: deepspeed loads (and probes its ops) only when a DeepSpeed run starts
         import deepspeed
 
         self.ds_config = ds_config
@@ -227,8 +218,6 @@ class DeepSpeedOptimization:
     def save_checkpoint(self, directory: Path, step: int, state: dict) -> None:
         # Collective: every rank writes its optimizer partition. Frozen base weights are left out
         # (a 7B base would otherwise be copied into every checkpoint).
-        import torch.distributed as dist
-
         self.engine.save_checkpoint(str(directory), tag=step_tag(step),
                                     client_state={"rlalm": state, "rlalm_rng": rng_state()},
                                     exclude_frozen_parameters=True)
@@ -251,6 +240,7 @@ class DeepSpeedOptimization:
         """ZeRO-3 partitions parameters: gather the trainable ones (collective) before rank 0 saves."""
         if int((self.ds_config or {}).get("zero_optimization", {}).get("stage", 0)) < 3:
             return None
+        # local import: deepspeed loads (and probes its ops) only when a DeepSpeed run starts
         import deepspeed
 
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
@@ -323,8 +313,6 @@ class TrainingLoop:
         at the start of the step, so it may look at the model as it is then). After each optimizer
         step: ``record(done, loss)`` (the recipe's own log), the checkpoint, which saves
         ``recipe_state()`` (handed back by :meth:`resume`), then ``on_step(done, loss)``."""
-        from reliable_lalm.core.progress import progress_bar
-
         bar = progress_bar(total=self.total_steps, initial=self.start_step, enabled=self.show_progress,
                            desc=self.desc, unit="step")
         started = time.perf_counter()
@@ -352,9 +340,6 @@ class TrainingLoop:
 
 
 def mean_over_ranks(value: float) -> float:
-    import torch
-    import torch.distributed as dist
-
     t = torch.tensor([value], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         t = t.cuda()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 LEARNING_RATE = 3e-5
 LORA_RANK = 8
-TARGET_MODULE_NAMES = ("k_proj", "q_proj", "v_proj")  # as Table 9 prints them
 EPOCHS = 1  # section 5.1: "for 1 epoch"
 
 ALPHA_READINGS: dict[str, dict[str, float]] = {

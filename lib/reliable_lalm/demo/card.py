@@ -1,21 +1,32 @@
-"""``rlalm demo``: the embedded default (synthetic benchmark + demo model).
-
-- ``rlalm demo benchmark [--split test|train]``: generate (or reuse) the synthetic benchmark.
-- ``rlalm demo train [--out DIR] [--steps N] [--expect CARD_METRICS]``: train the demo model
-  (resumable), evaluate it greedily on the synthetic test split and write its model card; with
-  ``--expect``, compare the accuracies with a card's (e.g. the shipped one) and fail beyond
-  :data:`RETRAIN_TOLERANCE_POINTS`.
-- ``rlalm demo evaluate [--model DIR]``: greedy baseline accuracy per modality on the test split.
+"""The demo model's card: what ``rlalm demo train`` / ``rlalm demo evaluate`` measure on the synthetic
+split (:func:`evaluate_demo`), the card written from it (:func:`write_card`), and the comparison of
+a retrain with the shipped card (:func:`compare_to_card`, within :data:`RETRAIN_TOLERANCE_POINTS`).
+The commands themselves are :mod:`reliable_lalm.cli.demo`.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile as sf
+
 from reliable_lalm import paths
+from reliable_lalm.core import scoring
+from reliable_lalm.core.abstention import sample_agreement_from_outputs
+from reliable_lalm.core.items import load_benchmark
+from reliable_lalm.core.results import ResultStore
+from reliable_lalm.core.scoring import score_reference_baselines
+from reliable_lalm.demo import synthetic
+from reliable_lalm.demo.synthetic import DIFFICULTIES
+from reliable_lalm.methods import execution as inference
+from reliable_lalm.models import base as models_base
+from reliable_lalm.models import hf_loading as modeling
+from reliable_lalm.models import qwen2_audio
 
 CARD_FILE = "README.md"
 CARD_METRICS_FILE = "card_metrics.json"
@@ -44,10 +55,6 @@ def text_only_baselines(items, prior: dict[str, Any] | None) -> dict[str, dict[s
       option text (or the option position, given the number of options) most often correct in
       training.
     """
-    from collections import Counter
-
-    from reliable_lalm.core.scoring import score_reference_baselines
-
     def per_task(hits: list[float]) -> dict[str, float]:
         out = {"total": _mean(hits)}
         for task in dict.fromkeys(it.task for it in items):
@@ -89,22 +96,6 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
     agreement of ``KNN_SAMPLES`` sampled answers (the modal answer's share) on the items answered
     right and wrong. Goes through the same engine, prompts, normalizer and metrics as the notebooks.
     """
-    import dataclasses
-    import tempfile
-    from collections import Counter
-
-    import numpy as np
-    import soundfile as sf
-
-    from reliable_lalm.core.abstention import sample_agreement_from_outputs
-    from reliable_lalm.methods import execution as inference
-    from reliable_lalm.models import base as models_base, qwen2_audio
-    from reliable_lalm.models import hf_loading as modeling
-    from reliable_lalm.core import scoring
-    from reliable_lalm.demo import synthetic
-    from reliable_lalm.core.items import load_benchmark
-    from reliable_lalm.core.results import ResultStore
-
     model_dir = Path(model_dir or paths.DEMO_MODEL_DIR)
     bench = load_benchmark(synthetic.default_benchmark(split))
     items = bench.items
@@ -197,8 +188,6 @@ def _training_prior(model_dir: Path) -> dict[str, Any] | None:
 
 
 def _difficulty_order(levels) -> list[str]:
-    from reliable_lalm.demo.synthetic import DIFFICULTIES
-
     return sorted(levels, key=lambda d: (list(DIFFICULTIES) + [d]).index(d))
 
 
@@ -351,58 +340,3 @@ within {RETRAIN_TOLERANCE_POINTS:g} points of every accuracy and rejection rate 
 """
     (model_dir / CARD_FILE).write_text(card)
     (model_dir / CARD_METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="demo_command", required=True)
-    b = sub.add_parser("benchmark", help="generate (or reuse) the synthetic benchmark")
-    b.add_argument("--split", default="test", choices=["test", "train"])
-    t = sub.add_parser("train", help="train the demo model, evaluate it and write its card")
-    t.add_argument("--out", type=Path, default=paths.DEMO_MODEL_DIR)
-    t.add_argument("--work-dir", type=Path, default=None, help="resumable checkpoints (default: beside --out)")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--expect", type=Path, default=None,
-                   help=f"card_metrics.json to compare with; exit 1 beyond {RETRAIN_TOLERANCE_POINTS:g} points")
-    e = sub.add_parser("evaluate", help="greedy accuracy per modality on the synthetic test split")
-    e.add_argument("--model", type=Path, default=paths.DEMO_MODEL_DIR)
-    e.add_argument("--split", default="test", choices=["test", "train"])
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.demo_command == "benchmark":
-        from reliable_lalm.demo import synthetic
-
-        print(synthetic.default_benchmark(args.split))
-        return 0
-    if args.demo_command == "train":
-        from reliable_lalm.demo.train import DemoTrainConfig, train_demo
-
-        cfg = DemoTrainConfig()
-        if args.steps is not None:
-            cfg.steps = args.steps
-        if args.seed is not None:
-            cfg.seed = args.seed
-        expected = json.loads(args.expect.read_text()) if args.expect else None  # read before --out is written
-        from reliable_lalm.models.hf_loading import UnsafeCheckpointError
-
-        try:
-            out = train_demo(args.out, cfg, work_dir=args.work_dir)
-        except UnsafeCheckpointError as err:  # a planted checkpoint file: refused, in one line
-            print(f"rlalm demo train: error: {err}", file=sys.stderr)
-            return 2
-        metrics = evaluate_demo(out)
-        write_card(out, metrics, json.loads((out / "training.json").read_text()))
-        print(json.dumps(metrics, indent=2))
-        if expected is not None:
-            lines, problems = compare_to_card(metrics, expected)
-            print(f"retrain vs {args.expect} (tolerance {RETRAIN_TOLERANCE_POINTS:g} points):")
-            print("\n".join(lines))
-            if problems:
-                print(f"{len(problems)} value(s) outside the tolerance")
-                return 1
-            print("all within the tolerance")
-        return 0
-    metrics = evaluate_demo(args.model, split=args.split)
-    print(json.dumps(metrics, indent=2))
-    return 0

@@ -1,6 +1,6 @@
 """argparse types for numbers, checked where they are parsed: a value out of range (or not finite:
-``nan``, ``inf``) stops the command in one line before anything is loaded. Shared by ``rlalm
-score`` (in ``core``, torch-free) and the commands under :mod:`reliable_lalm.cli`."""
+``nan``, ``inf``) stops the command in one line before anything is loaded. Shared by the commands
+under :mod:`reliable_lalm.cli`."""
 from __future__ import annotations
 
 import argparse

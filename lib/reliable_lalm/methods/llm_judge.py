@@ -48,19 +48,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlsplit
+
+from tqdm import tqdm
 
 from reliable_lalm import paths
 from reliable_lalm.core.atomic import atomic_write_json
 from reliable_lalm.core.normalize import RuleBasedNormalizer
-from reliable_lalm.core.normalize_types import IDK_LABEL, Normalized, Normalizer
+from reliable_lalm.core.endpoints import DEFAULT_ENDPOINT, endpoint_host, endpoint_id
+from reliable_lalm.core.normalize_types import IDK_LABEL, LLMConfigError, Normalized, Normalizer
 from reliable_lalm.core.plugins import load_object
 from reliable_lalm.core.prompts import JUDGE_INVALID_LABEL, JUDGE_PROMPT_BUILDERS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini"
-DEFAULT_BASE_HOST = "api.openai.com"  # what the openai client uses when no base URL is set
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 # A key-less local server (vLLM without --api-key) still needs some string in the client; this is
@@ -74,14 +75,6 @@ MODES = ("fallback", "all")
 
 _AUTO_FALLBACK_WARNED = False  # the 'auto' without-credentials message is given once per process
 _AUTO_LOCK = threading.Lock()
-
-
-class LLMConfigError(RuntimeError):
-    """The LLM normalizer cannot be built as asked (e.g. neither a key nor a base URL)."""
-
-
-class LLMRefusedError(RuntimeError):
-    """The endpoint refused the requests (bad key, no permission, unknown model, no quota)."""
 
 
 class _Malformed(Exception):
@@ -177,21 +170,29 @@ def parse_reply(reply: str, choices: Sequence[str], *, method: str = "llm", lett
 
 
 # ----------------------------------------------------------------------------------------------
-# Disk cache
+# What every judge does around its model: the rules first, the judge on what they leave
 # ----------------------------------------------------------------------------------------------
 
-DEFAULT_ENDPOINT = f"https://{DEFAULT_BASE_HOST}/v1"
+def judge_prompts(rule: Sequence[Normalized], outputs: Sequence[str], choices: Sequence[Sequence[str]], *,
+                  mode: str, prompt: str) -> dict[int, str]:
+    """The judge's prompt per output index it must decide: every output (``mode="all"``) or those
+    the rules could not map (``"fallback"``); ``rule`` holds the rules' results, which every
+    other output keeps."""
+    build = JUDGE_PROMPT_BUILDERS[prompt]
+    return {i: build(outputs[i] or "", list(choices[i])) for i, r in enumerate(rule)
+            if mode == "all" or r.kind == "invalid"}
 
 
-def endpoint_id(base_url: str | None) -> str:
-    """The base URL as a cache identity: scheme, host, port and path, without any user:password@."""
-    if not base_url:
-        return DEFAULT_ENDPOINT
-    parts = urlsplit(base_url.strip())
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme or 'https'}://{netloc}{parts.path.rstrip('/')}"
+def judge_detail(rule: Normalized, reply: str | None, *, cached: bool = False, error: str | None = None
+                 ) -> dict[str, Any]:
+    """One judged output's audit record (``last_details``): the judge's reply and the rules' decision."""
+    return {"reply": reply, "cached": cached, "error": error, "rule_decision": rule.decision,
+            "rule_method": rule.method}
 
+
+# ----------------------------------------------------------------------------------------------
+# Disk cache
+# ----------------------------------------------------------------------------------------------
 
 def cache_key(model: str, prompt: str, endpoint: str = DEFAULT_ENDPOINT) -> str:
     """sha256 of (endpoint, model, prompt): another server or model is another key."""
@@ -232,14 +233,6 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def _host(base_url: str | None) -> str:
-    if not base_url:
-        return DEFAULT_BASE_HOST
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url  # .hostname drops any user:password@ part
-    return f"{host}:{parts.port}" if parts.port else host
-
-
 @dataclass
 class _Outcome:
     reply: str | None = None
@@ -274,8 +267,8 @@ class OpenAINormalizer:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
-        import openai  # imported here so the rule-only path never needs it
-        from openai import OpenAI
+        # local import: the rules-only path (rlalm score --normalizer rule) never loads the openai client
+        import openai
 
         self.model = model
         self.base_url = base_url or _env(BASE_URL_ENV)
@@ -293,7 +286,7 @@ class OpenAINormalizer:
         # credit back), by setting the header the client obeys, ``x-should-retry: false``.
         http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_request],
                                                              "response": [_no_retry_when_quota_exhausted]})
-        self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=int(max_retries),
+        self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=int(max_retries),
                               http_client=http_client)
         self.mode = mode
         self.prompt = prompt
@@ -322,14 +315,14 @@ class OpenAINormalizer:
         self.last_details: list[dict[str, Any] | None] = []
 
     def __repr__(self) -> str:
-        return (f"OpenAINormalizer(model={self.model!r}, host={_host(self.base_url)!r}, mode={self.mode!r}, "
+        return (f"OpenAINormalizer(model={self.model!r}, host={endpoint_host(self.base_url)!r}, mode={self.mode!r}, "
                 f"prompt={self.prompt!r})")
 
     # -- public API -----------------------------------------------------------------------------
 
     def params(self) -> dict[str, Any]:
         """Settings that change results, for a result store's parameters (no key, host only)."""
-        return {"normalizer": self.name, "model": self.model, "base_url_host": _host(self.base_url),
+        return {"normalizer": self.name, "model": self.model, "base_url_host": endpoint_host(self.base_url),
                 "mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "prompt": PROMPT_NAMES[self.prompt]}
 
     def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
@@ -340,9 +333,8 @@ class OpenAINormalizer:
             raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
         # Rule results always: they decide in fallback mode and are what a failed item keeps.
         rule = self.rule.normalize_many(outputs, choices)
-        ask = [i for i, r in enumerate(rule) if self.mode == "all" or r.kind == "invalid"]
-        build = JUDGE_PROMPT_BUILDERS[self.prompt]
-        prompts = {i: build(outputs[i] or "", list(choices[i])) for i in ask}
+        prompts = judge_prompts(rule, outputs, choices, mode=self.mode, prompt=self.prompt)
+        ask = list(prompts)
         groups: dict[str, list[int]] = {}  # identical prompts are asked once
         for i in ask:
             groups.setdefault(cache_key(self.model, prompts[i], self.endpoint), []).append(i)
@@ -373,8 +365,7 @@ class OpenAINormalizer:
                     and self._parse(out.reply, choices[idx[0]]).method != "llm-unparsed"):
                 self._cache_put(key, prompts[idx[0]], out)  # only a reply that parses is worth keeping
             for i in idx:
-                details[i] = {"reply": out.reply, "cached": out.cached, "error": out.error,
-                              "rule_decision": rule[i].decision, "rule_method": rule[i].method}
+                details[i] = judge_detail(rule[i], out.reply, cached=out.cached, error=out.error)
                 if out.reply is None:
                     results[i] = Normalized(rule[i].kind, rule[i].choice, "llm-failed")
                 else:
@@ -396,7 +387,7 @@ class OpenAINormalizer:
         cost = (stats["prompt_tokens"] * self.price_input_per_1m
                 + stats["completion_tokens"] * self.price_output_per_1m) / 1e6
         return {**stats, "estimated_cost_usd": round(cost, 10), "model": self.model,
-                "base_url_host": _host(self.base_url), "mode": self.mode,
+                "base_url_host": endpoint_host(self.base_url), "mode": self.mode,
                 "price_input_per_1m": self.price_input_per_1m, "price_output_per_1m": self.price_output_per_1m,
                 "fatal_error": self._fatal, "errors": errors}
 
@@ -406,8 +397,6 @@ class OpenAINormalizer:
         return parse_reply(reply, choices, method=method, letters=self.prompt == "toolkit")
 
     def _ask_all(self, prompts: dict[str, str]) -> dict[str, _Outcome]:
-        from tqdm import tqdm
-
         outcomes: dict[str, _Outcome] = {}
         workers = min(self.max_concurrency, len(prompts))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-norm") as pool, \
@@ -452,6 +441,7 @@ class OpenAINormalizer:
         """One prompt's reply. Transport errors were already retried by the client; what is left
         here is classifying them (fatal or this item's failure) and asking again after a 200 with a
         malformed body (broken JSON, no choices, no text), which the client takes for success."""
+        # local import: the rules-only path (rlalm score --normalizer rule) never loads the openai client
         import openai
 
         for attempt in range(self.max_retries + 1):
@@ -578,6 +568,14 @@ def build_normalizer(kind: str = "auto", *, base_url: str | None = None, model: 
         return RuleBasedNormalizer()
     return OpenAINormalizer(model=model or DEFAULT_MODEL, base_url=base, cache_dir=cache_dir, mode=mode, **kw)
 
+
+def resolve_normalizer(normalizer: Normalizer | str | None = None, **kw: Any) -> Normalizer:
+    """A normalizer object from an object, a kind for :func:`build_normalizer` or None (the rules)."""
+    if normalizer is None or isinstance(normalizer, str):
+        return build_normalizer(normalizer or "rule", **kw)
+    return normalizer
+
+
 FALLBACK_WARNING = ("WARNING (rlalm): LLM answer normalization was asked for ({kind!r}) but neither "
                     f"{API_KEY_ENV} nor {BASE_URL_ENV} is set: every output was normalized by the RULES "
                     "instead (not the paper's GPT-4o-mini setting)")
@@ -593,7 +591,7 @@ def describe_normalizer(kind: str, normalizer: Normalizer) -> str:
     if isinstance(normalizer, OpenAINormalizer):
         which = "every output" if normalizer.mode == "all" else "outputs the rules cannot map"
         prompt = "Table 8 prompt" if normalizer.prompt == "paper" else "toolkit judge prompt"
-        return f"Answers normalized by {normalizer.model} at {_host(normalizer.base_url)} ({which}; {prompt})."
+        return f"Answers normalized by {normalizer.model} at {endpoint_host(normalizer.base_url)} ({which}; {prompt})."
     describe = getattr(normalizer, "describe", None)
     if callable(describe):  # another judge (the local transformers one) says what it is
         return describe()
