@@ -121,3 +121,31 @@ def test_lora_targets_follow_a_language_model_that_sits_elsewhere():
     assert not re.fullmatch(pattern, "model.language_model.layers.0.self_attn.q_proj")
     # the default prefix keeps the pattern the shipped demo adapters were trained with
     assert families.LORA_TARGETS["language_model_only"] == r".*language_model.*\.(q_proj|k_proj|v_proj)"
+
+
+def test_default_lora_config_trains_a_language_model_that_sits_elsewhere():
+    """add_lora with the default config wraps the q/k/v of the family's own language model, wherever
+    its row says it sits, and nothing of the audio encoder."""
+    from transformers import PretrainedConfig
+
+    from reliable_lalm.models.training_adapter import TrainingAdapter
+    from reliable_lalm.training.lora_config import LoraSFTConfig
+    from reliable_lalm.training.lora_model import add_lora
+
+    def attention():
+        return torch.nn.ModuleDict({name: torch.nn.Linear(4, 4) for name in ("q_proj", "k_proj", "v_proj")})
+
+    class TwoTowers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = PretrainedConfig()
+            self.model = torch.nn.Module()
+            self.model.text_decoder = torch.nn.ModuleDict({"self_attn": attention()})
+            self.model.audio_tower = torch.nn.ModuleDict({"self_attn": attention()})
+
+    family = families.ModelFamily("x", "X", "XProcessor", ("x",), mask_key=None,
+                                  language_model_prefix="model.text_decoder.")
+    peft_model = add_lora(TwoTowers(), LoraSFTConfig(), adapter=TrainingAdapter(family))
+    wrapped = {n.removesuffix(".lora_A.default.weight") for n, p in peft_model.named_parameters()
+               if p.requires_grad and n.endswith("lora_A.default.weight")}
+    assert wrapped == {f"base_model.model.model.text_decoder.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")}

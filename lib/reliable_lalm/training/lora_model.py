@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from peft import get_peft_model
 
 from reliable_lalm.models.registry import adapter_for_model, adapter_for_source
-from reliable_lalm.models.training_adapter import TrainingAdapter
+from reliable_lalm.models.families import LORA_TARGETS
+from reliable_lalm.models.training_adapter import IGNORE_INDEX, TrainingAdapter
 from reliable_lalm.training.lora_config import DEFAULT_TARGET_MODULES, LoraSFTConfig
-from reliable_lalm.models.training_adapter import IGNORE_INDEX
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,11 +56,12 @@ def add_lora(model, config: LoraSFTConfig, adapter: TrainingAdapter | None = Non
     """Wrap ``model`` with LoRA on ``config.target_modules`` (by default the language model's q/k/v);
     everything else frozen."""
     adapter = adapter or adapter_for_model(model)
-    targets = lora_target_names(model, config.target_modules)
+    spec, language_model_only = lora_targets_of(config, adapter)
+    targets = lora_target_names(model, spec)
     if not targets:
-        raise ValueError(f"target_modules {config.target_modules!r} matches no linear layer")
-    if not config.wraps_audio_encoder and not all(adapter.in_language_model(name) for name in targets):
-        raise ValueError(f"target_modules {config.target_modules!r} matches layers outside the language model")
+        raise ValueError(f"target_modules {spec!r} matches no linear layer")
+    if language_model_only and not all(adapter.in_language_model(name) for name in targets):
+        raise ValueError(f"target_modules {spec!r} matches layers outside the language model")
     for param in model.parameters():
         param.requires_grad_(False)
     model.config.use_cache = False
@@ -69,8 +70,17 @@ def add_lora(model, config: LoraSFTConfig, adapter: TrainingAdapter | None = Non
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)  # lora_A initialisation
     peft_model = get_peft_model(model, config.lora_config(targets))
-    assert_only_lora_trainable(peft_model, language_model_only=not config.wraps_audio_encoder, adapter=adapter)
+    assert_only_lora_trainable(peft_model, language_model_only=language_model_only, adapter=adapter)
     return peft_model
+
+
+def lora_targets_of(config: LoraSFTConfig, adapter: TrainingAdapter) -> tuple[Any, bool]:
+    """(PEFT target spec, whether LoRA must stay inside the language model). A config left at its mode's
+    default targets the family's own language model (its row's prefix), wherever that sits; explicit
+    ``target_modules`` are taken as given."""
+    if config.target_modules == LORA_TARGETS[config.lora_targets]:
+        return adapter.lora_target_modules(config.lora_targets), config.lora_targets == "language_model_only"
+    return config.target_modules, not config.wraps_audio_encoder
 
 
 class AnswerLoss(torch.nn.Module):
