@@ -427,9 +427,9 @@ def test_infer_rejects_nonsensical_numbers(tmp_path, capsys, flag, value):
     assert flag in err and ("positive" in err or "at most" in err)
 
 
-@pytest.mark.parametrize("step,flag,value", [("knn", "--samples", "0"), ("knn", "--max-new-tokens", "0"),
-                                             ("knn", "--batch-size", "0"), ("knn", "--limit", "-5"),
-                                             ("knn", "--max-new-tokens", "1000000000"),
+@pytest.mark.parametrize("step,flag,value", [("k-at-n", "--samples", "0"), ("k-at-n", "--max-new-tokens", "0"),
+                                             ("k-at-n", "--batch-size", "0"), ("k-at-n", "--limit", "-5"),
+                                             ("k-at-n", "--max-new-tokens", "1000000000"),
                                              ("sft", "--batch-size", "0"), ("sft", "--limit", "0")])
 def test_train_rejects_nonsensical_numbers(tmp_path, capsys, step, flag, value):
     args = ["train", step, "--model", "demo", "--benchmark", "b.json", "--modality", "sound",

@@ -67,10 +67,10 @@ SPEECH_ADAPTER = {**BASELINE,
 @pytest.fixture()
 def handmade(tmp_path):
     items = _items(tmp_path)
-    ResultStore.open(tmp_path / "knn", {"kind": "knn"})  # identity only: adapters are given
+    ResultStore.open(tmp_path / "k_at_n", {"kind": "knn"})  # identity only: adapters are given
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text("{}")  # the base model is identified by its files
-    config = C.CrossModalConfig(base_model=str(tmp_path / "base"), knn_store=str(tmp_path / "knn"),
+    config = C.CrossModalConfig(base_model=str(tmp_path / "base"), k_at_n_store=str(tmp_path / "k_at_n"),
                                 cache_dir=str(tmp_path / "cache"), n_boot=200, progress=False)
     adapters = {("speech", 16.0): str(_fake_adapter(tmp_path / "ad16", 0)),
                 ("speech", 64.0): str(_fake_adapter(tmp_path / "ad64", 1))}
@@ -155,7 +155,7 @@ def test_cache_keys_follow_the_parameters(handmade, tmp_path):
     lr = C.CrossModal(C.CrossModalConfig(**{**cm.config.__dict__, "sft": {"learning_rate": 1e-3}}), cm.eval_items)
     assert lr.adapter_key("speech") != key
     # New samples in the K@N store change every adapter key.
-    ResultStore(tmp_path / "knn").append({"item_id": "sound0", "sample_index": 0, "model_output": "rain"})
+    ResultStore(tmp_path / "k_at_n").append({"item_id": "sound0", "sample_index": 0, "model_output": "rain"})
     assert cm.adapter_key("speech") != key
     assert cm.adapter_dir("speech").name.startswith("speech-a16-")
 
@@ -166,7 +166,7 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     from reliable_lalm.demo.model import create_untrained
     from reliable_lalm.models.base import GenerationSettings
     from reliable_lalm.models.qwen2_audio import Qwen2AudioBackend
-    from reliable_lalm.methods.execution import sample_knn
+    from reliable_lalm.methods.execution import sample_k_at_n
     from reliable_lalm.methods.registry import build_prompt
     from reliable_lalm.demo.synthetic import build_benchmark
 
@@ -174,10 +174,10 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
     corpus = [build_prompt("baseline", it.question, it.choices) + " IDK" for it in bench.items] * 10
     model = create_untrained(tmp_path / "model", corpus)
     backend = Qwen2AudioBackend.from_pretrained(model, device="cpu", dtype="float32")
-    sample_knn(backend, bench.items, tmp_path / "knn", n_samples=2, progress=False,
+    sample_k_at_n(backend, bench.items, tmp_path / "k_at_n", n_samples=2, progress=False,
                settings=GenerationSettings(max_new_tokens=4, do_sample=True, seed=0))
     backend.close()
-    config = C.CrossModalConfig(base_model=str(model), knn_store=str(tmp_path / "knn"), cache_dir=str(tmp_path / "c"),
+    config = C.CrossModalConfig(base_model=str(model), k_at_n_store=str(tmp_path / "k_at_n"), cache_dir=str(tmp_path / "c"),
                                 k=1, eval_max_new_tokens=4, n_boot=20, progress=False, device="cpu",
                                 sft={"learning_rate": 2e-2, "batch_size": 2, "epochs": 1})
     cm = C.CrossModal(config, bench.items)
@@ -199,7 +199,7 @@ def test_end_to_end_on_the_demo_model(tmp_path, monkeypatch):
         frame.drop(columns=[c for c in frame.columns if c.endswith(("_low", "_high"))]))
 
 
-def test_knn_store_must_come_from_the_model_being_tuned(tmp_path):
+def test_k_at_n_store_must_come_from_the_model_being_tuned(tmp_path):
     from reliable_lalm.core.fingerprint import model_fingerprint
 
     model = tmp_path / "model"
@@ -208,15 +208,15 @@ def test_knn_store_must_come_from_the_model_being_tuned(tmp_path):
     weights.write_bytes(b"x")
     (model / "config.json").write_text("{}")
     ours = ResultStore.open(tmp_path / "ours", {"model": {"weights": model_fingerprint(model)}})
-    C.check_knn_store_matches(ours, str(model))
+    C.check_k_at_n_store_matches(ours, str(model))
     copy = tmp_path / "copy"  # the same weights elsewhere: content, not path, identifies the model
     copy.mkdir()
     (copy / "model.safetensors").write_bytes(b"x")
     (copy / "config.json").write_text("{}")
-    C.check_knn_store_matches(ours, str(copy))
+    C.check_k_at_n_store_matches(ours, str(copy))
     other = ResultStore.open(tmp_path / "other", {"model": {"weights": "0123456789abcdef"}})
-    with pytest.raises(C.ForeignKnnStore, match="sampled from"):
-        C.check_knn_store_matches(other, str(model))
+    with pytest.raises(C.ForeignKAtNStore, match="sampled from"):
+        C.check_k_at_n_store_matches(other, str(model))
     weights.write_bytes(b"retrained")  # same path, new weights after the samples were drawn
-    with pytest.raises(C.ForeignKnnStore, match="sampled from"):
-        C.check_knn_store_matches(ours, str(model))
+    with pytest.raises(C.ForeignKAtNStore, match="sampled from"):
+        C.check_k_at_n_store_matches(ours, str(model))

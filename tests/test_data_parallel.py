@@ -69,7 +69,7 @@ def test_launchers_run_one_shard_per_process_and_merge(tmp_path, monkeypatch):
     common = ["--model", str(paths.DEMO_MODEL_DIR), "--benchmark", f"mmau-pro:{parquet}", "--device", "cpu",
               "--batch-size", "3", "--max-new-tokens", "6", "--seed", "7", "--no-progress"]
     greedy = ["--method", "baseline"]
-    knn = ["--method", "idk", "--samples", "2", "--temperature", "1.0"]
+    k_at_n = ["--method", "idk", "--samples", "2", "--temperature", "1.0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path),
            "RLALM_CACHE_DIR": str(tmp_path / "cache"), "RLALM_PROGRESS": "off"}
@@ -81,19 +81,19 @@ def test_launchers_run_one_shard_per_process_and_merge(tmp_path, monkeypatch):
                 "-m", "reliable_lalm.cli", "infer"]
     single = [sys.executable, "-m", "reliable_lalm.cli", "infer"]
     runs = {"accelerate": accelerate + common + greedy + ["--out", str(tmp_path / "dp" / "greedy")],
-            "torchrun": torchrun + common + knn + ["--out", str(tmp_path / "dp" / "knn")]}
+            "torchrun": torchrun + common + k_at_n + ["--out", str(tmp_path / "dp" / "k_at_n")]}
     procs = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, cmd in runs.items()}
     for name, p in procs.items():
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, f"{name}: {err[-3000:]}"
         assert '"merged"' in out  # the main process merged and said so
-    for kind, method in (("greedy", greedy), ("knn", knn)):
+    for kind, method in (("greedy", greedy), ("k_at_n", k_at_n)):
         p = subprocess.run(single + common + method + ["--out", str(tmp_path / "single" / kind)], env=env,
                            capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stderr[-3000:]
 
-    for kind, n_samples in (("greedy", 1), ("knn", 2)):
+    for kind, n_samples in (("greedy", 1), ("k_at_n", 2)):
         shard_sizes = [len(ResultStore(tmp_path / "dp" / kind / "shards" / f"{i}-of-2").records()) for i in range(2)]
         assert all(shard_sizes) and sum(shard_sizes) == n * n_samples  # both processes did work
         merged, reference = ResultStore(tmp_path / "dp" / kind), ResultStore(tmp_path / "single" / kind)

@@ -8,7 +8,7 @@ import soundfile as sf
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.training.idk_dataset import (AUDIO_ERROR, IDK_TARGET, NO_SAMPLES, SAMPLE_ERROR, TOO_FEW_SAMPLES,
                                        build_idk_dataset, idk_fraction_by_k,
-                                       idk_fraction_frame, knn_table, store_n_samples)
+                                       idk_fraction_frame, k_at_n_table, store_n_samples)
 from reliable_lalm.core.prompts import IDK_INSTRUCTION
 from reliable_lalm.methods.registry import build_prompt
 from reliable_lalm.core.results import ResultStore
@@ -46,7 +46,7 @@ def setup(tmp_path):
     items.append(_item(tmp_path, "absent", "music", "rain"))
     items.append(_item(tmp_path, "noaudio", "speech", "rain", audio=False))
     settings = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 0, "num_samples": N}
-    store = ResultStore.open(tmp_path / "knn", {"method": "baseline", "kind": "knn", "settings": settings})
+    store = ResultStore.open(tmp_path / "k_at_n", {"method": "baseline", "kind": "knn", "settings": settings})
     records = []
     for item_id, (_, _, outputs) in SAMPLES.items():
         # Written out of order: the sample index, not the file order, decides which are the first N.
@@ -70,7 +70,7 @@ def test_n_is_read_from_the_manifest(setup):
 
 def test_correct_counts_and_skip_reasons(setup):
     items, store = setup
-    table = knn_table(store, items)
+    table = k_at_n_table(store, items)
     assert table.n == N
     assert {it.item_id: it.n_correct for it in table.items} == {**N_CORRECT, "noaudio": 5}
     assert table.skipped == {SAMPLE_ERROR: ["errored"], TOO_FEW_SAMPLES: ["short"], NO_SAMPLES: ["absent"]}
@@ -119,13 +119,13 @@ def test_fraction_by_k_is_monotone_and_exact(setup):
 
 def test_smaller_n_uses_the_first_samples(setup):
     items, store = setup
-    table = knn_table(store, items, n=3)
+    table = k_at_n_table(store, items, n=3)
     counts = {it.item_id: it.n_correct for it in table.items}
     # First three outputs of each item; "short" has exactly 3 samples and is now usable.
     assert counts == {"all5": 3, "four": 3, "three": 1, "two": 2, "one": 1, "zero": 0, "noaudio": 3, "short": 3}
     # The error was sample 2, inside the first 3.
     assert "errored" in table.skipped[SAMPLE_ERROR]
-    assert knn_table(store, items, n=2).skipped.get(SAMPLE_ERROR) is None
+    assert k_at_n_table(store, items, n=2).skipped.get(SAMPLE_ERROR) is None
 
 
 def test_idk_prompt_variant_and_bad_arguments(setup):

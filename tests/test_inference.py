@@ -115,30 +115,30 @@ def test_the_next_batch_is_encoded_in_the_background(tiny_model, items, prefetch
     assert encoded_in == [True] + [not prefetch] * 3
 
 
-def test_knn_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):
+def test_k_at_n_one_greedy_sample_equals_greedy_answer(tiny_model, items, tmp_path):
     model, processor = tiny_model
     backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3)
     greedy = inf.run_method(backend, items[:5], "baseline", tmp_path / "greedy", settings=GREEDY, progress=False)
-    knn = inf.sample_knn(backend, items[:5], tmp_path / "knn", n_samples=1, settings=GREEDY, progress=False)
+    k_at_n = inf.sample_k_at_n(backend, items[:5], tmp_path / "k_at_n", n_samples=1, settings=GREEDY, progress=False)
     backend.close()
-    assert greedy.generated_records == knn.generated_records == 5
+    assert greedy.generated_records == k_at_n.generated_records == 5
     a = {k: r["model_output"] for k, r in ResultStore(tmp_path / "greedy").by_item().items()}
-    b = {k: r["model_output"] for k, r in ResultStore(tmp_path / "knn").by_item().items()}
+    b = {k: r["model_output"] for k, r in ResultStore(tmp_path / "k_at_n").by_item().items()}
     assert a == b
 
 
-def _knn_outputs(backend, items, store_dir, seed):
+def _k_at_n_outputs(backend, items, store_dir, seed):
     settings = models_base.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=seed)
-    inf.sample_knn(backend, items, store_dir, n_samples=5, settings=settings, progress=False)
+    inf.sample_k_at_n(backend, items, store_dir, n_samples=5, settings=settings, progress=False)
     return {(r["item_id"], r["sample_index"]): r["model_output"] for r in ResultStore(store_dir).records()}
 
 
-def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
+def test_k_at_n_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
     model, processor = tiny_model
     b3, b1 = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=3), qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=1)
-    first = _knn_outputs(b3, items[:4], tmp_path / "s0a", seed=0)
-    again = _knn_outputs(b1, items[:4], tmp_path / "s0b", seed=0)  # other batching, same samples
-    other = _knn_outputs(b3, items[:4], tmp_path / "s1", seed=1)
+    first = _k_at_n_outputs(b3, items[:4], tmp_path / "s0a", seed=0)
+    again = _k_at_n_outputs(b1, items[:4], tmp_path / "s0b", seed=0)  # other batching, same samples
+    other = _k_at_n_outputs(b3, items[:4], tmp_path / "s1", seed=1)
     b3.close()
     b1.close()
     assert sorted(first) == sorted((it.id, j) for it in items[:4] for j in range(5))
@@ -148,11 +148,11 @@ def test_knn_reproducible_and_seed_dependent(tiny_model, items, tmp_path):
     assert len({first[(items[0].id, j)] for j in range(5)}) > 1
 
 
-def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
+def test_k_at_n_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
     """A K@N store missing some samples of an item gets exactly those, equal to an uninterrupted run's."""
     model, processor = tiny_model
     backend = qwen2_audio.Qwen2AudioBackend(model, processor, batch_size=2)
-    reference = _knn_outputs(backend, items[:3], tmp_path / "full", seed=3)
+    reference = _k_at_n_outputs(backend, items[:3], tmp_path / "full", seed=3)
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "manifest.json").write_text((tmp_path / "full" / "manifest.json").read_text())
@@ -162,7 +162,7 @@ def test_knn_resume_fills_missing_samples_only(tiny_model, items, tmp_path):
     (partial / "records.jsonl").write_text("\n".join(kept) + "\n")
     seen = []
     settings = models_base.GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=3)
-    inf.sample_knn(backend, items[:3], partial, n_samples=5, settings=settings, progress=False,
+    inf.sample_k_at_n(backend, items[:3], partial, n_samples=5, settings=settings, progress=False,
                    on_batch=lambda n, records: seen.extend((r["item_id"], r["sample_index"]) for r in records))
     backend.close()
     assert set(seen) == dropped
@@ -477,11 +477,11 @@ def test_infer_cli(tiny_demo_dir, items_dir, tmp_path, capsys):
             "--max-new-tokens", "4", "--no-progress"]
     assert main(args) == 0
     assert len(ResultStore(tmp_path / "out").records()) == 3
-    assert main(args[:-1] + ["--samples", "2", "--out", str(tmp_path / "knn"), "--no-progress"]) == 0
-    records = ResultStore(tmp_path / "knn").records()
+    assert main(args[:-1] + ["--samples", "2", "--out", str(tmp_path / "k_at_n"), "--no-progress"]) == 0
+    records = ResultStore(tmp_path / "k_at_n").records()
     assert sorted((r["item_id"], r["sample_index"]) for r in records) == [(f"c{i}", j) for i in range(3) for j in (0, 1)]
-    manifest = ResultStore(tmp_path / "knn").manifest()
-    assert manifest["params"]["settings"]["do_sample"] is True and manifest["params"]["kind"] == "knn"
+    manifest = ResultStore(tmp_path / "k_at_n").manifest()
+    assert manifest["params"]["settings"]["do_sample"] is True and manifest["params"]["kind"] == "k_at_n"
 
 
 def test_store_refuses_other_settings(tiny_model, items, tmp_path):

@@ -180,10 +180,10 @@ def test_report_embeds_audio_and_filters_in_python(run_dir, tmp_path):
     assert reasons["s2"] == "the judge said IDK" and "exactly one option" in reasons["s1"]
 
 
-def test_report_shows_knn_samples(tmp_path):
-    _store(tmp_path / "knn", "baseline", {i: v[2] for i, v in ITEMS.items()},
+def test_report_shows_k_at_n_samples(tmp_path):
+    _store(tmp_path / "k_at_n", "baseline", {i: v[2] for i, v in ITEMS.items()},
            samples={"s1": ["engine", "IDK"], "s2": ["bell", "bell"]})
-    report = build_item_report(tmp_path / "knn")
+    report = build_item_report(tmp_path / "k_at_n")
     s1 = next(it for it in report.items if it.id == "s1")
     assert [s.outcome for s in s1.samples] == ["correct", "wrong", "rejected"]
     html_text = render_html(report, tmp_path)

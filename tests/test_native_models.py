@@ -232,7 +232,7 @@ def test_voxtral_is_served_by_its_own_backend_only(voxtral):
         voxtral.encode(["<s>[INST]typed by hand[/INST]"], _clips()[1:2])
 
 
-def test_knn_returns_n_samples_reproducibly_and_independent_of_batching(backend):
+def test_k_at_n_returns_n_samples_reproducibly_and_independent_of_batching(backend):
     settings = GenerationSettings(max_new_tokens=6, do_sample=True, temperature=1.0, num_samples=3, seed=7)
     requests = _requests(settings)
     backend.batch_size = 3
@@ -253,10 +253,10 @@ def test_knn_returns_n_samples_reproducibly_and_independent_of_batching(backend)
     assert [g.texts for g in other_seed] != [g.texts for g in first]
 
 
-def test_greedy_knn_repeats_the_greedy_answer(backend):
+def test_greedy_k_at_n_repeats_the_greedy_answer(backend):
     greedy = backend.generate(_requests()[:1])[0]
-    knn = backend.generate(_requests(GenerationSettings(max_new_tokens=6, num_samples=3))[:1])[0]
-    assert knn.texts == greedy.texts * 3
+    k_at_n = backend.generate(_requests(GenerationSettings(max_new_tokens=6, num_samples=3))[:1])[0]
+    assert k_at_n.texts == greedy.texts * 3
 
 
 def test_top_k_1_sampling_is_greedy(backend):

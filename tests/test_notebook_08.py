@@ -96,7 +96,7 @@ def test_other_parameters_leave_the_committed_outputs_alone(tmp_path):
     from reliable_lalm.runner.schema import SCHEMAS, declarations
 
     before = _status("tables", "figures", "docs")
-    params = {"limit_per_task": 2, "bootstrap": 0, "knn_samples": 2, "ece_bins": 3, "with_lora": False}
+    params = {"limit_per_task": 2, "bootstrap": 0, "k_at_n_samples": 2, "ece_bins": 3, "with_lora": False}
     defaults = {k: p.default for k, p in declarations(SCHEMAS[STEM]).items()}
     loc = outputs.output_location("demo", STEM, {**defaults, **params})
     assert loc.tag.startswith("demo+")

@@ -42,14 +42,14 @@ def test_the_parameters_cell_states_its_model(path):
 def test_a_cell_that_drifts_from_its_model_is_seen(tmp_path):
     nb = json.loads((ROOT / "notebooks" / "06_idk_threshold.ipynb").read_text(encoding="utf-8"))
     index = parameters_cell_index(nb["cells"])[0]
-    nb["cells"][index]["source"] = parameters_cell(SCHEMAS["06_idk_threshold"]).replace("knn_samples: int = 5",
-                                                                                       "knn_samples: int = 6")
+    nb["cells"][index]["source"] = parameters_cell(SCHEMAS["06_idk_threshold"]).replace("k_at_n_samples: int = 5",
+                                                                                       "k_at_n_samples: int = 6")
     edited = tmp_path / "06_idk_threshold.ipynb"
     edited.write_text(json.dumps(nb), encoding="utf-8")
-    assert notebook_parameters(edited)["knn_samples"].default == 6 != declarations(SCHEMAS["06_idk_threshold"])["knn_samples"].default
+    assert notebook_parameters(edited)["k_at_n_samples"].default == 6 != declarations(SCHEMAS["06_idk_threshold"])["k_at_n_samples"].default
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_notebooks.py"), str(edited)],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "knn_samples" in result.stdout + result.stderr
+    assert result.returncode == 1 and "k_at_n_samples" in result.stdout + result.stderr
     fixed = subprocess.run([sys.executable, str(ROOT / "tools" / "check_notebooks.py"), "--fix", str(edited)],
                            capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

@@ -237,11 +237,11 @@ def seeded(body, n):
     return Reply("", texts=[f"{item_of(body)} seed={body['seed']} choice={i}" for i in range(count)])
 
 
-def test_knn_with_n(clip_items, tmp_path, api_key):
+def test_k_at_n_with_n(clip_items, tmp_path, api_key):
     settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.7, top_p=0.9, top_k=20, seed=5)
     with AudioChatServer(seeded) as server:
         backend = backend_for(server, samples_via="n")
-        summary = runners.sample_knn(backend, clip_items[:3], tmp_path / "s", n_samples=3, settings=settings,
+        summary = runners.sample_k_at_n(backend, clip_items[:3], tmp_path / "s", n_samples=3, settings=settings,
                                      progress=False)
         backend.close()
     assert summary.errors == 0 and server.count == 3  # one request per item
@@ -255,11 +255,11 @@ def test_knn_with_n(clip_items, tmp_path, api_key):
         assert texts == {j: f"{it.id} seed={_row_seed(5, it.id, 0)} choice={j}" for j in range(3)}
 
 
-def test_knn_with_repeated_requests_on_a_server_without_n(clip_items, tmp_path, api_key):
+def test_k_at_n_with_repeated_requests_on_a_server_without_n(clip_items, tmp_path, api_key):
     settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=2)
     with AudioChatServer(seeded, supports_n=False) as server:
         backend = backend_for(server, samples_via="requests")
-        summary = runners.sample_knn(backend, clip_items[:3], tmp_path / "s", n_samples=4, settings=settings,
+        summary = runners.sample_k_at_n(backend, clip_items[:3], tmp_path / "s", n_samples=4, settings=settings,
                                      progress=False)
         backend.close()
     assert summary.errors == 0 and server.count == 12 and server.bad_audio == 0
@@ -271,7 +271,7 @@ def test_knn_with_repeated_requests_on_a_server_without_n(clip_items, tmp_path, 
     # The same backend with n= against this server: every item fails with the server's reason.
     with AudioChatServer(seeded, supports_n=False) as server:
         backend = backend_for(server, samples_via="n")
-        failed = runners.sample_knn(backend, clip_items[:2], tmp_path / "n", n_samples=4, settings=settings,
+        failed = runners.sample_k_at_n(backend, clip_items[:2], tmp_path / "n", n_samples=4, settings=settings,
                                     progress=False)
         backend.close()
     assert failed.errors == 2 and "n > 1 is not supported" in failed.error_items["q0"]

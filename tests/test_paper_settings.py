@@ -113,15 +113,15 @@ def test_experiment_warns_loudly_and_the_runner_records_it(monkeypatch, capsys, 
     assert notebook_warnings(path) == [err.strip()]
 
 
-def test_knn_correctness_is_judged_by_the_given_normalizer(tmp_path):
+def test_k_at_n_correctness_is_judged_by_the_given_normalizer(tmp_path):
     from reliable_lalm.core.items import BenchmarkItem
     from reliable_lalm.core.normalize_types import Normalized
     from reliable_lalm.core.results import ResultStore
-    from reliable_lalm.training.idk_dataset import build_idk_dataset, knn_table
+    from reliable_lalm.training.idk_dataset import build_idk_dataset, k_at_n_table
 
     items = [BenchmarkItem(id=f"i{k}", audio_path=str(tmp_path / "x.wav"), question="Q?", choices=("A", "B"),
                            answer="A", task="sound") for k in range(2)]
-    store = ResultStore.open(tmp_path / "knn", {"settings": {"num_samples": 2}}, seed=0)
+    store = ResultStore.open(tmp_path / "k_at_n", {"settings": {"num_samples": 2}}, seed=0)
     store.extend([{"item_id": it.id, "sample_index": j, "model_output": "it is probably the first one",
                    "error": None} for it in items for j in range(2)])
 
@@ -132,8 +132,8 @@ def test_knn_correctness_is_judged_by_the_given_normalizer(tmp_path):
             Judge.calls += 1
             return [Normalized("choice", c[0], "llm") for c in choices]
 
-    assert knn_table(store, items, n=2).items[0].n_correct == 0  # rules: invalid
-    judged = knn_table(store, items, n=2, normalizer=Judge())
+    assert k_at_n_table(store, items, n=2).items[0].n_correct == 0  # rules: invalid
+    judged = k_at_n_table(store, items, n=2, normalizer=Judge())
     assert [it.n_correct for it in judged.items] == [2, 2] and Judge.calls == 1  # one batched call
     dataset = build_idk_dataset(items, store, k=2, n=2, normalizer=Judge(), audio_loader=lambda *a, **k: None)
     assert dataset.n_kept == 2 and dataset.n_idk == 0
@@ -297,7 +297,7 @@ def test_crossmodal_trains_music_with_the_chosen_reading(tmp_path):
     from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
 
     def music_alpha(sft):
-        config = CrossModalConfig(base_model="demo", knn_store=str(tmp_path), cache_dir=str(tmp_path), sft=sft)
+        config = CrossModalConfig(base_model="demo", k_at_n_store=str(tmp_path), cache_dir=str(tmp_path), sft=sft)
         return CrossModal.sft_config(type("C", (), {"config": config})(), "music").alpha
 
     assert music_alpha({}) == 32.0

@@ -280,7 +280,7 @@ EVAL_SCRIPT = textwrap.dedent('''
     from reliable_lalm.reporting.tables import _csv
     import torch, pandas as pd
     exp = Experiment(profile="ci", limit_per_task=6, bootstrap=0)
-    config = CrossModalConfig(base_model=str(paths.DEMO_MODEL_DIR), knn_store="unused", cache_dir=sys.argv[1],
+    config = CrossModalConfig(base_model=str(paths.DEMO_MODEL_DIR), k_at_n_store="unused", cache_dir=sys.argv[1],
                               n_boot=0, progress=False)
     adapters = {("sound", 32.0): str(SHIPPED_DIR / "sound-a32"), ("speech", 16.0): str(SHIPPED_DIR / "speech-a16")}
     cm = CrossModal(config, eval_items=exp.items, adapters=adapters)
@@ -324,7 +324,7 @@ STUDY_SCRIPT = textwrap.dedent('''
 
     out = sys.argv[1]
     exp = Experiment(profile="ci", limit_per_task=8, bootstrap=0)
-    study = AbstentionStudy(exp, knn_samples=3, progress=False)
+    study = AbstentionStudy(exp, k_at_n_samples=3, progress=False)
     for name, table in {"risk_coverage": study.risk_coverage_table(), "calibration": study.calibration_table(),
                         "confidence_targets": study.confidence_target_table()}.items():
         reporting.save_table(table, name, "x", caption="c", out_dir=out)

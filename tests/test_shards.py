@@ -125,7 +125,7 @@ SHARD_SCRIPT = textwrap.dedent("""
     common = sys.argv[1:]
     assert main(["infer", *common, "--method", "baseline", "--out", "{out}/greedy"]) == 0
     assert main(["infer", *common, "--method", "idk", "--samples", "2", "--temperature", "1.0",
-                 "--out", "{out}/knn"]) == 0
+                 "--out", "{out}/k_at_n"]) == 0
 """)
 
 
@@ -156,7 +156,7 @@ def test_two_processes_merged_equal_one_process(tmp_path):
 
     from reliable_lalm.cli import main
 
-    for kind, n_samples in (("greedy", 1), ("knn", 2)):
+    for kind, n_samples in (("greedy", 1), ("k_at_n", 2)):
         shard_sizes = [len(ResultStore(sharded / kind / "shards" / f"{i}-of-2").records()) for i in range(2)]
         assert all(shard_sizes) and sum(shard_sizes) == 7 * n_samples  # both processes did work
         assert main(["merge-shards", str(sharded / kind)]) == 0

@@ -298,14 +298,14 @@ def cli_data(demo, tmp_path_factory):
         for j, out in enumerate(outputs[i]):
             store_records.append({"item_id": f"s{i}", "sample_index": j, "model_output": out, "error": None})
     (root / "bench.json").write_text(json.dumps(records))
-    store = ResultStore.open(root / "knn", {"kind": "knn", "settings": {"num_samples": 2, "temperature": 1.0}})
+    store = ResultStore.open(root / "k_at_n", {"kind": "knn", "settings": {"num_samples": 2, "temperature": 1.0}})
     store.extend(store_records)
     return root
 
 
 def _sft_args(demo, data: Path, out: Path, *extra: str) -> list[str]:
     return ["sft", "--model", str(demo), "--benchmark", str(data / "bench.json"), "--modality", "sound",
-            "--samples-store", str(data / "knn"), "--k", "2", "--out", str(out), "--lr", "2e-2", "--epochs", "2",
+            "--samples-store", str(data / "k_at_n"), "--k", "2", "--out", str(out), "--lr", "2e-2", "--epochs", "2",
             "--batch-size", "1", "--no-progress", *extra]
 
 
@@ -338,7 +338,7 @@ def test_deepspeed_zero2_single_process_matches_the_plain_loop(demo, cli_data, e
     _check_adapter_changes_outputs(demo, out, examples)
     # Same data order, loss and optimizer: DeepSpeed ZeRO-2 on one process = the plain loop.
     items = load_benchmark(cli_data / "bench.json").items
-    plain = lora_sft.train_lora_sft(demo, build_idk_dataset(items, ResultStore(cli_data / "knn"), 2).examples, tmp_path / "plain",
+    plain = lora_sft.train_lora_sft(demo, build_idk_dataset(items, ResultStore(cli_data / "k_at_n"), 2).examples, tmp_path / "plain",
                              lora_config.LoraSFTConfig.for_modality("sound", learning_rate=2e-2, epochs=2, batch_size=1),
                              progress=False)
     assert np.allclose(plain.losses, summary["losses"], atol=1e-4)

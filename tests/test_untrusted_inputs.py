@@ -61,8 +61,8 @@ def _records(folder: Path, n: int, **change) -> list[dict]:
     (["infer", "--top-k", "-1"], "--top-k"),
     (["infer", "--samples", "1000000"], "--samples"),
     (["infer", "--samples", "100000"], "--samples"),
-    (["train", "knn", "--temperature", "nan"], "--temperature"),
-    (["train", "knn", "--samples", "1000000"], "--samples"),
+    (["train", "k-at-n", "--temperature", "nan"], "--temperature"),
+    (["train", "k-at-n", "--samples", "1000000"], "--samples"),
     (["train", "sft", "--lr", "nan"], "--lr"),
     (["train", "sft", "--lora-alpha=-inf"], "--lora-alpha"),
     (["train", "sft", "--lora-dropout", "1"], "--lora-dropout"),
@@ -74,7 +74,7 @@ def _records(folder: Path, n: int, **change) -> list[dict]:
 ])
 def test_every_float_option_and_samples_are_bounded(tmp_path, capsys, args, flag):
     base = {"infer": ["--model", "demo", "--benchmark", "b.json", "--method", "baseline", "--out", str(tmp_path / "o")],
-            "knn": ["--model", "demo", "--benchmark", "b.json", "--modality", "sound", "--out", str(tmp_path / "o")],
+            "k-at-n": ["--model", "demo", "--benchmark", "b.json", "--modality", "sound", "--out", str(tmp_path / "o")],
             "sft": ["--model", "demo", "--benchmark", "b.json", "--modality", "sound", "--out", str(tmp_path / "o"),
                     "--samples-store", "s", "--k", "5"],
             "score": [str(tmp_path / "p.json")]}
@@ -223,7 +223,7 @@ def test_pickled_weights_are_refused_in_one_line(tmp_path, capsys, where, one_to
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("command", [["train", "knn"], ["demo", "train"]])
+@pytest.mark.parametrize("command", [["train", "k-at-n"], ["demo", "train"]])
 def test_a_planted_checkpoint_ends_the_command_in_one_line(tmp_path, capsys, monkeypatch, command):
     from reliable_lalm.models.hf_loading import UnsafeCheckpointError
 
@@ -233,7 +233,7 @@ def test_a_planted_checkpoint_ends_the_command_in_one_line(tmp_path, capsys, mon
     if command[0] == "train":
         from reliable_lalm.cli import train
 
-        monkeypatch.setattr(train, "_run_knn", planted)
+        monkeypatch.setattr(train, "_run_k_at_n", planted)
         monkeypatch.setattr("reliable_lalm.models.hf_loading.resolve_model_source", lambda m: m)
         args = command + ["--model", "demo", "--benchmark", "b.json", "--modality", "sound", "--out", str(tmp_path)]
     else:
@@ -324,3 +324,17 @@ def test_a_worker_runs_through_experiment_as_notebooks_call_it(tmp_path, monkeyp
     finally:
         for backend in exp._backends.values():
             backend.close()
+
+
+def test_the_old_k_at_n_step_name_still_works_and_says_it_is_deprecated(tmp_path, capsys, monkeypatch):
+    from reliable_lalm.cli import main, train
+
+    seen = []
+    monkeypatch.setattr(train, "_run_k_at_n", lambda args: seen.append(args.train_command) or 0)
+    monkeypatch.setattr(train, "resolve_model_source", lambda model: model)
+    common = ["--model", "demo", "--benchmark", "b.json", "--modality", "sound", "--out", str(tmp_path / "o")]
+    assert main(["train", "knn", *common]) == 0
+    assert "deprecated name, use 'rlalm train k-at-n'" in capsys.readouterr().err
+    assert main(["train", "k-at-n", *common]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert seen == ["knn", "k-at-n"]

@@ -49,7 +49,7 @@ def test_demo_worker_equals_in_process_backend(worker_items, tmp_path, one_torch
 
     local = Qwen2AudioBackend.from_pretrained(str(paths.DEMO_MODEL_DIR), device="cpu", batch_size=2)
     runners.run_method(local, worker_items, "baseline", tmp_path / "local", settings=GREEDY, progress=False)
-    runners.sample_knn(local, worker_items, tmp_path / "local_knn", n_samples=2, settings=SAMPLING, progress=False)
+    runners.sample_k_at_n(local, worker_items, tmp_path / "local_k_at_n", n_samples=2, settings=SAMPLING, progress=False)
     local.close()
 
     command = [sys.executable, str(worker_script("demo_worker"))]
@@ -63,11 +63,11 @@ def test_demo_worker_equals_in_process_backend(worker_items, tmp_path, one_torch
     assert outputs(tmp_path / "worker") == outputs(tmp_path / "local")
 
     worker = WorkerBackend(command, env=WORKER_ENV, audio_transport="base64", pipeline=3)
-    runners.sample_knn(worker, worker_items, tmp_path / "worker_knn", n_samples=2, settings=SAMPLING,
+    runners.sample_k_at_n(worker, worker_items, tmp_path / "worker_k_at_n", n_samples=2, settings=SAMPLING,
                        progress=False)
     worker.close()
-    assert outputs(tmp_path / "worker_knn") == outputs(tmp_path / "local_knn")
-    assert len({v[0] for v in outputs(tmp_path / "worker_knn").values()}) > 1  # sampling did sample
+    assert outputs(tmp_path / "worker_k_at_n") == outputs(tmp_path / "local_k_at_n")
+    assert len({v[0] for v in outputs(tmp_path / "worker_k_at_n").values()}) > 1  # sampling did sample
 
 
 def test_error_line_is_an_item_error_and_the_run_goes_on(worker_items, tmp_path):
@@ -121,7 +121,7 @@ def fake_worker(tmp_path):
 def test_stdlib_worker_answers_and_stdout_prints_are_harmless(worker_items, tmp_path, fake_worker):
     worker = WorkerBackend(fake_worker, env={"FAKE_MODE": "echo"}, inherit_env=False, pipeline=2)
     assert worker.window_seconds == 4.0 and worker.describe()["worker"] == {"name": "fake"}
-    summary = runners.sample_knn(worker, worker_items, tmp_path / "s", n_samples=2, settings=SAMPLING,
+    summary = runners.sample_k_at_n(worker, worker_items, tmp_path / "s", n_samples=2, settings=SAMPLING,
                                  progress=False)
     worker.close()
     assert summary.errors == 0

@@ -45,9 +45,9 @@ def main() -> int:
         key = cm.training_key(task, alpha)
         info = {"train_task": task, "alpha": config.alpha, "sft": config.training_fingerprint(),
                 "k": cm.config.k, "n": cm.config.n, "train_prompt": cm.config.train_prompt,
-                "knn_store": store_identity(cm.config.knn_store),
-                "knn_sampling": {"samples": params["knn_samples"], "temperature": params["knn_temperature"],
-                                 "top_p": params["knn_top_p"]},
+                "knn_store": store_identity(cm.config.k_at_n_store),  # manifest keys as the shipped manifest writes them
+                "knn_sampling": {"samples": params["k_at_n_samples"], "temperature": params["k_at_n_temperature"],
+                                 "top_p": params["k_at_n_top_p"]},
                 "base_model_sha256": shipped.model_content_digest(cm.config.base_model),
                 "idk_dataset": (summary.get("data") or {}).get("idk_dataset"),
                 "trained_on": cpu_description(), "profile": args.profile}

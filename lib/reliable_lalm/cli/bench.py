@@ -13,8 +13,8 @@ not timed), the same prompts and the same ``max_new_tokens``; each is warmed up 
 timing. Questions are timed in rounds with the three paths interleaved (their order rotating from
 round to round), so on a shared machine all see the same background load. The greedy texts of the
 three paths are compared (identical text expected); the differing questions are counted and shown.
-The last line printed is ``speedup_greedy=<x> speedup_knn=<y> speedup_greedy_vs_peer=<z>
-speedup_knn_vs_peer=<w>`` (loop or peer wall time / engine wall time).
+The last line printed is ``speedup_greedy=<x> speedup_k_at_n=<y> speedup_greedy_vs_peer=<z>
+speedup_k_at_n_vs_peer=<w>`` (loop or peer wall time / engine wall time).
 
 On CUDA it also prints ms/question and two lower bounds per question:
 ``compute floor = FLOPs / peak``, with ``FLOPs = 2 * P_lm * (prompt tokens + generated tokens)
@@ -243,7 +243,7 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     # and peer through HF generate's logits processor, the engine in its own decoding loop).
     greedy = GenerationSettings(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     hf_greedy = {"do_sample": False, "repetition_penalty": repetition_penalty}
-    knn = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+    k_at_n = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                              num_samples=samples, seed=seed)
     hf_sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
     torch.manual_seed(seed)  # loop and peer sample from torch's global generator
@@ -252,8 +252,8 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     round_size = round_size or (n if device == "cuda" else min(n, 32))
     paths = ("loop", "peer", "engine")
     greedy_names = [f"{p} greedy" for p in paths]
-    knn_names = [f"{p} K@{samples}" for p in paths]
-    names = greedy_names + knn_names
+    k_at_n_names = [f"{p} K@{samples}" for p in paths]
+    names = greedy_names + k_at_n_names
     wall = dict.fromkeys(names, 0.0)
     cpu = dict.fromkeys(names, 0.0)
     tokens = dict.fromkeys(names, 0)
@@ -307,26 +307,26 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
     loop.answer(questions[0], **hf_sampling)
     peer.answer_batch(questions[:2], **hf_greedy)
     peer.answer_batch(questions[:2], samples, **hf_sampling)
-    backend.generate([GenerationRequest(q.item_id, q.audio, q.prompt, s) for q in questions[:4] for s in (greedy, knn)])
+    backend.generate([GenerationRequest(q.item_id, q.audio, q.prompt, s) for q in questions[:4] for s in (greedy, k_at_n)])
 
     # Rounds of questions, the three paths interleaved (their order rotating from round to round),
     # so that all see the same background load on a shared machine.
     rounds = list(range(0, n, round_size))
     for r, start in enumerate(rounds):
         qs = questions[start:start + round_size]
-        greedy_plan, knn_plan = plan(greedy, qs), plan(knn, qs)
+        greedy_plan, k_at_n_plan = plan(greedy, qs), plan(k_at_n, qs)
         greedy_steps = {
             "loop": lambda: greedy_texts["loop"].extend(loop_run(greedy_names[0], 1, hf_greedy, qs)),
             "peer": lambda: greedy_texts["peer"].extend(peer_run(greedy_names[1], 1, hf_greedy, qs, greedy_plan)),
             "engine": lambda: greedy_texts["engine"].extend(engine(greedy_names[2], greedy, qs)),
         }
-        knn_steps = {
-            "loop": lambda: loop_run(knn_names[0], samples, hf_sampling, qs),
-            "peer": lambda: peer_run(knn_names[1], samples, hf_sampling, qs, knn_plan),
-            "engine": lambda: engine(knn_names[2], knn, qs),
+        k_at_n_steps = {
+            "loop": lambda: loop_run(k_at_n_names[0], samples, hf_sampling, qs),
+            "peer": lambda: peer_run(k_at_n_names[1], samples, hf_sampling, qs, k_at_n_plan),
+            "engine": lambda: engine(k_at_n_names[2], k_at_n, qs),
         }
         order = paths[r % 3:] + paths[:r % 3]
-        for steps in (greedy_steps, knn_steps):
+        for steps in (greedy_steps, k_at_n_steps):
             for path in order:
                 steps[path]()
         if len(rounds) > 1:
@@ -374,14 +374,14 @@ def bench_inference(*, device: str | None = None, random_weights: str | None = N
             print_fn(line)
     speedups = {
         "speedup_greedy": wall[greedy_names[0]] / wall[greedy_names[2]],
-        "speedup_knn": wall[knn_names[0]] / wall[knn_names[2]],
+        "speedup_k_at_n": wall[k_at_n_names[0]] / wall[k_at_n_names[2]],
         "speedup_greedy_vs_peer": wall[greedy_names[1]] / wall[greedy_names[2]],
-        "speedup_knn_vs_peer": wall[knn_names[1]] / wall[knn_names[2]],
+        "speedup_k_at_n_vs_peer": wall[k_at_n_names[1]] / wall[k_at_n_names[2]],
     }
     result["speedup_cpu_time"] = {
-        "greedy": cpu[greedy_names[0]] / cpu[greedy_names[2]], "knn": cpu[knn_names[0]] / cpu[knn_names[2]],
+        "greedy": cpu[greedy_names[0]] / cpu[greedy_names[2]], "k_at_n": cpu[k_at_n_names[0]] / cpu[k_at_n_names[2]],
         "greedy_vs_peer": cpu[greedy_names[1]] / cpu[greedy_names[2]],
-        "knn_vs_peer": cpu[knn_names[1]] / cpu[knn_names[2]]}
+        "k_at_n_vs_peer": cpu[k_at_n_names[1]] / cpu[k_at_n_names[2]]}
     result.update(speedups)
     backend.close()
     # Process CPU time is less disturbed than wall time by other jobs on a shared machine.

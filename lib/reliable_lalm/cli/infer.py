@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"--max-new-tokens {max_new}: {err}") from None
         if args.samples > 1:
-            summary = execution.sample_knn(backend, items, out, n_samples=args.samples, settings=settings,
+            summary = execution.sample_k_at_n(backend, items, out, n_samples=args.samples, settings=settings,
                                            method=args.method, progress=not args.no_progress,
                                            retry_errors=args.retry_errors)
         else:

@@ -1,6 +1,6 @@
 """``rlalm train``: K@N sampling, LoRA SFT on the K@N IDK dataset, adapter merging, step benchmark.
 
-    rlalm train knn   --model M --benchmark JSON --modality sound --samples 5 --out STORE
+    rlalm train k-at-n   --model M --benchmark JSON --modality sound --samples 5 --out STORE
     rlalm train sft   --model M --benchmark JSON --samples-store STORE --modality sound --k 5 --out ADAPTER
                       [--deepspeed params/deepspeed_zero2.json] [--lr 3e-5] [--lora-alpha 32] ...
     rlalm train merge --model M --adapter ADAPTER --out MERGED [--benchmark JSON --check-items 4]
@@ -24,7 +24,7 @@ from reliable_lalm.cli import max_new_tokens, non_negative_int, positive_int
 from reliable_lalm.cli.argtypes import MAX_SAMPLES, SAMPLES, TEMPERATURE, TOP_P, real
 from reliable_lalm.core.items import TASKS, load_audio, load_benchmark
 from reliable_lalm.core.results import ResultStore, StoreLocked
-from reliable_lalm.methods.execution import sample_knn
+from reliable_lalm.methods.execution import sample_k_at_n
 from reliable_lalm.methods.registry import build_prompt, single_call_methods
 from reliable_lalm.models.base import GenerationSettings
 from reliable_lalm.models.hf_loading import ModelNotAvailable, UnsafeCheckpointError, resolve_model_source
@@ -54,31 +54,36 @@ def _add_benchmark(p: argparse.ArgumentParser, *, modality_required: bool = True
     p.add_argument("--limit", type=positive_int, default=None, help="first N items only (smoke runs)")
 
 
+K_AT_N_STEP = "k-at-n"
+DEPRECATED_K_AT_N_STEP = "knn"  # the step's old name, which read as k-nearest-neighbours
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # The deepspeed launcher passes --local_rank=N before the sub-command; LOCAL_RANK is read from the
     # environment, so the value is only accepted here.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="train_command", metavar="STEP", required=True)
 
-    knn = sub.add_parser("knn", help="sample N answers per item (the K@N store)")
-    _add_model(knn)
-    _add_benchmark(knn)
-    knn.add_argument("--samples", type=SAMPLES, default=5, help=f"N (the paper: 5; at most {MAX_SAMPLES})")
-    knn.add_argument("--out", required=True, help="result store folder")
-    knn.add_argument("--prompt", default="baseline", choices=single_call_methods(),
+    k_at_n = sub.add_parser(K_AT_N_STEP, aliases=[DEPRECATED_K_AT_N_STEP],
+                            help=f"sample N answers per item (the K@N store; '{DEPRECATED_K_AT_N_STEP}' still works)")
+    _add_model(k_at_n)
+    _add_benchmark(k_at_n)
+    k_at_n.add_argument("--samples", type=SAMPLES, default=5, help=f"N (the paper: 5; at most {MAX_SAMPLES})")
+    k_at_n.add_argument("--out", required=True, help="result store folder")
+    k_at_n.add_argument("--prompt", default="baseline", choices=single_call_methods(),
                      help="prompt sampled with (default: baseline, the prompt the SFT model is used with)")
-    knn.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="the paper does not state it (default 1.0)")
-    knn.add_argument("--top-p", type=TOP_P, default=1.0)
-    knn.add_argument("--top-k", type=non_negative_int, default=0)
-    knn.add_argument("--seed", type=int, default=0)
-    knn.add_argument("--max-new-tokens", type=max_new_tokens, default=64)
-    knn.add_argument("--batch-size", type=positive_int, default=None)
-    knn.add_argument("--no-progress", action="store_true")
+    k_at_n.add_argument("--temperature", type=TEMPERATURE, default=1.0, help="the paper does not state it (default 1.0)")
+    k_at_n.add_argument("--top-p", type=TOP_P, default=1.0)
+    k_at_n.add_argument("--top-k", type=non_negative_int, default=0)
+    k_at_n.add_argument("--seed", type=int, default=0)
+    k_at_n.add_argument("--max-new-tokens", type=max_new_tokens, default=64)
+    k_at_n.add_argument("--batch-size", type=positive_int, default=None)
+    k_at_n.add_argument("--no-progress", action="store_true")
 
     sft = sub.add_parser("sft", help="LoRA SFT on the K@N IDK dataset of a sample store")
     _add_model(sft)
     _add_benchmark(sft)
-    sft.add_argument("--samples-store", required=True, help="store written by 'rlalm train knn'")
+    sft.add_argument("--samples-store", required=True, help="store written by 'rlalm train k-at-n'")
     sft.add_argument("--k", type=positive_int, required=True, help="K of K@N (paper main results: 5@5)")
     sft.add_argument("--n", type=positive_int, default=None, help="N (default: the store's)")
     sft.add_argument("--prompt", default="baseline", choices=TRAIN_PROMPT_METHODS,
@@ -135,12 +140,12 @@ def _items(args):
     return items[: args.limit] if args.limit else items
 
 
-def _run_knn(args) -> int:
+def _run_k_at_n(args) -> int:
     items = _items(args)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature,
                                   top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     backend = load_backend(args.model, batch_size=args.batch_size, device=args.device or "auto", dtype=args.dtype)
-    summary = sample_knn(backend, items, args.out, n_samples=args.samples, settings=settings, method=args.prompt,
+    summary = sample_k_at_n(backend, items, args.out, n_samples=args.samples, settings=settings, method=args.prompt,
                          progress=not args.no_progress)
     print(json.dumps(summary.to_dict(), indent=2, default=str))
     frame = idk_fraction_frame(ResultStore(Path(args.out)), items, n=args.samples)
@@ -154,7 +159,7 @@ def _run_knn(args) -> int:
 def _open_store(path: str):
     store = ResultStore(Path(path))
     if not store.manifest_path.is_file():
-        raise SystemExit(f"no result store at {path} (run 'rlalm train knn' first)")
+        raise SystemExit(f"no result store at {path} (run 'rlalm train k-at-n' first)")
     return store
 
 
@@ -210,7 +215,10 @@ def _run_bench(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"knn": _run_knn, "sft": _run_sft, "merge": _run_merge, "bench-step": _run_bench}
+    handlers = {K_AT_N_STEP: _run_k_at_n, DEPRECATED_K_AT_N_STEP: _run_k_at_n, "sft": _run_sft, "merge": _run_merge,
+                "bench-step": _run_bench}
+    if args.train_command == DEPRECATED_K_AT_N_STEP:
+        print(f"rlalm train {DEPRECATED_K_AT_N_STEP}: deprecated name, use 'rlalm train {K_AT_N_STEP}'", file=sys.stderr)
     try:
         if getattr(args, "model", None) is not None:
             resolve_model_source(args.model)  # a model that is not available offline fails here, in one line

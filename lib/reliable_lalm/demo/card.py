@@ -35,8 +35,8 @@ CARD_METRICS_FILE = "card_metrics.json"
 RETRAIN_TOLERANCE_POINTS = 5.0
 
 
-KNN_SAMPLES = 5  # K@N sampling of the card: N samples per item at temperature 1 (the paper's defaults)
-KNN_TEMPERATURE = 1.0
+K_AT_N_SAMPLES = 5  # K@N sampling of the card: N samples per item at temperature 1 (the paper's defaults)
+K_AT_N_TEMPERATURE = 1.0
 
 
 def _mean(values) -> float | None:
@@ -87,13 +87,13 @@ def text_only_baselines(items, prior: dict[str, Any] | None) -> dict[str, dict[s
 
 
 def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", batch_size: int = 32,
-                  progress: bool = True, knn: bool = True) -> dict[str, Any]:
+                  progress: bool = True, k_at_n: bool = True) -> dict[str, Any]:
     """What the demo card reports, measured on the synthetic split.
 
     Greedy accuracy with the baseline prompt per modality and difficulty; the IDK prompt's accuracy
     and rejection rate, also on the items the baseline prompt gets right and wrong; the same model
     with silent audio; the rules that ignore the audio (:func:`text_only_baselines`); and the
-    agreement of ``KNN_SAMPLES`` sampled answers (the modal answer's share) on the items answered
+    agreement of ``K_AT_N_SAMPLES`` sampled answers (the modal answer's share) on the items answered
     right and wrong. Goes through the same engine, prompts, normalizer and metrics as the notebooks.
     """
     model_dir = Path(model_dir or paths.DEMO_MODEL_DIR)
@@ -124,12 +124,12 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
         inference.run_method(backend, silent_items, "baseline", Path(tmp) / "silent-run", settings=settings,
                              progress=progress)
         preds["silent"] = records_of(Path(tmp) / "silent-run", silent_items)
-        if knn:
-            knn_settings = models_base.GenerationSettings(max_new_tokens=16, do_sample=True,
-                                                          temperature=KNN_TEMPERATURE, seed=0)
-            inference.sample_knn(backend, items, Path(tmp) / "knn", n_samples=KNN_SAMPLES, settings=knn_settings,
+        if k_at_n:
+            k_at_n_settings = models_base.GenerationSettings(max_new_tokens=16, do_sample=True,
+                                                          temperature=K_AT_N_TEMPERATURE, seed=0)
+            inference.sample_k_at_n(backend, items, Path(tmp) / "k_at_n", n_samples=K_AT_N_SAMPLES, settings=k_at_n_settings,
                                  progress=progress)
-            store = ResultStore(Path(tmp) / "knn")
+            store = ResultStore(Path(tmp) / "k_at_n")
             for record in store.records():
                 samples.setdefault(str(record["item_id"]), []).append((int(record.get("sample_index", 0)),
                                                                        record.get("model_output") or ""))
@@ -156,8 +156,8 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
                    for it in items}
         for name, keep in (("right", lambda o: o == "correct"), ("wrong", lambda o: o != "correct")):
             agreement[f"on_{name}"] = _mean(by_item[it.id].agreement for it in items if keep(outcome[it.id]))
-        agreement["n"] = KNN_SAMPLES
-        agreement["temperature"] = KNN_TEMPERATURE
+        agreement["n"] = K_AT_N_SAMPLES
+        agreement["temperature"] = K_AT_N_TEMPERATURE
     return {
         "split": split, "n": scores["n"], "acc": scores["acc"], "n_invalid": scores["n_invalid"],
         "chance_acc": chance(items),
@@ -173,7 +173,7 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
                                                            scores["items"], idk_scores["items"])}
                     for task, s in scores["by_task"].items()},
         "baselines": text_only_baselines(items, _training_prior(model_dir)),
-        "knn_agreement": agreement,
+        "k_at_n_agreement": agreement,
         "most_common_output": most_common,
         "most_common_output_share": count / len(preds["baseline"]),
         "by_difficulty": _by_difficulty(items, scores["items"], idk_scores["items"]),
@@ -262,10 +262,10 @@ def write_card(model_dir: Path, metrics: dict[str, Any], training: dict[str, Any
         f"| {name} | " + " | ".join(f"{_pct(lv[d]['acc'])}" for d in order) + " | "
         + " | ".join(f"{_pct(lv[d]['idk_prompt_rej'])}" for d in order) + " |"
         for name, lv in [(t, by_task[t]["by_difficulty"]) for t in tasks] + [("total", levels)])
-    knn = metrics.get("knn_agreement") or {}
-    knn_line = (f"K@N agreement (the modal answer's share of {knn['n']} samples at temperature {knn['temperature']:g}, "
-                f"baseline prompt): {_pct(knn['on_right'])} % on the items the greedy answer gets right, "
-                f"{_pct(knn['on_wrong'])} % on those it gets wrong." if knn else "")
+    k_at_n = metrics.get("k_at_n_agreement") or {}
+    k_at_n_line = (f"K@N agreement (the modal answer's share of {k_at_n['n']} samples at temperature {k_at_n['temperature']:g}, "
+                f"baseline prompt): {_pct(k_at_n['on_right'])} % on the items the greedy answer gets right, "
+                f"{_pct(k_at_n['on_wrong'])} % on those it gets wrong." if k_at_n else "")
     cfg = training["config"]
     model_cfg = training.get("model_config") or {}
     sizes = (f"audio encoder {model_cfg['encoder_layers']} layers of width {model_cfg['encoder_d_model']}, "
@@ -329,7 +329,7 @@ those it answers wrong:
 | --- | --- | --- | --- | --- | --- |
 {idk_rows}
 
-{knn_line}
+{k_at_n_line}
 K@N IDK SFT (the LoRA stage) is trained and measured by the notebooks (`tables/demo/`).
 
 {training.get('note', '')}

@@ -5,7 +5,7 @@ Every expensive step is cached in result stores under the experiment's results f
 
 * option log-likelihoods of each item under the baseline and the IDK prompt
   (:func:`reliable_lalm.methods.option_scoring.score_options`), in ``option_scores/<method>``;
-* the K@N samples the other notebooks draw (:meth:`Experiment.knn_store`, same N / temperature /
+* the K@N samples the other notebooks draw (:meth:`Experiment.k_at_n_store`, same N / temperature /
   top-p as notebooks 04-07, so nothing is sampled again);
 * the baseline, IDK and LoRA runs of notebooks 01, 02, 04 and 05 (:meth:`Experiment.run`,
   :meth:`CrossModal.evaluate`); adapters come from :meth:`CrossModal.adapter` (trained only when
@@ -96,15 +96,15 @@ class AbstentionStudy:
     """Confidence-based abstention, calibration, unanswerable and circular evaluation of ``exp``.
 
     ``cm``: the cross-modal experiment (:meth:`Experiment.crossmodal`) whose LoRA adapters are
-    compared too; ``None`` leaves them out. ``knn_*`` must be the K@N settings of the other
+    compared too; ``None`` leaves them out. ``k_at_n_*`` must be the K@N settings of the other
     notebooks for their samples to be reused.
     """
 
     exp: Any
     cm: Any = None
-    knn_samples: int = 5
-    knn_temperature: float = 0.5
-    knn_top_p: float = 1.0
+    k_at_n_samples: int = 5
+    k_at_n_temperature: float = 0.5
+    k_at_n_top_p: float = 1.0
     n_bins: int = 10
     binning: str = "equal-width"
     coverages: tuple[float, ...] = ab.DEFAULT_COVERAGES
@@ -147,14 +147,14 @@ class AbstentionStudy:
         return self._cache[key]
 
     @cached_property
-    def _knn(self) -> dict[str, Any]:
-        store = ResultStore(self.exp.knn_store(n_samples=self.knn_samples, temperature=self.knn_temperature,
-                                               top_p=self.knn_top_p, progress=self.progress))
+    def _k_at_n(self) -> dict[str, Any]:
+        store = ResultStore(self.exp.k_at_n_store(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
+                                               top_p=self.k_at_n_top_p, progress=self.progress))
         by_item = store.by_item(None)
         out = {}
         for item in self.exp.items:
             recs = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
-            recs = [r for r in recs if int(r.get("sample_index", 0)) < self.knn_samples]
+            recs = [r for r in recs if int(r.get("sample_index", 0)) < self.k_at_n_samples]
             outs = [r.get("model_output") for r in recs]
             out[item.id] = ab.sample_agreement(_normalize(self.exp.normalizer_object, outs, [item.choices] * len(outs)),
                                                item.choices)
@@ -173,7 +173,7 @@ class AbstentionStudy:
         NaN where a score is undefined for an item (its option scoring failed, no K@N samples).
         """
         items = {it.id: it for it in self.exp.items}
-        base_opts, idk_opts, knn = self._option_records("baseline"), self._option_records("idk"), self._knn
+        base_opts, idk_opts, k_at_n = self._option_records("baseline"), self._option_records("idk"), self._k_at_n
         out = {name: np.full(len(base_items), math.nan) for name in SCORES}
         for i, row in enumerate(base_items):
             item = items[row["id"]]
@@ -186,7 +186,7 @@ class AbstentionStudy:
             rec = idk_opts.get(item.id) or {}
             if rec.get("option_logprobs") is not None:
                 out["1 - P(IDK)"][i] = 1.0 - ab.idk_probability(rec["idk_logprob"], rec["option_logprobs"])
-            agreement = knn.get(item.id)
+            agreement = k_at_n.get(item.id)
             if agreement is not None and agreement.n_samples:
                 out["K@N agreement"][i] = agreement.agreement
                 out["1 - entropy"][i] = agreement.entropy_confidence

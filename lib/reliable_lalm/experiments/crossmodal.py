@@ -60,7 +60,7 @@ PAPER_ALPHA_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)  # our grid; the paper's Figur
 class CrossModalConfig:
     """Everything the cross-modal experiments depend on (all of it enters the cache keys)."""
     base_model: str
-    knn_store: str  # K@N samples of the base model over the training items (``rlalm train knn``)
+    k_at_n_store: str  # K@N samples of the base model over the training items (``rlalm train k-at-n``)
     cache_dir: str
     k: int = PAPER_K
     n: int | None = None  # default: the store's N
@@ -74,7 +74,7 @@ class CrossModalConfig:
     eval_batch_size: int | None = None
     normalizer: str = "rule"  # rule | openai | auto | all (reliable_lalm.methods.llm_judge)
     # What judges the K@N samples' correctness for the IDK set; None: the evaluation's normalizer.
-    knn_normalizer: str | None = None
+    k_at_n_normalizer: str | None = None
     # Decoding of the evaluation beyond greedy (GenerationSettings keywords, e.g. the checkpoint's
     # published do_sample/top_k/top_p/temperature/repetition_penalty); {}: greedy.
     eval_decoding: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +82,7 @@ class CrossModalConfig:
     seed: int = 0  # bootstrap seed
     convention: str = "subset"  # ΔCon/ΔHum convention of the headline RGI (subset = the paper's printed values)
     progress: bool = True
-    allow_foreign_knn: bool = False  # accept a K@N store sampled from another model (or older weights)
+    allow_foreign_k_at_n: bool = False  # accept a K@N store sampled from another model (or older weights)
     # Evaluate a shipped adapter (reliable_lalm.experiments.shipped) whose training key matches
     # instead of training: SFT is not bitwise portable across CPUs, evaluation is (issue 16).
     use_shipped: bool = True
@@ -102,20 +102,20 @@ def store_identity(directory: str | Path) -> dict[str, Any]:
     return {"params_fingerprint": store.manifest().get("params_fingerprint"), "records_sha256": digest[:16]}
 
 
-class ForeignKnnStore(ValueError):
+class ForeignKAtNStore(ValueError):
     """The K@N samples were not drawn from the model being fine-tuned (the IDK set would be someone else's)."""
 
-def check_knn_store_matches(store: ResultStore, base_model: str) -> None:
+def check_k_at_n_store_matches(store: ResultStore, base_model: str) -> None:
     """The IDK dataset is model-specific: its samples must come from ``base_model``'s weights as they are now.
 
-    Raises :class:`ForeignKnnStore` when the store's model hash differs (another model, or
+    Raises :class:`ForeignKAtNStore` when the store's model hash differs (another model, or
     retrained weights at the same path).
     """
     recorded = ((store.manifest().get("params") or {}).get("model") or {}).get("weights")
     current = model_fingerprint(base_model)
     if recorded != current:
-        raise ForeignKnnStore(f"K@N store {store.directory} was sampled from weights {recorded}, not from "
-                              f"{base_model!r} ({current}); sample again (or set allow_foreign_knn)")
+        raise ForeignKAtNStore(f"K@N store {store.directory} was sampled from weights {recorded}, not from "
+                              f"{base_model!r} ({current}); sample again (or set allow_foreign_k_at_n)")
 
 
 def items_digest(items: Sequence[BenchmarkItem]) -> str:
@@ -161,19 +161,20 @@ class CrossModal:
 
     def adapter_key(self, train_task: str, alpha: float | None = None) -> str:
         config = self.sft_config(train_task, alpha)
+        # The keys "knn_store" and "knn_normalizer" name cached adapters already trained: kept as written.
         params = {
-            "base": self._base_identity, "knn_store": store_identity(self.config.knn_store),
+            "base": self._base_identity, "knn_store": store_identity(self.config.k_at_n_store),
             "train_items": items_digest(self._train_items_of(train_task)), "k": self.config.k, "n": self.config.n,
             "train_prompt": self.config.train_prompt, "sft": config.training_fingerprint(),
             "deepspeed": load_deepspeed_config(self.config.deepspeed_config) if self.config.deepspeed_config else None,
         }
-        if self.knn_normalizer_kind != "rule":  # the rules were the only judge before: their keys stay
-            params["knn_normalizer"] = self.knn_normalizer_kind
+        if self.k_at_n_normalizer_kind != "rule":  # the rules were the only judge before: their keys stay
+            params["knn_normalizer"] = self.k_at_n_normalizer_kind
         return params_fingerprint(params)
 
     @property
-    def knn_normalizer_kind(self) -> str:
-        return self.config.knn_normalizer or self.config.normalizer
+    def k_at_n_normalizer_kind(self) -> str:
+        return self.config.k_at_n_normalizer or self.config.normalizer
 
     def adapter_dir(self, train_task: str, alpha: float | None = None) -> Path:
         config = self.sft_config(train_task, alpha)
@@ -215,11 +216,11 @@ class CrossModal:
         if cached is None:
             cached = self._datasets = {}
         if train_task not in cached:
-            store = ResultStore(Path(self.config.knn_store))
-            if not self.config.allow_foreign_knn:
-                check_knn_store_matches(store, self.config.base_model)
-            judge = self.normalizer() if self.knn_normalizer_kind == self.config.normalizer else \
-                self._resolve_normalizer(self.knn_normalizer_kind)
+            store = ResultStore(Path(self.config.k_at_n_store))
+            if not self.config.allow_foreign_k_at_n:
+                check_k_at_n_store_matches(store, self.config.base_model)
+            judge = self.normalizer() if self.k_at_n_normalizer_kind == self.config.normalizer else \
+                self._resolve_normalizer(self.k_at_n_normalizer_kind)
             cached[train_task] = (store, build_idk_dataset(self._train_items_of(train_task), store, self.config.k,
                                                            self.config.n, prompt_method=self.config.train_prompt,
                                                            normalizer=judge))

@@ -27,7 +27,7 @@ from reliable_lalm.core.results import ResultStore, params_fingerprint
 from reliable_lalm.core.scoring import (NOT_RUN_KEY, score_mmau_string_match, score_records,
                                         score_reference_baselines)
 from reliable_lalm.experiments.crossmodal import CrossModal, CrossModalConfig
-from reliable_lalm.methods.execution import method_inputs, pending_items, run_method, sample_knn
+from reliable_lalm.methods.execution import method_inputs, pending_items, run_method, sample_k_at_n
 from reliable_lalm.methods.generation import store_params_for
 from reliable_lalm.methods.llm_judge import FALLBACK_WARNING, build_normalizer, describe_normalizer, fell_back_to_rules
 from reliable_lalm.methods.registry import get_method
@@ -70,7 +70,7 @@ class Experiment:
     # "greedy" (the default: the paper does not state its decoding) or "generation_config" (the
     # checkpoint's published sampling settings, repetition penalty included).
     decoding: str = "greedy"
-    knn_normalizer: str | None = None  # what judges K@N samples; None: the evaluation's ``normalizer``
+    k_at_n_normalizer: str | None = None  # what judges K@N samples; None: the evaluation's ``normalizer``
     results_root: Path | None = None
     _backends: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -78,7 +78,7 @@ class Experiment:
         """The constructor arguments (for an experiment on another model with the same settings)."""
         return {name: getattr(self, name) for name in (
             "profile", "model", "benchmark", "audio_dir", "limit_per_task", "batch_size", "device", "normalizer",
-            "bootstrap", "seed", "max_new_tokens", "few_shot_file", "decoding", "knn_normalizer", "results_root")}
+            "bootstrap", "seed", "max_new_tokens", "few_shot_file", "decoding", "k_at_n_normalizer", "results_root")}
 
     # ---------------------------------------------------------------- data and model
     @cached_property
@@ -256,7 +256,7 @@ class Experiment:
                         len(warned) - MAX_WARNINGS_SHOWN, store_dir)
         return store_dir
 
-    def knn_store(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0,
+    def k_at_n_store(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0,
                   progress: bool = True) -> Path:
         """K@N sampling over every evaluated item (N answers each, one prefill per item), cached.
 
@@ -264,14 +264,14 @@ class Experiment:
         """
 
 
-        # K@N has its own sampling settings (knn_* parameters), whatever the evaluation's decoding.
+        # K@N has its own sampling settings (k_at_n_* parameters), whatever the evaluation's decoding.
         settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
                            top_k=0, repetition_penalty=1.0, num_samples=n_samples)
         store_dir, complete = self.cached_store("knn/baseline", "baseline", self.items, settings,
                                                  n_samples=n_samples, kind="knn")
         if complete:
             return store_dir
-        summary = sample_knn(self.backend(), self.items, store_dir, n_samples=n_samples, settings=settings,
+        summary = sample_k_at_n(self.backend(), self.items, store_dir, n_samples=n_samples, settings=settings,
                              progress=progress)
         if summary.errors:
             log.warning("K@N: %d items failed (see error records)", summary.errors)
@@ -279,22 +279,22 @@ class Experiment:
 
     def idk_fractions(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0):
         """Figure 5 data: IDK share (%) of the K@N training set for K = 1..N, per modality and all."""
-        store = ResultStore(self.knn_store(n_samples=n_samples, temperature=temperature, top_p=top_p))
-        frame = idk_fraction_frame(store, self.items, n=n_samples, normalizer=self.knn_normalizer_object)
+        store = ResultStore(self.k_at_n_store(n_samples=n_samples, temperature=temperature, top_p=top_p))
+        frame = idk_fraction_frame(store, self.items, n=n_samples, normalizer=self.k_at_n_normalizer_object)
         frame.index.name = "k"
         return frame
 
-    def crossmodal(self, *, knn_samples: int = 5, knn_k: int = 5, knn_temperature: float = 1.0,
-                   knn_top_p: float = 1.0, sft: dict[str, Any] | None = None):
+    def crossmodal(self, *, k_at_n_samples: int = 5, k_at_n_k: int = 5, k_at_n_temperature: float = 1.0,
+                   k_at_n_top_p: float = 1.0, sft: dict[str, Any] | None = None):
         """The cross-modal protocol (train on one modality's K@N IDK set, test on the others) on
         this experiment's model and items; adapters and evaluations are cached under the results."""
-        store = self.knn_store(n_samples=knn_samples, temperature=knn_temperature, top_p=knn_top_p)
+        store = self.k_at_n_store(n_samples=k_at_n_samples, temperature=k_at_n_temperature, top_p=k_at_n_top_p)
         config = CrossModalConfig(
             base_model=self.model_source,
-            knn_store=str(store), cache_dir=str(self.results_dir / "crossmodal"), k=knn_k, n=knn_samples,
+            k_at_n_store=str(store), cache_dir=str(self.results_dir / "crossmodal"), k=k_at_n_k, n=k_at_n_samples,
             sft={k: v for k, v in (sft or {}).items() if v is not None},
             device=None if self.device == "auto" else self.device, eval_batch_size=self.batch_size,
-            normalizer=self.normalizer, knn_normalizer=self.knn_normalizer, eval_decoding=self.decoding_settings,
+            normalizer=self.normalizer, k_at_n_normalizer=self.k_at_n_normalizer, eval_decoding=self.decoding_settings,
             n_boot=self.bootstrap, seed=self.seed)
         return CrossModal(config, eval_items=self.items, sample_log_dir=paths.runs_dir(self.profile) / "samples")
 
@@ -341,11 +341,11 @@ class Experiment:
         return normalizer
 
     @cached_property
-    def knn_normalizer_object(self):
-        """What judges K@N samples (the evaluation's normalizer unless ``knn_normalizer`` is set)."""
-        if self.knn_normalizer in (None, self.normalizer):
+    def k_at_n_normalizer_object(self):
+        """What judges K@N samples (the evaluation's normalizer unless ``k_at_n_normalizer`` is set)."""
+        if self.k_at_n_normalizer in (None, self.normalizer):
             return self.normalizer_object
-        return build_normalizer(self.knn_normalizer)
+        return build_normalizer(self.k_at_n_normalizer)
 
     @property
     def normalizer_caption(self) -> str:

@@ -73,16 +73,16 @@ def _split_half(item_id: str, seed: int) -> bool:
 class UncertaintyStudy:
     """Uncertainty estimators, audio-reliance controls and risk-controlled abstention of ``exp``.
 
-    ``knn_*``: the K@N settings of the other notebooks (their samples are reused).
+    ``k_at_n_*``: the K@N settings of the other notebooks (their samples are reused).
     ``alpha``/``delta``: the risk level and error rate of the guarantee; ``procedure``: Learn-then-Test's
     family-wise procedure (:data:`reliable_lalm.core.risk_control.PROCEDURES`); ``calibrate_on``:
     the modality whose threshold is carried to the others.
     """
 
     exp: Any
-    knn_samples: int = 5
-    knn_temperature: float = 0.5
-    knn_top_p: float = 1.0
+    k_at_n_samples: int = 5
+    k_at_n_temperature: float = 0.5
+    k_at_n_top_p: float = 1.0
     verbalized_max_new_tokens: int = 8
     alpha: float = 0.1
     delta: float = 0.1
@@ -95,8 +95,8 @@ class UncertaintyStudy:
 
     @cached_property
     def option_study(self) -> AbstentionStudy:
-        return AbstentionStudy(self.exp, cm=None, knn_samples=self.knn_samples, knn_temperature=self.knn_temperature,
-                               knn_top_p=self.knn_top_p, progress=self.progress)
+        return AbstentionStudy(self.exp, cm=None, k_at_n_samples=self.k_at_n_samples, k_at_n_temperature=self.k_at_n_temperature,
+                               k_at_n_top_p=self.k_at_n_top_p, progress=self.progress)
 
     # ------------------------------------------------------------------------ cached stores
     def _store_dir(self, name: str, params: dict[str, Any], inputs: dict[str, dict[str, str]]) -> tuple[Path, bool]:
@@ -119,15 +119,15 @@ class UncertaintyStudy:
         return {it.id: (by_item.get(it.id) or {}).get("model_output") for it in self.exp.items}
 
     @cached_property
-    def _knn_outputs(self) -> dict[str, list[str | None]]:
+    def _k_at_n_outputs(self) -> dict[str, list[str | None]]:
 
-        store = ResultStore(self.exp.knn_store(n_samples=self.knn_samples, temperature=self.knn_temperature,
-                                               top_p=self.knn_top_p, progress=self.progress))
+        store = ResultStore(self.exp.k_at_n_store(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
+                                               top_p=self.k_at_n_top_p, progress=self.progress))
         by_item = store.by_item(None)
         out = {}
         for item in self.exp.items:
             recs = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
-            out[item.id] = [r.get("model_output") for r in recs if int(r.get("sample_index", 0)) < self.knn_samples]
+            out[item.id] = [r.get("model_output") for r in recs if int(r.get("sample_index", 0)) < self.k_at_n_samples]
         return out
 
     def _scores(self, name: str, method: str, prompt_of, texts_of) -> dict[str, dict[str, Any]]:
@@ -157,7 +157,7 @@ class UncertaintyStudy:
     def sample_scores(self) -> dict[str, dict[str, Any]]:
         """Per item: the log-probabilities of its K@N samples (error samples left out)."""
 
-        entry, samples = get_method("baseline"), self._knn_outputs
+        entry, samples = get_method("baseline"), self._k_at_n_outputs
         return self._scores("answer_scores/knn", "baseline", lambda it: entry.build_prompt(it.question, it.choices),
                             lambda it: [s for s in samples.get(it.id, []) if s is not None])
 
@@ -196,7 +196,7 @@ class UncertaintyStudy:
         option_conf = self.option_study.confidences(base)
         greedy, samples, ptrue, verbal = (self.greedy_scores(), self.sample_scores(), self.p_true_scores(),
                                           self.verbalized_replies())
-        knn_labels = self._knn_labels()
+        k_at_n_labels = self._k_at_n_labels()
         new = {name: np.full(len(base), math.nan) for name in NEW_SCORES}
         verbal_missing = []
         for i, row in enumerate(base):
@@ -211,7 +211,7 @@ class UncertaintyStudy:
                 new["exp(-PE)"][i] = un.entropy_confidence(un.predictive_entropy(s["logprobs"]))
                 new["exp(-PE, len-norm)"][i] = un.entropy_confidence(un.predictive_entropy(s["logprobs"],
                                                                                            s["token_counts"]))
-            se = un.discrete_semantic_entropy(knn_labels.get(item_id, []))
+            se = un.discrete_semantic_entropy(k_at_n_labels.get(item_id, []))
             if se.confidence is not None:
                 new["exp(-discrete SE)"][i] = se.confidence
             p = ptrue.get(item_id) or {}
@@ -233,12 +233,12 @@ class UncertaintyStudy:
         self._cache["frame"] = frame
         return frame
 
-    def _knn_labels(self) -> dict[str, list[str | None]]:
+    def _k_at_n_labels(self) -> dict[str, list[str | None]]:
         """Each K@N sample's cluster: the option the judge decided, the refusal, or None (invalid)."""
         out = {}
         for item in self.exp.items:
-            outputs = self._knn_outputs.get(item.id, [])
-            norm = _normalize(self.exp.knn_normalizer_object, outputs, [item.choices] * len(outputs))
+            outputs = self._k_at_n_outputs.get(item.id, [])
+            norm = _normalize(self.exp.k_at_n_normalizer_object, outputs, [item.choices] * len(outputs))
             out[item.id] = [x.choice if x.kind == "choice" else IDK_LABEL if x.kind == "idk" else None for x in norm]
         return out
 

@@ -2,7 +2,7 @@
 
 :func:`run_method` looks the method up in :mod:`reliable_lalm.methods.registry` and calls the
 runner its entry names (the single-call runner, or a multi-step method's own, such as the task
-agent's); :func:`sample_knn` samples N answers of a single-call prompt per item. Both are
+agent's); :func:`sample_k_at_n` samples N answers of a single-call prompt per item. Both are
 resumable and key their records as :mod:`reliable_lalm.methods.generation` describes.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from reliable_lalm.methods.generation import (BatchHook, RunSummary, drop_error_
 from reliable_lalm.methods.registry import SINGLE, get_method, single_call_methods
 from reliable_lalm.models.base import GenerationSettings, Backend
 
-KNN_DEFAULT_TEMPERATURE = 1.0  # the paper does not state its sampling settings for K@N
+K_AT_N_DEFAULT_TEMPERATURE = 1.0  # the paper does not state its sampling settings for K@N
 
 
 def method_inputs(items: Sequence[BenchmarkItem], method: str, few_shot=()) -> dict[str, dict[str, str]]:
@@ -56,10 +56,10 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
     """
     entry = get_method(method)
     if not entry.runnable:
-        raise ValueError(f"{method!r} is a {entry.kind} method: it has its own runner (K@N: sample_knn)")
+        raise ValueError(f"{method!r} is a {entry.kind} method: it has its own runner (K@N: sample_k_at_n)")
     settings = settings or default_settings(method)
     if settings.num_samples != 1:
-        raise ValueError("run_method writes one output per item; use sample_knn for several samples")
+        raise ValueError("run_method writes one output per item; use sample_k_at_n for several samples")
     store = open_store(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
     with store.writer_lock():  # a second process on this store is refused, not run twice
         if retry_errors:
@@ -73,7 +73,7 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
     return summary
 
 
-def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore | str | os.PathLike,
+def sample_k_at_n(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore | str | os.PathLike,
                n_samples: int = 5, settings: GenerationSettings | None = None, *, method: str = "baseline",
                progress: bool = True, retry_errors: bool = False, on_batch: BatchHook | None = None,
                chunk: int | None = None) -> RunSummary:
@@ -86,9 +86,9 @@ def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
     if entry.kind != SINGLE:
         raise ValueError(f"K@N sampling uses a single-call prompt ({', '.join(single_call_methods())})")
     settings = settings or GenerationSettings(max_new_tokens=entry.default_max_new_tokens, do_sample=True,
-                                              temperature=KNN_DEFAULT_TEMPERATURE)
+                                              temperature=K_AT_N_DEFAULT_TEMPERATURE)
     settings = replace(settings, num_samples=n_samples)
-    store = open_store(store, store_params(backend, method, settings, kind="knn"), settings)
+    store = open_store(store, store_params(backend, method, settings, kind="knn"), settings)  # "knn": the stored kind of existing K@N stores, kept
     with store.writer_lock():
         if retry_errors:
             drop_error_records(store)
@@ -97,6 +97,6 @@ def sample_knn(backend: Backend, items: Sequence[BenchmarkItem], store: ResultSt
         run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
                     make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
                     progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
-        summary = summarize_run(f"knn:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
+        summary = summarize_run(f"k-at-n:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
         store.update_manifest(last_run=summary.to_dict())
     return summary

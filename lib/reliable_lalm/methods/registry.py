@@ -112,7 +112,7 @@ BUILTIN_METHODS: dict[str, MethodEntry] = {e.name: e for e in (
     MethodEntry("agent", MULTI_STEP, 128, runner=agent.run_agent, key_prompt=agent.agent_key_prompt,
                 paper_template="Table 7",
                 description="task agent: audio type, then a content description, then the answer"),
-    MethodEntry("knn", SAMPLING, 64, prompts.baseline_prompt, paper_template="section 3.2",
+    MethodEntry("k-at-n", SAMPLING, 64, prompts.baseline_prompt, paper_template="section 3.2",
                 description="K@N: N sampled answers per item (the IDK dataset's input)"),
     MethodEntry("p-true", FOLLOW_UP, 1, prompts.p_true_prompt, paper_template="beyond the paper",
                 description="P(True): is the model's own answer true? 'True' vs 'False' scored, not generated"),

@@ -45,8 +45,8 @@ def crossmodal_from_parameters(params: Mapping[str, Any], *, seed: int | None = 
                alpha_reading=params["lora_alpha_reading"], lora_targets=params["lora_targets"])
     if seed is not None:
         sft["seed"] = seed
-    cm = exp.crossmodal(knn_samples=params["knn_samples"], knn_k=params["knn_k"],
-                        knn_temperature=params["knn_temperature"], knn_top_p=params["knn_top_p"], sft=sft)
+    cm = exp.crossmodal(k_at_n_samples=params["k_at_n_samples"], k_at_n_k=params["k_at_n_k"],
+                        k_at_n_temperature=params["k_at_n_temperature"], k_at_n_top_p=params["k_at_n_top_p"], sft=sft)
     cm.config.use_shipped = use_shipped
     cm.config.progress = progress
     cm.config.n_boot = 0  # intervals are not compared here; the bootstrap is the slow part of scoring

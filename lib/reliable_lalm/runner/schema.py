@@ -55,7 +55,7 @@ class BaseParameters(BaseModel):
     batch_size: int | None = Field(None, ge=1, description="inference batch size (None: chosen by the engine)")
     device: str = Field("auto", description='"auto", "cpu" or "cuda"')
     normalizer: str = Field("rule", description='"rule", "auto", "openai" or "all" (the paper: the LLM judges every output); key from OPENAI_API_KEY')
-    knn_normalizer: str | None = Field(None, description="what judges the K@N samples (04-07); None: the same as normalizer")
+    k_at_n_normalizer: str | None = Field(None, description="what judges the K@N samples (04-07); None: the same as normalizer")
     decoding: str = Field("greedy", description='"greedy" (the paper states none) or "generation_config" (the checkpoint\'s published sampling)')
     few_shot_file: str | None = Field(None, description="MCoT few-shot examples (JSON); None: the checkpoint's training.json")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% confidence intervals (0: none)")
@@ -76,18 +76,18 @@ class BaseParameters(BaseModel):
         raise ValueError(f"is not a normalizer kind ({', '.join((*NORMALIZER_KINDS, f'{HF_PREFIX}<model>'))})")
 
 
-class KnnParameters(BaseParameters):
+class KAtNParameters(BaseParameters):
     """The K@N sampling pass (notebooks 06 and 09, and every LoRA notebook)."""
 
-    knn_samples: int = Field(5, ge=1, description="N of K@N: sampled answers per item (the paper: 5)")
-    knn_temperature: float = Field(0.5, ge=0, description="sampling temperature of the K@N pass (not stated in the paper; paper profile: 1.0)")
-    knn_top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the K@N pass (1.0: off)")
+    k_at_n_samples: int = Field(5, ge=1, description="N of K@N: sampled answers per item (the paper: 5)")
+    k_at_n_temperature: float = Field(0.5, ge=0, description="sampling temperature of the K@N pass (not stated in the paper; paper profile: 1.0)")
+    k_at_n_top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the K@N pass (1.0: off)")
 
 
-class SftParameters(KnnParameters):
+class SftParameters(KAtNParameters):
     """The K@N IDK dataset and the LoRA SFT (notebooks 04, 05, 07, 08)."""
 
-    knn_k: int = Field(4, ge=0, description="K of K@N: an item keeps its answer when at least K of the N samples are correct (paper: 5@5)")
+    k_at_n_k: int = Field(4, ge=0, description="K of K@N: an item keeps its answer when at least K of the N samples are correct (paper: 5@5)")
     sft_learning_rate: float = Field(3e-3, gt=0, description="LoRA SFT learning rate; the paper's 3e-5 (Table 9) is for the 7B model")
     sft_epochs: int = Field(10, ge=1, description="passes over the IDK set (paper: 1; the tiny demo needs more)")
     sft_batch_size: int = Field(8, ge=1, description="micro-batch of the LoRA SFT")
@@ -131,7 +131,7 @@ class CrossModal(SftParameters):
     pass
 
 
-class IdkThreshold(KnnParameters):
+class IdkThreshold(KAtNParameters):
     pass
 
 
@@ -155,7 +155,7 @@ class AbstentionBeyondThePaper(SftParameters):
     with_lora: bool = Field(True, description="compare the LoRA adapters of notebooks 04/05 too (trained here if not cached)")
 
 
-class UncertaintyAndGuarantees(KnnParameters):
+class UncertaintyAndGuarantees(KAtNParameters):
     risk_alpha: float = Field(0.1, description="the guarantee: at most this share of wrong answers among the answered ones ...")
     risk_delta: float = Field(0.1, description="... with probability at least 1 - risk_delta over the calibration set")
     risk_procedure: str = Field("bonferroni", description='Learn-then-Test\'s family-wise procedure: "bonferroni" or "fixed-sequence"')

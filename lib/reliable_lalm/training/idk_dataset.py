@@ -1,6 +1,6 @@
 """The model-specific K@N IDK dataset (paper section 3.2, Figure 5).
 
-For every item the model is sampled N times (``inference.sample_knn``: one result-store record
+For every item the model is sampled N times (``inference.sample_k_at_n``: one result-store record
 per ``(item_id, sample_index)``). Each sample is normalized by the evaluation's normalizer (the
 ``normalizer`` argument: a normalizer object such as the LLM judge of Table 8, all samples in one
 ``normalize_many`` call; default the rules, :func:`reliable_lalm.core.normalize.normalize_answer`); an item whose samples are correct at least K
@@ -52,7 +52,7 @@ _N_KEYS = ("n_samples", "n", "num_samples")
 
 
 @dataclass(frozen=True)
-class KnnItem:
+class KAtNItem:
     """One item's N samples, normalized: how often the model answered it correctly."""
 
     item_id: str
@@ -69,11 +69,11 @@ class KnnItem:
 
 
 @dataclass
-class KnnTable:
+class KAtNTable:
     """Per-item sample statistics of a K@N store, with the items left out and why."""
 
     n: int
-    items: list[KnnItem]
+    items: list[KAtNItem]
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> item ids
 
     def skip_counts(self) -> dict[str, int]:
@@ -143,8 +143,8 @@ def _normalize_all(normalizer, outputs: list[str], choices: list[Sequence[str]])
     return [normalizer(o, c) for o, c in zip(outputs, choices)]
 
 
-def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
-              normalizer: Any = normalize_answer) -> KnnTable:
+def k_at_n_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
+              normalizer: Any = normalize_answer) -> KAtNTable:
     """Normalize every stored sample of ``items`` and count correct ones per item.
 
     ``n``: the N of K@N; default the sampler's recorded N (manifest), else the largest number of
@@ -160,7 +160,7 @@ def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
         n = max((len(v) for v in by_item.values()), default=0)
     if n < 1:
         raise ValueError("N must be >= 1 (no samples in the store and none recorded)")
-    table = KnnTable(n=n, items=[])
+    table = KAtNTable(n=n, items=[])
     kept: list[tuple[BenchmarkItem, tuple[str, ...]]] = []
     for item in items:
         records = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
@@ -180,7 +180,7 @@ def knn_table(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
     for k, (item, outputs) in enumerate(kept):
         normalized = flat[k * n:(k + 1) * n]
         correct = sum(outcome_of(x, item.answer) == CORRECT for x in normalized)
-        table.items.append(KnnItem(item_id=item.id, task=item.task, n_samples=n, n_correct=int(correct),
+        table.items.append(KAtNItem(item_id=item.id, task=item.task, n_samples=n, n_correct=int(correct),
                                    n_idk=sum(x.kind == "idk" for x in normalized), outputs=outputs,
                                    kinds=tuple(x.kind for x in normalized)))
     return table
@@ -193,13 +193,13 @@ def idk_fraction_by_k(store, items: Sequence[BenchmarkItem], *, n: int | None = 
     Non-decreasing in K by construction (a stricter threshold never un-labels an item). ``task``
     restricts to one modality (Table 12's "IDK Dataset" column).
     """
-    return knn_table(store, items, n=n).idk_fraction_by_k(task)
+    return k_at_n_table(store, items, n=n).idk_fraction_by_k(task)
 
 
 def idk_fraction_frame(store, items: Sequence[BenchmarkItem], *, n: int | None = None,
                        normalizer: Any = normalize_answer):
     """Figure 5 as a DataFrame: rows K = 1..N, columns per task and ``all`` (IDK share in %)."""
-    table = knn_table(store, items, n=n, normalizer=normalizer)
+    table = k_at_n_table(store, items, n=n, normalizer=normalizer)
     tasks = sorted({it.task for it in table.items}, key=lambda t: ("sound", "music", "speech").index(t)
                    if t in ("sound", "music", "speech") else 9)
     data = {task: table.idk_fraction_by_k(task) for task in tasks}
@@ -237,20 +237,20 @@ class IdkDataset:
                 "skipped": {r: len(v) for r, v in self.skipped.items()}, "sampling": self.sampling}
 
 
-def sft_target(item: BenchmarkItem, knn: KnnItem, k: int) -> str:
+def sft_target(item: BenchmarkItem, k_at_n: KAtNItem, k: int) -> str:
     """The answer text (the baseline prompt's "Output: {Answer}") or ``IDK``."""
-    return item.answer if knn.keeps_label(k) else IDK_TARGET
+    return item.answer if k_at_n.keeps_label(k) else IDK_TARGET
 
 
 def build_idk_dataset(items: Sequence[BenchmarkItem], store, k: int, n: int | None = None,
-                      prompt_method: str = "baseline", *, table: KnnTable | None = None,
+                      prompt_method: str = "baseline", *, table: KAtNTable | None = None,
                       audio_loader: Callable[..., np.ndarray] = load_audio,
                       normalizer: Any = normalize_answer) -> IdkDataset:
     """The K@N IDK training set of ``items`` from a sample ``store`` (audio loaded per item);
     ``normalizer`` judges the samples (pass the evaluation's, as the paper's GPT-4o-mini judge)."""
     if prompt_method not in TRAIN_PROMPT_METHODS:
         raise ValueError(f"prompt_method must be one of {TRAIN_PROMPT_METHODS}, not {prompt_method!r}")
-    table = table or knn_table(store, items, n=n, normalizer=normalizer)
+    table = table or k_at_n_table(store, items, n=n, normalizer=normalizer)
     if not 0 <= k <= table.n:
         raise ValueError(f"K must be in 0..N={table.n}, got {k}")
     by_id = {it.item_id: it for it in table.items}
@@ -258,15 +258,15 @@ def build_idk_dataset(items: Sequence[BenchmarkItem], store, k: int, n: int | No
     examples: list[SFTExample] = []
     n_idk = n_kept = 0
     for item in items:
-        knn = by_id.get(item.id)
-        if knn is None:
+        k_at_n = by_id.get(item.id)
+        if k_at_n is None:
             continue  # already counted in table.skipped
         try:
             audio = audio_loader(item.audio_path, item_id=item.id)
         except ItemError:
             skipped.setdefault(AUDIO_ERROR, []).append(item.id)
             continue
-        target = sft_target(item, knn, k)
+        target = sft_target(item, k_at_n, k)
         n_idk += target == IDK_TARGET
         n_kept += target != IDK_TARGET
         examples.append(SFTExample(audio=audio, prompt=build_prompt(prompt_method, item.question, item.choices),
