@@ -111,17 +111,32 @@ def test_no_import_cycle_between_modules():
 
 
 def _function_local_imports(path: Path):
+    """(line, explained, text) of every import inside a function. The reason comment sits on the line above
+    the import, or above the run of consecutive imports it opens."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     tree = ast.parse(source)
     for function in ast.walk(tree):
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        for node in ast.walk(function):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
-                same = lines[node.lineno - 1]
-                yield node.lineno, (LOCAL_IMPORT_REASON in above or LOCAL_IMPORT_REASON in same), same.strip()
+        for block in ast.walk(function):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                statements = getattr(block, field, None)
+                if not isinstance(statements, list):
+                    continue
+                explained_run = False
+                previous = None
+                for node in statements:
+                    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                        explained_run, previous = False, node
+                        continue
+                    above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
+                    same = lines[node.lineno - 1]
+                    continues_run = isinstance(previous, (ast.Import, ast.ImportFrom))
+                    explained = (LOCAL_IMPORT_REASON in above or LOCAL_IMPORT_REASON in same
+                                 or (continues_run and explained_run))
+                    explained_run, previous = explained, node
+                    yield node.lineno, explained, same.strip()
 
 
 def test_every_function_local_import_says_why():

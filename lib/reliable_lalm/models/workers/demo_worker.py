@@ -21,6 +21,7 @@ import jsonl_worker  # noqa: E402
 
 
 def main() -> None:
+    # local import: the worker protocol's startup (jsonl_worker) is importable before the model's libraries load
     import soundfile as sf
     import torch
 

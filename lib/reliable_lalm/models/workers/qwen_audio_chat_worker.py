@@ -48,6 +48,7 @@ def main():
     if dtype not in ("bf16", "fp16", "fp32"):
         jsonl_worker.fail_startup("RLALM_QWEN_AUDIO_CHAT_DTYPE must be bf16, fp16 or fp32, not %r" % dtype)
     try:
+        # local import: this script runs in the model's own environment; a missing library is reported as a startup failure
         import torch
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -53,6 +53,7 @@ def main():
                                   "v1 code (bytedance/SALMONN, the release with cli_inference.py --ckpt_path)" % repo)
     sys.path.insert(0, os.path.abspath(repo))
     try:
+        # local import: SALMONN's model.py is importable only after its checkout is put on sys.path above
         import torch
         from model import SALMONN
 
