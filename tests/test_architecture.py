@@ -191,3 +191,19 @@ def test_no_definition_without_a_caller(tmp_path):
               if any(kind in line for kind in ("unused function", "unused method", "unused class",
                                                "unused property", "unused import"))]
     assert not unused, f"{len(unused)} definitions without a caller:\n" + "\n".join(unused)
+
+
+def test_readme_architecture_names_the_contract_layers_in_order():
+    """The README's layer diagram is the contract of pyproject.toml, top to bottom."""
+    tomllib = pytest.importorskip("tomllib")
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c["layers"] for c in contract["contracts"] if c["type"] == "layers")
+    expected = [" ".join(part.replace("reliable_lalm.", "") for part in layer.split()) for layer in layers]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    diagram = readme.split("## Architecture", 1)[1].split("```", 2)[1].strip().splitlines()
+    shown = []
+    for line in diagram:
+        names = line.split("  ")[0].strip()
+        if names and not names.startswith("demo"):
+            shown.append(names)
+    assert shown == expected, f"README layers {shown} != pyproject layers {expected}"
