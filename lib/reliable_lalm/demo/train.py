@@ -41,7 +41,7 @@ from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
 from reliable_lalm.core import prompts
-from reliable_lalm.core.items import TASKS
+from reliable_lalm.core.items import SAMPLING_RATE, TASKS
 from reliable_lalm.core.progress import progress_bar
 from reliable_lalm.demo import model as demo_model
 from reliable_lalm.demo import synthetic
@@ -121,7 +121,7 @@ def model_knows(model, processor, items: list[tuple[np.ndarray, dict[str, Any]]]
     previous_side = tok.padding_side
     tok.padding_side = "right"
     try:
-        batch = processor(text=texts, audio=[a for a, _ in items], sampling_rate=16000, return_tensors="pt",
+        batch = processor(text=texts, audio=[a for a, _ in items], sampling_rate=SAMPLING_RATE, return_tensors="pt",
                           padding=True)
     finally:
         tok.padding_side = previous_side
@@ -272,7 +272,7 @@ def pretrain_audio(model, processor, pool: list[tuple[np.ndarray, dict]], answer
     for step in range(cfg.audio_pretrain_steps):
         rng = np.random.default_rng([cfg.seed, 2**20, step])
         picks = rng.integers(0, len(pool), size=cfg.batch_size)
-        feats = processor.feature_extractor([pool[i][0] for i in picks], sampling_rate=16000,
+        feats = processor.feature_extractor([pool[i][0] for i in picks], sampling_rate=SAMPLING_RATE,
                                             return_attention_mask=True, return_tensors="pt")
         features = feats["input_features"]
         # The encoder's padding mask, built as Qwen2AudioForConditionalGeneration.forward builds it.

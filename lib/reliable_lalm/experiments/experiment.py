@@ -41,8 +41,6 @@ from reliable_lalm.training.lora_sft import read_summary
 log = logging.getLogger(__name__)
 MAX_WARNINGS_SHOWN = 20  # item warnings printed per run before "N more"
 
-DEMO_MODEL = "demo"
-SYNTHETIC_BENCHMARK = "synthetic"
 
 
 @dataclass
@@ -56,8 +54,8 @@ class Experiment:
     """
 
     profile: str = "demo"
-    model: str = DEMO_MODEL
-    benchmark: str = SYNTHETIC_BENCHMARK
+    model: str = paths.DEMO_MODEL_NAME
+    benchmark: str = paths.SYNTHETIC_BENCHMARK_NAME
     audio_dir: str | None = None
     limit_per_task: int | None = None
     batch_size: int | None = None

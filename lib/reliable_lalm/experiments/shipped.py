@@ -77,7 +77,7 @@ def find_shipped(key: str, directory: Path = SHIPPED_DIR) -> Path | None:
 
 
 def ship_adapter(source: Path, name: str, *, key: str, info: Mapping[str, Any],
-                 directory: Path = SHIPPED_DIR, base_model: str = "demo") -> Path:
+                 directory: Path = SHIPPED_DIR, base_model: str = paths.DEMO_MODEL_NAME) -> Path:
     """Copy a trained adapter into the package and record it in the manifest (``tools/ship_adapters.py``).
 
     PEFT records the base model's path on the training machine in ``adapter_config.json``; the

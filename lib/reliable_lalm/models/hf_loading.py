@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from reliable_lalm import paths
 from reliable_lalm.core import jsonio, prompts
 from reliable_lalm.models.families import ModelFamily, base_model, family_for_model_type
 from reliable_lalm.models.local_tokenizers import qwen2_audio_processor, train_qwen2_audio_tokenizer
@@ -137,7 +138,6 @@ def resolve_dtype(dtype: Any, device: str):
     return value
 
 
-DEMO_MODEL = "demo"  # the shipped demo checkpoint, as the notebooks and profiles name it
 
 
 class ModelNotAvailable(OSError):
@@ -194,7 +194,7 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     if not isinstance(cached, str):
         raise ModelNotAvailable(f"model {name!r} is neither a local folder nor in the Hugging Face cache "
                                 f"(nothing is downloaded): run `huggingface-cli download {name}` first, "
-                                f"pass a checkpoint folder, or use --model {DEMO_MODEL}")
+                                f"pass a checkpoint folder, or use --model {paths.DEMO_MODEL_NAME}")
     return name, False
 
 
