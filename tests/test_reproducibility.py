@@ -65,6 +65,9 @@ def test_notebook_setup_refuses_unknown_injected_parameters(tmp_path, monkeypatc
     history = ["", "profile: str = 'demo'", '# Parameters\nnonexistent = 3\n']
     with pytest.raises(ProfileError, match="unknown parameter 'nonexistent'"):
         outputs.notebook_setup("02_idk_prompting", {**params, "nonexistent": 3}, history=history, quiet=True)
+    renamed = ["", '# Parameters\nknn_samples = 3\n']
+    with pytest.raises(ProfileError, match=r"unknown parameter 'knn_samples' \(renamed k_at_n_samples\)"):
+        outputs.notebook_setup("04_sft", {**defaults("04_sft"), "knn_samples": 3}, history=renamed, quiet=True)
     with pytest.raises(ProfileError, match="'bootstrap'"):
         outputs.notebook_setup("02_idk_prompting", {**params, "bootstrap": "many"},
                                history=['# Parameters\nbootstrap = "many"\n'], quiet=True)

@@ -34,7 +34,7 @@ from reliable_lalm.core import progress
 from reliable_lalm.core.quiet import silence_known_warnings
 from reliable_lalm.runner.profiles import (PROFILE_KEY, TOP_LEVEL_KEYS, ProfileError, is_secret_name, load_profile,
                                            notebook_model, validate_parameters)
-from reliable_lalm.runner.schema import Parameter, declarations
+from reliable_lalm.runner.schema import Parameter, declarations, renamed_hint
 
 PARAMETERS_FILE = "parameters.json"
 HASH_CHARS = 8
@@ -243,7 +243,8 @@ def notebook_setup(stem: str, namespace: dict[str, Any], *, history: list[str] |
             errors.append(f"notebook {stem}: parameter {n!r} looks like a secret; secrets are read from the "
                           f"environment only (e.g. export OPENAI_API_KEY), never passed as parameters")
         else:
-            errors.append(f"notebook {stem}: unknown parameter {n!r}; {stem} declares: {', '.join(declared)}")
+            errors.append(f"notebook {stem}: unknown parameter {n!r}{renamed_hint(n)}; {stem} declares: "
+                          f"{', '.join(declared)}")
     if errors:
         raise ProfileError("\n".join(errors))
     profile = str(namespace.get(PROFILE_KEY, "demo"))

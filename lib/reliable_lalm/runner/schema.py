@@ -38,6 +38,13 @@ class Parameter(NamedTuple):
     comment: str
 
 
+def renamed_hint(name: str) -> str:
+    """' (renamed X)' for a parameter of an older release (knn_* read as k-nearest-neighbours), else ''."""
+    if name.startswith("knn_"):
+        return f" (renamed {'k_at_n_' + name.removeprefix('knn_')})"
+    return ""
+
+
 class BaseParameters(BaseModel):
     """The 13 parameters every notebook declares (the first lines of each parameters cell).
 
@@ -259,7 +266,7 @@ def validate(stem: str, model: type[BaseModel], params: Mapping[str, Any], *,
     for key, value in params.items():
         src = f" (from {origin[key]})" if origin and key in origin else ""
         if key not in model.model_fields:
-            errors.append(f"notebook {stem}: unknown parameter {key!r}{src}; {stem} declares: "
+            errors.append(f"notebook {stem}: unknown parameter {key!r}{src}{renamed_hint(key)}; {stem} declares: "
                           + (", ".join(model.model_fields) or "(nothing)"))
             continue
         try:
