@@ -14,8 +14,9 @@ from reliable_lalm.benchmarks.official import export_for_benchmark, export_store
 from reliable_lalm.benchmarks.registry import load, parse_benchmark, registered_benchmarks, resolve_benchmark
 from reliable_lalm.cli import main
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.core.scoring import score_records, score_store
+from reliable_lalm.core.scoring import score_records
 from reliable_lalm.core.submission import NoAnswersError
+from scoring_helpers import score_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MMSU_FIXTURE = FIXTURES / "mmsu_schema.json"
