@@ -49,7 +49,7 @@ def test_mmsu_fixture():
     g, i, s = b.items
     assert g.choices == ("male", "female") and g.answer == "female" and g.task == "speech"  # null options dropped
     assert s.choices == ("Yes", "No")  # empty options dropped
-    assert i.choices == ("rising", "falling", "rising-falling", "level") and i.answer_index == 1
+    assert i.choices == ("rising", "falling", "rising-falling", "level") and i.choices.index(i.answer) == 1
     assert (i.category, i.sub_category, i.dataset) == ("perception", "linguistics", "intonation_perception")
     assert i.record["sub-sub-category"] == "phonology" and i.record["linguistics_sub_discipline"] == "prosody"
     assert g.audio_path == str((FIXTURES / "audio" / "gender_recognition_0001.wav").resolve())

@@ -144,7 +144,7 @@ def outputs_for(style, bench):
         out[item.id] = {
             "answer": item.answer,
             "wrong": wrong,
-            "letter": LETTERS[item.answer_index],
+            "letter": LETTERS[item.choices.index(item.answer)],
             "letter-wrong": f"({LETTERS[item.choices.index(wrong)]})",
             "sentence": f"The answer is {pick}.",
             "idk": "I don't know.",
