@@ -14,8 +14,9 @@ from reliable_lalm.benchmarks.official import export_for_benchmark, export_store
 from reliable_lalm.benchmarks.registry import load, parse_benchmark, registered_benchmarks, resolve_benchmark
 from reliable_lalm.cli import main
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.core.scoring import score_records, score_store
+from reliable_lalm.core.scoring import score_records
 from reliable_lalm.core.submission import NoAnswersError
+from scoring_helpers import score_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MMSU_FIXTURE = FIXTURES / "mmsu_schema.json"
@@ -48,7 +49,7 @@ def test_mmsu_fixture():
     g, i, s = b.items
     assert g.choices == ("male", "female") and g.answer == "female" and g.task == "speech"  # null options dropped
     assert s.choices == ("Yes", "No")  # empty options dropped
-    assert i.choices == ("rising", "falling", "rising-falling", "level") and i.answer_index == 1
+    assert i.choices == ("rising", "falling", "rising-falling", "level") and i.choices.index(i.answer) == 1
     assert (i.category, i.sub_category, i.dataset) == ("perception", "linguistics", "intonation_perception")
     assert i.record["sub-sub-category"] == "phonology" and i.record["linguistics_sub_discipline"] == "prosody"
     assert g.audio_path == str((FIXTURES / "audio" / "gender_recognition_0001.wav").resolve())

@@ -5,7 +5,8 @@ import pytest
 
 from reliable_lalm import experiments
 from reliable_lalm.core.items import BenchmarkItem
-from reliable_lalm.reporting.reference import load_reference, round_half_up
+from reference_helpers import round_half_up
+from reliable_lalm.reporting.reference import load_reference
 
 
 def _paper_table10_scores():

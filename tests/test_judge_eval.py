@@ -17,7 +17,6 @@ from reliable_lalm.core.judge_eval import (
     JudgeCase,
     JudgeSetError,
     decision_label,
-    evaluate_judge,
     evaluate_splits,
     harm_of,
     judge_decisions,
@@ -64,7 +63,7 @@ def test_malformed_judge_set_is_refused_naming_the_line(tmp_path):
 
 
 def test_rule_normalizer_on_the_held_out_split():
-    result = evaluate_judge(RuleBasedNormalizer(), load_judge_set(split="eval"))
+    result = evaluate_splits(RuleBasedNormalizer(), load_judge_set(split="eval"))["eval"]
     assert result["harmful"] == [] and result["n_harmful"] == 0
     assert result["agreement"] >= 0.97, result["disagreements"]
     matrix = result["outcome_confusion"]
@@ -85,9 +84,9 @@ class Always:
 
 def test_harmful_errors_are_found():
     cases = load_judge_set()
-    first = evaluate_judge(Always(lambda c: Normalized("choice", c[0], "x")), cases)
-    idk = evaluate_judge(Always(lambda c: Normalized("idk", None, "x")), cases)
-    invalid = evaluate_judge(Always(lambda c: Normalized("invalid", None, "x")), cases)
+    first = evaluate_splits(Always(lambda c: Normalized("choice", c[0], "x")), cases)["all"]
+    idk = evaluate_splits(Always(lambda c: Normalized("idk", None, "x")), cases)["all"]
+    invalid = evaluate_splits(Always(lambda c: Normalized("invalid", None, "x")), cases)["all"]
     clear_refusals = sum(c.acceptable == ("IDK",) for c in cases)
     clear_answers = sum(len(c.acceptable) == 1 and c.acceptable[0] in c.choices for c in cases)
     assert first["harmful_by_kind"]["credited_unasserted"] > len(cases) // 2

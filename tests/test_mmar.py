@@ -17,7 +17,7 @@ from reliable_lalm.benchmarks.registry import load, parse_benchmark, resolve_ben
 from reliable_lalm.cli import main
 from reliable_lalm.core.normalize import mmau_string_match
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.core.scoring import score_store
+from scoring_helpers import score_store
 
 MMAR_FILE = paths.SHARED_DIR / "mmar" / "MMAR-meta.jsonl"
 
@@ -144,7 +144,7 @@ def outputs_for(style, bench):
         out[item.id] = {
             "answer": item.answer,
             "wrong": wrong,
-            "letter": LETTERS[item.answer_index],
+            "letter": LETTERS[item.choices.index(item.answer)],
             "letter-wrong": f"({LETTERS[item.choices.index(wrong)]})",
             "sentence": f"The answer is {pick}.",
             "idk": "I don't know.",

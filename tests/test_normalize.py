@@ -8,7 +8,6 @@ import pytest
 
 from reliable_lalm.core.normalize import (
     RuleBasedNormalizer,
-    is_refusal,
     mmau_string_match,
     normalize_answer,
 )
@@ -247,8 +246,9 @@ def test_at_least_sixty_cases():
     ("I know it is a dog.", False),
     ("", False),
 ])
-def test_is_refusal(output, expected):
-    assert is_refusal(output) is expected
+def test_refusal_is_decided_idk(output, expected):
+    choices = ("Dog barking", "Cat meowing", "none of the speakers")
+    assert (normalize_answer(output, choices).kind == "idk") is expected
 
 
 MMAU_RULE_CASES = [

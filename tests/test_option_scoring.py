@@ -71,8 +71,8 @@ def test_matches_direct_forward_pass_on_shipped_demo_model(items):
             ref, n = _direct_logprob(backend.model, backend.processor, backend, reqs[k], text)
             assert scores[k].token_counts[j] == n
             assert scores[k].logprobs[j] == pytest.approx(ref, abs=1e-4)
-        assert backend.option_logprobs(reqs[k:k + 1], [list(items[k].choices)])[0] == pytest.approx(
-            scores[k].logprobs[:-1], abs=1e-4)
+        alone = backend.score_continuations(reqs[k:k + 1], [list(items[k].choices)])[0]
+        assert list(alone.logprobs) == pytest.approx(scores[k].logprobs[:-1], abs=1e-4)
     finally:
         backend.close()
 
@@ -151,7 +151,7 @@ def test_backend_without_scores_is_refused(tmp_path):
     assert backend.supports_option_logprobs is False
     req = models_base.GenerationRequest("x", np.zeros(1600, dtype=np.float32), "Q?")
     with pytest.raises(models_base.OptionScoringUnsupported):
-        backend.option_logprobs([req], [["a", "b"]])
+        backend.score_continuations([req], [["a", "b"]])
     with pytest.raises(models_base.OptionScoringUnsupported):
         score_options(backend, [], tmp_path / "s")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -63,10 +64,55 @@ def test_bf16_evaluation_keeps_the_adapter_unmerged_with_fp32_lora_weights():
     assert lora and all(p.dtype == torch.float32 for p in lora)
 
 
+def merge_rounding_loss(base_path: str | Path, adapter_dir: str | Path, *, dtype: str = "bfloat16",
+                        device: str = "cpu") -> dict[str, float]:
+    """What merging ``adapter_dir`` into the base weights held in ``dtype`` keeps of the LoRA update.
+
+    Per wrapped layer, the exact update is ``scaling * B @ A`` in fp32; the merge (PEFT's
+    ``merge_and_unload``, as evaluation used to do) writes ``W + update`` back in ``dtype``.
+    Returns ``update_lost`` (L1 norm of (merged - base) - update over L1 norm of the update: the share
+    of the update the rounding loses) and ``touched_unchanged`` (share of the weights with a nonzero
+    update whose stored value does not change at all), summed over all wrapped layers.
+    """
+    # local import: torch and PEFT load only for the tests that use the demo model
+    import torch
+    from peft import PeftModel
+
+    from reliable_lalm.training.lora_config import resolve_dtype
+    from reliable_lalm.training.lora_model import load_base
+
+    torch_dtype = resolve_dtype(dtype, device)
+    base, _ = load_base(base_path, device=device, dtype=torch_dtype)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    lost = total = unchanged = touched = 0.0
+    layers = [(name, module) for name, module in model.named_modules() if hasattr(module, "get_delta_weight")
+              and hasattr(module, "base_layer")]
+    before = {name: module.base_layer.weight.detach().clone() for name, module in layers}
+    updates = {}
+    for name, module in layers:
+        name_adapter = module.active_adapters[0]
+        a = module.lora_A[name_adapter].weight.detach().float()
+        b = module.lora_B[name_adapter].weight.detach().float()
+        updates[name] = (b @ a) * float(module.scaling[name_adapter])
+    merged = model.merge_and_unload()
+    after = dict(merged.named_modules())
+    for name, _ in layers:
+        key = name.removeprefix("base_model.model.")
+        new = after[key].weight.detach()
+        applied = new.float() - before[name].float()
+        update = updates[name]
+        lost += float((applied - update).abs().sum())
+        total += float(update.abs().sum())
+        nonzero = update != 0
+        touched += float(nonzero.sum())
+        unchanged += float(((new == before[name]) & nonzero).sum())
+    return {"dtype": str(torch_dtype).replace("torch.", ""), "layers": len(layers),
+            "update_lost": lost / total if total else 0.0,
+            "touched_unchanged": unchanged / touched if touched else 0.0}
+
+
 @needs_demo
 def test_merge_rounding_loss_is_measured_per_dtype():
-    from reliable_lalm.training.merge import merge_rounding_loss
-
     fp32 = merge_rounding_loss(DEMO, ADAPTER, dtype="float32")
     bf16 = merge_rounding_loss(DEMO, ADAPTER, dtype="bfloat16")
     assert fp32["layers"] == bf16["layers"] == 6

@@ -8,13 +8,15 @@ from reliable_lalm.core import risk_control as rc
 
 
 def test_binomial_tail_pvalue_by_hand():
-    assert rc.binomial_tail_pvalue(0, 10, 0.2) == pytest.approx(0.8 ** 10)
-    assert rc.binomial_tail_pvalue(1, 3, 0.5) == pytest.approx(0.5)  # (1 + 3) / 8
-    assert rc.binomial_tail_pvalue(4, 10, 0.5) == pytest.approx(386 / 1024)  # sum C(10, k), k <= 4
-    assert rc.binomial_tail_pvalue(3, 3, 0.3) == pytest.approx(1.0)
-    assert rc.binomial_tail_pvalue(0, 0, 0.3) == 1.0
+    # The p-value of H: risk > alpha with k wrong among n answered is P(Binomial(n, alpha) <= k) = T[n, k].
+    assert rc.binomial_cdf_table(10, 0.2)[10, 0] == pytest.approx(0.8 ** 10)
+    assert rc.binomial_cdf_table(3, 0.5)[3, 1] == pytest.approx(0.5)  # (1 + 3) / 8
+    assert rc.binomial_cdf_table(10, 0.5)[10, 4] == pytest.approx(386 / 1024)  # sum C(10, k), k <= 4
+    assert rc.binomial_cdf_table(3, 0.3)[3, 3] == pytest.approx(1.0)
+    assert rc.binomial_cdf_table(0, 0.3)[0, 0] == 1.0
+    assert rc.binomial_cdf_table(3, 0.3)[2, 3] == 1.0  # k > n
     with pytest.raises(ValueError):
-        rc.binomial_tail_pvalue(4, 3, 0.3)
+        rc.binomial_cdf_table(3, 1.0)
 
 
 def _calibration():

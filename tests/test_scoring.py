@@ -18,7 +18,8 @@ from reliable_lalm.core.metrics import Transitions  # noqa: E402
 from reliable_lalm.core.results import ResultStore  # noqa: E402
 from reliable_lalm.core.records import IdMismatchError, read_records, records_from_store  # noqa: E402
 from reliable_lalm.core.score_table import format_table  # noqa: E402
-from reliable_lalm.core.scoring import score_records, score_store  # noqa: E402
+from reliable_lalm.core.scoring import score_records  # noqa: E402
+from scoring_helpers import score_store  # noqa: E402
 
 ANIMALS = ["Dog barking", "Cat meowing", "Car horn", "Rain"]
 

@@ -172,7 +172,7 @@ def test_rotations_counted_by_hand():
     rots = circular_variants(x)
     assert [r.id for r in rots] == ["x::rot0", "x::rot1", "x::rot2"]
     assert [r.choices for r in rots] == [("A", "B", "C"), ("B", "C", "A"), ("C", "A", "B")]
-    assert [r.answer_index for r in rots] == [1, 0, 2]  # the answer moves through every position
+    assert [r.choices.index(r.answer) for r in rots] == [1, 0, 2]  # the answer moves through every position
     # 3 + 4 + 2 choices -> 9 presentations.
     assert len(build_circular([x, ITEMS[3], ITEMS[1]])) == 9
     assert parse_rotation_id("a::b::rot12") == ("a::b", 12)

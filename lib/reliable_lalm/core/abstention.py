@@ -534,40 +534,6 @@ def calibration(confidence: Iterable[float], correct: Iterable[Any], *, n_bins: 
     return Calibration(n, n_bins, binning, float(ece), float(mce), brier, tuple(bins))
 
 
-def expected_calibration_error(confidence: Iterable[float], correct: Iterable[Any], *, n_bins: int = 10,
-                               binning: str = "equal-width") -> float | None:
-    """ECE of :func:`calibration` (``None`` for no items)."""
-    return calibration(confidence, correct, n_bins=n_bins, binning=binning).ece
-
-
-def brier_score(confidence: Iterable[float], correct: Iterable[Any]) -> float | None:
-    """Binary Brier score ``mean (confidence - correct)^2`` (0 best, 1 worst); ``None`` for no items."""
-    conf, ok = _paired(confidence, correct, probability=True)
-    return float(np.mean((conf - ok.astype(float)) ** 2)) if len(conf) else None
-
-
-def multiclass_brier_score(probabilities: Sequence[Sequence[float]], answer_index: Sequence[int]) -> float | None:
-    """``mean_i sum_j (p_ij - [j == answer_i])^2`` over items (rows may differ in length: 2-8 options).
-
-    Each row must be a probability vector (non-negative, summing to 1 within 1e-6). In [0, 2].
-    """
-    if len(probabilities) != len(answer_index):
-        raise ValueError(f"{len(probabilities)} probability rows but {len(answer_index)} answers")
-    if not len(probabilities):
-        return None
-    total = 0.0
-    for i, (row, a) in enumerate(zip(probabilities, answer_index)):
-        p = np.asarray(row, dtype=float)
-        if p.ndim != 1 or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-6:
-            raise ValueError(f"row {i} is not a probability vector: {row}")
-        if not 0 <= a < len(p):
-            raise ValueError(f"answer index {a} outside row {i} of length {len(p)}")
-        y = np.zeros_like(p)
-        y[a] = 1.0
-        total += float(np.sum((p - y) ** 2))
-    return total / len(probabilities)
-
-
 # ------------------------------------------------------------------------------------------------
 # Confidence estimators
 # ------------------------------------------------------------------------------------------------
@@ -594,21 +560,6 @@ def option_probabilities(log_likelihoods: Sequence[float], *, token_counts: Sequ
         raise ValueError("every option has log-likelihood -inf")
     z = np.exp(ll - ll[np.isfinite(ll)].max())
     return z / z.sum()
-
-
-@dataclass(frozen=True)
-class OptionConfidence:
-    probabilities: tuple[float, ...]
-    predicted_index: int  # argmax; the first option on an exact tie
-    confidence: float  # max probability
-
-
-def option_confidence(log_likelihoods: Sequence[float], *, token_counts: Sequence[int] | None = None
-                      ) -> OptionConfidence:
-    """Predicted option (argmax) and its softmax probability as the confidence."""
-    p = option_probabilities(log_likelihoods, token_counts=token_counts)
-    i = int(np.argmax(p))
-    return OptionConfidence(tuple(float(x) for x in p), i, float(p[i]))
 
 
 def idk_probability(idk_log_likelihood: float, option_log_likelihoods: Sequence[float] | None = None) -> float:

@@ -60,10 +60,6 @@ class BenchmarkItem:
     notes: tuple[str, ...] = ()  # what the loader changed (e.g. duplicated choices removed)
     record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # original record
 
-    @property
-    def answer_index(self) -> int:
-        return self.choices.index(self.answer)
-
     def to_record(self) -> dict[str, Any]:
         """The original MMAU-schema record (what exports and the official scorer see)."""
         if self.record:

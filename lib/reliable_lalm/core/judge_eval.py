@@ -6,10 +6,10 @@ category, a language and its *acceptable* outcomes: option texts, ``"IDK"`` (a r
 ``"invalid"`` (nothing may be credited). Two splits: ``dev``, which the rule normalizer was designed
 on, and ``eval``, which it is only measured on. The policy behind the labels is docs/judging.md.
 
-:func:`evaluate_judge` runs one normalizer over the cases (one ``normalize_many`` call) and returns
-agreement (the decision is one of the acceptable outcomes), the outcome confusion matrix (what the
-metrics see: correct / refused / wrong-or-invalid, labels against decisions), and every *harmful*
-error:
+:func:`evaluate_splits` runs one normalizer over the cases (one ``normalize_many`` call) and returns,
+per split and over all of them, agreement (the decision is one of the acceptable outcomes), the
+outcome confusion matrix (what the metrics see: correct / refused / wrong-or-invalid, labels against
+decisions), and every *harmful* error:
 
 * ``credited_unasserted``: an option was decided that the output does not assert;
 * ``refusal_missed``: a clear refusal (only ``IDK`` acceptable) was not decided IDK;
@@ -125,15 +125,9 @@ def judge_decisions(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> tuple
     return decisions, details
 
 
-def evaluate_judge(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[str, Any]:
-    """Agreement, confusion matrices and harmful errors of ``normalizer`` on ``cases``."""
-    decisions, details = judge_decisions(normalizer, cases)
-    return summarize_decisions(getattr(normalizer, "name", type(normalizer).__name__), cases, decisions, details)
-
-
 def summarize_decisions(name: str, cases: Sequence[JudgeCase], decisions: Sequence[Normalized],
                         details: Sequence[Any]) -> dict[str, Any]:
-    """:func:`evaluate_judge`'s result for decisions already made."""
+    """Agreement, confusion matrices and harmful errors of the decisions already made on ``cases``."""
     outcome_matrix = {OUTCOME_NAMES[r]: {OUTCOME_NAMES[c]: 0 for c in OUTCOME_NAMES} for r in OUTCOME_NAMES}
     kinds = ("option", IDK_LABEL, INVALID_LABEL)
     decision_matrix = {r: {c: 0 for c in ("labelled option", "other option", IDK_LABEL, INVALID_LABEL)} for r in kinds}
@@ -183,7 +177,8 @@ def summarize_decisions(name: str, cases: Sequence[JudgeCase], decisions: Sequen
 
 
 def evaluate_splits(normalizer: Normalizer, cases: Sequence[JudgeCase]) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_judge` per split present in ``cases`` (``dev``, ``eval``) and over all of them."""
+    """:func:`summarize_decisions` of ``normalizer`` per split present in ``cases`` (``dev``, ``eval``) and, with
+    both present, over all of them (``all``)."""
     decisions, details = judge_decisions(normalizer, cases)  # one call: an LLM judge asks once
     name = getattr(normalizer, "name", type(normalizer).__name__)
     out = {}

@@ -27,7 +27,7 @@ Two conventions for the deltas:
 On every training-free cell of Table 2 and every cell of Table 11, RGI from the integer counts and
 RGI from the printed (rounded) percentages round to the same printed value; the cross-validated
 LoRA row of Table 2 is the mean of the printed per-fold values, rounded half up
-(``reliable_lalm.reporting.reference.round_half_up``).
+(``tests/test_reference.py``).
 
 Undefined values never raise: a zero denominator, ``log(0)`` (ΔHum = 0) or ``log(x/0)``
 (ΔCon = 0) give ``None`` (``NaN`` inside bootstrap arrays) together with a reason string
@@ -127,13 +127,6 @@ class Counts:
         bins = np.bincount(codes, minlength=3)
         n_invalid = int(np.sum(np.fromiter(invalid, dtype=bool))) if invalid is not None else 0
         return cls(int(bins[0]), int(bins[1]), int(bins[2]), n_invalid)
-
-    @classmethod
-    def from_normalized(cls, normalized: Sequence[Normalized], answers: Sequence[str]) -> "Counts":
-        if len(normalized) != len(answers):
-            raise ValueError(f"{len(normalized)} normalized outputs but {len(answers)} answers")
-        return cls.from_outcomes((outcome_of(x, a) for x, a in zip(normalized, answers)),
-                                 (x.kind == "invalid" for x in normalized))
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "n_correct": self.n_correct, "n_rejected": self.n_rejected,
@@ -243,9 +236,6 @@ class Transitions:
 
     def baseline_counts(self) -> Counts:
         return Counts(self.nc, self.nr, self.nw)
-
-    def method_counts(self) -> Counts:
-        return Counts(self.ncc + self.nwc + self.nrc, self.ncr + self.nwr + self.nrr, self.ncw + self.nww + self.nrw)
 
     def gain(self, convention: str = "class") -> Gain:
         return gain_from_counts(self.nc, self.ncc, self.nw, self.nww, convention)
@@ -429,14 +419,6 @@ def summarize(outcomes: Sequence[str], tasks: Sequence[str], *, invalid: Sequenc
 
 def _stream_seed(seed: int, group: int, kind: int) -> int:
     return int(np.random.SeedSequence([int(seed), group, kind]).generate_state(1)[0])
-
-
-def counts_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows (total first, then tasks) of a :func:`summarize` result, for printing or pandas."""
-    rows = [{"group": "total", **{k: v for k, v in summary["total"].items() if k not in ("ci", "baseline")}}]
-    for name, g in summary["by_task"].items():
-        rows.append({"group": name, **{k: v for k, v in g.items() if k not in ("ci", "baseline")}})
-    return rows
 
 
 def random_rejection_gains(nc: int, nw: int, rate: float = 0.2) -> dict[str, Gain]:

@@ -342,12 +342,6 @@ def _refusal_spans(text: str) -> list[tuple[int, int]]:
     return [match.span() for match in _REFUSAL.finditer(text)]
 
 
-def is_refusal(output: str) -> bool:
-    """Does ``output`` contain a refusal phrase (:data:`REFUSAL_PATTERNS`), echoes of the prompt's
-    instructions left out? Knows nothing of the choices."""
-    return isinstance(output, str) and bool(_refusal_spans(_strip_instruction_echo(_clean(output))))
-
-
 # ---------------------------------------------------------------------------------------------
 # The rules on one segment
 

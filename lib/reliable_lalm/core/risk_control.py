@@ -66,16 +66,6 @@ def binomial_cdf_table(n_max: int, p: float) -> np.ndarray:
     return np.where(k <= n, np.minimum(cdf, 1.0), 1.0)
 
 
-def binomial_tail_pvalue(n_wrong: int, n_answered: int, alpha: float) -> float:
-    """``P(Binomial(n_answered, alpha) <= n_wrong)``: small when few errors for the risk alpha.
-    ``1.0`` when nothing is answered."""
-    if not 0 <= n_wrong <= n_answered:
-        raise ValueError(f"n_wrong={n_wrong} outside [0, n_answered={n_answered}]")
-    if n_answered == 0:
-        return 1.0
-    return float(binomial_cdf_table(n_answered, alpha)[n_answered, n_wrong])
-
-
 def _grid(thresholds: Sequence[float] | None) -> np.ndarray:
     grid = np.asarray(DEFAULT_GRID if thresholds is None else thresholds, dtype=float)
     if grid.ndim != 1 or not len(grid) or np.any(np.isnan(grid)):

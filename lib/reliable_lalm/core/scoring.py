@@ -32,8 +32,7 @@ from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.metrics import outcome_of, summarize
 from reliable_lalm.core.normalize import RuleBasedNormalizer, mmau_string_match
 from reliable_lalm.core.normalize_types import LLMRefusedError, Normalized, Normalizer
-from reliable_lalm.core.records import (IdMismatchError, JoinBenchmark, RecordError, ScoredRecord, check_records,
-                                        join_items, join_summary, records_from_store, task_order)
+from reliable_lalm.core.records import IdMismatchError, RecordError, ScoredRecord, check_records, task_order
 from reliable_lalm.core.sample_log import disagreement_summary, sample_rows, write_sample_log
 from reliable_lalm.core.submission import refuse_unscorable
 
@@ -182,28 +181,6 @@ def score_records(pred_records: Iterable[Any], baseline_records: Iterable[Any] |
                 entry.update(baseline_outcome=base_outcomes[k], baseline_label=base_norm[k].label,
                              baseline_kind=base_norm[k].kind, baseline_method=base_norm[k].method)
             result["items"].append(entry)
-    return result
-
-
-def score_store(store: Any, benchmark: JoinBenchmark = None,
-                baseline: Any | None = None, normalizer: Normalizer | None = None, *,
-                sample_index: int = 0, output_field: str | None = None, **kw: Any) -> dict[str, Any]:
-    """Score a result store (and optionally a baseline store) on the same benchmark.
-
-    Adds ``missing``: benchmark ids with no record in the store (not scored), and with a loaded
-    benchmark ``rejected``: its records rejected at load time (a spec is loaded by
-    :func:`reliable_lalm.benchmarks.registry.resolve_benchmark`).
-    """
-    items, rejected = join_items(benchmark)
-    pred = records_from_store(store, list(items.values()) if items is not None else None,
-                              sample_index=sample_index, output_field=output_field)
-    base = None
-    if baseline is not None:
-        base = records_from_store(baseline, list(items.values()) if items is not None else None,
-                                  sample_index=sample_index, output_field=output_field)
-    result = score_records(pred, base, normalizer, **kw)
-    if items is not None:
-        result.update(join_summary(items, pred, rejected))
     return result
 
 

@@ -5,7 +5,7 @@ decoding settings) into :class:`Generation` (texts per sample index). Backends b
 like but must return what batch size 1 would: a sample depends only on (run seed, item id,
 sample index), never on its batch. ``num_samples > 1`` asks for K@N samples; a backend that can
 shares one prefill among them. Backends that can score text continuations implement
-:meth:`Backend.option_logprobs` (per-option log-likelihoods for confidence-based abstention).
+:meth:`Backend.score_continuations` (per-option log-likelihoods for confidence-based abstention).
 """
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ class Backend(abc.ABC):
         """Raise ``ValueError`` for settings this model cannot run (checked once per run, not per item)."""
 
     # ---------------------------------------------------------------- scoring continuations
-    supports_option_logprobs: bool = False  # True where score_continuations / option_logprobs work
+    supports_option_logprobs: bool = False  # True where score_continuations works
 
     def score_continuations(self, requests: Sequence[GenerationRequest],
                             continuations_per_request: Sequence[Sequence[str]], *,
@@ -202,11 +202,6 @@ class Backend(abc.ABC):
         raise :class:`OptionScoringUnsupported` (the default).
         """
         raise OptionScoringUnsupported(f"{type(self).__name__} cannot score continuations")
-
-    def option_logprobs(self, requests: Sequence[GenerationRequest], choices_per_request: Sequence[Sequence[str]],
-                        *, terminate: bool = True) -> list[list[float]]:
-        """Per-option log-likelihoods ``log P(choice text | audio, prompt)`` (see :meth:`score_continuations`)."""
-        return [list(s.logprobs) for s in self.score_continuations(requests, choices_per_request, terminate=terminate)]
 
 
 def _unencodable(text: str) -> str | None:

@@ -22,7 +22,6 @@ so its K@N label would be a guess).
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -87,11 +86,6 @@ class KAtNTable:
 
     def idk_fraction_by_k(self, task: str | None = None) -> dict[int, float | None]:
         return {k: self.idk_fraction(k, task) for k in range(1, self.n + 1)}
-
-    def correct_histogram(self) -> dict[int, int]:
-        """How many items had 0, 1, ..., N correct samples."""
-        counts = Counter(it.n_correct for it in self.items)
-        return {c: counts.get(c, 0) for c in range(self.n + 1)}
 
 
 def _is_error(record: dict[str, Any]) -> str | None:

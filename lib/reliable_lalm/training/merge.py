@@ -1,7 +1,7 @@
 """An adapter folded into the base weights for serving (:func:`merge_adapter`: vLLM cannot load LoRA
-adapters for Qwen2-Audio), checked by greedy outputs unchanged by the merge, and the rounding loss
-of a merge in a low-precision dtype (:func:`merge_rounding_loss`). Loading base + adapter for
-evaluation merges only in fp32, for every family (:func:`reliable_lalm.models.hf_loading.attach_adapter`)."""
+adapters for Qwen2-Audio), checked by greedy outputs unchanged by the merge. Loading base + adapter for
+evaluation merges only in fp32, for every family (:func:`reliable_lalm.models.hf_loading.attach_adapter`):
+a merge in a low-precision dtype rounds much of the update away (measured in tests/test_paper_settings.py)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from peft import PeftModel
 
 from reliable_lalm.training.adapter_check import verify_adapter
 from reliable_lalm.models.registry import adapter_for_model, adapter_for_source
@@ -79,43 +78,3 @@ def merge_adapter(base_path: str | Path, adapter_dir: str | Path, out_dir: str |
     if mismatched:
         raise MergeMismatch(f"merged greedy outputs differ from adapter outputs for {mismatched}")
     return report
-
-
-def merge_rounding_loss(base_path: str | Path, adapter_dir: str | Path, *, dtype: str = "bfloat16",
-                        device: str = "cpu") -> dict[str, float]:
-    """What merging ``adapter_dir`` into the base weights held in ``dtype`` keeps of the LoRA update.
-
-    Per wrapped layer, the exact update is ``scaling * B @ A`` in fp32; the merge (PEFT's
-    ``merge_and_unload``, as evaluation used to do) writes ``W + update`` back in ``dtype``.
-    Returns ``update_lost`` (L1 norm of (merged - base) - update over L1 norm of the update: the share
-    of the update the rounding loses) and ``touched_unchanged`` (share of the weights with a nonzero
-    update whose stored value does not change at all), summed over all wrapped layers.
-    """
-    torch_dtype = resolve_dtype(dtype, device)
-    base, _ = load_base(base_path, device=device, dtype=torch_dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    lost = total = unchanged = touched = 0.0
-    layers = [(name, module) for name, module in model.named_modules() if hasattr(module, "get_delta_weight")
-              and hasattr(module, "base_layer")]
-    before = {name: module.base_layer.weight.detach().clone() for name, module in layers}
-    updates = {}
-    for name, module in layers:
-        name_adapter = module.active_adapters[0]
-        a = module.lora_A[name_adapter].weight.detach().float()
-        b = module.lora_B[name_adapter].weight.detach().float()
-        updates[name] = (b @ a) * float(module.scaling[name_adapter])
-    merged = model.merge_and_unload()
-    after = dict(merged.named_modules())
-    for name, _ in layers:
-        key = name.removeprefix("base_model.model.")
-        new = after[key].weight.detach()
-        applied = new.float() - before[name].float()
-        update = updates[name]
-        lost += float((applied - update).abs().sum())
-        total += float(update.abs().sum())
-        nonzero = update != 0
-        touched += float(nonzero.sum())
-        unchanged += float(((new == before[name]) & nonzero).sum())
-    return {"dtype": str(torch_dtype).replace("torch.", ""), "layers": len(layers),
-            "update_lost": lost / total if total else 0.0,
-            "touched_unchanged": unchanged / touched if touched else 0.0}
