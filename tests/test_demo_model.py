@@ -59,7 +59,7 @@ def test_demo_reproduces_its_card_and_is_not_degenerate(measured):
     levels = measured["by_difficulty"]
     assert levels["easy"]["acc"] > levels["medium"]["acc"] > levels["hard"]["acc"]
     assert measured["idk_prompt_rej_on_wrong"] > measured["idk_prompt_rej_on_right"] + 0.1
-    assert measured["k_at_n_agreement"]["on_right"] > measured["k_at_n_agreement"]["on_wrong"]
+    assert measured["knn_agreement"]["on_right"] > measured["knn_agreement"]["on_wrong"]
 
 
 def test_demo_meets_the_issue_15_bar(measured):
@@ -72,4 +72,4 @@ def test_demo_meets_the_issue_15_bar(measured):
     levels = measured["by_difficulty"]
     assert levels["easy"]["acc"] >= levels["hard"]["acc"] + 0.2
     assert measured["idk_prompt_rej"] < 0.6
-    assert measured["k_at_n_agreement"]["on_right"] > measured["k_at_n_agreement"]["on_wrong"] + 0.1
+    assert measured["knn_agreement"]["on_right"] > measured["knn_agreement"]["on_wrong"] + 0.1

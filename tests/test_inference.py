@@ -481,7 +481,7 @@ def test_infer_cli(tiny_demo_dir, items_dir, tmp_path, capsys):
     records = ResultStore(tmp_path / "k_at_n").records()
     assert sorted((r["item_id"], r["sample_index"]) for r in records) == [(f"c{i}", j) for i in range(3) for j in (0, 1)]
     manifest = ResultStore(tmp_path / "k_at_n").manifest()
-    assert manifest["params"]["settings"]["do_sample"] is True and manifest["params"]["kind"] == "k_at_n"
+    assert manifest["params"]["settings"]["do_sample"] is True and manifest["params"]["kind"] == "knn"  # the stored kind, kept
 
 
 def test_store_refuses_other_settings(tiny_model, items, tmp_path):

@@ -173,7 +173,7 @@ def evaluate_demo(model_dir: str | Path | None = None, *, split: str = "test", b
                                                            scores["items"], idk_scores["items"])}
                     for task, s in scores["by_task"].items()},
         "baselines": text_only_baselines(items, _training_prior(model_dir)),
-        "k_at_n_agreement": agreement,
+        "knn_agreement": agreement,  # the shipped card (inside the hashed model folder) names it so
         "most_common_output": most_common,
         "most_common_output_share": count / len(preds["baseline"]),
         "by_difficulty": _by_difficulty(items, scores["items"], idk_scores["items"]),
@@ -262,7 +262,7 @@ def write_card(model_dir: Path, metrics: dict[str, Any], training: dict[str, Any
         f"| {name} | " + " | ".join(f"{_pct(lv[d]['acc'])}" for d in order) + " | "
         + " | ".join(f"{_pct(lv[d]['idk_prompt_rej'])}" for d in order) + " |"
         for name, lv in [(t, by_task[t]["by_difficulty"]) for t in tasks] + [("total", levels)])
-    k_at_n = metrics.get("k_at_n_agreement") or {}
+    k_at_n = metrics.get("knn_agreement") or {}
     k_at_n_line = (f"K@N agreement (the modal answer's share of {k_at_n['n']} samples at temperature {k_at_n['temperature']:g}, "
                 f"baseline prompt): {_pct(k_at_n['on_right'])} % on the items the greedy answer gets right, "
                 f"{_pct(k_at_n['on_wrong'])} % on those it gets wrong." if k_at_n else "")
