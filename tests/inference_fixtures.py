@@ -90,3 +90,14 @@ def write_benchmark_json(path: Path, items: list[BenchmarkItem]) -> Path:
                 "answer": it.answer, "task": it.task} for it in items]
     path.write_text(json.dumps(records))
     return path
+
+
+def infer_idk_on_two_items(folder: Path, tmp_path: Path) -> tuple[int, list[dict]]:
+    """``rlalm infer --method idk`` on a saved checkpoint folder over two short clips: (exit code, records)."""
+    from reliable_lalm.cli import main
+    from reliable_lalm.core.results import ResultStore
+
+    bench = write_benchmark_json(tmp_path / "bench.json", make_items(tmp_path / "audio", 2, max_seconds=1.5))
+    rc = main(["infer", "--model", str(folder), "--benchmark", str(bench), "--method", "idk", "--out",
+               str(tmp_path / "out"), "--device", "cpu", "--max-new-tokens", "3", "--no-progress"])
+    return rc, (ResultStore(tmp_path / "out").records() if rc == 0 else [])

@@ -14,10 +14,8 @@ import torch
 from transformers import (AudioFlamingo3EncoderConfig, MusicFlamingoConfig, MusicFlamingoForConditionalGeneration,
                           MusicFlamingoProcessor, Qwen2Config)
 
-from inference_fixtures import make_items, write_benchmark_json  # noqa: E402
+from inference_fixtures import infer_idk_on_two_items  # noqa: E402
 from lora_fixtures import language_model_qkv  # noqa: E402
-from reliable_lalm.cli import main
-from reliable_lalm.core.results import ResultStore
 from reliable_lalm.models import families, native_tiny, registry
 from reliable_lalm.models.base import GenerationRequest, GenerationSettings
 from reliable_lalm.models.hf_generic import NativeHFBackend, NativeTraining
@@ -104,11 +102,8 @@ def test_a_new_row_is_served_trained_and_built_from_the_table(added, tmp_path):
 def test_rlalm_infer_serves_a_checkpoint_of_the_new_family(added, tmp_path, capsys):
     model, processor = native_tiny.build_tiny("musicflamingo")
     folder = native_tiny.save_tiny(model, processor, tmp_path / "musicflamingo")
-    bench = write_benchmark_json(tmp_path / "bench.json", make_items(tmp_path / "audio", 2, max_seconds=1.5))
-    rc = main(["infer", "--model", str(folder), "--benchmark", str(bench), "--method", "idk", "--out",
-               str(tmp_path / "out"), "--device", "cpu", "--max-new-tokens", "3", "--no-progress"])
+    rc, records = infer_idk_on_two_items(folder, tmp_path)
     assert rc == 0, capsys.readouterr().err
-    records = ResultStore(tmp_path / "out").records()
     assert len(records) == 2 and all(r["error"] is None for r in records), records
 
 

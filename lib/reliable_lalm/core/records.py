@@ -78,8 +78,6 @@ def task_order(tasks: Sequence[str]) -> tuple[str, ...]:
 
 class NothingScoredError(ValueError):
     """Not one record could be scored (or exported): a one-line reason for a non-zero exit."""
-class NothingScoredError(ValueError):
-    """Not one record could be scored (or exported): a one-line reason for a non-zero exit."""
 
 
 def read_records(path: str | Path, source: str = "pred") -> tuple[list[Any], list[RecordError]]:

@@ -28,7 +28,6 @@ one (ΔCon = 0) is a result.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence

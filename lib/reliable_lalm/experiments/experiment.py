@@ -21,7 +21,7 @@ from reliable_lalm import paths
 from reliable_lalm.benchmarks.registry import parse_benchmark
 from reliable_lalm.core import jsonio
 from reliable_lalm.core.fingerprint import digest, items_fingerprint, model_fingerprint
-from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark, load_benchmark
+from reliable_lalm.core.items import BenchmarkItem, LoadedBenchmark
 from reliable_lalm.core.prompts import FewShotExample
 from reliable_lalm.core.results import ResultStore, params_fingerprint
 from reliable_lalm.core.scoring import (NOT_RUN_KEY, score_mmau_string_match, score_records,

@@ -8,14 +8,13 @@ resumable and key their records as :mod:`reliable_lalm.methods.generation` descr
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 from typing import Any, Sequence
 
 from reliable_lalm.core.items import BenchmarkItem
 from reliable_lalm.core.results import ResultStore
-from reliable_lalm.methods.generation import (BatchHook, RunSummary, drop_error_records, input_fingerprint,
-                                              open_store, run_prompts, store_params, summarize_run,
+from reliable_lalm.methods.generation import (BatchHook, RunSummary, input_fingerprint,
+                                              open_store, run_prompts, store_params, run_locked,
                                               valid_done_keys)
 from reliable_lalm.methods.registry import SINGLE, get_method, single_call_methods
 from reliable_lalm.models.base import GenerationSettings, Backend
@@ -61,16 +60,9 @@ def run_method(backend: Backend, items: Sequence[BenchmarkItem], method: str,
     if settings.num_samples != 1:
         raise ValueError("run_method writes one output per item; use sample_k_at_n for several samples")
     store = open_store(store_dir_or_store, store_params(backend, method, settings, few_shot), settings)
-    with store.writer_lock():  # a second process on this store is refused, not run twice
-        if retry_errors:
-            drop_error_records(store)
-        done_before = store.done_keys()
-        start = time.perf_counter()
-        entry.runner(backend, items, store, entry=entry, settings=settings, few_shot=tuple(few_shot),
-                     progress=progress, retry_errors=retry_errors, on_batch=on_batch, chunk=chunk)
-        summary = summarize_run(method, store, items, done_before, 1, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
-    return summary
+    return run_locked(store, items, method, lambda: entry.runner(
+        backend, items, store, entry=entry, settings=settings, few_shot=tuple(few_shot), progress=progress,
+        retry_errors=retry_errors, on_batch=on_batch, chunk=chunk), retry_errors=retry_errors)
 
 
 def sample_k_at_n(backend: Backend, items: Sequence[BenchmarkItem], store: ResultStore | str | os.PathLike,
@@ -88,15 +80,8 @@ def sample_k_at_n(backend: Backend, items: Sequence[BenchmarkItem], store: Resul
     settings = settings or GenerationSettings(max_new_tokens=entry.default_max_new_tokens, do_sample=True,
                                               temperature=K_AT_N_DEFAULT_TEMPERATURE)
     settings = replace(settings, num_samples=n_samples)
-    store = open_store(store, store_params(backend, method, settings, kind="knn"), settings)  # "knn": the stored kind of existing K@N stores, kept
-    with store.writer_lock():
-        if retry_errors:
-            drop_error_records(store)
-        done_before = store.done_keys()
-        start = time.perf_counter()
-        run_prompts(backend, items, store, method=method, settings=settings, n_samples=n_samples,
-                    make_prompt=lambda it: entry.build_prompt(it.question, it.choices),
-                    progress=progress, desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk)
-        summary = summarize_run(f"k-at-n:{method}", store, items, done_before, n_samples, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
-    return summary
+    store = open_store(store, store_params(backend, method, settings, kind="knn"), settings)  # the kind existing stores hold
+    return run_locked(store, items, f"k-at-n:{method}", lambda: run_prompts(
+        backend, items, store, method=method, settings=settings, n_samples=n_samples,
+        make_prompt=lambda it: entry.build_prompt(it.question, it.choices), progress=progress,
+        desc=f"K@{n_samples} {method}", on_batch=on_batch, chunk=chunk), n_samples=n_samples, retry_errors=retry_errors)

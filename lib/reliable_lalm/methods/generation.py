@@ -42,11 +42,10 @@ Policies
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -450,6 +449,21 @@ def run_scoring(backend: Backend, items: Sequence[BenchmarkItem], store: ResultS
         bar.close()
     summary = summarize_run(summary_label, store, items, done_before, 1, time.perf_counter() - start)
     store.update_manifest(last_run=summary.to_dict())
+    return summary
+
+
+def run_locked(store: ResultStore, items: Sequence[BenchmarkItem], label: str, work: Callable[[], Any], *,
+               n_samples: int = 1, retry_errors: bool = False) -> RunSummary:
+    """Run ``work`` with the store's writer lock held (a second process on this store is refused, not run
+    twice), after dropping error records if asked; record and return the summary of what it added."""
+    with store.writer_lock():
+        if retry_errors:
+            drop_error_records(store)
+        done_before = store.done_keys()
+        start = time.perf_counter()
+        work()
+        summary = summarize_run(label, store, items, done_before, n_samples, time.perf_counter() - start)
+        store.update_manifest(last_run=summary.to_dict())
     return summary
 
 

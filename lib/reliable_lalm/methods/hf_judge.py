@@ -23,10 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from reliable_lalm.core.normalize import RuleBasedNormalizer
 from reliable_lalm.core.normalize_types import LLMConfigError, Normalized, Normalizer
 from reliable_lalm.core.prompts import JUDGE_PROMPT_BUILDERS
-from reliable_lalm.methods.llm_judge import MODES, PROMPT_NAMES, judge_detail, judge_prompts, parse_reply
+from reliable_lalm.methods.llm_judge import MODES, PROMPT_NAMES, RulesThenJudge, judge_detail, parse_reply
 
 
-class HFJudgeNormalizer:
+class HFJudgeNormalizer(RulesThenJudge):
     """Normalize outputs with a local transformers chat model as the judge."""
 
     name = "hf"
@@ -74,14 +74,8 @@ class HFJudgeNormalizer:
     def summary(self) -> dict[str, Any]:
         return {**self._stats, "model": self.model_id, "mode": self.mode, "prompt": self.prompt, "fatal_error": None}
 
-    def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
-        return self.normalize_many([output], [choices])[0]
-
     def normalize_many(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Normalized]:
-        if len(outputs) != len(choices):
-            raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
-        rule = self.rule.normalize_many(outputs, choices)
-        prompts = judge_prompts(rule, outputs, choices, mode=self.mode, prompt=self.prompt)
+        rule, prompts = self.rules_and_prompts(outputs, choices)
         distinct = list(dict.fromkeys(prompts.values()))  # identical prompts are asked once
         replies = dict(zip(distinct, self.generate(distinct)))
         results, details = list(rule), [None] * len(outputs)

@@ -200,6 +200,26 @@ def cache_key(model: str, prompt: str, endpoint: str = DEFAULT_ENDPOINT) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+class RulesThenJudge:
+    """What both LLM judges share: the rules decide first, then the judge is asked about the outputs its
+    ``mode`` sends (:func:`judge_prompts`). Subclasses set ``rule``, ``mode`` and ``prompt``."""
+
+    rule: RuleBasedNormalizer
+    mode: str
+    prompt: str
+
+    def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
+        return self.normalize_many([output], [choices])[0]
+
+    def rules_and_prompts(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]
+                          ) -> tuple[list[Normalized], dict[int, str]]:
+        """(rule result per output, judge prompt per index the judge is asked about)."""
+        if len(outputs) != len(choices):
+            raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
+        rule = self.rule.normalize_many(outputs, choices)
+        return rule, judge_prompts(rule, outputs, choices, mode=self.mode, prompt=self.prompt)
+
+
 class ReplyCache:
     """One JSON file per key under ``root/<key[:2]>/<key>.json``; atomic writes, safe across threads
     and processes (a reader sees a whole file or none)."""
@@ -241,7 +261,7 @@ class _Outcome:
     usage: dict[str, int] | None = None
 
 
-class OpenAINormalizer:
+class OpenAINormalizer(RulesThenJudge):
     """Normalize outputs with an LLM judge (``prompt``: ``"toolkit"`` or the paper's Table 8,
     ``"paper"``) through an OpenAI-compatible chat API.
 
@@ -325,15 +345,9 @@ class OpenAINormalizer:
         return {"normalizer": self.name, "model": self.model, "base_url_host": endpoint_host(self.base_url),
                 "mode": self.mode, "temperature": 0, "max_tokens": self.max_tokens, "prompt": PROMPT_NAMES[self.prompt]}
 
-    def normalize(self, output: str, choices: Sequence[str]) -> Normalized:
-        return self.normalize_many([output], [choices])[0]
-
     def normalize_many(self, outputs: Sequence[str], choices: Sequence[Sequence[str]]) -> list[Normalized]:
-        if len(outputs) != len(choices):
-            raise ValueError(f"{len(outputs)} outputs but {len(choices)} choice lists")
         # Rule results always: they decide in fallback mode and are what a failed item keeps.
-        rule = self.rule.normalize_many(outputs, choices)
-        prompts = judge_prompts(rule, outputs, choices, mode=self.mode, prompt=self.prompt)
+        rule, prompts = self.rules_and_prompts(outputs, choices)
         ask = list(prompts)
         groups: dict[str, list[int]] = {}  # identical prompts are asked once
         for i in ask:

@@ -23,7 +23,6 @@ audio, no answer to ask about) gets an error record naming the cause and the run
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Sequence
 
 from reliable_lalm.core.items import BenchmarkItem
@@ -31,7 +30,7 @@ from reliable_lalm.core.results import ResultStore
 from reliable_lalm.methods.registry import FOLLOW_UP, get_method
 from reliable_lalm.methods.generation import (RunSummary, drop_error_records, input_fingerprint, item_fields,
                                               open_store, run_prompts, run_scoring, store_params, store_params_for,
-                                              summarize_run)
+                                              run_locked)
 from reliable_lalm.models.base import Backend, GenerationSettings, OptionScoringUnsupported
 
 # Decoding settings do not enter a log-likelihood; a fixed value keys the store (greedy, 1 token).
@@ -130,13 +129,6 @@ def run_follow_up(backend: Backend, items: Sequence[BenchmarkItem], answers: dic
     holds the answer)."""
     prompt_of = follow_up_prompt_of(method, answers)
     store = open_store(store, store_params(backend, method, settings), settings)
-    with store.writer_lock():
-        if retry_errors:
-            drop_error_records(store)
-        done_before = store.done_keys()
-        start = time.perf_counter()
-        run_prompts(backend, items, store, method=method, settings=settings, make_prompt=prompt_of,
-                    progress=progress, chunk=chunk)
-        summary = summarize_run(method, store, items, done_before, 1, time.perf_counter() - start)
-        store.update_manifest(last_run=summary.to_dict())
-    return summary
+    return run_locked(store, items, method, lambda: run_prompts(
+        backend, items, store, method=method, settings=settings, make_prompt=prompt_of, progress=progress,
+        chunk=chunk), retry_errors=retry_errors)

@@ -357,7 +357,7 @@ def _item_html(it: ReportItem, audio: str, report: ItemReport) -> str:
 
 
 def _select(name: str, label: str, values: Sequence[str], counts: Counter) -> str:
-    options = [f'<option value="">all</option>'] + [f'<option value="{_esc(v)}">{_esc(v)} ({counts[v]})</option>'
+    options = ['<option value="">all</option>'] + [f'<option value="{_esc(v)}">{_esc(v)} ({counts[v]})</option>'
                                                      for v in values]
     return f'<label>{_esc(label)} <select id="filter-{name}" data-filter="{name}">{"".join(options)}</select></label>'
 

@@ -3,7 +3,6 @@ sizes) and the file names of a saved adapter. Which modules get LoRA is a choice
 :data:`LORA_TARGETS`); the alpha per modality follows Table 9 (:mod:`reliable_lalm.training.table9`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 

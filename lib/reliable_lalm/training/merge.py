@@ -5,7 +5,6 @@ a merge in a low-precision dtype rounds much of the update away (measured in tes
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
