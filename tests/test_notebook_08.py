@@ -6,26 +6,21 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from notebook_run_fixtures import PROFILE, read_ci_table, run_notebook  # noqa: E402
 from reliable_lalm import paths
-from reliable_lalm.reporting.tables import read_table
 
 pytestmark = pytest.mark.notebooks
-PROFILE = "ci"
 STEM = "08_abstention_beyond_the_paper"
 PREFIX = "08_abstention__"
 
 
 @pytest.fixture(scope="module")
 def run08(tmp_path_factory):
-    from reliable_lalm.runner.reproduce import reproduce
-
-    report = reproduce(PROFILE, only="08", runs_root=tmp_path_factory.mktemp("runs"))
-    assert report["status"] == "ok", report
-    return report
+    return run_notebook("08", tmp_path_factory.mktemp("runs"))
 
 
 def _table(name, levels=1):
-    return read_table(paths.tables_dir(PROFILE) / f"{PREFIX}{name}.csv", index_levels=levels)
+    return read_ci_table(PREFIX, name, levels)
 
 
 def test_notebook_ran(run08):

@@ -5,27 +5,22 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from notebook_run_fixtures import PROFILE, read_ci_table, run_notebook  # noqa: E402
 from reliable_lalm import paths
 from reliable_lalm.experiments.uncertainty import ALL_SCORES
-from reliable_lalm.reporting.tables import read_table
 
 pytestmark = pytest.mark.notebooks
-PROFILE = "ci"
 STEM = "09_uncertainty_and_guarantees"
 PREFIX = "09_uncertainty__"
 
 
 @pytest.fixture(scope="module")
 def run09(tmp_path_factory):
-    from reliable_lalm.runner.reproduce import reproduce
-
-    report = reproduce(PROFILE, only="09", runs_root=tmp_path_factory.mktemp("runs"))
-    assert report["status"] == "ok", report
-    return report
+    return run_notebook("09", tmp_path_factory.mktemp("runs"))
 
 
 def _table(name, levels=1):
-    return read_table(paths.tables_dir(PROFILE) / f"{PREFIX}{name}.csv", index_levels=levels)
+    return read_ci_table(PREFIX, name, levels)
 
 
 def test_notebook_ran(run09):
@@ -55,7 +50,7 @@ def test_audio_reliance(run09):
     rates = table[[c for c in table.columns if "%" in c]]
     assert ((rates >= 0) & (rates <= 100)).all().all()
     assert table.loc["total", "n"] == table.drop(index="total")["n"].sum()
-    items = read_table(paths.tables_dir(PROFILE) / f"{PREFIX}audio_reliance_items.csv", index_levels=1)
+    items = read_ci_table(PREFIX, "audio_reliance_items")
     right = int(table.loc["total", "right with audio and silence (n)"])
     assert (items["right with silence"].astype(str) == "True").sum() == right
 

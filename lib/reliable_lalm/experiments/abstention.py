@@ -148,14 +148,11 @@ class AbstentionStudy:
 
     @cached_property
     def _k_at_n(self) -> dict[str, Any]:
-        store = ResultStore(self.exp.k_at_n_store(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
-                                               top_p=self.k_at_n_top_p, progress=self.progress))
-        by_item = store.by_item(None)
+        samples = self.exp.k_at_n_samples_by_item(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
+                                                  top_p=self.k_at_n_top_p, progress=self.progress)
         out = {}
         for item in self.exp.items:
-            recs = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
-            recs = [r for r in recs if int(r.get("sample_index", 0)) < self.k_at_n_samples]
-            outs = [r.get("model_output") for r in recs]
+            outs = [r.get("model_output") for r in samples[item.id]]
             out[item.id] = ab.sample_agreement(_normalize(self.exp.normalizer_object, outs, [item.choices] * len(outs)),
                                                item.choices)
         return out

@@ -260,8 +260,6 @@ class Experiment:
 
         One pass serves every K (Figure 5) and every training modality (04_sft, 05, 07).
         """
-
-
         # K@N has its own sampling settings (k_at_n_* parameters), whatever the evaluation's decoding.
         settings = replace(self.settings("baseline"), do_sample=True, temperature=temperature, top_p=top_p,
                            top_k=0, repetition_penalty=1.0, num_samples=n_samples)
@@ -274,6 +272,16 @@ class Experiment:
         if summary.errors:
             log.warning("K@N: %d items failed (see error records)", summary.errors)
         return store_dir
+
+    def k_at_n_samples_by_item(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0,
+                               progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+        """Each evaluated item's K@N sample records (sampled now if not cached), by sample index, the
+        first ``n_samples`` only."""
+        by_item = ResultStore(self.k_at_n_store(n_samples=n_samples, temperature=temperature, top_p=top_p,
+                                                progress=progress)).by_item(None)
+        return {item.id: [r for r in sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
+                          if int(r.get("sample_index", 0)) < n_samples]
+                for item in self.items}
 
     def idk_fractions(self, *, n_samples: int = 5, temperature: float = 1.0, top_p: float = 1.0):
         """Figure 5 data: IDK share (%) of the K@N training set for K = 1..N, per modality and all."""

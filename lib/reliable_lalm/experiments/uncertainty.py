@@ -120,15 +120,9 @@ class UncertaintyStudy:
 
     @cached_property
     def _k_at_n_outputs(self) -> dict[str, list[str | None]]:
-
-        store = ResultStore(self.exp.k_at_n_store(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
-                                               top_p=self.k_at_n_top_p, progress=self.progress))
-        by_item = store.by_item(None)
-        out = {}
-        for item in self.exp.items:
-            recs = sorted(by_item.get(item.id, []), key=lambda r: int(r.get("sample_index", 0)))
-            out[item.id] = [r.get("model_output") for r in recs if int(r.get("sample_index", 0)) < self.k_at_n_samples]
-        return out
+        samples = self.exp.k_at_n_samples_by_item(n_samples=self.k_at_n_samples, temperature=self.k_at_n_temperature,
+                                                  top_p=self.k_at_n_top_p, progress=self.progress)
+        return {item_id: [r.get("model_output") for r in recs] for item_id, recs in samples.items()}
 
     def _scores(self, name: str, method: str, prompt_of, texts_of) -> dict[str, dict[str, Any]]:
 
