@@ -35,11 +35,8 @@ SOUNDS = ["Dog barking", "Cat meowing", "Car horn", "Rain"]
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                 "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+def clean_env(no_credentials):
+    """Every test here runs without real credentials, endpoints or proxies, with a private cache."""
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 from chat_server import ChatServer, Hang, Raw, Reply, Status, user_prompt  # noqa: E402
 
 from reliable_lalm.methods import llm_judge
-from reliable_lalm import paths  # noqa: E402
 from reliable_lalm.methods.llm_judge import (  # noqa: E402
     LLMConfigError,
     OpenAINormalizer,
@@ -33,12 +32,8 @@ MARKER = "sk-test-MARKER-7f3c9e1d2b4a"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    # No real credentials, endpoints or proxies may leak in; the default cache goes to tmp.
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                 "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "default-cache")
+def clean_env(no_credentials):
+    """Every test here runs without real credentials, endpoints or proxies, with a private cache."""
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_server lives be
 
 from chat_server import ChatServer, Reply, user_prompt  # noqa: E402
 
-from reliable_lalm import paths  # noqa: E402
 from reliable_lalm.benchmarks.registry import resolve_benchmark  # noqa: E402
 from reliable_lalm.cli import main  # noqa: E402
 from reliable_lalm.core.metrics import Transitions  # noqa: E402
@@ -31,11 +30,8 @@ def rec(item_id, output, answer="Dog barking", task="sound", choices=ANIMALS, **
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                 "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+def clean_env(no_credentials):
+    """Every test here runs without real credentials, endpoints or proxies, with a private cache."""
 
 
 def predictions():
